@@ -1,0 +1,74 @@
+"""The backend contract: what a backend plugin implements.
+
+A backend turns a version directory into a `LoadedModel`. The core calls `Backend.load` in a
+worker thread at load time, and `LoadedModel.infer` on the event loop for every request, so
+`infer` must never block: hand the work to a thread or to the runtime's own async API.
+
+A plugin registers its backend class by name from `dropin_register_backends`:
+
+    @hookimpl
+    def dropin_register_backends(registry):
+        registry.add("openvino", OpenVINOBackend)
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .shapes import TensorSpec
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a model version is to be loaded, from the CLI or config.json (OVMS's option names)."""
+
+    target_device: str = "CPU"
+    plugin_config: Mapping[str, Any] = field(default_factory=dict)
+    nireq: int = 0  # 0: let the backend choose (e.g. OpenVINO's optimal number of infer requests)
+    shape: str | Mapping[str, str] | None = None
+    layout: str | Mapping[str, str] | None = None
+    batch_size: str | int | None = None
+
+
+class LoadedModel(abc.ABC):
+    """One loaded model version, ready to serve."""
+
+    @property
+    @abc.abstractmethod
+    def inputs(self) -> Mapping[str, TensorSpec]:
+        """The model's inputs by name."""
+
+    @property
+    @abc.abstractmethod
+    def outputs(self) -> Mapping[str, TensorSpec]:
+        """The model's outputs by name."""
+
+    @abc.abstractmethod
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """Run one request. `inputs` hold every model input, already validated against `inputs`
+        (dtype, rank and dims). Return every output by name, as arrays the caller may keep."""
+
+    def close(self) -> None:
+        """Release the model. Called once, after the last request using it has finished."""
+
+
+class Backend(abc.ABC):
+    """Loads model versions. One instance per server; it may hold shared state (a runtime core)."""
+
+    #: the name configs refer to (`"backend": "openvino"`); set by the registry
+    name: str = ""
+
+    @classmethod
+    @abc.abstractmethod
+    def claims(cls, version_dir: Path) -> bool:
+        """True if this backend can load the version directory (cheap: look at file names only)."""
+
+    @abc.abstractmethod
+    def load(self, version_dir: Path, options: LoadOptions) -> LoadedModel:
+        """Load and compile one version. Runs in a worker thread; raise on failure with a message
+        that says what is wrong with the files (it is shown in GetModelStatus)."""

@@ -1,0 +1,169 @@
+"""`dropin serve` (with OVMS's flag names and meanings) and `dropin plugins`.
+
+`dropin --model_name m --model_path /models/m` works too, as `ovms` is called in deployments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .config import ConfigError, model_config, parse_plugin_config, read_config_file
+from .errors import DropinError
+from .plugins import PluginHost
+from .server import GIB, Server, ServerSettings
+
+LOG_LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
+
+
+def _serve_parser(parser: argparse.ArgumentParser) -> None:
+    server = parser.add_argument_group("server")
+    server.add_argument("--port", type=int, default=9000, help="gRPC port (default 9000; 0 picks a free one)")
+    server.add_argument("--grpc_bind_address", default="0.0.0.0")
+    server.add_argument("--rest_port", type=int, default=0, help="REST port (0: REST off)")
+    server.add_argument("--rest_bind_address", default="0.0.0.0")
+    server.add_argument("--grpc_workers", type=int, default=1)
+    server.add_argument(
+        "--grpc_max_message_size", type=int, default=GIB, metavar="BYTES",
+        help="largest gRPC message received or sent (default 1 GiB, as OVMS)",
+    )
+    server.add_argument("--max_elements", type=int, default=0, help="most tensor elements in one request (0: no limit)")
+    server.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0, help="repository rescan period; 0 turns monitoring off")
+    server.add_argument("--log_level", default="INFO", type=str.upper, choices=sorted(LOG_LEVELS))
+    server.add_argument("--log_path", default=None)
+    server.add_argument("--config_path", default=None, help="OVMS config.json with several models")
+
+    model = parser.add_argument_group("single model (instead of --config_path)")
+    model.add_argument("--model_name")
+    model.add_argument("--model_path")
+    model.add_argument("--model_version_policy", help='JSON, e.g. {"latest": {"num_versions": 2}}')
+    model.add_argument("--target_device", default="CPU")
+    model.add_argument("--nireq", type=int, default=0, help="infer requests per version (0: the backend's optimum)")
+    model.add_argument("--plugin_config", help='JSON handed to the backend, e.g. {"INFERENCE_PRECISION_HINT":"f32"}')
+    model.add_argument("--batch_size")
+    model.add_argument("--shape")
+    model.add_argument("--layout")
+    model.add_argument("--mean")
+    model.add_argument("--scale")
+    model.add_argument("--color_format")
+    model.add_argument("--backend", help="backend plugin to load with (default: the first that claims the files)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dropin", description="TensorFlow Serving API model server")
+    parser.add_argument("--version", action="version", version=f"dropin {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(commands.add_parser("serve", help="serve models over the TF Serving gRPC API"))
+    commands.add_parser("plugins", help="list installed plugins, their hooks and what they registered")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    single = {
+        key: getattr(args, key)
+        for key in ("model_version_policy", "nireq", "plugin_config", "batch_size", "shape", "layout", "mean", "scale", "color_format", "backend")
+        if getattr(args, key) not in (None, 0)
+    }
+    if args.target_device != "CPU":
+        single["target_device"] = args.target_device
+    if "plugin_config" in single:
+        single["plugin_config"] = parse_plugin_config(single["plugin_config"], "--plugin_config")
+    for key in ("mean", "scale"):
+        if key in single:
+            single[key] = _number_or_list(single[key], key)
+    if args.config_path and (args.model_name or args.model_path):
+        raise ConfigError("--config_path cannot be combined with --model_name / --model_path")
+    models = []
+    config_path = None
+    if args.config_path:
+        config_path = Path(args.config_path)
+        models = read_config_file(config_path)
+    elif args.model_name or args.model_path:
+        if not (args.model_name and args.model_path):
+            raise ConfigError("--model_name and --model_path go together")
+        models = [model_config({"name": args.model_name, "base_path": args.model_path, **single}, relative_to=Path.cwd())]
+    else:
+        raise ConfigError("nothing to serve: give --model_name and --model_path, or --config_path")
+    defaults = model_config({"name": "defaults", "base_path": ".", **single})
+    return ServerSettings(
+        models=models,
+        config_path=config_path,
+        port=args.port,
+        grpc_bind_address=args.grpc_bind_address,
+        rest_port=args.rest_port,
+        rest_bind_address=args.rest_bind_address,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        grpc_workers=args.grpc_workers,
+        grpc_max_message_bytes=args.grpc_max_message_size,
+        max_elements=args.max_elements,
+        defaults=defaults,
+    )
+
+
+def _number_or_list(text: str, flag: str) -> float | list[float]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ConfigError(f"--{flag} must be a number or a JSON list of numbers, got {text!r}") from None
+    if isinstance(value, (int, float)) or (isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)):
+        return value
+    raise ConfigError(f"--{flag} must be a number or a JSON list of numbers, got {text!r}")
+
+
+def setup_logging(level: str, path: str | None = None) -> None:
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s][%(name)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LOG_LEVELS[level])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, args.log_path)
+    try:
+        settings = settings_from_args(args)
+    except DropinError as exc:
+        logging.getLogger("dropin").error("%s", exc)
+        return 2
+    try:
+        asyncio.run(Server(settings).serve())
+    except OSError as exc:
+        logging.getLogger("dropin").error("%s", exc)
+        return 1
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    setup_logging("WARNING")
+    host = PluginHost()
+    host.load()
+    host.registries()
+    for info in host.plugins():
+        version = f" {info.version}" if info.version else ""
+        print(f"{info.name} ({info.distribution}{version})")
+        if info.error:
+            print(f"  error: {info.error}")
+        if info.hooks:
+            print(f"  hooks: {', '.join(info.hooks)}")
+        for kind, names in info.registered.items():
+            print(f"  {kind}s: {', '.join(names)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
+        argv.insert(0, "serve")  # `dropin --model_name ...`, as ovms is invoked
+    args = build_parser().parse_args(argv)
+    return {"serve": cmd_serve, "plugins": cmd_plugins}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Model configuration: OVMS's config.json format, single-model CLI flags, version policies."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .backend import LoadOptions
+from .errors import DropinError, Status
+
+
+class ConfigError(DropinError):
+    def __init__(self, details: str) -> None:
+        super().__init__(Status.CONFIG_INVALID, details)
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions on disk to serve: latest N (the default, N=1), all, or specific ones."""
+
+    kind: str = "latest"  # "latest" | "all" | "specific"
+    num_versions: int = 1
+    versions: frozenset[int] = frozenset()
+
+    def select(self, available: Iterable[int]) -> set[int]:
+        present = set(available)
+        if self.kind == "all":
+            return present
+        if self.kind == "specific":
+            return present & self.versions
+        return set(sorted(present)[-self.num_versions :])
+
+    @classmethod
+    def parse(cls, value: Any) -> "VersionPolicy":
+        """From OVMS's JSON form: {"latest":{"num_versions":2}}, {"all":{}}, {"specific":{"versions":[1,3]}}."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"model_version_policy is not valid JSON: {exc}") from None
+        if not isinstance(value, dict) or len(value) != 1:
+            raise ConfigError('model_version_policy must have exactly one key: "latest", "all" or "specific"')
+        (kind, body), = value.items()
+        if not isinstance(body, dict):
+            raise ConfigError(f"model_version_policy.{kind} must be an object")
+        if kind == "all":
+            _only(body, set(), "model_version_policy.all")
+            return cls("all")
+        if kind == "latest":
+            _only(body, {"num_versions"}, "model_version_policy.latest")
+            n = body.get("num_versions", 1)
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ConfigError("model_version_policy.latest.num_versions must be an integer >= 1")
+            return cls("latest", num_versions=n)
+        if kind == "specific":
+            _only(body, {"versions"}, "model_version_policy.specific")
+            versions = body.get("versions")
+            if (
+                not isinstance(versions, list)
+                or not versions
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in versions)
+            ):
+                raise ConfigError("model_version_policy.specific.versions must be a non-empty list of integers >= 1")
+            return cls("specific", versions=frozenset(versions))
+        raise ConfigError(f'unknown model_version_policy {kind!r}: expected "latest", "all" or "specific"')
+
+    def __str__(self) -> str:
+        if self.kind == "latest":
+            return f"latest {self.num_versions}"
+        if self.kind == "specific":
+            return f"specific {sorted(self.versions)}"
+        return "all"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One served model."""
+
+    name: str
+    base_path: str
+    version_policy: VersionPolicy = VersionPolicy()
+    load: LoadOptions = LoadOptions()
+    backend: str | None = None  # None: the first backend that claims the version directory
+    #: every other option of the entry (color_format, mean, scale, ...), for preprocessors
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+# OVMS's model config keys (schema.cpp), plus dropin's "backend"
+_MODEL_KEYS = {
+    "name", "base_path", "batch_size", "model_version_policy", "shape", "layout", "nireq",
+    "target_device", "plugin_config", "stateful", "low_latency_transformation", "idle_sequence_cleanup",
+    "max_sequence_number", "allow_cache", "cache_dir", "mean", "scale", "color_format", "precision",
+    "backend",
+}
+_TOP_KEYS = {
+    "model_config_list", "pipeline_config_list", "mediapipe_config_list", "custom_loader_config_list",
+    "custom_node_library_config_list", "monitoring",
+}
+
+
+def _only(body: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}")
+
+
+def parse_plugin_config(value: Any, where: str = "plugin_config") -> dict[str, Any]:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a JSON object")
+    return dict(value)
+
+
+def model_config(entry: Mapping[str, Any], relative_to: Path | None = None) -> ModelConfig:
+    """A ModelConfig from one `model_config_list[].config` object (or the equivalent CLI flags)."""
+    _only(entry, _MODEL_KEYS, f"model {entry.get('name', '?')!r}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("every model needs a non-empty string 'name'")
+    base_path = entry.get("base_path")
+    if not isinstance(base_path, str) or not base_path:
+        raise ConfigError(f"model {name!r} needs a 'base_path'")
+    if ".." in Path(base_path).parts:
+        raise ConfigError(f"model {name!r}: base_path may not contain '..'")
+    if "://" not in base_path and relative_to is not None and not os.path.isabs(base_path):
+        base_path = str((relative_to / base_path).resolve())
+    policy = entry.get("model_version_policy")
+    nireq = entry.get("nireq", 0) or 0
+    if not isinstance(nireq, int) or nireq < 0:
+        raise ConfigError(f"model {name!r}: nireq must be an integer >= 0")
+    device = entry.get("target_device", "CPU") or "CPU"
+    load = LoadOptions(
+        target_device=str(device),
+        plugin_config=parse_plugin_config(entry.get("plugin_config"), f"model {name!r} plugin_config"),
+        nireq=nireq,
+        shape=entry.get("shape"),
+        layout=entry.get("layout"),
+        batch_size=entry.get("batch_size"),
+    )
+    options = {k: v for k, v in entry.items() if k not in {"name", "base_path", "model_version_policy", "backend"}}
+    return ModelConfig(
+        name=name,
+        base_path=base_path,
+        version_policy=VersionPolicy.parse(policy) if policy is not None else VersionPolicy(),
+        load=load,
+        backend=entry.get("backend"),
+        options=options,
+    )
+
+
+def read_config_file(path: str | Path) -> list[ModelConfig]:
+    """Parse an OVMS config.json. Raises ConfigError, applying nothing, when the file is invalid."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict) or "model_config_list" not in document:
+        raise ConfigError(f"{path}: the top level must be an object with 'model_config_list'")
+    _only(document, _TOP_KEYS, str(path))
+    entries = document["model_config_list"]
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: model_config_list must be a list")
+    models: list[ModelConfig] = []
+    for item in entries:
+        if not isinstance(item, dict) or set(item) != {"config"} or not isinstance(item["config"], dict):
+            raise ConfigError(f'{path}: every model_config_list item must be {{"config": {{...}}}}')
+        models.append(model_config(item["config"], relative_to=path.parent.resolve()))
+    names = [m.name for m in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{path}: duplicate model name(s) {', '.join(duplicates)}")
+    return models

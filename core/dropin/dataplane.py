@@ -1,0 +1,123 @@
+"""The protocol-neutral data plane: Predict, GetModelMetadata and GetModelStatus.
+
+The gRPC servicers (and the REST handlers) decode their wire format into `RequestTensor`s,
+call these methods, and encode what they return. Errors are raised as `DropinError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import DropinError, Status
+from .manager import ModelManager
+from .models import ModelVersion, Servable
+from .shapes import TensorSpec
+from .validation import Conversion, RequestTensor, check_converted, validate_request
+
+log = logging.getLogger("dropin.dataplane")
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    model_name: str
+    version: int
+    outputs: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    model_name: str
+    version: int
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+
+
+class DataPlane:
+    def __init__(self, manager: ModelManager, max_elements: int = 0, preprocess_threads: int | None = None) -> None:
+        self.manager = manager
+        self.table = manager.table
+        self.max_elements = max_elements
+        # preprocessors that decode (images) run here, off the event loop
+        self._executor = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="dropin-preprocess")
+
+    async def predict(
+        self,
+        model_name: str,
+        version: int,
+        inputs: Mapping[str, RequestTensor],
+        output_filter: Sequence[str] = (),
+    ) -> PredictResult:
+        servable = await self.table.acquire(model_name, version)
+        try:
+            arrays, conversions = validate_request(servable.plans, inputs, self.max_elements)
+            if conversions:
+                await self._convert(conversions, arrays)
+            outputs_spec = servable.model.outputs
+            for name in output_filter:
+                if name not in outputs_spec:
+                    raise DropinError(
+                        Status.INVALID_OUTPUT_FILTER,
+                        f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
+                    )
+            try:
+                outputs = await servable.model.infer(arrays)
+            except DropinError:
+                raise
+            except Exception as exc:
+                log.exception("model %s version %d: inference failed", model_name, servable.version)
+                raise DropinError(
+                    Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}"
+                ) from exc
+            if output_filter:
+                outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
+            return PredictResult(servable.model_name, servable.version, outputs)
+        finally:
+            servable.release()
+
+    async def _convert(self, conversions: list[Conversion], arrays: dict[str, np.ndarray]) -> None:
+        loop = asyncio.get_running_loop()
+        for conversion in conversions:
+            plan = conversion.plan
+            converter = plan.converter
+            assert converter is not None
+            try:
+                if converter.blocking:
+                    array = await loop.run_in_executor(
+                        self._executor, converter.convert, plan.spec.name, conversion.shape, conversion.values
+                    )
+                else:
+                    array = converter.convert(plan.spec.name, conversion.shape, conversion.values)
+            except DropinError:
+                raise
+            except Exception as exc:
+                log.exception("preprocessor %s failed on input %s", plan.converter_plugin, plan.spec.name)
+                raise DropinError(
+                    Status.PLUGIN_ERROR,
+                    f"preprocessor {plan.converter_plugin!r} failed on input {plan.spec.name}: {type(exc).__name__}: {exc}",
+                ) from exc
+            arrays[plan.spec.name] = check_converted(conversion, array)
+
+    async def metadata(self, model_name: str, version: int) -> ModelMetadata:
+        # metadata is answered only by an AVAILABLE version, without waiting for a load
+        servable: Servable = await self.table.acquire(model_name, version, wait=False)
+        servable.release()
+        return ModelMetadata(servable.model_name, servable.version, servable.model.inputs, servable.model.outputs)
+
+    def status(self, model_name: str, version: int) -> list[ModelVersion]:
+        """One version, or (version 0) every registered version in ascending order."""
+        model = self.table.get(model_name)
+        if version:
+            found = model.versions.get(version)
+            if found is None:
+                raise DropinError(Status.MODEL_VERSION_MISSING)
+            return [found]
+        return [model.versions[n] for n in sorted(model.versions)]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,120 @@
+"""The element types dropin serves, and their names in TF Serving, OVMS and numpy.
+
+One table, so that the protocol layer, validation messages and backends agree.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+
+class DType(enum.Enum):
+    """An element type. The value is the OVMS precision name used in error messages."""
+
+    FP32 = "FP32"
+    FP64 = "FP64"
+    FP16 = "FP16"
+    I64 = "I64"
+    I32 = "I32"
+    I16 = "I16"
+    I8 = "I8"
+    U64 = "U64"
+    U32 = "U32"
+    U16 = "U16"
+    U8 = "U8"
+    BOOL = "BOOL"
+    STRING = "STRING"
+
+    @property
+    def numpy(self) -> np.dtype:
+        """The numpy dtype (little-endian, as on the wire); object for STRING."""
+        return _NUMPY[self]
+
+    @property
+    def tf_enum(self) -> int:
+        """The `tensorflow.DataType` enum value."""
+        return _TF[self]
+
+    @property
+    def tf_name(self) -> str:
+        """The `tensorflow.DataType` enum name, as REST metadata prints it."""
+        return _TF_NAMES[_TF[self]]
+
+    @property
+    def itemsize(self) -> int:
+        return _NUMPY[self].itemsize
+
+    @classmethod
+    def from_numpy(cls, dtype: np.dtype | type) -> "DType":
+        try:
+            return _FROM_NUMPY[np.dtype(dtype)]
+        except KeyError:
+            raise ValueError(f"numpy dtype {np.dtype(dtype)} has no dropin equivalent") from None
+
+    @classmethod
+    def from_tf(cls, tf_enum: int) -> "DType | None":
+        """The DType of a `tensorflow.DataType` value, or None when dropin does not serve it."""
+        return _FROM_TF.get(tf_enum)
+
+
+_NUMPY: dict[DType, np.dtype] = {
+    DType.FP32: np.dtype("<f4"),
+    DType.FP64: np.dtype("<f8"),
+    DType.FP16: np.dtype("<f2"),
+    DType.I64: np.dtype("<i8"),
+    DType.I32: np.dtype("<i4"),
+    DType.I16: np.dtype("<i2"),
+    DType.I8: np.dtype("i1"),
+    DType.U64: np.dtype("<u8"),
+    DType.U32: np.dtype("<u4"),
+    DType.U16: np.dtype("<u2"),
+    DType.U8: np.dtype("u1"),
+    DType.BOOL: np.dtype("?"),
+    DType.STRING: np.dtype(object),
+}
+
+# tensorflow/core/framework/types.proto
+_TF: dict[DType, int] = {
+    DType.FP32: 1,
+    DType.FP64: 2,
+    DType.I32: 3,
+    DType.U8: 4,
+    DType.I16: 5,
+    DType.I8: 6,
+    DType.STRING: 7,
+    DType.I64: 9,
+    DType.BOOL: 10,
+    DType.U16: 17,
+    DType.FP16: 19,
+    DType.U32: 22,
+    DType.U64: 23,
+}
+
+_TF_NAMES: dict[int, str] = {
+    0: "DT_INVALID", 1: "DT_FLOAT", 2: "DT_DOUBLE", 3: "DT_INT32", 4: "DT_UINT8", 5: "DT_INT16",
+    6: "DT_INT8", 7: "DT_STRING", 8: "DT_COMPLEX64", 9: "DT_INT64", 10: "DT_BOOL", 11: "DT_QINT8",
+    12: "DT_QUINT8", 13: "DT_QINT32", 14: "DT_BFLOAT16", 15: "DT_QINT16", 16: "DT_QUINT16",
+    17: "DT_UINT16", 18: "DT_COMPLEX128", 19: "DT_HALF", 20: "DT_RESOURCE", 21: "DT_VARIANT",
+    22: "DT_UINT32", 23: "DT_UINT64",
+}
+
+# What OVMS prints for request dtypes it has no precision for.
+_OVMS_NAMES_OF_OTHER_TF_TYPES: dict[int, str] = {14: "BF16", 8: "UNDEFINED", 18: "UNDEFINED"}
+
+_FROM_TF = {v: k for k, v in _TF.items()}
+_FROM_NUMPY = {v: k for k, v in _NUMPY.items() if k is not DType.STRING}
+
+
+def tf_precision_name(tf_enum: int) -> str:
+    """The OVMS precision name of a request dtype, for 'Actual: ...' in error messages."""
+    dtype = _FROM_TF.get(tf_enum)
+    if dtype is not None:
+        return dtype.value
+    return _OVMS_NAMES_OF_OTHER_TF_TYPES.get(tf_enum, "UNDEFINED")
+
+
+def tf_type_name(tf_enum: int) -> str:
+    """The `tensorflow.DataType` name of an enum value (DT_FLOAT, ...)."""
+    return _TF_NAMES.get(tf_enum, f"DT_{tf_enum}")

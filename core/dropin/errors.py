@@ -1,0 +1,83 @@
+"""dropin's errors, and the one table that maps them to gRPC codes and HTTP statuses.
+
+Each `Status` carries OVMS's base message; a `DropinError` adds the details, giving
+"<base> - <details>" exactly as OVMS formats its gRPC status details.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+
+class Status(enum.Enum):
+    """(base message, gRPC code, HTTP status). Base messages are OVMS's `status.cpp` texts."""
+
+    # resolution of model and version
+    MODEL_NAME_MISSING = ("Model with requested name is not found", grpc.StatusCode.NOT_FOUND, 404)
+    MODEL_VERSION_MISSING = ("Model with requested version is not found", grpc.StatusCode.NOT_FOUND, 404)
+    MODEL_VERSION_NOT_LOADED_ANYMORE = ("Model with requested version is retired", grpc.StatusCode.NOT_FOUND, 404)
+    MODEL_VERSION_NOT_LOADED_YET = ("Model with requested version is not loaded yet", grpc.StatusCode.UNAVAILABLE, 404)
+    MODEL_SPEC_MISSING = ("model_spec missing in request", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_SIGNATURE_DEF = ("Invalid signature name", grpc.StatusCode.INVALID_ARGUMENT, 400)
+
+    # request validation (spec §2.2), in the order it runs
+    INVALID_NO_OF_INPUTS = ("Invalid number of inputs", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_MISSING_INPUT = ("Missing input with specific name", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_SHAPE = ("Invalid input shape", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_PRECISION = ("Invalid input precision", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_NO_OF_SHAPE_DIMENSIONS = ("Invalid number of shape dimensions", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_BATCH_SIZE = ("Invalid input batch size", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_CONTENT_SIZE = ("Invalid content size of tensor proto", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_VALUE_COUNT = ("Invalid number of values in tensor proto container", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_OUTPUT_FILTER = ("Invalid output name in output_filter", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    TOO_MANY_ELEMENTS = ("Request is too large", grpc.StatusCode.RESOURCE_EXHAUSTED, 413)
+
+    # binary (encoded image) and string inputs (spec §6)
+    STRING_VAL_EMPTY = ("String val is empty", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    IMAGE_PARSING_FAILED = ("Image parsing failed", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_NO_OF_CHANNELS = ("Invalid number of channels in binary input", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    BINARY_IMAGES_RESOLUTION_MISMATCH = (
+        "Binary input images for this endpoint are required to have the same resolution",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        400,
+    )
+    UNSUPPORTED_STRING_INPUT = ("String input is not supported for this model input", grpc.StatusCode.INVALID_ARGUMENT, 400)
+
+    # serving
+    UNSUPPORTED_OUTPUT_PRECISION = ("Unsupported serialization precision", grpc.StatusCode.INTERNAL, 500)
+    INFERENCE_ERROR = ("Internal inference error", grpc.StatusCode.INTERNAL, 500)
+    PLUGIN_ERROR = ("Plugin error", grpc.StatusCode.INTERNAL, 500)
+    SERVER_NOT_READY = ("Server is not ready", grpc.StatusCode.UNAVAILABLE, 503)
+    SHUTTING_DOWN = ("Server is shutting down", grpc.StatusCode.UNAVAILABLE, 503)
+
+    # model loading and configuration
+    FILE_INVALID = ("File not found or cannot open", grpc.StatusCode.FAILED_PRECONDITION, 412)
+    MODEL_LOAD_FAILED = ("Model could not be loaded", grpc.StatusCode.FAILED_PRECONDITION, 412)
+    CONFIG_INVALID = ("Invalid configuration", grpc.StatusCode.INVALID_ARGUMENT, 400)
+
+    @property
+    def message(self) -> str:
+        return self.value[0]
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return self.value[1]
+
+    @property
+    def http_status(self) -> int:
+        return self.value[2]
+
+
+class DropinError(Exception):
+    """An error with a `Status` and optional details; str() is what clients see."""
+
+    def __init__(self, status: Status, details: str | None = None) -> None:
+        self.status = status
+        self.details = details
+        super().__init__(f"{status.message} - {details}" if details else status.message)
+
+    @property
+    def message(self) -> str:
+        return str(self)

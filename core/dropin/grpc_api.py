@@ -1,0 +1,142 @@
+"""Thin gRPC servicers for tensorflow.serving.PredictionService and ModelService.
+
+They decode protos, call the data plane, and encode its results; every error becomes a gRPC
+status through the one table in errors.py. Classify, Regress and MultiInference are not
+declared, so gRPC answers them UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Awaitable, Callable, TypeVar
+
+import grpc
+
+from ._proto.tensorflow.core.protobuf import meta_graph_pb2
+from ._proto.tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from .dataplane import DataPlane
+from .dtypes import DType
+from .errors import DropinError, Status
+from .shapes import TensorSpec
+from .tensor_proto import ProtoTensor, fill_proto
+
+log = logging.getLogger("dropin.grpc")
+
+SIGNATURE_KEY = "serving_default"
+METADATA_FIELD = "signature_def"
+
+R = TypeVar("R")
+
+
+def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Turn DropinError into its gRPC status, and anything unexpected into INTERNAL."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except DropinError as exc:
+            await context.abort(exc.status.grpc_code, exc.message)
+        except (grpc.aio.AbortError, grpc.aio.UsageError):
+            raise
+        except Exception as exc:
+            log.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"Internal server error: {type(exc).__name__}: {exc}")
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def _tensor_info(spec: TensorSpec) -> meta_graph_pb2.TensorInfo:
+    info = meta_graph_pb2.TensorInfo(name=spec.name, dtype=spec.dtype.tf_enum)
+    for d in spec.shape:
+        info.tensor_shape.dim.add().size = d.metadata_size
+    return info
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    @_rpc
+    async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext) -> predict_pb2.PredictResponse:
+        spec = request.model_spec
+        inputs = {name: ProtoTensor(tensor) for name, tensor in request.inputs.items()}
+        result = await self.dataplane.predict(spec.name, spec.version.value, inputs, request.output_filter)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = result.model_name
+        response.model_spec.version.value = result.version
+        response.model_spec.signature_name = SIGNATURE_KEY
+        outputs = response.outputs
+        for name, array in result.outputs.items():
+            try:
+                dtype = DType.from_numpy(array.dtype) if array.dtype != object else DType.STRING
+            except ValueError:
+                raise DropinError(Status.UNSUPPORTED_OUTPUT_PRECISION, f"output {name} has type {array.dtype}") from None
+            fill_proto(outputs[name], array, dtype)
+        return response
+
+    @_rpc
+    async def GetModelMetadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        if not request.HasField("model_spec"):
+            raise DropinError(Status.MODEL_SPEC_MISSING)
+        if list(request.metadata_field) != [METADATA_FIELD]:
+            raise DropinError(Status.INVALID_SIGNATURE_DEF)
+        meta = await self.dataplane.metadata(request.model_spec.name, request.model_spec.version.value)
+        signature = meta_graph_pb2.SignatureDef()
+        for name, spec in meta.inputs.items():
+            signature.inputs[name].CopyFrom(_tensor_info(spec))
+        for name, spec in meta.outputs.items():
+            signature.outputs[name].CopyFrom(_tensor_info(spec))
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        signatures.signature_def[SIGNATURE_KEY].CopyFrom(signature)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = meta.model_name
+        response.model_spec.version.value = meta.version
+        response.metadata[METADATA_FIELD].Pack(signatures)
+        return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, dataplane: DataPlane, reload_config: Callable[[Any], Awaitable[tuple[int, str]]]) -> None:
+        self.dataplane = dataplane
+        self._reload_config = reload_config
+
+    @_rpc
+    async def GetModelStatus(
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        spec = request.model_spec
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for version in self.dataplane.status(spec.name, spec.version.value):
+            entry = response.model_version_status.add()
+            entry.version = version.number
+            entry.state = int(version.state)
+            entry.status.error_code = version.error_code
+            entry.status.error_message = version.error_message
+        return response
+
+    @_rpc
+    async def HandleReloadConfigRequest(
+        self, request: model_management_pb2.ReloadConfigRequest, context: grpc.aio.ServicerContext
+    ) -> model_management_pb2.ReloadConfigResponse:
+        code, message = await self._reload_config(request.config)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = code
+        response.status.error_message = message
+        return response
+
+
+def add_services(server: grpc.aio.Server, prediction: PredictionService, models: ModelService) -> None:
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)

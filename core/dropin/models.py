@@ -1,0 +1,180 @@
+"""Models, their versions and TF Serving's version states.
+
+A `ModelVersion` goes START -> LOADING -> AVAILABLE, and when retired UNLOADING -> END. A load
+that fails stays LOADING with an error. The default version of a model is its highest AVAILABLE
+version. Everything here runs on the event loop thread, so plain counters are enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import DropinError, Status
+
+if TYPE_CHECKING:
+    from .backend import LoadedModel
+    from .config import ModelConfig
+    from .validation import InputPlan
+
+log = logging.getLogger("dropin.models")
+
+
+class State(enum.IntEnum):
+    """tensorflow.serving.ModelVersionStatus.State"""
+
+    UNKNOWN = 0
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50
+
+
+# tensorflow.error.Code values used in ModelVersionStatus
+OK = 0
+UNKNOWN_ERROR = 2
+
+
+@dataclass(eq=False)
+class Servable:
+    """A loaded version ready for requests: the backend's model, the validation plans, and how
+    many requests use it (it is closed only once they have finished)."""
+
+    model_name: str
+    version: int
+    model: "LoadedModel"
+    plans: tuple["InputPlan", ...]  # sorted by input name
+    backend: str
+    in_flight: int = 0
+    _drained: asyncio.Event | None = None
+
+    def release(self) -> None:
+        """One request using this servable has finished."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._drained is not None:
+            self._drained.set()
+
+    async def drained(self) -> None:
+        """Wait until no request uses this servable."""
+        while self.in_flight:
+            self._drained = asyncio.Event()
+            await self._drained.wait()
+        self._drained = None
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    model_name: str
+    number: int
+    state: State = State.START
+    error: str | None = None  # why the last load failed; None when OK
+    servable: Servable | None = None
+    reload: bool = False  # set when the version must be loaded again (config or files changed)
+    _loading: bool = False
+    _settled: asyncio.Event = field(default_factory=asyncio.Event)  # set when not loading
+
+    @property
+    def error_code(self) -> int:
+        return OK if self.error is None else UNKNOWN_ERROR
+
+    @property
+    def error_message(self) -> str:
+        # OVMS sends the code name ("OK") on success; on failure dropin sends the real reason
+        return "OK" if self.error is None else self.error
+
+    def set_state(self, state: State, reason: str = "", elapsed: float | None = None) -> None:
+        self.state = state
+        extra = f" in {elapsed * 1000:.0f} ms" if elapsed is not None else ""
+        level = logging.WARNING if self.error and state == State.LOADING else logging.INFO
+        log.log(
+            level,
+            "model %s version %d: %s%s%s",
+            self.model_name,
+            self.number,
+            state.name,
+            f" ({reason})" if reason else "",
+            extra,
+        )
+
+    def begin_load(self) -> None:
+        self._loading = True
+        self._settled.clear()
+
+    def end_load(self) -> None:
+        self._loading = False
+        self._settled.set()
+
+    @property
+    def loading(self) -> bool:
+        return self._loading
+
+
+class Model:
+    """One served model: its configuration and every version ever registered."""
+
+    def __init__(self, config: "ModelConfig") -> None:
+        self.config = config
+        self.name = config.name
+        self.versions: dict[int, ModelVersion] = {}
+        self.default: ModelVersion | None = None
+        self.removed = False  # no longer in the configuration: every version retired
+        self.source_error = False  # the base path could not be listed on the last pass
+        self.lock = asyncio.Lock()  # one load/retire pass at a time per model
+
+    def update_default(self) -> None:
+        available = [v for v in self.versions.values() if v.state == State.AVAILABLE]
+        self.default = max(available, key=lambda v: v.number) if available else None
+
+
+# How long Predict waits for a version that is being loaded (OVMS: 10 s).
+WAIT_FOR_LOADED_SECONDS = 10.0
+
+
+class ModelTable:
+    """Every model by name, and request-time resolution of (name, version) to a version."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, Model] = {}
+
+    def get(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise DropinError(Status.MODEL_NAME_MISSING)
+        return model
+
+    def find(self, name: str, number: int) -> ModelVersion:
+        """The registered version (0: the default), whatever its state."""
+        model = self.get(name)
+        version = model.default if number == 0 else model.versions.get(number)
+        if version is None:
+            raise DropinError(Status.MODEL_VERSION_MISSING)
+        return version
+
+    async def acquire(self, name: str, number: int, wait: bool = True) -> Servable:
+        """The servable of an AVAILABLE version, counted as in flight until its `release()`.
+        With `wait`, a version still being loaded is waited for (up to 10 s)."""
+        version = self.find(name, number)
+        servable = version.servable
+        if version.state != State.AVAILABLE or servable is None:
+            await self._wait_until_available(version, wait)
+            servable = version.servable
+            assert servable is not None
+        servable.in_flight += 1
+        return servable
+
+    async def _wait_until_available(self, version: ModelVersion, wait: bool) -> None:
+        if version.state > State.AVAILABLE:
+            raise DropinError(Status.MODEL_VERSION_NOT_LOADED_ANYMORE)
+        if wait and version.loading:
+            try:
+                await asyncio.wait_for(version._settled.wait(), WAIT_FOR_LOADED_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            if version.state > State.AVAILABLE:
+                raise DropinError(Status.MODEL_VERSION_NOT_LOADED_ANYMORE)
+        if version.state != State.AVAILABLE or version.servable is None:
+            raise DropinError(Status.MODEL_VERSION_NOT_LOADED_YET)

@@ -1,0 +1,145 @@
+"""The one facade over pluggy: finds plugins, calls the registration hooks, lists what is there.
+
+Plugins are the entry points of group "dropin". They are loaded explicitly by `PluginHost.load`
+(never as an import side effect). Environment variables:
+
+- DROPIN_BLOCK_PLUGINS: comma-separated plugin names not to load (e.g. "openvino").
+- DROPIN_TRACE_PLUGINS: when set, every hook call is logged at DEBUG level.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pluggy
+
+from . import builtin, hookspecs
+from .backend import Backend
+from .preprocess import Preprocessor
+from .registry import Registry
+from .sources import ModelSource
+
+log = logging.getLogger("dropin.plugins")
+
+BUILTIN = "builtin"
+
+
+@dataclass
+class PluginInfo:
+    """What `dropin plugins` shows about one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: list[str] = field(default_factory=list)
+    registered: dict[str, list[str]] = field(default_factory=dict)  # registry kind -> names
+    error: str | None = None
+
+
+@dataclass
+class Registries:
+    """Everything plugins registered."""
+
+    backends: Registry[Backend]
+    preprocessors: Registry[Preprocessor]
+    sources: Registry[ModelSource]
+
+
+class PluginHost:
+    """Owns the PluginManager; the rest of the core talks to plugins only through this class."""
+
+    def __init__(self, blocked: set[str] | None = None, trace: bool | None = None) -> None:
+        if blocked is None:
+            blocked = {n.strip() for n in os.environ.get("DROPIN_BLOCK_PLUGINS", "").split(",") if n.strip()}
+        if trace is None:
+            trace = bool(os.environ.get("DROPIN_TRACE_PLUGINS"))
+        self.blocked = blocked
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._info: dict[str, PluginInfo] = {}
+        if trace:
+            self._pm.trace.root.setwriter(lambda message: log.debug("%s", message.rstrip()))
+            self._pm.enable_tracing()
+        self._register(builtin, BUILTIN, PluginInfo(BUILTIN, "dropin", _version("dropin")))
+
+    def load(self) -> None:
+        """Load every installed entry point of group "dropin", except blocked ones. A plugin that
+        fails to import is reported by name and skipped."""
+        for ep in sorted(importlib.metadata.entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "?"
+            info = PluginInfo(ep.name, dist, version)
+            if ep.name in self.blocked:
+                log.info("plugin %s is blocked by DROPIN_BLOCK_PLUGINS", ep.name)
+                info.error = "blocked by DROPIN_BLOCK_PLUGINS"
+                self._info[ep.name] = info
+                continue
+            if self._pm.has_plugin(ep.name):
+                continue
+            try:
+                module = ep.load()
+                self._register(module, ep.name, info)
+            except Exception as exc:  # a broken plugin must not take the server down
+                info.error = f"failed to load: {type(exc).__name__}: {exc}"
+                self._info[ep.name] = info
+                log.error("plugin %s (%s %s) %s; skipped", ep.name, dist, version, info.error)
+
+    def register(self, plugin: object, name: str) -> None:
+        """Register an in-process plugin object (a module or instance), as tests and embedders do."""
+        self._register(plugin, name, PluginInfo(name, "(in process)", ""))
+
+    def _register(self, plugin: object, name: str, info: PluginInfo) -> None:
+        self._pm.register(plugin, name=name)
+        self._pm.check_pending()
+        info.hooks = sorted(caller.name for caller in self._pm.get_hookcallers(plugin) or [])
+        self._info[name] = info
+
+    def registries(self) -> Registries:
+        """Call the registration hooks, one plugin at a time so each entry knows its plugin."""
+        result = Registries(
+            backends=Registry("backend", Backend),
+            preprocessors=Registry("preprocessor", Preprocessor),
+            sources=Registry("source", ModelSource),
+        )
+        self._collect("dropin_register_backends", result.backends)
+        self._collect("dropin_register_preprocessors", result.preprocessors)
+        self._collect("dropin_register_sources", result.sources)
+        return result
+
+    def _collect(self, hook_name: str, registry: Registry[Any]) -> None:
+        hook = getattr(self._pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # pluggy lists the last registered first
+            registry.current_plugin = impl.plugin_name
+            before = set(registry.names())
+            call: Callable[..., Any] = self._pm.subset_hook_caller(
+                hook_name, [p for p in self._pm.get_plugins() if p is not impl.plugin]
+            )
+            try:
+                call(registry=registry)
+            except Exception as exc:
+                log.error("plugin %s failed in %s: %s: %s; skipped", impl.plugin_name, hook_name, type(exc).__name__, exc)
+                self._info[impl.plugin_name].error = f"{hook_name} failed: {type(exc).__name__}: {exc}"
+                continue
+            added = [n for n in registry.names() if n not in before]
+            for name in added:
+                registry_entry = registry.get(name)
+                if not getattr(registry_entry, "name", None):
+                    registry_entry.name = name  # type: ignore[attr-defined]
+            if added:
+                self._info[impl.plugin_name].registered.setdefault(registry.kind, []).extend(added)
+        registry.current_plugin = "?"
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin found, loaded or not, in load order."""
+        return list(self._info.values())
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"

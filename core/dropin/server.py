@@ -1,0 +1,154 @@
+"""Assembles plugins, the model manager, the data plane and the gRPC server, and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from . import config as config_mod
+from .config import ConfigError, ModelConfig, VersionPolicy
+from .dataplane import DataPlane
+from .grpc_api import ModelService, PredictionService, add_services
+from .manager import ModelManager
+from .plugins import PluginHost
+
+log = logging.getLogger("dropin.server")
+
+GIB = 1 << 30
+
+# tensorflow.error.Code values for ReloadConfigResponse.status
+_OK, _INVALID_ARGUMENT = 0, 3
+
+
+@dataclass
+class ServerSettings:
+    """Everything `dropin serve` was asked to do."""
+
+    models: list[ModelConfig] = field(default_factory=list)
+    config_path: Path | None = None
+    port: int = 9000
+    grpc_bind_address: str = "0.0.0.0"
+    rest_port: int = 0
+    rest_bind_address: str = "0.0.0.0"
+    file_system_poll_wait_seconds: float = 1.0
+    grpc_workers: int = 1
+    grpc_max_message_bytes: int = GIB  # OVMS's limit, both directions
+    max_elements: int = 0  # 0: no limit beyond the message size
+    shutdown_grace_seconds: float = 30.0
+    defaults: ModelConfig | None = None  # load options for models added by HandleReloadConfigRequest
+
+
+class Server:
+    def __init__(self, settings: ServerSettings, plugins: PluginHost | None = None) -> None:
+        self.settings = settings
+        if plugins is None:
+            plugins = PluginHost()
+            plugins.load()
+        self.plugins = plugins
+        self.manager = ModelManager(plugins.registries())
+        self.dataplane = DataPlane(self.manager, settings.max_elements)
+        self.grpc: grpc.aio.Server | None = None
+        self.ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.port = settings.port
+
+    async def start(self) -> None:
+        s = self.settings
+        options = [
+            ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
+            ("grpc.max_send_message_length", s.grpc_max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.grpc = grpc.aio.server(options=options)
+        add_services(self.grpc, PredictionService(self.dataplane), ModelService(self.dataplane, self.reload_config))
+        address = f"{_host(s.grpc_bind_address)}:{s.port}"
+        self.port = self.grpc.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+        await self.grpc.start()
+        log.info("gRPC server listening on %s", f"{_host(s.grpc_bind_address)}:{self.port}")
+        if s.grpc_workers > 1:
+            log.warning("--grpc_workers %d: this server runs one gRPC event loop; the value is accepted for OVMS compatibility", s.grpc_workers)
+        await self.manager.apply(s.models)
+        self.ready.set()
+        log.info("initial model loading finished: server ready")
+        if s.file_system_poll_wait_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._poll()))
+
+    async def _poll(self) -> None:
+        """Rescan every model's repository periodically (OVMS's file_system_poll_wait_seconds)."""
+        while True:
+            await asyncio.sleep(self.settings.file_system_poll_wait_seconds)
+            try:
+                await self.manager.sync_all()
+            except Exception:
+                log.exception("repository rescan failed")
+
+    async def reload_config(self, server_config: Any) -> tuple[int, str]:
+        """HandleReloadConfigRequest: serve exactly the models of the given ModelServerConfig."""
+        try:
+            models = self._models_from_proto(server_config)
+        except ConfigError as exc:
+            log.error("reload config request refused: %s", exc)
+            return _INVALID_ARGUMENT, str(exc)
+        await self.manager.apply(models)
+        log.info("reload config request applied: %s", ", ".join(m.name for m in models) or "no models")
+        return _OK, "OK"
+
+    def _models_from_proto(self, server_config: Any) -> list[ModelConfig]:
+        which = server_config.WhichOneof("config")
+        if which != "model_config_list":
+            raise ConfigError("only model_config_list is supported (custom_model_config is not)")
+        models: list[ModelConfig] = []
+        for entry in server_config.model_config_list.config:
+            base = self.manager.table.models.get(entry.name)
+            template = base.config if base is not None else self.settings.defaults
+            model = config_mod.model_config({"name": entry.name, "base_path": entry.base_path})
+            policy = _policy_from_proto(entry.model_version_policy)
+            if template is not None:
+                model = dataclasses.replace(template, name=model.name, base_path=model.base_path)
+            models.append(dataclasses.replace(model, version_policy=policy))
+        return models
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.grpc is not None:
+            await self.grpc.stop(self.settings.shutdown_grace_seconds)
+        await self.manager.close()
+        self.dataplane.close()
+
+    async def serve(self) -> None:
+        """Start, then run until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await self.start()
+        await stopping.wait()
+        log.info("shutting down")
+        await self.stop()
+
+
+def _policy_from_proto(policy: Any) -> VersionPolicy:
+    which = policy.WhichOneof("policy_choice")
+    if which == "all":
+        return VersionPolicy("all")
+    if which == "specific":
+        if not policy.specific.versions:
+            raise ConfigError("model_version_policy.specific.versions must not be empty")
+        return VersionPolicy("specific", versions=frozenset(policy.specific.versions))
+    if which == "latest":
+        return VersionPolicy("latest", num_versions=policy.latest.num_versions or 1)
+    return VersionPolicy()
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address

@@ -1,0 +1,144 @@
+"""TensorProto <-> numpy, both ways.
+
+Requests: `tensor_content` is read with np.frombuffer (no copy); the typed `*_val` fields are
+accepted as TF Serving accepts them, a single value filling the whole shape. Responses carry
+raw little-endian `tensor_content` (strings go to `string_val`).
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from ._proto.tensorflow.core.framework import tensor_pb2
+from .dtypes import DType
+from .errors import DropinError, Status
+
+TensorProto = tensor_pb2.TensorProto
+
+# The typed field a TensorProto uses for each dtype (tensor.proto).
+TYPED_FIELD: dict[DType, str] = {
+    DType.FP32: "float_val",
+    DType.FP64: "double_val",
+    DType.FP16: "half_val",
+    DType.I32: "int_val",
+    DType.I16: "int_val",
+    DType.I8: "int_val",
+    DType.U8: "int_val",
+    DType.U16: "int_val",
+    DType.I64: "int64_val",
+    DType.U32: "uint32_val",
+    DType.U64: "uint64_val",
+    DType.BOOL: "bool_val",
+    DType.STRING: "string_val",
+}
+
+# numpy type of the typed field's Python values, before the cast to the tensor's dtype
+_FIELD_NUMPY: dict[str, np.dtype] = {
+    "float_val": np.dtype("<f4"),
+    "double_val": np.dtype("<f8"),
+    "half_val": np.dtype("<i4"),
+    "int_val": np.dtype("<i4"),
+    "int64_val": np.dtype("<i8"),
+    "uint32_val": np.dtype("<u4"),
+    "uint64_val": np.dtype("<u8"),
+    "bool_val": np.dtype("?"),
+}
+
+
+class ProtoTensor:
+    """A request TensorProto seen through the data plane's `RequestTensor` protocol."""
+
+    __slots__ = ("proto", "shape")
+
+    def __init__(self, proto: TensorProto) -> None:
+        self.proto = proto
+        self.shape: tuple[int, ...] = tuple(d.size for d in proto.tensor_shape.dim)
+
+    @property
+    def tf_dtype(self) -> int:
+        return self.proto.dtype
+
+    def strings(self) -> np.ndarray:
+        values = self.proto.string_val
+        out = np.empty(len(values), dtype=object)
+        out[:] = list(values)
+        return out
+
+    def array(self, name: str, dtype: DType) -> np.ndarray:
+        return to_numpy(self.proto, dtype, self.shape, name)
+
+
+def to_numpy(proto: TensorProto, dtype: DType, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """The tensor's data as `dtype` in `shape` (already validated); raises the content-size errors."""
+    count = prod(shape)
+    if dtype is DType.STRING:
+        values = proto.string_val
+        if len(values) != count:
+            raise DropinError(Status.INVALID_VALUE_COUNT, f"Expected: {count}; Actual: {len(values)}; input name: {name}")
+        out = np.empty(count, dtype=object)
+        out[:] = list(values)
+        return out.reshape(shape)
+
+    content = proto.tensor_content
+    if content:
+        expected = count * dtype.itemsize
+        if len(content) != expected:
+            raise DropinError(
+                Status.INVALID_CONTENT_SIZE, f"Expected: {expected} bytes; Actual: {len(content)} bytes; input name: {name}"
+            )
+        return np.frombuffer(content, dtype=dtype.numpy).reshape(shape)
+
+    field = TYPED_FIELD[dtype]
+    values = getattr(proto, field)
+    given = len(values)
+    if given == count:
+        raw = np.array(values, dtype=_FIELD_NUMPY[field])
+    elif given == 1:  # one value fills the whole shape, as in TF Serving
+        raw = np.full(count, values[0], dtype=_FIELD_NUMPY[field])
+    elif given == 0:
+        raise DropinError(
+            Status.INVALID_CONTENT_SIZE, f"Expected: {count * dtype.itemsize} bytes; Actual: 0 bytes; input name: {name}"
+        )
+    else:
+        raise DropinError(Status.INVALID_VALUE_COUNT, f"Expected: {count}; Actual: {given}; input name: {name}")
+    if dtype is DType.FP16:  # half_val holds the fp16 bit patterns in int32s
+        return raw.astype("<u2").view("<f2").reshape(shape)
+    return raw.astype(dtype.numpy, copy=False).reshape(shape)
+
+
+def fill_proto(proto: TensorProto, array: np.ndarray, dtype: DType | None = None) -> None:
+    """Write `array` into an (empty) TensorProto: dtype, shape and data."""
+    if dtype is None:
+        dtype = DType.STRING if array.dtype == object or array.dtype.kind in "SU" else DType.from_numpy(array.dtype)
+    proto.dtype = dtype.tf_enum
+    dims = proto.tensor_shape.dim
+    for size in array.shape:
+        dims.add().size = size
+    if dtype is DType.STRING:
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1))
+    else:
+        proto.tensor_content = np.ascontiguousarray(array, dtype=dtype.numpy).tobytes()
+
+
+def from_numpy(array: np.ndarray, dtype: DType | None = None) -> TensorProto:
+    """A new TensorProto holding `array`."""
+    proto = TensorProto()
+    fill_proto(proto, array, dtype)
+    return proto
+
+
+def to_typed_proto(array: np.ndarray, dtype: DType) -> TensorProto:
+    """A TensorProto with the data in the typed `*_val` field, as TF clients send small tensors."""
+    proto = TensorProto(dtype=dtype.tf_enum)
+    for size in array.shape:
+        proto.tensor_shape.dim.add().size = size
+    flat = np.asarray(array).reshape(-1)
+    if dtype is DType.FP16:
+        getattr(proto, "half_val").extend(flat.astype("<f2").view("<u2").astype(int).tolist())
+    elif dtype is DType.STRING:
+        proto.string_val.extend(flat.tolist())
+    else:
+        getattr(proto, TYPED_FIELD[dtype]).extend(flat.tolist())
+    return proto

@@ -1,0 +1,150 @@
+"""Predict request validation, in OVMS's order (spec §2.2), protocol-neutral.
+
+`InputPlan` holds what can be computed once per model version (the expected dtype, the batch
+position, the converter a preprocessor claimed), so the per-request work is a few comparisons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+
+from .dtypes import DType, tf_precision_name
+from .errors import DropinError, Status
+from .preprocess import InputConverter
+from .shapes import TensorSpec, format_shape
+
+
+class RequestTensor(Protocol):
+    """One input tensor of a request, as a protocol front end received it."""
+
+    @property
+    def tf_dtype(self) -> int:
+        """The request's `tensorflow.DataType` value."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The declared shape (dims may be negative: validation rejects them)."""
+
+    def array(self, name: str, dtype: DType) -> np.ndarray:
+        """The data as `dtype` in `shape`; raise INVALID_CONTENT_SIZE / INVALID_VALUE_COUNT."""
+
+    def strings(self) -> np.ndarray:
+        """A DT_STRING tensor's raw entries as a 1-D object array of bytes."""
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """How to validate and convert one model input; built at load time."""
+
+    spec: TensorSpec
+    converter: InputConverter | None = None
+    converter_plugin: str = ""
+
+    def check_shape(self, shape: Sequence[int]) -> None:
+        """Rank, batch and other dims against the model (steps 6 to 8)."""
+        spec = self.spec
+        name = spec.name
+        if len(shape) != spec.rank:
+            raise DropinError(
+                Status.INVALID_NO_OF_SHAPE_DIMENSIONS,
+                f"Expected: {spec.shape_text()}; Actual: {format_shape(shape)}; input name: {name}",
+            )
+        batch = spec.batch_index
+        if batch is not None and not spec.shape[batch].accepts(shape[batch]):
+            raise DropinError(
+                Status.INVALID_BATCH_SIZE,
+                f"Expected: {spec.shape[batch]}; Actual: {shape[batch]}; input name: {name}",
+            )
+        for i, (want, got) in enumerate(zip(spec.shape, shape)):
+            if i != batch and not want.accepts(got):
+                raise DropinError(
+                    Status.INVALID_SHAPE,
+                    f"Expected: {spec.shape_text()}; Actual: {format_shape(shape)}; input name: {name}",
+                )
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A request input a preprocessor converts (after validation, maybe in a worker thread)."""
+
+    plan: InputPlan
+    shape: tuple[int, ...]
+    values: np.ndarray
+
+
+def validate_request(
+    plans: Sequence[InputPlan],
+    request: Mapping[str, RequestTensor],
+    max_elements: int = 0,
+) -> tuple[dict[str, np.ndarray], list[Conversion]]:
+    """Validate a request against a model's inputs (`plans` sorted by name) and return the
+    arrays ready for the backend plus the inputs a preprocessor still has to convert."""
+    if len(request) != len(plans):
+        raise DropinError(Status.INVALID_NO_OF_INPUTS, f"Expected: {len(plans)}; Actual: {len(request)}")
+    for plan in plans:
+        if plan.spec.name not in request:
+            raise DropinError(Status.INVALID_MISSING_INPUT, f"Required input: {plan.spec.name}")
+
+    arrays: dict[str, np.ndarray] = {}
+    conversions: list[Conversion] = []
+    total_elements = 0
+    for plan in plans:
+        spec = plan.spec
+        name = spec.name
+        tensor = request[name]
+        shape = tensor.shape
+        if any(d < 0 for d in shape):
+            raise DropinError(
+                Status.INVALID_SHAPE,
+                f"Negative or zero dimension size is not acceptable: {format_shape(shape)}; input name: {name}",
+            )
+        elements = prod(shape)
+        total_elements += elements
+        if max_elements and total_elements > max_elements:
+            raise DropinError(
+                Status.TOO_MANY_ELEMENTS,
+                f"Expected at most {max_elements} elements in all inputs; input name: {name} "
+                f"brings the request to {total_elements}",
+            )
+        tf_dtype = tensor.tf_dtype
+        converter = plan.converter
+        if converter is not None and tf_dtype != spec.dtype.tf_enum:
+            request_dtype = DType.from_tf(tf_dtype)
+            if request_dtype in converter.accepts:
+                values = tensor.strings() if request_dtype is DType.STRING else tensor.array(name, request_dtype)
+                conversions.append(Conversion(plan, shape, values))
+                continue
+        if tf_dtype != spec.dtype.tf_enum:
+            raise DropinError(
+                Status.INVALID_PRECISION,
+                f"Expected: {spec.dtype.value}; Actual: {tf_precision_name(tf_dtype)}; input name: {name}",
+            )
+        plan.check_shape(shape)
+        arrays[name] = tensor.array(name, spec.dtype)
+    return arrays, conversions
+
+
+def check_converted(conversion: Conversion, array: np.ndarray) -> np.ndarray:
+    """A preprocessor's result must fit the model input; a mismatch is the plugin's fault."""
+    plan = conversion.plan
+    spec = plan.spec
+    if not isinstance(array, np.ndarray) or array.dtype != spec.dtype.numpy:
+        got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise DropinError(
+            Status.PLUGIN_ERROR,
+            f"preprocessor {plan.converter_plugin!r} returned {got} for input {spec.name}; "
+            f"the model expects {spec.dtype.value}",
+        )
+    try:
+        plan.check_shape(array.shape)
+    except DropinError as exc:
+        raise DropinError(
+            Status.PLUGIN_ERROR,
+            f"preprocessor {plan.converter_plugin!r} returned shape {format_shape(array.shape)} for input "
+            f"{spec.name}, which the model does not accept: {exc}",
+        ) from None
+    return array

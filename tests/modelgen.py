@@ -1,0 +1,92 @@
+"""Small OpenVINO models for tests, built with the opset API (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+F32 = ov.Type.f32
+
+
+def _param(name: str, shape: Sequence[int], dtype: ov.Type = F32, layout: str | None = None) -> ov.Node:
+    node = ops.parameter(ov.PartialShape([ov.Dimension(d) if d >= 0 else ov.Dimension() for d in shape]), dtype, name=name)
+    node.output(0).get_tensor().set_names({name})
+    if layout:
+        node.set_layout(ov.Layout(layout))
+    return node
+
+
+def _result(node: ov.Node, name: str) -> ov.Node:
+    node.output(0).get_tensor().set_names({name})
+    return ops.result(node, name=name)
+
+
+def save(model: ov.Model, version_dir: Path) -> Path:
+    version_dir.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(version_dir / "model.xml"), compress_to_fp16=False)
+    return version_dir
+
+
+def scale_model(version_dir: Path, shape: Sequence[int] = (1, 3, 4), factor: float = 2.0, offset: float = 0.0) -> Path:
+    """y = x * factor + offset, FP32, input "x", output "y"."""
+    x = _param("x", shape)
+    y = ops.add(ops.multiply(x, ops.constant(np.float32(factor))), ops.constant(np.float32(offset)))
+    return save(ov.Model([_result(y, "y")], [x], "scale"), version_dir)
+
+
+def dynamic_model(version_dir: Path) -> Path:
+    """x: FP32 [-1,-1] -> y = x + 1 and total = sum over axis 1."""
+    x = _param("x", (-1, -1))
+    y = ops.add(x, ops.constant(np.float32(1.0)))
+    total = ops.reduce_sum(x, ops.constant(np.array([1], dtype=np.int64)), keep_dims=False)
+    return save(ov.Model([_result(y, "y"), _result(total, "total")], [x], "dynamic"), version_dir)
+
+
+def two_input_model(version_dir: Path) -> Path:
+    """a, b: FP32 [-1,2] -> sum = a + b, diff = a - b."""
+    a = _param("a", (-1, 2))
+    b = _param("b", (-1, 2))
+    return save(
+        ov.Model([_result(ops.add(a, b), "sum"), _result(ops.subtract(a, b), "diff")], [a, b], "two_inputs"),
+        version_dir,
+    )
+
+
+# element types of the identity model: input "in_<name>", output "out_<name>", shape [-1, 3]
+IDENTITY_TYPES: dict[str, ov.Type] = {
+    "fp32": ov.Type.f32,
+    "fp64": ov.Type.f64,
+    "fp16": ov.Type.f16,
+    "i64": ov.Type.i64,
+    "i32": ov.Type.i32,
+    "i16": ov.Type.i16,
+    "i8": ov.Type.i8,
+    "u8": ov.Type.u8,
+    "u16": ov.Type.u16,
+    "u32": ov.Type.u32,
+    "u64": ov.Type.u64,
+    "bool": ov.Type.boolean,
+}
+
+
+def identity_model(version_dir: Path, names: Sequence[str] = tuple(IDENTITY_TYPES)) -> Path:
+    """One pass-through input/output pair per element type."""
+    params, results = [], []
+    for name in names:
+        p = _param(f"in_{name}", (-1, 3), IDENTITY_TYPES[name])
+        params.append(p)
+        results.append(_result(ops.convert(p, IDENTITY_TYPES[name]), f"out_{name}"))
+    return save(ov.Model(results, params, "identity"), version_dir)
+
+
+def run_openvino(version_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The reference: OpenVINO run directly, in f32, on the same input."""
+    core = ov.Core()
+    model = core.read_model(str(version_dir / "model.xml"))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled.infer_new_request(inputs)
+    return {out.get_any_name(): np.array(result[out]) for out in compiled.outputs}
