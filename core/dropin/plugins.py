@@ -112,7 +112,7 @@ class PluginHost:
 
     def _collect(self, hook_name: str, registry: Registry[Any]) -> None:
         hook = getattr(self._pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # pluggy lists the last registered first
+        for impl in hook.get_hookimpls():  # in registration order: built-in, then entry points by name
             registry.current_plugin = impl.plugin_name
             before = set(registry.names())
             call: Callable[..., Any] = self._pm.subset_hook_caller(
