@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import struct
 import sys
 import warnings
-import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -91,20 +90,6 @@ def to_images(x: np.ndarray) -> np.ndarray:
     return (x * PIXEL_MAX).astype(np.float32).reshape(-1, 8, 8, 1)
 
 
-def write_png(path: Path, gray: np.ndarray) -> None:
-    """A minimal 8-bit grayscale PNG writer (stdlib only; deterministic bytes)."""
-    height, width = gray.shape
-    raw = b"".join(b"\x00" + gray[row].astype(np.uint8).tobytes() for row in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    )
-
-
 def write_samples(out_dir: Path, x_test: np.ndarray, y_test: np.ndarray, clf: MLPClassifier) -> list[dict]:
     """The first test image of each digit, as 8x8 grayscale PNGs (uint8 0..255) and an index."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,16 +98,18 @@ def write_samples(out_dir: Path, x_test: np.ndarray, y_test: np.ndarray, clf: ML
         row = int(np.flatnonzero(y_test == digit)[0])
         pixels = np.rint(x_test[row] * PIXEL_MAX).clip(0, 255).astype(np.uint8).reshape(8, 8)
         name = f"digit_{digit}.png"
-        write_png(out_dir / name, pixels)
+        if not cv2.imwrite(str(out_dir / name), pixels):
+            raise SystemExit(f"could not write {out_dir / name}")
         predicted = int(clf.predict(pixels.reshape(1, 64).astype(np.float64) / PIXEL_MAX)[0])
-        index.append({"file": name, "label": digit, "sklearn_prediction": predicted})
-    (out_dir / "samples.json").write_text(json.dumps(index, indent=2) + "\n")
+        index.append({"file": name, "label": digit, "sklearn_prediction": predicted, "pixels": pixels.tolist()})
+    (out_dir / "samples.json").write_text("[\n" + ",\n".join(json.dumps(item) for item in index) + "\n]\n")
     return index
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"), help="model repository root (default: models)")
+    parser.add_argument("--examples", type=Path, default=Path("examples/digits"), help="where the sample images go")
     args = parser.parse_args(argv)
 
     clf, _x_train, x_test, _y_train, y_test = train()
@@ -156,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         f"OpenVINO accuracy {float((labels == y_test).mean()):.4f}"
     )
 
-    samples = write_samples(args.out / "samples" / "digits", x_test, y_test, clf)
-    print(f"wrote {len(samples)} sample images to {args.out / 'samples' / 'digits'}: "
+    samples = write_samples(args.examples, x_test, y_test, clf)
+    print(f"wrote {len(samples)} sample images to {args.examples}: "
           + ", ".join(f"{s['label']}->{s['sklearn_prediction']}" for s in samples))
     return 0
 

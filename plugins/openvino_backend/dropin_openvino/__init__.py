@@ -1,0 +1,1 @@
+"""dropin-openvino: the OpenVINO backend plugin for dropin (see plugin.py and backend.py)."""

@@ -1,0 +1,24 @@
+"""The dropin plugin module: what entry point `openvino` in group "dropin" points at.
+
+dropin loads it explicitly at start-up (never at import of the core) and calls its hooks; the
+backend it registers is instantiated only when a model is to be loaded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+from .backend import OpenVINOBackend
+
+if TYPE_CHECKING:
+    from dropin.backend import Backend
+    from dropin.registry import Registry
+
+hookimpl = pluggy.HookimplMarker("dropin")
+
+
+@hookimpl
+def dropin_register_backends(registry: "Registry[Backend]") -> None:
+    registry.add("openvino", OpenVINOBackend)
