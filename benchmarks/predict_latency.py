@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
 import grpc
 import numpy as np
 import openvino as ov

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import dropin_openvino  # noqa: F401  (the first import of openvino, with its telemetry off)
 import grpc
 import pytest
 

@@ -1,0 +1,423 @@
+"""The OpenVINO backend plugin in-process: `OpenVINOBackend().load(...)` and `model.infer(...)`,
+compared with the same model compiled by OpenVINO directly (INFERENCE_PRECISION_HINT f32, so the
+results must be bit-for-bit equal)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+from dropin.backend import LoadOptions
+from dropin.dtypes import DType
+from dropin.shapes import Dim
+from dropin_openvino.backend import InferenceError, OpenVINOBackend, OpenVINOModel, find_model_file
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "models" / "digits" / "1"
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+SAMPLES = json.loads((ROOT / "examples" / "digits" / "samples.json").read_text())
+PIXELS = np.array([s["pixels"] for s in SAMPLES], dtype=np.float32)  # (10, 8, 8), 0..255
+LABELS = [s["label"] for s in SAMPLES]
+
+
+def images(n: int, start: int = 0) -> np.ndarray:
+    """n digit images (n, 8, 8, 1): the samples in turn, rotated by 90 degrees on each later pass
+    so that up to 40 images differ."""
+    out = []
+    for i in range(start, start + n):
+        out.append(np.rot90(PIXELS[i % len(PIXELS)], k=(i // len(PIXELS)) % 4))
+    return np.ascontiguousarray(np.stack(out)[..., None])
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backend() -> OpenVINOBackend:
+    return OpenVINOBackend()
+
+
+@pytest.fixture(scope="module")
+def expected(backend: OpenVINOBackend):  # type: ignore[no-untyped-def]
+    """The digits model run by OpenVINO directly: batch -> {"probabilities", "label"}."""
+    direct = backend.core.compile_model(str(DIGITS / "model.xml"), "CPU", F32)
+
+    def run_direct(batch: np.ndarray) -> dict[str, np.ndarray]:
+        result = direct(batch)
+        return {name: result[direct.output(name)] for name in ("probabilities", "label")}
+
+    return run_direct
+
+
+@pytest.fixture(scope="module")
+def model(backend: OpenVINOBackend) -> Iterator[OpenVINOModel]:
+    loaded = backend.load(DIGITS, LoadOptions(plugin_config=F32))
+    yield loaded
+    loaded.close()
+
+
+def assert_same(got, want: dict[str, np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+    assert set(got) == {"probabilities", "label"}
+    np.testing.assert_array_equal(got["probabilities"], want["probabilities"])
+    np.testing.assert_array_equal(got["label"], want["label"])
+
+
+def save_fails_on_7(directory: Path, name: str = "fails_on_7") -> Path:
+    """An IR whose input x (any length) is reshaped to (3, -1): 6 or 9 values work, 7 fail at
+    inference time (the shape is only checked then)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    x = ops.parameter([-1], ov.Type.f32, name="x")
+    y = ops.reshape(x, ops.constant(np.array([3, -1], np.int64)), special_zero=False)
+    y.output(0).get_tensor().set_names({"y"})
+    ov.save_model(ov.Model([y], [x], name), str(directory / f"{name}.xml"))
+    return directory
+
+
+# -- model file detection ---------------------------------------------------------------------
+
+ALL_FORMATS = ["model.xml", "model.bin", "model.onnx", "m.pdmodel", "m.pdiparams", "frozen.pb", "m.tflite"]
+
+
+@pytest.mark.parametrize(
+    ("files", "found"),
+    [
+        pytest.param(ALL_FORMATS, "model.xml", id="IR first"),
+        pytest.param(ALL_FORMATS[2:], "model.onnx", id="ONNX before Paddle, TF, TFLite"),
+        pytest.param(["model.xml", *ALL_FORMATS[2:]], "model.onnx", id="IR needs its .bin"),
+        pytest.param(ALL_FORMATS[3:], "m.pdmodel", id="Paddle before TF, TFLite"),
+        pytest.param(["m.pdmodel", "frozen.pb", "m.tflite"], "frozen.pb", id="Paddle needs its .pdiparams"),
+        pytest.param(["frozen.pb", "m.tflite"], "frozen.pb", id="TF before TFLite"),
+        pytest.param(["saved_model.pb", "m.tflite"], ".", id="saved_model.pb: the directory"),
+        pytest.param(["m.tflite", "model.bin", "notes.txt"], "m.tflite", id="TFLite"),
+        pytest.param(["b.onnx", "a.onnx"], "a.onnx", id="names are free, the first sorted wins"),
+        pytest.param(["weights.bin", "net.xml"], "net.xml", id="IR with another .bin name"),
+        pytest.param(["notes.txt", "model.bin", "m.pdiparams"], None, id="no model"),
+        pytest.param([], None, id="empty"),
+    ],
+)
+def test_find_model_file_detection_order(tmp_path: Path, files: list[str], found: str | None) -> None:
+    for name in files:
+        (tmp_path / name).write_bytes(b"")
+    expected = None if found is None else (tmp_path if found == "." else tmp_path / found)
+    assert find_model_file(tmp_path) == expected
+    assert OpenVINOBackend.claims(tmp_path) is (found is not None)
+
+
+def test_find_model_file_ignores_directories_and_missing_paths(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").mkdir()  # a directory named like a model file is not one
+    assert find_model_file(tmp_path) is None
+    assert find_model_file(tmp_path / "missing") is None
+    (tmp_path / "file.onnx").write_bytes(b"")
+    assert find_model_file(tmp_path / "file.onnx") is None  # a file is not a version directory
+
+
+def test_find_model_file_on_the_demo_model() -> None:
+    assert find_model_file(DIGITS) == DIGITS / "model.xml"
+    assert OpenVINOBackend.claims(DIGITS)
+    assert not OpenVINOBackend.claims(ROOT / "models")
+
+
+def test_load_picks_the_ir_over_an_onnx_file_with_free_names(backend: OpenVINOBackend, tmp_path: Path) -> None:
+    save_fails_on_7(tmp_path, "network")
+    (tmp_path / "network.bin").rename(tmp_path / "weights.bin")  # the .bin need not share the stem
+    (tmp_path / "aaa.onnx").write_bytes(b"not an onnx model")  # would fail to read if chosen
+    loaded = backend.load(tmp_path, LoadOptions(nireq=1))
+    try:
+        out = run(loaded.infer({"x": np.arange(6, dtype=np.float32)}))
+        np.testing.assert_array_equal(out["y"], np.arange(6, dtype=np.float32).reshape(3, 2))
+    finally:
+        loaded.close()
+
+
+def test_load_reads_an_onnx_file_found_by_name(backend: OpenVINOBackend, tmp_path: Path) -> None:
+    # No onnx package here to build a real one: a broken .onnx shows it is the file chosen and read.
+    (tmp_path / "broken.onnx").write_bytes(b"not an onnx model")
+    with pytest.raises(ValueError, match=r"^OpenVINO could not read broken\.onnx: "):
+        backend.load(tmp_path, LoadOptions())
+
+
+def test_load_of_a_directory_without_a_model(backend: OpenVINOBackend, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(FileNotFoundError, match=r"no model file found in .*: expected \.xml\+\.bin, \.onnx"):
+        backend.load(tmp_path, LoadOptions())
+
+
+# -- serving the demo model -------------------------------------------------------------------
+
+
+def test_demo_model_metadata(model: OpenVINOModel) -> None:
+    image = model.inputs["image"]
+    assert image.shape == (Dim.dynamic(), Dim.static(8), Dim.static(8), Dim.static(1))
+    assert image.layout == "NHWC"
+    assert image.dtype is DType.FP32
+    assert model.outputs["probabilities"].dtype is DType.FP32 and model.outputs["label"].dtype is DType.I64
+    assert model.outputs["probabilities"].shape_text() == "(-1,10)"
+    assert model.outputs["label"].shape_text() == "(-1)"
+    assert model.nireq >= 1
+
+
+def test_batch_of_5_equals_openvino(model: OpenVINOModel, expected) -> None:  # type: ignore[no-untyped-def]
+    batch = images(5)
+    got = run(model.infer({"image": batch}))
+    assert_same(got, expected(batch))
+    assert got["label"].tolist() == LABELS[:5]
+    assert got["probabilities"].dtype == np.float32 and got["label"].dtype == np.int64
+
+
+@pytest.mark.parametrize("n", [1, 7])
+def test_dynamic_batch(model: OpenVINOModel, expected, n: int) -> None:  # type: ignore[no-untyped-def]
+    batch = images(n, start=3)
+    got = run(model.infer({"image": batch}))
+    assert got["probabilities"].shape == (n, 10) and got["label"].shape == (n,)
+    assert_same(got, expected(batch))
+
+
+def test_read_only_inputs_are_accepted(model: OpenVINOModel, expected) -> None:  # type: ignore[no-untyped-def]
+    # The core passes np.frombuffer views of the request bytes: read-only arrays.
+    batch = images(3)
+    view = np.frombuffer(batch.tobytes(), dtype=np.float32).reshape(batch.shape)
+    assert not view.flags.writeable
+    assert_same(run(model.infer({"image": view})), expected(batch))
+
+
+def test_50_concurrent_infers_are_all_exact(model: OpenVINOModel, expected) -> None:  # type: ignore[no-untyped-def]
+    batches = [images(1 + i % 7, start=i) for i in range(50)]
+
+    async def all_at_once():  # type: ignore[no-untyped-def]
+        return await asyncio.gather(*(model.infer({"image": b}) for b in batches))
+
+    results = run(all_at_once())
+    assert len(results) == 50
+    for got, batch in zip(results, batches):
+        assert_same(got, expected(batch))
+
+
+def test_unknown_input_name(model: OpenVINOModel) -> None:
+    with pytest.raises(KeyError, match=r"the model has no input 'nope' \(inputs: image\)"):
+        run(model.infer({"nope": images(1)}))
+
+
+def test_inference_runs_off_the_event_loop_thread(model: OpenVINOModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    original = model._infer_blocking
+
+    def spy(feed):  # type: ignore[no-untyped-def]
+        seen.append(threading.current_thread().name)
+        return original(feed)
+
+    monkeypatch.setattr(model, "_infer_blocking", spy)
+
+    async def main() -> str:
+        await asyncio.gather(*(model.infer({"image": images(2, start=i)}) for i in range(10)))
+        return threading.current_thread().name
+
+    loop_thread = run(main())
+    assert len(seen) == 10
+    assert loop_thread not in seen
+    assert all(name.startswith("dropin-openvino") for name in seen), seen
+
+
+def test_the_event_loop_runs_while_a_request_is_inside_openvino(
+    model: OpenVINOModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The request blocks until the loop releases it: that only works if the loop is free meanwhile.
+    entered, release = threading.Event(), threading.Event()
+    released_in_time: list[bool] = []
+    original = model._infer_blocking
+
+    def blocking_spy(feed):  # type: ignore[no-untyped-def]
+        entered.set()
+        released_in_time.append(release.wait(10))
+        return original(feed)
+
+    monkeypatch.setattr(model, "_infer_blocking", blocking_spy)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(model.infer({"image": images(1)}))
+        assert await asyncio.to_thread(entered.wait, 10)
+        release.set()
+        await task
+
+    run(main())
+    assert released_in_time == [True]
+
+
+# -- inference errors -------------------------------------------------------------------------
+
+
+def test_failing_inference_raises_and_the_next_request_works(backend: OpenVINOBackend, tmp_path: Path) -> None:
+    failing = backend.load(save_fails_on_7(tmp_path), LoadOptions(nireq=1))
+
+    async def main() -> None:
+        with pytest.raises(InferenceError) as info:
+            await asyncio.wait_for(failing.infer({"x": np.ones(7, np.float32)}), 10)  # raises, never hangs
+        message = str(info.value)
+        assert message.startswith("OpenVINO inference failed: ")
+        assert "reshape" in message.lower() and "(7)" in message
+        assert ".cpp" not in message and "\n" not in message  # OpenVINO's source locations are cut
+
+        ok = await asyncio.wait_for(failing.infer({"x": np.arange(6, dtype=np.float32)}), 10)
+        np.testing.assert_array_equal(ok["y"], np.arange(6, dtype=np.float32).reshape(3, 2))
+
+        outcomes = await asyncio.gather(
+            *(failing.infer({"x": np.ones(7 if i % 3 == 0 else 9, np.float32)}) for i in range(30)),
+            return_exceptions=True,
+        )
+        for i, outcome in enumerate(outcomes):
+            if i % 3 == 0:
+                assert isinstance(outcome, InferenceError)
+            else:
+                assert isinstance(outcome, dict) and outcome["y"].shape == (3, 3)
+
+    try:
+        run(main())
+    finally:
+        failing.close()
+
+
+# -- load options -----------------------------------------------------------------------------
+
+
+def test_layout_nchw_nhwc_adds_a_transpose(backend: OpenVINOBackend, expected) -> None:  # type: ignore[no-untyped-def]
+    nchw = backend.load(DIGITS, LoadOptions(plugin_config=F32, layout="NCHW:NHWC"))
+    try:
+        spec = nchw.inputs["image"]
+        assert spec.shape_text() == "(-1,1,8,8)" and spec.layout == "NCHW"
+        batch = images(5)
+        got = run(nchw.infer({"image": np.ascontiguousarray(batch.transpose(0, 3, 1, 2))}))
+        assert_same(got, expected(batch))
+    finally:
+        nchw.close()
+
+
+def test_shape_with_a_range(backend: OpenVINOBackend, expected) -> None:  # type: ignore[no-untyped-def]
+    ranged = backend.load(DIGITS, LoadOptions(plugin_config=F32, shape="(1:8,8,8,1)"))
+    try:
+        assert ranged.inputs["image"].shape[0] == Dim(1, 8)
+        assert ranged.inputs["image"].shape_text() == "([1~8],8,8,1)"
+        assert ranged.outputs["label"].shape_text() == "([1~8])"
+        batch = images(8)
+        assert_same(run(ranged.infer({"image": batch})), expected(batch))
+    finally:
+        ranged.close()
+
+
+def test_batch_size_and_nireq(backend: OpenVINOBackend, expected) -> None:  # type: ignore[no-untyped-def]
+    batched = backend.load(DIGITS, LoadOptions(plugin_config=F32, batch_size="4", nireq=3))
+    try:
+        assert batched.inputs["image"].shape_text() == "(4,8,8,1)"
+        assert batched.outputs["probabilities"].shape_text() == "(4,10)"
+        assert batched.nireq == 3
+        batch = images(4)
+        assert_same(run(batched.infer({"image": batch})), expected(batch))
+    finally:
+        batched.close()
+
+
+def test_shape_takes_precedence_over_batch_size(backend: OpenVINOBackend) -> None:
+    mapped = backend.load(DIGITS, LoadOptions(plugin_config=F32, shape={"image": "(2,8,8,1)"}, batch_size=4))
+    try:
+        assert mapped.inputs["image"].shape_text() == "(2,8,8,1)"
+    finally:
+        mapped.close()
+
+
+def test_auto_shape_and_batch_size_keep_the_model_shapes(backend: OpenVINOBackend) -> None:
+    auto = backend.load(DIGITS, LoadOptions(plugin_config=F32, shape="auto", batch_size="auto"))
+    try:
+        assert auto.inputs["image"].shape_text() == "(-1,8,8,1)"
+    finally:
+        auto.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param(
+            LoadOptions(shape="(1,x)"),
+            r"^invalid shape '\(1,x\)': expected e\.g\. \(1,3,224,224\), -1 for any size, 1:8 for a range$",
+            id="bad shape text",
+        ),
+        pytest.param(
+            LoadOptions(shape="(1,8,8)"),
+            r"^the model cannot be reshaped to \{'image': '\[1,8,8\]'\}: ",
+            id="shape of the wrong rank",
+        ),
+        pytest.param(
+            LoadOptions(shape={"nope": "(1,8,8,1)"}),
+            r"^shape is given for 'nope', which is not an input of the model \(inputs: image\)$",
+            id="shape for an unknown input",
+        ),
+        pytest.param(
+            LoadOptions(layout={"nope": "NHWC"}),
+            r"^layout is given for 'nope', which is not an input or output of the model "
+            r"\(inputs: image; outputs: probabilities, label\)$",
+            id="layout for an unknown input",
+        ),
+        pytest.param(LoadOptions(layout="NH!C"), r"^invalid layout 'NH!C': ", id="bad layout text"),
+        pytest.param(LoadOptions(layout="NHW"), r"^cannot apply layout 'NHW': .*not compatible", id="layout of the wrong rank"),
+        pytest.param(
+            LoadOptions(batch_size="x"),
+            r"^invalid batch_size 'x': expected a positive number, -1 or a range like 1:8$",
+            id="bad batch_size",
+        ),
+        pytest.param(
+            LoadOptions(target_device="NO_SUCH_DEVICE"),
+            r"^OpenVINO could not compile model\.xml for device 'NO_SUCH_DEVICE': .*NO_SUCH_DEVICE",
+            id="unknown device",
+        ),
+        pytest.param(
+            LoadOptions(plugin_config={"INFERENCE_PRECISION_HINT": "f77"}),
+            r"^OpenVINO could not compile model\.xml for device 'CPU': .*f77.*INFERENCE_PRECISION_HINT",
+            id="bad plugin config value",
+        ),
+    ],
+)
+def test_invalid_load_options(backend: OpenVINOBackend, options: LoadOptions, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        backend.load(DIGITS, options).close()
+    assert ".cpp" not in str(info.value)
+
+
+# -- close ------------------------------------------------------------------------------------
+
+
+def test_close_waits_for_requests_in_flight_and_later_infers_raise(
+    backend: OpenVINOBackend, expected, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    busy = backend.load(DIGITS, LoadOptions(plugin_config=F32, nireq=2))
+    finished: list[int] = []
+    original = busy._infer_blocking
+
+    def counting(feed):  # type: ignore[no-untyped-def]
+        result = original(feed)
+        finished.append(1)
+        return result
+
+    monkeypatch.setattr(busy, "_infer_blocking", counting)
+    batches = [images(7, start=i) for i in range(20)]
+
+    async def main() -> None:
+        pending = [asyncio.ensure_future(busy.infer({"image": b})) for b in batches]
+        await asyncio.sleep(0)  # every request is handed to the pool (2 threads: most are queued)
+        await asyncio.to_thread(busy.close)  # the core calls close() in a worker thread
+        assert len(finished) == 20  # close() returned only after every request in flight ran
+        for got, batch in zip(await asyncio.gather(*pending), batches):
+            assert_same(got, expected(batch))
+        with pytest.raises(RuntimeError, match=r"^model .*digits.* is closed$"):
+            await busy.infer({"image": images(1)})
+
+    run(main())
+    busy.close()  # a second close() is harmless
