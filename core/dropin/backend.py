@@ -1,8 +1,9 @@
 """The backend contract: what a backend plugin implements.
 
 A backend turns a version directory into a `LoadedModel`. The core calls `Backend.load` in a
-worker thread at load time, and `LoadedModel.infer` on the event loop for every request, so
-`infer` must never block: hand the work to a thread or to the runtime's own async API.
+worker thread at load time, `LoadedModel.infer` on the event loop for every request, and
+`LoadedModel.close` in a worker thread once the version is retired and drained. So `infer` must
+never block: hand the work to a thread or to the runtime's own async API; `load` and `close` may.
 
 A plugin registers its backend class by name from `dropin_register_backends`:
 
@@ -51,10 +52,20 @@ class LoadedModel(abc.ABC):
     @abc.abstractmethod
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         """Run one request. `inputs` hold every model input, already validated against `inputs`
-        (dtype, rank and dims). Return every output by name, as arrays the caller may keep."""
+        (dtype, rank and dims). Return every output by name, as arrays the caller may keep.
+
+        The input arrays belong to the request: they may be read-only (numeric inputs sent as
+        `tensor_content` are `np.frombuffer` views of the request's bytes), so never write into
+        them; copy first if the runtime needs writable memory. STRING inputs are object arrays
+        shaped like the request's tensor (any rank, 1-D included) whose items are `bytes`.
+
+        Errors: a `DropinError` raised here reaches the client unchanged (its status and
+        message). Anything else is logged and answered as INTERNAL "Internal inference error -
+        backend <name>: <ExceptionType>: <message>", so make the message say what went wrong."""
 
     def close(self) -> None:
-        """Release the model. Called once, after the last request using it has finished."""
+        """Release the model. Called once, after the last request using it has finished, in a
+        worker thread (not on the event loop): it may block, e.g. to join the backend's threads."""
 
 
 class Backend(abc.ABC):

@@ -70,7 +70,12 @@ def format_shape(dims: Iterable[object]) -> str:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A model input or output: its name, element type, shape and (optional) layout such as "NCHW"."""
+    """A model input or output: its name, element type, shape and (optional) layout.
+
+    `layout` has one letter per dim, as OpenVINO names them: "NCHW", "NHWC"; "?" marks a dim
+    with no name ("?CHW") and "..." any number of unnamed dims ("N..." says only that the batch
+    is dim 0). None when the model does not say. Only the "N" is used (`batch_index`).
+    """
 
     name: str
     dtype: DType
