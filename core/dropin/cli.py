@@ -33,7 +33,14 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         help="largest gRPC message received or sent (default 1 GiB, as OVMS)",
     )
     server.add_argument("--max_elements", type=int, default=0, help="most tensor elements in one request (0: no limit)")
-    server.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0, help="repository rescan period; 0 turns monitoring off")
+    server.add_argument(
+        "--file_system_poll_wait_seconds", type=float, default=1.0,
+        help="rescan period of model repositories and config.json (file-system events are followed too); 0 turns all monitoring off",
+    )
+    server.add_argument(
+        "--version_settle_seconds", type=float, default=0.5,
+        help="a version directory being written loads once it has been quiet this long (a rename into place loads at once)",
+    )
     server.add_argument("--log_level", default="INFO", type=str.upper, choices=sorted(LOG_LEVELS))
     server.add_argument("--log_path", default=None)
     server.add_argument("--config_path", default=None, help="OVMS config.json with several models")
@@ -82,7 +89,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     config_path = None
     if args.config_path:
         config_path = Path(args.config_path)
-        models = read_config_file(config_path)
+        models = read_config_file(config_path)  # refuse to start on an invalid file
     elif args.model_name or args.model_path:
         if not (args.model_name and args.model_path):
             raise ConfigError("--model_name and --model_path go together")
@@ -98,6 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         rest_port=args.rest_port,
         rest_bind_address=args.rest_bind_address,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        version_settle_seconds=args.version_settle_seconds,
         grpc_workers=args.grpc_workers,
         grpc_max_message_bytes=args.grpc_max_message_size,
         max_elements=args.max_elements,

@@ -161,9 +161,16 @@ def read_config_file(path: str | Path) -> list[ModelConfig]:
     """Parse an OVMS config.json. Raises ConfigError, applying nothing, when the file is invalid."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text())
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: bytes, path: Path) -> list[ModelConfig]:
+    """The models of config.json contents `data` read from `path` (base paths are relative to it)."""
+    try:
+        document = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(document, dict) or "model_config_list" not in document:

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Hashable, Iterable
 
 from .backend import Backend
 from .config import ModelConfig
@@ -23,10 +23,16 @@ from .errors import DropinError
 from .models import Model, ModelTable, ModelVersion, Servable, State
 from .plugins import Registries
 from .preprocess import Preprocessor
-from .sources import ModelSource
+from .settle import SettleTracker
+from .sources import Change, ModelSource
 from .validation import InputPlan
 
 log = logging.getLogger("dropin.manager")
+
+
+def _log_failure(task: "asyncio.Task[bool]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("model sync failed", exc_info=task.exception())
 
 
 class LoadError(Exception):
@@ -34,10 +40,22 @@ class LoadError(Exception):
 
 
 class ModelManager:
-    def __init__(self, registries: Registries) -> None:
+    """Keeps every model's versions in line with its repository.
+
+    `watch` turns on event-driven updates: the sources report file-system changes, and a model is
+    synced as soon as a changed version directory has settled (see settle.py). `sync_all` is the
+    periodic rescan, the safety net for file systems without events."""
+
+    def __init__(self, registries: Registries, settle_seconds: float = 0.5) -> None:
         self.registries = registries
         self.table = ModelTable()
+        self.settle_seconds = settle_seconds
+        self.watching = False
         self._sources: dict[str, ModelSource] = {}
+        self._trackers: dict[str, SettleTracker] = {}
+        self._unwatch: dict[str, Callable[[], None]] = {}
+        self._wakeups: dict[str, asyncio.TimerHandle] = {}
+        self._synced: set[str] = set()  # models past their first sync (start-up loads at once)
         self._backends: dict[str, Backend] = {}
         self._preprocessors: list[tuple[str, Preprocessor]] = []
         self._instances_lock = threading.Lock()
@@ -45,9 +63,9 @@ class ModelManager:
 
     # -- configuration -----------------------------------------------------------------------
 
-    async def apply(self, configs: Iterable[ModelConfig]) -> None:
+    async def apply(self, configs: Iterable[ModelConfig]) -> bool:
         """Serve exactly these models: add new ones, reconfigure changed ones, retire removed ones,
-        then sync every model with its repository."""
+        then sync every changed model with its repository. True if anything changed."""
         configs = list(configs)
         wanted = {c.name: c for c in configs}
         changed: list[Model] = []
@@ -59,76 +77,134 @@ class ModelManager:
                 log.info("model %s: serving %s (version policy: %s)", config.name, config.base_path, config.version_policy)
                 changed.append(model)
             elif model.removed or model.config != config:
-                log.info("model %s: configuration changed, reloading its versions", config.name)
                 async with model.lock:
+                    old = model.config
                     model.removed = False
                     model.config = config
-                    self._sources.pop(config.name, None)
-                    for version in model.versions.values():
-                        if version.state == State.AVAILABLE:
-                            version.reload = True
+                    if old.base_path != config.base_path:
+                        self._drop_source(config.name)
+                    reload = (old.load, old.backend, old.options) != (config.load, config.backend, config.options)
+                    log.info(
+                        "model %s: configuration changed%s",
+                        config.name, ", reloading its versions" if reload else f" (version policy: {config.version_policy})",
+                    )
+                    if reload:
+                        for version in model.versions.values():
+                            if version.state == State.AVAILABLE:
+                                version.reload = True
                 changed.append(model)
-        removed = [m for name, m in self.table.models.items() if name not in wanted]
-        await asyncio.gather(
+        removed = [m for name, m in self.table.models.items() if name not in wanted and not m.removed]
+        results = await asyncio.gather(
             *(self.sync(m) for m in changed),
             *(self._retire_all(m) for m in removed),
         )
+        return bool(changed or removed) or any(results)
 
-    async def sync_all(self) -> None:
-        """One pass over every configured model (the periodic rescan)."""
-        await asyncio.gather(*(self.sync(m) for m in list(self.table.models.values()) if not m.removed))
+    async def sync_all(self) -> bool:
+        """One pass over every configured model (the periodic rescan). True if anything changed."""
+        results = await asyncio.gather(*(self.sync(m) for m in list(self.table.models.values()) if not m.removed))
+        return any(results)
 
     # -- one model ---------------------------------------------------------------------------
 
-    async def sync(self, model: Model) -> None:
-        """Bring one model's versions in line with its repository and version policy."""
+    async def sync(self, model: Model) -> bool:
+        """Bring one model's versions in line with its repository and version policy: load what
+        is new, changed or failed-and-changed once it has settled, then retire what is no longer
+        wanted. True if a version was loaded, reloaded or retired."""
         async with model.lock:
             if model.removed:
-                return
+                return False
             try:
-                on_disk = await asyncio.to_thread(self._source(model).versions)
+                source = self._source(model)
+                if self.watching and model.name not in self._unwatch:
+                    self._start_watch(model, source)
+                on_disk, fingerprints = await asyncio.to_thread(self._scan, source)
             except (OSError, LookupError) as exc:
                 if not model.source_error:
                     log.error("model %s: cannot list versions in %s: %s", model.name, model.config.base_path, exc)
                 model.source_error = True
-                return
+                return False
             if model.source_error:
                 log.info("model %s: %s is readable again", model.name, model.config.base_path)
                 model.source_error = False
+            usable = self._settled(model, on_disk, fingerprints)
             policy = model.config.version_policy
             desired = policy.select(on_disk)
-            failed: set[int] = set()
+            failed = {n for n in usable if self._failed(model, n) and model.versions[n].fingerprint == fingerprints[n]}
+            changed = False
             while True:
-                wanted = policy.select(set(on_disk) - failed)
+                wanted = policy.select(usable - failed)
                 pending = sorted((n for n in wanted if self._needs_load(model, n)), reverse=True)
                 if not pending:
                     break
                 for number in pending:
-                    if not await self._load(model, number, on_disk[number]):
+                    changed = True
+                    if not await self._load(model, number, on_disk[number], fingerprints[number]):
                         failed.add(number)
             # a failed version the policy still wants stays LOADING (with its reason) to be retried
             retiring = [
                 v for v in model.versions.values()
                 if v.number not in wanted
-                and (v.state == State.AVAILABLE or (v.state == State.LOADING and not v.loading and v.number not in desired))
+                and (v.state == State.AVAILABLE or (self._failed(model, v.number) and v.number not in desired))
             ]
             await asyncio.gather(*(self._retire(model, v) for v in retiring))
+            return changed or bool(retiring)
+
+    def _scan(self, source: ModelSource) -> tuple[dict[int, Path], dict[int, Hashable | None]]:
+        versions = source.versions()
+        return versions, {n: source.fingerprint(path) for n, path in versions.items()}
+
+    def _settled(self, model: Model, on_disk: dict[int, Path], fingerprints: dict[int, Hashable | None]) -> set[int]:
+        """The versions on disk that can be used now: loaded ones whose files did not change, and
+        new, changed or previously failed ones whose files have stopped changing."""
+        tracker = self._tracker(model)
+        first_pass = model.name not in self._synced
+        self._synced.add(model.name)
+        now = asyncio.get_running_loop().time()
+        usable: set[int] = set()
+        wake: float | None = None
+        for number, fingerprint in fingerprints.items():
+            version = model.versions.get(number)
+            known = version is not None and version.state != State.START and version.fingerprint == fingerprint
+            if version is not None and version.loading:
+                known = True
+            if known or first_pass or fingerprint is None:
+                usable.add(number)
+                tracker.forget(number)
+                continue
+            again = tracker.ready(number, fingerprint, now)
+            if again is None:
+                usable.add(number)
+                if version is not None and version.state == State.AVAILABLE:
+                    version.reload = True  # its files changed and have settled
+            else:
+                if version is not None and version.state == State.AVAILABLE:
+                    usable.add(number)  # keeps serving the files it loaded until the change settles
+                wake = again if wake is None else min(wake, again)
+        if wake is not None:
+            self._wake(model, wake)
+        return usable
+
+    def _failed(self, model: Model, number: int) -> bool:
+        version = model.versions.get(number)
+        return version is not None and version.state == State.LOADING and not version.loading and version.error is not None
 
     def _needs_load(self, model: Model, number: int) -> bool:
         version = model.versions.get(number)
         if version is None or version.state in (State.START, State.END):
             return True
         if version.state == State.LOADING and not version.loading:
-            return True  # a failed load: retry
+            return True  # a failed load whose files changed: retry
         return version.state == State.AVAILABLE and version.reload
 
-    async def _load(self, model: Model, number: int, path: Path) -> bool:
+    async def _load(self, model: Model, number: int, path: Path, fingerprint: Hashable | None = None) -> bool:
         version = model.versions.get(number)
         if version is None:
             version = ModelVersion(model.name, number)
             model.versions[number] = version
         version.begin_load()
         version.reload = False
+        version.fingerprint = fingerprint
         replacing = version.servable
         if replacing is None:
             version.error = None
@@ -154,25 +230,30 @@ class ModelManager:
         version.end_load()
         model.update_default()
         if replacing is not None:
+            log.info("model %s version %d: reloaded, the previous files retire after their requests", model.name, number)
             asyncio.get_running_loop().create_task(self._close_when_drained(replacing))
         return True
 
     async def _retire(self, model: Model, version: ModelVersion) -> None:
         servable = version.servable
         version.servable = None
-        version.set_state(State.UNLOADING, "no longer wanted" if servable else "version directory is gone")
+        version.set_state(State.UNLOADING, "no longer wanted" if servable else "not wanted or gone after a failed load")
         model.update_default()
+        started = time.monotonic()
         if servable is not None:
             await self._close_when_drained(servable)
         version.error = None
-        version.set_state(State.END)
+        version.set_state(State.END, "unloaded", time.monotonic() - started)
 
-    async def _retire_all(self, model: Model) -> None:
+    async def _retire_all(self, model: Model) -> bool:
         async with model.lock:
             model.removed = True
+            log.info("model %s: removed from the configuration, retiring its versions", model.name)
+            self._drop_source(model.name)
             await asyncio.gather(
                 *(self._retire(model, v) for v in model.versions.values() if v.state in (State.AVAILABLE, State.LOADING))
             )
+            return True
 
     async def _close_when_drained(self, servable: Servable) -> None:
         await servable.drained()
@@ -182,8 +263,71 @@ class ModelManager:
             log.error("model %s version %d: backend %s failed to close it: %s", servable.model_name, servable.version, servable.backend, exc)
 
     async def close(self) -> None:
-        """Retire everything (at shutdown)."""
-        await asyncio.gather(*(self._retire_all(m) for m in self.table.models.values()))
+        """Stop watching and retire everything (at shutdown)."""
+        self.watching = False
+        for name in list(self._unwatch):
+            self._drop_source(name)
+        await asyncio.gather(*(self._retire_all(m) for m in self.table.models.values() if not m.removed))
+
+    # -- watching ----------------------------------------------------------------------------
+
+    def _tracker(self, model: Model) -> SettleTracker:
+        tracker = self._trackers.get(model.name)
+        if tracker is None:
+            tracker = self._trackers[model.name] = SettleTracker(self.settle_seconds)
+        return tracker
+
+    def _start_watch(self, model: Model, source: ModelSource) -> None:
+        loop = asyncio.get_running_loop()
+        name = model.name
+
+        def notify(change: Change) -> None:  # called on the watcher's thread
+            loop.call_soon_threadsafe(self._on_change, name, change)
+
+        try:
+            stop = source.watch(notify)
+        except Exception as exc:
+            log.error("model %s: watching %s failed (%s); relying on rescans", name, model.config.base_path, exc)
+            stop = None
+        if stop is not None:
+            self._unwatch[name] = stop
+            log.debug("model %s: watching %s", name, model.config.base_path)
+
+    def _on_change(self, name: str, change: Change) -> None:
+        model = self.table.models.get(name)
+        if model is None or model.removed or not self.watching:
+            return
+        when = self._tracker(model).event(change.version, change.whole, asyncio.get_running_loop().time())
+        self._wake(model, when)
+
+    def _wake(self, model: Model, when: float) -> None:
+        """Sync `model` at loop time `when` (or earlier, if a sync is already due sooner)."""
+        loop = asyncio.get_running_loop()
+        pending = self._wakeups.get(model.name)
+        if pending is not None:
+            if pending.when() <= when and not pending.cancelled():
+                return
+            pending.cancel()
+        self._wakeups[model.name] = loop.call_at(when, self._woken, model)
+
+    def _woken(self, model: Model) -> None:
+        self._wakeups.pop(model.name, None)
+        task = asyncio.get_running_loop().create_task(self.sync(model))
+        task.add_done_callback(_log_failure)
+
+    def _drop_source(self, name: str) -> None:
+        self._sources.pop(name, None)
+        self._trackers.pop(name, None)
+        self._synced.discard(name)
+        stop = self._unwatch.pop(name, None)
+        if stop is not None:
+            try:
+                stop()
+            except Exception as exc:
+                log.debug("model %s: stopping the watch failed: %s", name, exc)
+        wakeup = self._wakeups.pop(name, None)
+        if wakeup is not None:
+            wakeup.cancel()
 
     # -- blocking work, in worker threads ----------------------------------------------------
 

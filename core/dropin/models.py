@@ -74,6 +74,7 @@ class ModelVersion:
     error: str | None = None  # why the last load failed; None when OK
     servable: Servable | None = None
     reload: bool = False  # set when the version must be loaded again (config or files changed)
+    fingerprint: object = None  # the source's fingerprint of the files last loaded (or tried)
     _loading: bool = False
     _settled: asyncio.Event = field(default_factory=asyncio.Event)  # set when not loading
 

@@ -14,6 +14,7 @@ import grpc
 
 from . import config as config_mod
 from .config import ConfigError, ModelConfig, VersionPolicy
+from .config_file import ConfigFile
 from .dataplane import DataPlane
 from .grpc_api import ModelService, PredictionService, add_services
 from .manager import ModelManager
@@ -37,7 +38,8 @@ class ServerSettings:
     grpc_bind_address: str = "0.0.0.0"
     rest_port: int = 0
     rest_bind_address: str = "0.0.0.0"
-    file_system_poll_wait_seconds: float = 1.0
+    file_system_poll_wait_seconds: float = 1.0  # 0: no watching and no rescans
+    version_settle_seconds: float = 0.5  # quiet time before a changed version directory loads
     grpc_workers: int = 1
     grpc_max_message_bytes: int = GIB  # OVMS's limit, both directions
     max_elements: int = 0  # 0: no limit beyond the message size
@@ -52,12 +54,13 @@ class Server:
             plugins = PluginHost()
             plugins.load()
         self.plugins = plugins
-        self.manager = ModelManager(plugins.registries())
+        self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
         self.dataplane = DataPlane(self.manager, settings.max_elements)
         self.grpc: grpc.aio.Server | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.port = settings.port
+        self.config_file = ConfigFile(settings.config_path, self.manager.apply) if settings.config_path else None
 
     async def start(self) -> None:
         s = self.settings
@@ -76,20 +79,37 @@ class Server:
         log.info("gRPC server listening on %s", f"{_host(s.grpc_bind_address)}:{self.port}")
         if s.grpc_workers > 1:
             log.warning("--grpc_workers %d: this server runs one gRPC event loop; the value is accepted for OVMS compatibility", s.grpc_workers)
-        await self.manager.apply(s.models)
+        monitoring = s.file_system_poll_wait_seconds > 0
+        self.manager.watching = monitoring
+        if self.config_file is not None:
+            await self.config_file.reload()
+            if monitoring:
+                self.config_file.watch()
+        else:
+            await self.manager.apply(s.models)
         self.ready.set()
         log.info("initial model loading finished: server ready")
-        if s.file_system_poll_wait_seconds > 0:
+        if monitoring:
             self._tasks.append(asyncio.create_task(self._poll()))
 
     async def _poll(self) -> None:
-        """Rescan every model's repository periodically (OVMS's file_system_poll_wait_seconds)."""
+        """Every file_system_poll_wait_seconds: check config.json and rescan every repository, the
+        safety net for file systems that send no events."""
         while True:
             await asyncio.sleep(self.settings.file_system_poll_wait_seconds)
             try:
+                if self.config_file is not None:
+                    await self.config_file.check()
                 await self.manager.sync_all()
             except Exception:
                 log.exception("repository rescan failed")
+
+    async def reload_config_file(self) -> bool:
+        """Re-read --config_path and apply it now (POST /v1/config/reload). Raises ConfigError,
+        changing nothing, when the file is invalid or there is none. True if anything changed."""
+        if self.config_file is None:
+            raise ConfigError("the server was started without --config_path")
+        return await self.config_file.reload()
 
     async def reload_config(self, server_config: Any) -> tuple[int, str]:
         """HandleReloadConfigRequest: serve exactly the models of the given ModelServerConfig."""
@@ -120,6 +140,8 @@ class Server:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.config_file is not None:
+            self.config_file.close()
         if self.grpc is not None:
             await self.grpc.stop(self.settings.shutdown_grace_seconds)
         await self.manager.close()
