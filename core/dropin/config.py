@@ -88,12 +88,12 @@ class ModelConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-# OVMS's model config keys (schema.cpp), plus dropin's "backend"
+# OVMS's model config keys (schema.cpp), plus dropin's "backend" and "max_pixels" (image plugin)
 _MODEL_KEYS = {
     "name", "base_path", "batch_size", "model_version_policy", "shape", "layout", "nireq",
     "target_device", "plugin_config", "stateful", "low_latency_transformation", "idle_sequence_cleanup",
     "max_sequence_number", "allow_cache", "cache_dir", "mean", "scale", "color_format", "precision",
-    "backend",
+    "backend", "max_pixels",
 }
 _TOP_KEYS = {
     "model_config_list", "pipeline_config_list", "mediapipe_config_list", "custom_loader_config_list",
