@@ -42,9 +42,12 @@ class DropinServer:
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
-        if not self._port_seen.wait(30):
-            self.stop()
-            raise RuntimeError("dropin did not start listening:\n" + self.log)
+        deadline = time.monotonic() + 30
+        while not self._port_seen.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self._reader.join(5)
+                self.stop()
+                raise RuntimeError("dropin did not start listening:\n" + self.log)
         self.channel = grpc.insecure_channel(
             f"127.0.0.1:{self.port}",
             options=[("grpc.max_receive_message_length", GIB), ("grpc.max_send_message_length", GIB)],

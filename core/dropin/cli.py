@@ -38,6 +38,10 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         help="rescan period of model repositories and config.json (file-system events are followed too); 0 turns all monitoring off",
     )
     server.add_argument(
+        "--file_system_watch", choices=("on", "off"), default="on",
+        help="follow file-system events (inotify); off leaves only the periodic rescans",
+    )
+    server.add_argument(
         "--version_settle_seconds", type=float, default=0.5,
         help="a version directory being written loads once it has been quiet this long (a rename into place loads at once)",
     )
@@ -106,6 +110,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         rest_bind_address=args.rest_bind_address,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         version_settle_seconds=args.version_settle_seconds,
+        file_system_watch=args.file_system_watch == "on",
         grpc_workers=args.grpc_workers,
         grpc_max_message_bytes=args.grpc_max_message_size,
         max_elements=args.max_elements,

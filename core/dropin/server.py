@@ -40,6 +40,7 @@ class ServerSettings:
     rest_bind_address: str = "0.0.0.0"
     file_system_poll_wait_seconds: float = 1.0  # 0: no watching and no rescans
     version_settle_seconds: float = 0.5  # quiet time before a changed version directory loads
+    file_system_watch: bool = True  # follow file-system events, not only rescans
     grpc_workers: int = 1
     grpc_max_message_bytes: int = GIB  # OVMS's limit, both directions
     max_elements: int = 0  # 0: no limit beyond the message size
@@ -80,10 +81,10 @@ class Server:
         if s.grpc_workers > 1:
             log.warning("--grpc_workers %d: this server runs one gRPC event loop; the value is accepted for OVMS compatibility", s.grpc_workers)
         monitoring = s.file_system_poll_wait_seconds > 0
-        self.manager.watching = monitoring
+        self.manager.watching = monitoring and s.file_system_watch
         if self.config_file is not None:
             await self.config_file.reload()
-            if monitoring:
+            if self.manager.watching:
                 self.config_file.watch()
         else:
             await self.manager.apply(s.models)
