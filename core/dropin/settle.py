@@ -47,14 +47,14 @@ class SettleTracker:
         last_event = self._last_event.get(number, float("-inf"))
         arrived = self._arrived_whole.get(number)
         if arrived is not None and last_event < arrived and fingerprint:
-            if now - arrived >= ATOMIC_GRACE_SECONDS:
+            if now >= arrived + ATOMIC_GRACE_SECONDS:
                 self.forget(number)
                 return None
             return arrived + ATOMIC_GRACE_SECONDS
         seen = self._seen.get(number)
         if seen is None or seen.fingerprint != fingerprint or last_event > seen.since:
             seen = self._seen[number] = _Seen(fingerprint, now)
-        if now - seen.since >= self.quiet:
+        if now >= seen.since + self.quiet:
             self.forget(number)
             return None
         return seen.since + self.quiet
