@@ -36,8 +36,25 @@ class LoadOptions:
     batch_size: str | int | None = None
 
 
+class InferOutputs(dict):  # type: ignore[type-arg]
+    """What `LoadedModel.infer` may return instead of a plain dict, to report its timings: how
+    long the request waited for an infer request of the runtime (`wait_seconds`) and how long
+    inference itself took (`infer_seconds`). They become ovms_wait_for_infer_req_time_us and
+    ovms_inference_time_us; without them the core reports the whole call as inference."""
+
+    __slots__ = ("wait_seconds", "infer_seconds")
+
+    def __init__(self, outputs: Mapping[str, np.ndarray], wait_seconds: float, infer_seconds: float) -> None:
+        super().__init__(outputs)
+        self.wait_seconds = wait_seconds
+        self.infer_seconds = infer_seconds
+
+
 class LoadedModel(abc.ABC):
     """One loaded model version, ready to serve."""
+
+    #: the runtime's number of execution streams, if it has such a thing (reported as ovms_streams)
+    streams: int | None = None
 
     @property
     @abc.abstractmethod

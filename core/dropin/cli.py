@@ -14,7 +14,8 @@ from typing import Sequence
 
 from . import __version__
 from .config import ConfigError, model_config, parse_plugin_config, read_config_file
-from .errors import DropinError
+from .errors import DropinError, Status
+from .metrics import FAMILIES
 from .plugins import PluginHost
 from .server import GIB, Server, ServerSettings
 
@@ -27,6 +28,15 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--grpc_bind_address", default="0.0.0.0")
     server.add_argument("--rest_port", type=int, default=0, help="REST port (0: REST off)")
     server.add_argument("--rest_bind_address", default="0.0.0.0")
+    server.add_argument(
+        "--rest_max_body_bytes", type=int, default=GIB, metavar="BYTES",
+        help="largest REST request body; larger ones are refused with 413 (default 1 GiB, as the gRPC limit)",
+    )
+    server.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics on /metrics of the REST port")
+    server.add_argument(
+        "--metrics_list", default="", metavar="NAMES",
+        help=f"comma-separated metric families to expose (default all: {', '.join(FAMILIES)})",
+    )
     server.add_argument("--grpc_workers", type=int, default=1)
     server.add_argument(
         "--grpc_max_message_size", type=int, default=GIB, metavar="BYTES",
@@ -115,7 +125,21 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         grpc_max_message_bytes=args.grpc_max_message_size,
         max_elements=args.max_elements,
         defaults=defaults,
+        rest_max_body_bytes=args.rest_max_body_bytes,
+        **_metrics_settings(args),
     )
+
+
+def _metrics_settings(args: argparse.Namespace) -> dict[str, object]:
+    if not args.metrics_enable:
+        return {}
+    if not args.rest_port:
+        raise DropinError(Status.METRICS_REST_PORT_MISSING, "--metrics_enable serves /metrics on the REST port: give --rest_port")
+    families = tuple(f.strip() for f in args.metrics_list.split(",") if f.strip()) or FAMILIES
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise DropinError(Status.INVALID_METRICS_FAMILY_NAME, f"{', '.join(unknown)} (known: {', '.join(FAMILIES)})")
+    return {"metrics_enable": True, "metrics_list": families}
 
 
 def _number_or_list(text: str, flag: str) -> float | list[float]:

@@ -10,17 +10,23 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from time import perf_counter
+from typing import Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import DropinError, Status
 from .manager import ModelManager
+from .metrics import RequestProbe
 from .models import ModelVersion, Servable
 from .shapes import TensorSpec
 from .validation import Conversion, RequestTensor, check_converted, validate_request
 
 log = logging.getLogger("dropin.dataplane")
+
+
+# Makes a request's tensors from the model's inputs (by name), once the version is resolved.
+InputDecoder = Callable[[Mapping[str, TensorSpec]], Awaitable[Mapping[str, RequestTensor]]]
 
 
 @dataclass(frozen=True)
@@ -50,11 +56,21 @@ class DataPlane:
         self,
         model_name: str,
         version: int,
-        inputs: Mapping[str, RequestTensor],
+        inputs: Mapping[str, RequestTensor] | InputDecoder,
         output_filter: Sequence[str] = (),
+        probe: RequestProbe | None = None,
     ) -> PredictResult:
+        """Run one request. `inputs` are the request's tensors, or a decoder that makes them once
+        the model's inputs are known (REST: JSON numbers take the model input's dtype). `probe`
+        (metrics on) learns which version served and times the inference."""
         servable = await self.table.acquire(model_name, version)
+        counted = None
+        if probe is not None:
+            counted = probe.served(servable.model_name, servable.version, getattr(servable.model, "streams", None))
+            counted.current_requests += 1
         try:
+            if callable(inputs):
+                inputs = await inputs(servable.model.inputs)
             arrays, conversions = validate_request(servable.plans, inputs, self.max_elements)
             if conversions:
                 await self._convert(conversions, arrays)
@@ -66,7 +82,12 @@ class DataPlane:
                         f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
                     )
             try:
-                outputs = await servable.model.infer(arrays)
+                if counted is None:
+                    outputs = await servable.model.infer(arrays)
+                else:
+                    started = perf_counter()
+                    outputs = await servable.model.infer(arrays)
+                    counted.observe_inference(outputs, perf_counter() - started)
             except DropinError:
                 raise
             except Exception as exc:
@@ -79,6 +100,8 @@ class DataPlane:
             return PredictResult(servable.model_name, servable.version, outputs)
         finally:
             servable.release()
+            if counted is not None:
+                counted.current_requests -= 1
 
     async def _convert(self, conversions: list[Conversion], arrays: dict[str, np.ndarray]) -> None:
         loop = asyncio.get_running_loop()
@@ -103,15 +126,19 @@ class DataPlane:
                 ) from exc
             arrays[plan.spec.name] = check_converted(conversion, array)
 
-    async def metadata(self, model_name: str, version: int) -> ModelMetadata:
+    async def metadata(self, model_name: str, version: int, probe: RequestProbe | None = None) -> ModelMetadata:
         # metadata is answered only by an AVAILABLE version, without waiting for a load
         servable: Servable = await self.table.acquire(model_name, version, wait=False)
         servable.release()
+        if probe is not None:
+            probe.served(servable.model_name, servable.version)
         return ModelMetadata(servable.model_name, servable.version, servable.model.inputs, servable.model.outputs)
 
-    def status(self, model_name: str, version: int) -> list[ModelVersion]:
+    def status(self, model_name: str, version: int, probe: RequestProbe | None = None) -> list[ModelVersion]:
         """One version, or (version 0) every registered version in ascending order."""
         model = self.table.get(model_name)
+        if probe is not None:
+            probe.served(model.name, None)  # OVMS counts status requests per model, without a version
         if version:
             found = model.versions.get(version)
             if found is None:

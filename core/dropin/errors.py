@@ -50,12 +50,45 @@ class Status(enum.Enum):
     INFERENCE_ERROR = ("Internal inference error", grpc.StatusCode.INTERNAL, 500)
     PLUGIN_ERROR = ("Plugin error", grpc.StatusCode.INTERNAL, 500)
     SERVER_NOT_READY = ("Server is not ready", grpc.StatusCode.UNAVAILABLE, 503)
+    INTERNAL_ERROR = ("Internal server error", grpc.StatusCode.INTERNAL, 500)
     SHUTTING_DOWN = ("Server is shutting down", grpc.StatusCode.UNAVAILABLE, 503)
 
     # model loading and configuration
     FILE_INVALID = ("File not found or cannot open", grpc.StatusCode.FAILED_PRECONDITION, 412)
     MODEL_LOAD_FAILED = ("Model could not be loaded", grpc.StatusCode.FAILED_PRECONDITION, 412)
     CONFIG_INVALID = ("Invalid configuration", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    CONFIG_RELOAD_FAILED = ("Reloading config file failed", grpc.StatusCode.INTERNAL, 500)
+    METRICS_REST_PORT_MISSING = ("Missing rest_port parameter in server CLI", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_METRICS_FAMILY_NAME = ("Invalid name in metrics_list", grpc.StatusCode.INVALID_ARGUMENT, 400)
+
+    # REST front end (spec §7): URL, method and body. The gRPC codes are used only in logs.
+    REST_INVALID_URL = ("Invalid request URL", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_UNSUPPORTED_METHOD = ("Unsupported method", grpc.StatusCode.UNIMPLEMENTED, 406)
+    REST_NOT_FOUND = ("Requested REST resource not found", grpc.StatusCode.UNIMPLEMENTED, 404)
+    PATH_INVALID = ("The provided base path is invalid or doesn't exists", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_BODY_TOO_LARGE = ("Request body is too large", grpc.StatusCode.RESOURCE_EXHAUSTED, 413)
+    JSON_INVALID = ("The file is not valid json", grpc.StatusCode.INVALID_ARGUMENT, 412)
+    REST_BODY_IS_NOT_AN_OBJECT = ("Request body should be JSON object", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_PREDICT_UNKNOWN_ORDER = (
+        "Invalid JSON structure. Could not detect row or column format", grpc.StatusCode.INVALID_ARGUMENT, 400
+    )
+    REST_INSTANCES_NOT_AN_ARRAY = ("Invalid JSON structure. Nonamed instance is not an array.", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_NAMED_INSTANCE_NOT_AN_OBJECT = (
+        "Invalid JSON structure. One of named instances is not a JSON object.", grpc.StatusCode.INVALID_ARGUMENT, 400
+    )
+    REST_NO_INSTANCES_FOUND = ("Invalid JSON structure. Missing instances in row format", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_INSTANCES_NOT_NAMED_OR_NONAMED = ("Could not detect neither named or nonamed format", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_COULD_NOT_PARSE_INSTANCE = (
+        "Could not parse instance content. Not valid ndarray detected", grpc.StatusCode.INVALID_ARGUMENT, 400
+    )
+    REST_INSTANCES_BATCH_SIZE_DIFFER = (
+        "Invalid JSON structure. Request inputs have different batch sizes", grpc.StatusCode.INVALID_ARGUMENT, 400
+    )
+    REST_INPUTS_NOT_AN_OBJECT = ("Invalid JSON structure. One of inputs is not a JSON object.", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_NO_INPUTS_FOUND = ("Invalid JSON structure, missing inputs", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_COULD_NOT_PARSE_INPUT = ("Could not parse input content. Not valid ndarray detected", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_INPUT_FORMAT = ("Inputs inside buffer does not match expected format.", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_PROTO_TO_STRING_ERROR = ("Response parsing to JSON error", grpc.StatusCode.INTERNAL, 500)
 
     @property
     def message(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import grpc
 
@@ -22,9 +22,11 @@ from ._proto.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from .dataplane import DataPlane
+from .dataplane import DataPlane, ModelMetadata
 from .dtypes import DType
 from .errors import DropinError, Status
+from .metrics import GRPC, METADATA, PREDICT, STATUS, Metrics
+from .models import ModelVersion
 from .shapes import TensorSpec
 from .tensor_proto import ProtoTensor, fill_proto
 
@@ -62,26 +64,63 @@ def _tensor_info(spec: TensorSpec) -> meta_graph_pb2.TensorInfo:
     return info
 
 
+def metadata_response(meta: ModelMetadata) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """GetModelMetadataResponse as OVMS builds it (spec §4); REST prints it as JSON."""
+    signature = meta_graph_pb2.SignatureDef()
+    for name, spec in meta.inputs.items():
+        signature.inputs[name].CopyFrom(_tensor_info(spec))
+    for name, spec in meta.outputs.items():
+        signature.outputs[name].CopyFrom(_tensor_info(spec))
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    signatures.signature_def[SIGNATURE_KEY].CopyFrom(signature)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = meta.model_name
+    response.model_spec.version.value = meta.version
+    response.metadata[METADATA_FIELD].Pack(signatures)
+    return response
+
+
+def status_response(versions: Iterable[ModelVersion]) -> get_model_status_pb2.GetModelStatusResponse:
+    """GetModelStatusResponse for these versions (spec §3); REST prints it as JSON."""
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for version in versions:
+        entry = response.model_version_status.add()
+        entry.version = version.number
+        entry.state = int(version.state)
+        entry.status.error_code = version.error_code
+        entry.status.error_message = version.error_message
+    return response
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, metrics: Metrics | None = None) -> None:
         self.dataplane = dataplane
+        self.metrics = metrics
 
     @_rpc
     async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext) -> predict_pb2.PredictResponse:
-        spec = request.model_spec
-        inputs = {name: ProtoTensor(tensor) for name, tensor in request.inputs.items()}
-        result = await self.dataplane.predict(spec.name, spec.version.value, inputs, request.output_filter)
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = result.model_name
-        response.model_spec.version.value = result.version
-        response.model_spec.signature_name = SIGNATURE_KEY
-        outputs = response.outputs
-        for name, array in result.outputs.items():
-            try:
-                dtype = DType.from_numpy(array.dtype) if array.dtype != object else DType.STRING
-            except ValueError:
-                raise DropinError(Status.UNSUPPORTED_OUTPUT_PRECISION, f"output {name} has type {array.dtype}") from None
-            fill_proto(outputs[name], array, dtype)
+        probe = self.metrics.probe(GRPC, PREDICT) if self.metrics is not None else None
+        try:
+            spec = request.model_spec
+            inputs = {name: ProtoTensor(tensor) for name, tensor in request.inputs.items()}
+            result = await self.dataplane.predict(spec.name, spec.version.value, inputs, request.output_filter, probe)
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = result.model_name
+            response.model_spec.version.value = result.version
+            response.model_spec.signature_name = SIGNATURE_KEY
+            outputs = response.outputs
+            for name, array in result.outputs.items():
+                try:
+                    dtype = DType.from_numpy(array.dtype) if array.dtype != object else DType.STRING
+                except ValueError:
+                    raise DropinError(Status.UNSUPPORTED_OUTPUT_PRECISION, f"output {name} has type {array.dtype}") from None
+                fill_proto(outputs[name], array, dtype)
+        except Exception:
+            if probe is not None:
+                probe.done(False)
+            raise
+        if probe is not None:
+            probe.done(True)
         return response
 
     @_rpc
@@ -92,38 +131,39 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise DropinError(Status.MODEL_SPEC_MISSING)
         if list(request.metadata_field) != [METADATA_FIELD]:
             raise DropinError(Status.INVALID_SIGNATURE_DEF)
-        meta = await self.dataplane.metadata(request.model_spec.name, request.model_spec.version.value)
-        signature = meta_graph_pb2.SignatureDef()
-        for name, spec in meta.inputs.items():
-            signature.inputs[name].CopyFrom(_tensor_info(spec))
-        for name, spec in meta.outputs.items():
-            signature.outputs[name].CopyFrom(_tensor_info(spec))
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        signatures.signature_def[SIGNATURE_KEY].CopyFrom(signature)
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = meta.model_name
-        response.model_spec.version.value = meta.version
-        response.metadata[METADATA_FIELD].Pack(signatures)
+        probe = self.metrics.probe(GRPC, METADATA) if self.metrics is not None else None
+        meta = await self.dataplane.metadata(request.model_spec.name, request.model_spec.version.value, probe)
+        response = metadata_response(meta)
+        if probe is not None:
+            probe.done(True)
         return response
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, dataplane: DataPlane, reload_config: Callable[[Any], Awaitable[tuple[int, str]]]) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        reload_config: Callable[[Any], Awaitable[tuple[int, str]]],
+        metrics: Metrics | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self._reload_config = reload_config
+        self.metrics = metrics
 
     @_rpc
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for version in self.dataplane.status(spec.name, spec.version.value):
-            entry = response.model_version_status.add()
-            entry.version = version.number
-            entry.state = int(version.state)
-            entry.status.error_code = version.error_code
-            entry.status.error_message = version.error_message
+        probe = self.metrics.probe(GRPC, STATUS) if self.metrics is not None else None
+        try:
+            response = status_response(self.dataplane.status(spec.name, spec.version.value, probe))
+        except Exception:
+            if probe is not None:
+                probe.done(False)
+            raise
+        if probe is not None:
+            probe.done(True)
         return response
 
     @_rpc

@@ -17,8 +17,11 @@ from .config import ConfigError, ModelConfig, VersionPolicy
 from .config_file import ConfigFile
 from .dataplane import DataPlane
 from .grpc_api import ModelService, PredictionService, add_services
+from .health import GrpcHealth, add_reflection
 from .manager import ModelManager
+from .metrics import FAMILIES, Metrics
 from .plugins import PluginHost
+from .rest_api import RestApi
 
 log = logging.getLogger("dropin.server")
 
@@ -46,6 +49,9 @@ class ServerSettings:
     max_elements: int = 0  # 0: no limit beyond the message size
     shutdown_grace_seconds: float = 30.0
     defaults: ModelConfig | None = None  # load options for models added by HandleReloadConfigRequest
+    rest_max_body_bytes: int = GIB  # larger REST bodies are refused with 413
+    metrics_enable: bool = False  # Prometheus /metrics on the REST port
+    metrics_list: tuple[str, ...] = FAMILIES  # the metric families exposed
 
 
 class Server:
@@ -61,6 +67,10 @@ class Server:
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.port = settings.port
+        self.metrics = Metrics(settings.metrics_list) if settings.metrics_enable else None
+        self.health: GrpcHealth | None = None
+        self.rest: RestApi | None = None
+        self.rest_port = 0
         self.config_file = ConfigFile(settings.config_path, self.manager.apply) if settings.config_path else None
 
     async def start(self) -> None:
@@ -71,7 +81,14 @@ class Server:
             ("grpc.so_reuseport", 0),
         ]
         self.grpc = grpc.aio.server(options=options)
-        add_services(self.grpc, PredictionService(self.dataplane), ModelService(self.dataplane, self.reload_config))
+        add_services(
+            self.grpc,
+            PredictionService(self.dataplane, self.metrics),
+            ModelService(self.dataplane, self.reload_config, self.metrics),
+        )
+        self.health = GrpcHealth(self.grpc)
+        await self.health.set_serving(False)
+        add_reflection(self.grpc)
         address = f"{_host(s.grpc_bind_address)}:{s.port}"
         self.port = self.grpc.add_insecure_port(address)
         if self.port == 0:
@@ -80,6 +97,8 @@ class Server:
         log.info("gRPC server listening on %s", f"{_host(s.grpc_bind_address)}:{self.port}")
         if s.grpc_workers > 1:
             log.warning("--grpc_workers %d: this server runs one gRPC event loop; the value is accepted for OVMS compatibility", s.grpc_workers)
+        if s.rest_port:
+            await self._start_rest()
         monitoring = s.file_system_poll_wait_seconds > 0
         self.manager.watching = monitoring and s.file_system_watch
         if self.config_file is not None:
@@ -89,6 +108,7 @@ class Server:
         else:
             await self.manager.apply(s.models)
         self.ready.set()
+        await self.health.set_serving(True)
         log.info("initial model loading finished: server ready")
         if monitoring:
             self._tasks.append(asyncio.create_task(self._poll()))
@@ -111,6 +131,21 @@ class Server:
         if self.config_file is None:
             raise ConfigError("the server was started without --config_path")
         return await self.config_file.reload()
+
+    async def _start_rest(self) -> None:
+        s = self.settings
+        self.rest = RestApi(
+            self.dataplane,
+            self.ready,
+            s.rest_max_body_bytes,
+            self.metrics,
+            reload_config=self.reload_config_file if self.config_file is not None else None,
+            rescan=self.manager.sync_all,
+        )
+        self.rest_port = await self.rest.start(s.rest_bind_address, s.rest_port, s.shutdown_grace_seconds)
+        log.info("REST server listening on %s", f"{_host(s.rest_bind_address)}:{self.rest_port}")
+        if self.metrics is not None:
+            log.info("metrics enabled on http://%s:%d/metrics", _host(s.rest_bind_address), self.rest_port)
 
     async def reload_config(self, server_config: Any) -> tuple[int, str]:
         """HandleReloadConfigRequest: serve exactly the models of the given ModelServerConfig."""
@@ -143,6 +178,10 @@ class Server:
             task.cancel()
         if self.config_file is not None:
             self.config_file.close()
+        if self.health is not None:
+            await self.health.shutdown()
+        if self.rest is not None:
+            await self.rest.stop()
         if self.grpc is not None:
             await self.grpc.stop(self.settings.shutdown_grace_seconds)
         await self.manager.close()

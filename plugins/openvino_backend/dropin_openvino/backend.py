@@ -26,13 +26,14 @@ import queue
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from time import perf_counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import openvino as ov
 from openvino.preprocess import PrePostProcessor
 
-from dropin.backend import Backend, LoadedModel, LoadOptions
+from dropin.backend import Backend, InferOutputs, LoadedModel, LoadOptions
 from dropin.dtypes import DType
 from dropin.shapes import Dim, TensorSpec
 
@@ -363,6 +364,10 @@ class OpenVINOModel(LoadedModel):
         self._string_outputs = frozenset(i for i, n in enumerate(output_names) if self._outputs[n].dtype is DType.STRING)
         self.nireq = nireq
         self.label = label
+        try:
+            self.streams = int(compiled.get_property("NUM_STREAMS"))
+        except (RuntimeError, TypeError, ValueError):
+            self.streams = None
         self._compiled: ov.CompiledModel | None = compiled
         self._requests: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
         for _ in range(nireq):
@@ -387,7 +392,14 @@ class OpenVINOModel(LoadedModel):
             raise KeyError(f"the model has no input {exc.args[0]!r} (inputs: {', '.join(self._inputs)})") from None
         for name in self._string_inputs:  # OpenVINO takes fixed-width bytes, not object arrays
             feed[self._input_index[name]] = np.asarray(inputs[name], dtype=np.bytes_)
-        return await asyncio.get_running_loop().run_in_executor(executor, self._infer_blocking, feed)
+        return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
+
+    def _timed(self, feed: dict[int, np.ndarray], submitted: float) -> InferOutputs:
+        """Runs in a pool thread: the time spent queued for a thread is the wait for an infer
+        request (reported as ovms_wait_for_infer_req_time_us)."""
+        started = perf_counter()
+        outputs = self._infer_blocking(feed)
+        return InferOutputs(outputs, started - submitted, perf_counter() - started)
 
     def _infer_blocking(self, feed: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs in a pool thread. There are as many requests as threads, so get() never waits."""

@@ -1,0 +1,209 @@
+"""OVMS's Prometheus metrics (spec §8): `GET /metrics` on the REST port with --metrics_enable.
+
+Family names, labels and histogram buckets are OVMS's, so existing dashboards keep working.
+Counting is cheap: each (model, version) gets one `ModelMetrics` holding plain counters and
+histograms, looked up once per request; everything runs on the event loop thread, so there are
+no locks. A collector in a dedicated `CollectorRegistry` turns them into metric families when
+/metrics is scraped. When metrics are off the front ends hold `None` and do no metric work.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from time import perf_counter
+from typing import Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from .errors import DropinError, Status
+
+# floor(10 * 1.8^i) microseconds, i = 0..32 (OVMS model_metric_reporter.cpp); +Inf is added
+BUCKETS_US: tuple[float, ...] = tuple(float(math.floor(10 * 1.8**i)) for i in range(33))
+_LE = tuple(floatToGoString(b) for b in BUCKETS_US) + ("+Inf",)
+
+API = "TensorFlowServing"
+GRPC, REST = 0, 1
+INTERFACES = ("gRPC", "REST")
+PREDICT, METADATA, STATUS = 0, 1, 2
+METHODS = ("Predict", "GetModelMetadata", "GetModelStatus")
+
+SUCCESS = "ovms_requests_success"
+FAIL = "ovms_requests_fail"
+REQUEST_TIME = "ovms_request_time_us"
+INFERENCE_TIME = "ovms_inference_time_us"
+WAIT_TIME = "ovms_wait_for_infer_req_time_us"
+CURRENT_REQUESTS = "ovms_current_requests"
+STREAMS = "ovms_streams"
+FAMILIES = (SUCCESS, FAIL, REQUEST_TIME, INFERENCE_TIME, WAIT_TIME, CURRENT_REQUESTS, STREAMS)
+
+_HELP = {
+    SUCCESS: "Number of successful requests to a model or a DAG.",
+    FAIL: "Number of failed requests to a model or a DAG.",
+    REQUEST_TIME: "Processing time of requests to a model or a DAG.",
+    INFERENCE_TIME: "Inference execution time in the OpenVINO backend.",
+    WAIT_TIME: "Request waiting time in the scheduling queue.",
+    CURRENT_REQUESTS: "Number of inference requests currently in process.",
+    STREAMS: "Number of OpenVINO execution streams.",
+}
+
+
+class Histogram:
+    """Counts per bucket (not cumulative; the last one is +Inf) and the sum, in microseconds."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS_US) + 1)
+        self.sum = 0.0
+
+    def observe(self, us: float) -> None:
+        self.counts[bisect_left(BUCKETS_US, us)] += 1
+        self.sum += us
+
+
+class ModelMetrics:
+    """What is counted for one model version (or, with version None, for a model's
+    GetModelStatus requests, which OVMS labels without a version)."""
+
+    __slots__ = ("success", "fail", "request_time", "inference_time", "wait_time", "current_requests", "streams")
+
+    def __init__(self) -> None:
+        self.success = [[0] * len(METHODS) for _ in INTERFACES]  # [interface][method]
+        self.fail = [[0] * len(METHODS) for _ in INTERFACES]
+        self.request_time = [Histogram() for _ in INTERFACES]
+        self.inference_time = Histogram()
+        self.wait_time = Histogram()
+        self.current_requests = 0
+        self.streams: int | None = None
+
+    def observe_inference(self, outputs: object, seconds: float) -> None:
+        """After a backend's infer(): its own timings if it reports them (see
+        `dropin.backend.InferOutputs`), else the time the call took, all of it inference."""
+        infer = getattr(outputs, "infer_seconds", None)
+        if infer is None:
+            self.inference_time.observe(seconds * 1e6)
+            self.wait_time.observe(0.0)
+        else:
+            self.inference_time.observe(infer * 1e6)
+            self.wait_time.observe(getattr(outputs, "wait_seconds", 0.0) * 1e6)
+
+
+class RequestProbe:
+    """One request being measured: started by a front end, told by the data plane which model
+    version serves it, finished by the front end. A request whose model was never resolved
+    (unknown name or version) is not counted, as in OVMS."""
+
+    __slots__ = ("_metrics", "interface", "method", "started", "model")
+
+    def __init__(self, metrics: "Metrics", interface: int, method: int) -> None:
+        self._metrics = metrics
+        self.interface = interface
+        self.method = method
+        self.started = perf_counter()
+        self.model: ModelMetrics | None = None
+
+    def served(self, name: str, version: int | None, streams: int | None = None) -> ModelMetrics:
+        self.model = model = self._metrics.model(name, version, streams)
+        return model
+
+    def done(self, ok: bool) -> None:
+        model = self.model
+        if model is None:
+            return
+        if ok:
+            model.success[self.interface][self.method] += 1
+            if self.method == PREDICT:
+                model.request_time[self.interface].observe((perf_counter() - self.started) * 1e6)
+        else:
+            model.fail[self.interface][self.method] += 1
+
+
+class Metrics(Collector):
+    """All metrics of one server, in their own registry."""
+
+    def __init__(self, families: Iterable[str] = FAMILIES) -> None:
+        families = list(families)
+        unknown = [f for f in families if f not in FAMILIES]
+        if unknown:
+            raise DropinError(
+                Status.INVALID_METRICS_FAMILY_NAME, f"{', '.join(unknown)}; known families: {', '.join(FAMILIES)}"
+            )
+        self.families = frozenset(families)
+        self._models: dict[tuple[str, int | None], ModelMetrics] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def probe(self, interface: int, method: int) -> RequestProbe:
+        return RequestProbe(self, interface, method)
+
+    def model(self, name: str, version: int | None, streams: int | None = None) -> ModelMetrics:
+        key = (name, version)
+        model = self._models.get(key)
+        if model is None:
+            model = self._models[key] = ModelMetrics()
+        if streams is not None:
+            model.streams = streams
+        return model
+
+    # -- exposition --------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        wanted = self.families
+        counters = {f: Metric(f, _HELP[f], "counter") for f in (SUCCESS, FAIL)}
+        histograms = {f: Metric(f, _HELP[f], "histogram") for f in (REQUEST_TIME, INFERENCE_TIME, WAIT_TIME)}
+        gauges = {f: Metric(f, _HELP[f], "gauge") for f in (CURRENT_REQUESTS, STREAMS)}
+        for (name, version), m in sorted(self._models.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+            methods: Sequence[int] = (STATUS,) if version is None else (PREDICT, METADATA)
+            for i, interface in enumerate(INTERFACES):
+                for j in methods:
+                    labels = {"api": API, "interface": interface, "method": METHODS[j], "name": name}
+                    if version is not None:
+                        labels["version"] = str(version)
+                    counters[SUCCESS].add_sample(SUCCESS, labels, m.success[i][j])
+                    counters[FAIL].add_sample(FAIL, labels, m.fail[i][j])
+            if version is None:
+                continue
+            labels = {"name": name, "version": str(version)}
+            for i, interface in enumerate(INTERFACES):
+                _add_histogram(histograms[REQUEST_TIME], {"interface": interface, **labels}, m.request_time[i])
+            _add_histogram(histograms[INFERENCE_TIME], labels, m.inference_time)
+            _add_histogram(histograms[WAIT_TIME], labels, m.wait_time)
+            gauges[CURRENT_REQUESTS].add_sample(CURRENT_REQUESTS, labels, m.current_requests)
+            if m.streams is not None:
+                gauges[STREAMS].add_sample(STREAMS, labels, m.streams)
+        for family in (*counters.values(), *histograms.values(), *gauges.values()):
+            if family.name in wanted:
+                yield family
+
+    def render(self) -> bytes:
+        """The Prometheus text format (0.0.4) as OVMS writes it: counters are named without the
+        `_total` suffix that prometheus_client's generate_latest would add."""
+        out: list[str] = []
+        for metric in self.registry.collect():
+            out.append(f"# HELP {metric.name} {metric.documentation}\n# TYPE {metric.name} {metric.type}\n")
+            for sample in metric.samples:
+                labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
+                out.append(f"{sample.name}{{{labels}}} " if labels else f"{sample.name} ")
+                out.append(f"{floatToGoString(sample.value)}\n")
+        return "".join(out).encode()
+
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _add_histogram(family: Metric, labels: dict[str, str], histogram: Histogram) -> None:
+    name = family.name
+    total = 0
+    for le, count in zip(_LE, histogram.counts):
+        total += count
+        family.add_sample(f"{name}_bucket", {**labels, "le": le}, total)
+    family.add_sample(f"{name}_sum", labels, histogram.sum)
+    family.add_sample(f"{name}_count", labels, total)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")

@@ -1,0 +1,274 @@
+"""The TF Serving REST API on --rest_port (spec §7), with health checks and /metrics (spec §8).
+
+aiohttp, on the same event loop as the gRPC server. Requests are routed by OVMS's URL patterns,
+so that unknown URLs (400), wrong methods (406) and unsupported verbs (404) answer as OVMS did,
+and go through the same data plane as gRPC. Every error is `{"error": "<message>"}` with the HTTP
+status of its `Status`. JSON bodies above a few kilobytes are decoded and encoded in a worker
+thread, so a large request does not stall the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, Mapping
+
+from aiohttp import web
+from google.protobuf import json_format
+
+from .dataplane import DataPlane
+from .errors import DropinError, Status
+from .grpc_api import metadata_response, status_response
+from .health import model_ready
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
+from .rest_json import JsonTensor, PredictRequest, predict_response
+from .shapes import TensorSpec
+
+log = logging.getLogger("dropin.rest")
+
+# OVMS's http_rest_api_handler.cpp patterns (without its optional leading character)
+PREDICT_URL = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/(\w+))?:(classify|regress|predict)")
+STATUS_URL = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/(\w+))?(?:/(metadata))?")
+MODEL_READY_URL = re.compile(r"/v2/models/([^/]+)(?:/versions/([0-9]+))?/ready")
+CONFIG_URL, CONFIG_RELOAD_URL = "/v1/config", "/v1/config/reload"
+LIVE_URL, READY_URL, METRICS_URL = "/v2/health/live", "/v2/health/ready", "/metrics"
+GET_ONLY = (CONFIG_URL, LIVE_URL, READY_URL, METRICS_URL)
+
+INT64_MAX = (1 << 63) - 1
+INLINE_JSON_BYTES = 64 << 10  # bodies up to this size are parsed on the event loop
+INLINE_JSON_ELEMENTS = 16 << 10  # outputs up to this many elements are encoded on the event loop
+
+JSON_TYPE = "application/json"
+
+
+class RestApi:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        ready: asyncio.Event,
+        max_body_bytes: int,
+        metrics: Metrics | None = None,
+        reload_config: Callable[[], Awaitable[bool]] | None = None,
+        rescan: Callable[[], Awaitable[bool]] | None = None,
+        json_threads: int = 2,
+    ) -> None:
+        self.dataplane = dataplane
+        self.table = dataplane.table
+        self.ready = ready
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self._reload_config = reload_config  # None: the server has no config.json
+        self._rescan = rescan
+        self._executor = ThreadPoolExecutor(json_threads, thread_name_prefix="dropin-json")
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- server ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body_bytes)
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        return app
+
+    async def start(self, host: str, port: int, shutdown_timeout: float = 30.0) -> int:
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=shutdown_timeout)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, shutdown_timeout=shutdown_timeout)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise OSError(f"cannot listen for REST on {host}:{port}: {exc.strerror or exc}") from None
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- routing -----------------------------------------------------------------------------
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._route(request)
+        except DropinError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            log.exception("%s %s failed", request.method, request.path)
+            return error_response(DropinError(Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        raw = request.raw_path.split("?", 1)[0]
+        if "../" in raw or "/.." in raw:
+            raise DropinError(Status.PATH_INVALID, "'..' is not allowed in the URL")
+        method, path = request.method, request.path
+        if method == "POST":
+            if match := PREDICT_URL.fullmatch(path):
+                name, version, _label, verb = match.groups()
+                if verb != "predict":
+                    raise DropinError(Status.REST_NOT_FOUND, f":{verb} is not served; use :predict")
+                return await self.predict(request, name, _version(version))
+            if path == CONFIG_RELOAD_URL:
+                return await self.config_reload()
+            if STATUS_URL.fullmatch(path) or MODEL_READY_URL.fullmatch(path) or path in GET_ONLY:
+                raise DropinError(Status.REST_UNSUPPORTED_METHOD, f"{path} answers GET, not POST")
+        elif method == "GET":
+            if match := STATUS_URL.fullmatch(path):
+                name, version, _label, metadata = match.groups()
+                if metadata:
+                    return await self.model_metadata(name or "", _version(version))
+                return self.model_status(name or "", _version(version))
+            if path == CONFIG_URL:
+                return json_response(self.all_statuses())
+            if path == LIVE_URL:
+                return web.Response(status=200)
+            if path == READY_URL:
+                if not self.ready.is_set():
+                    raise DropinError(Status.SERVER_NOT_READY, "the initial loading of models is not finished")
+                return web.Response(status=200)
+            if match := MODEL_READY_URL.fullmatch(path):
+                return self.model_ready(match.group(1), _version(match.group(2)))
+            if path == METRICS_URL and self.metrics is not None:
+                return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+            if PREDICT_URL.fullmatch(path) or path == CONFIG_RELOAD_URL:
+                raise DropinError(Status.REST_UNSUPPORTED_METHOD, f"{path} answers POST, not GET")
+        else:
+            raise DropinError(Status.REST_UNSUPPORTED_METHOD, f"{method}; the REST API answers GET and POST")
+        raise DropinError(Status.REST_INVALID_URL, f"{method} {path}")
+
+    # -- TF Serving API ----------------------------------------------------------------------
+
+    async def predict(self, request: web.Request, name: str, version: int) -> web.StreamResponse:
+        body = await self._read_body(request)
+        probe = self.metrics.probe(REST, PREDICT) if self.metrics is not None else None
+        parsed: list[PredictRequest] = []
+
+        async def decode(specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
+            # runs once the version is resolved, as OVMS parses with the model's inputs at hand
+            if len(body) <= INLINE_JSON_BYTES:
+                req, tensors = _decode(body, specs)
+            else:
+                req, tensors = await asyncio.get_running_loop().run_in_executor(self._executor, _decode, body, specs)
+            parsed.append(req)
+            return tensors
+
+        try:
+            result = await self.dataplane.predict(name, version, decode, (), probe)
+            order = parsed[0].order
+            if sum(a.size for a in result.outputs.values()) <= INLINE_JSON_ELEMENTS:
+                payload = _encode(order, result.outputs)
+            else:
+                payload = await asyncio.get_running_loop().run_in_executor(self._executor, _encode, order, result.outputs)
+        except Exception:
+            if probe is not None:
+                probe.done(False)
+            raise
+        if probe is not None:
+            probe.done(True)
+        return web.Response(body=payload, content_type=JSON_TYPE)
+
+    async def model_metadata(self, name: str, version: int) -> web.StreamResponse:
+        probe = self.metrics.probe(REST, METADATA) if self.metrics is not None else None
+        meta = await self.dataplane.metadata(name, version, probe)
+        text = json_format.MessageToJson(metadata_response(meta), always_print_fields_with_no_presence=True, indent=1)
+        if probe is not None:
+            probe.done(True)
+        return web.Response(text=text, content_type=JSON_TYPE)
+
+    def model_status(self, name: str, version: int) -> web.StreamResponse:
+        probe = self.metrics.probe(REST, STATUS) if self.metrics is not None else None
+        try:
+            versions = self.dataplane.status(name, version, probe)
+        except DropinError:
+            if probe is not None:
+                probe.done(False)
+            raise
+        if probe is not None:
+            probe.done(True)
+        return web.Response(text=_status_json(versions), content_type=JSON_TYPE)
+
+    def all_statuses(self) -> dict[str, Any]:
+        """{model: GetModelStatusResponse as JSON} for every model (GET /v1/config)."""
+        return {
+            name: _status_dict(self.dataplane.status(name, 0))
+            for name in sorted(self.table.models)
+        }
+
+    async def config_reload(self) -> web.StreamResponse:
+        """POST /v1/config/reload: re-read config.json (if the server has one) and rescan every
+        repository now; 201 if anything changed, 200 if not, with every model's status."""
+        changed = False
+        try:
+            if self._reload_config is not None:
+                changed = await self._reload_config()
+            if self._rescan is not None:
+                changed = await self._rescan() or changed
+        except DropinError as exc:
+            log.error("config reload request failed: %s", exc)
+            raise DropinError(Status.CONFIG_RELOAD_FAILED, str(exc)) from None
+        return json_response(self.all_statuses(), status=201 if changed else 200)
+
+    def model_ready(self, name: str, version: int) -> web.StreamResponse:
+        not_ready = model_ready(self.table, name, version)  # raises the 404s
+        if not_ready is None:
+            return web.Response(status=200)
+        return error_response(not_ready, status=503)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.max_body_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise DropinError(Status.REST_BODY_TOO_LARGE, f"{length} bytes; the limit is {limit} (--rest_max_body_bytes)")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise DropinError(Status.REST_BODY_TOO_LARGE, f"more than {limit} bytes (--rest_max_body_bytes)") from None
+
+
+def _version(text: str | None) -> int:
+    if not text:
+        return 0
+    version = int(text)
+    if version > INT64_MAX:
+        raise DropinError(Status.MODEL_VERSION_MISSING)
+    return version
+
+
+def _decode(body: bytes, specs: Mapping[str, TensorSpec]) -> tuple[PredictRequest, dict[str, JsonTensor]]:
+    request = PredictRequest.parse(body)
+    return request, request.tensors(specs)
+
+
+def _encode(order: str, outputs: Mapping[str, Any]) -> bytes:
+    return json.dumps(predict_response(order, outputs), separators=(",", ":")).encode()
+
+
+def _status_dict(versions: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        status_response(versions), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _status_json(versions: Any) -> str:
+    return json_format.MessageToJson(
+        status_response(versions), preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=1
+    )
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(value, indent=1), status=status, content_type=JSON_TYPE)
+
+
+def error_response(exc: DropinError, status: int | None = None) -> web.Response:
+    return web.Response(
+        text=json.dumps({"error": exc.message}),
+        status=status or exc.status.http_status,
+        content_type=JSON_TYPE,
+    )

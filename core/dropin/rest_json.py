@@ -1,0 +1,275 @@
+"""TF Serving REST JSON <-> tensors (spec §7): the :predict body in row (`instances`) and column
+(`inputs`) formats, `{"b64": ...}` binary values, and the `predictions` / `outputs` answers.
+
+Parsing follows OVMS's TFSRestParser: JSON numbers take the model input's dtype (so REST never
+fails the precision check), ragged or empty arrays are "Not valid ndarray", the no-name forms
+need a single-input model. The tensors it makes are `RequestTensor`s, so the data plane
+validates them exactly as it validates gRPC's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .dtypes import DType
+from .errors import DropinError, Status
+from .shapes import TensorSpec
+
+ROW, COLUMN = "row", "column"
+_STRING_TF = DType.STRING.tf_enum
+
+
+class JsonTensor:
+    """One input decoded from JSON, seen through the data plane's `RequestTensor` protocol."""
+
+    __slots__ = ("tf_dtype", "shape", "_data")
+
+    def __init__(self, dtype: DType, data: np.ndarray, shape: tuple[int, ...]) -> None:
+        self.tf_dtype = dtype.tf_enum
+        self.shape = shape
+        self._data = data
+
+    def array(self, name: str, dtype: DType) -> np.ndarray:
+        data = self._data
+        if dtype is DType.STRING or data.dtype == dtype.numpy:
+            return data.reshape(self.shape)
+        return data.astype(dtype.numpy).reshape(self.shape)
+
+    def strings(self) -> np.ndarray:
+        return self._data.reshape(-1)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def loads(body: bytes) -> Any:
+    """Parse a request body; invalid JSON (NaN and Infinity included) is 412 JSON_INVALID."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DropinError(Status.JSON_INVALID, str(exc)) from None
+
+
+class PredictRequest:
+    """A :predict body: its format (row or column) and the JSON given for the inputs."""
+
+    def __init__(self, doc: Any) -> None:
+        if not isinstance(doc, dict):
+            raise DropinError(Status.REST_BODY_IS_NOT_AN_OBJECT)
+        has_instances, has_inputs = "instances" in doc, "inputs" in doc
+        if has_instances == has_inputs:
+            raise DropinError(Status.REST_PREDICT_UNKNOWN_ORDER)
+        self.order = ROW if has_instances else COLUMN
+        self.node = doc["instances"] if has_instances else doc["inputs"]  # signature_name is ignored
+
+    @classmethod
+    def parse(cls, body: bytes) -> "PredictRequest":
+        return cls(loads(body))
+
+    def tensors(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
+        """The request's tensors, typed after the model's inputs `specs`."""
+        return self._rows(specs) if self.order == ROW else self._columns(specs)
+
+    def _rows(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
+        node = self.node
+        bad = Status.REST_COULD_NOT_PARSE_INSTANCE
+        if not isinstance(node, list):
+            raise DropinError(Status.REST_INSTANCES_NOT_AN_ARRAY)
+        if not node:
+            raise DropinError(Status.REST_NO_INSTANCES_FOUND)
+        first = node[0]
+        if isinstance(first, dict) and not _is_binary(first):
+            columns: dict[str, list[Any]] = {}
+            for instance in node:
+                if not isinstance(instance, dict):
+                    raise DropinError(Status.REST_NAMED_INSTANCE_NOT_AN_OBJECT)
+                if not instance:
+                    raise DropinError(bad, "an instance has no inputs")
+                for name, value in instance.items():
+                    columns.setdefault(name, []).append(value)
+            if len({len(values) for values in columns.values()}) > 1:
+                raise DropinError(Status.REST_INSTANCES_BATCH_SIZE_DIFFER)
+            return {name: to_tensor(values, specs.get(name), bad) for name, values in columns.items()}
+        if isinstance(first, (list, str, dict)) or _is_number(first):
+            name = _only_input(specs)
+            return {name: to_tensor(node, specs[name], bad)}
+        raise DropinError(Status.REST_INSTANCES_NOT_NAMED_OR_NONAMED)
+
+    def _columns(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
+        node = self.node
+        bad = Status.REST_COULD_NOT_PARSE_INPUT
+        if isinstance(node, list):
+            name = _only_input(specs)
+            return {name: to_tensor(node, specs[name], bad)}
+        if not isinstance(node, dict):
+            raise DropinError(Status.REST_INPUTS_NOT_AN_OBJECT)
+        if not node:
+            raise DropinError(Status.REST_NO_INPUTS_FOUND)
+        return {name: to_tensor(value, specs.get(name), bad) for name, value in node.items()}
+
+
+def _only_input(specs: Mapping[str, TensorSpec]) -> str:
+    if len(specs) != 1:
+        raise DropinError(
+            Status.INVALID_INPUT_FORMAT,
+            f"inputs without names need a model with exactly one input; this model has {len(specs)}: "
+            f"{', '.join(sorted(specs))}",
+        )
+    return next(iter(specs))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_binary(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def to_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:
+    """One input's JSON value (the whole tensor, batch included) as a tensor. Numbers take the
+    dtype of the model input `spec` (None: an input the model does not have, typed I32 or FP32
+    as OVMS guesses, for validation to reject); `{"b64": ...}` and, for U8 and STRING inputs,
+    plain strings make a DT_STRING tensor."""
+    leaf = data
+    while isinstance(leaf, list):
+        if not leaf:
+            raise DropinError(bad, "an array is empty")
+        leaf = leaf[0]
+    if isinstance(leaf, (dict, str)):
+        return _string_tensor(data, spec, bad)
+    if isinstance(leaf, bool) and spec is not None and spec.dtype is DType.BOOL:
+        kinds = "b"
+    elif _is_number(leaf):
+        kinds = "iu" if spec is not None and spec.dtype is DType.BOOL else "iuf"
+    else:
+        raise DropinError(bad, f"unexpected value {json.dumps(leaf)}")
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):
+        raise DropinError(bad, "arrays of different lengths (ragged) or mixed values") from None
+    if raw.dtype.kind not in kinds:
+        raise DropinError(bad, "arrays of different lengths (ragged) or values that are not numbers")
+    if 0 in raw.shape:
+        raise DropinError(bad, "an array is empty")
+    if spec is None or spec.dtype is DType.STRING:
+        if spec is not None:
+            raise DropinError(bad, f"numbers given for STRING input {spec.name}")
+        dtype = DType.FP32 if raw.dtype.kind == "f" else DType.I32
+    else:
+        dtype = spec.dtype
+    if raw.dtype != dtype.numpy:
+        with np.errstate(all="ignore"):
+            raw = raw.astype(dtype.numpy)
+    return JsonTensor(dtype, raw, raw.shape)
+
+
+def _string_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:
+    plain_ok = spec is not None and spec.dtype in (DType.U8, DType.STRING)
+    shape: list[int] = []
+    values: list[bytes] = []
+
+    def leaf(item: Any) -> None:
+        if _is_binary(item):
+            try:
+                values.append(base64.b64decode(item["b64"], validate=True))
+            except (binascii.Error, ValueError):
+                raise DropinError(bad, "invalid base64 in a b64 value") from None
+        elif isinstance(item, str) and plain_ok:
+            values.append(item.encode())
+        elif isinstance(item, str):
+            raise DropinError(bad, 'strings need {"b64": ...} unless the model input is U8 or STRING')
+        else:
+            raise DropinError(bad, f"unexpected value {json.dumps(item)[:40]} among strings")
+
+    _walk_rectangular(data, shape, leaf, bad)
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return JsonTensor(DType.STRING, array, tuple(shape))
+
+
+def _walk_rectangular(data: Any, shape: list[int], leaf: Callable[[Any], None], bad: Status) -> None:
+    """Depth-first over nested lists, recording each level's length on first sight (`shape`)
+    and requiring every later list at that level to have the same length."""
+    sealed = False  # once a value is seen, no new level may appear
+
+    def visit(node: Any, depth: int) -> None:
+        nonlocal sealed
+        if isinstance(node, list):
+            if not node:
+                raise DropinError(bad, "an array is empty")
+            if depth == len(shape):
+                if sealed:
+                    raise DropinError(bad, "arrays nested to different depths")
+                shape.append(len(node))
+            elif shape[depth] != len(node):
+                raise DropinError(bad, "arrays of different lengths (ragged)")
+            for item in node:
+                visit(item, depth + 1)
+        else:
+            if depth != len(shape):
+                raise DropinError(bad, "arrays nested to different depths")
+            sealed = True
+            leaf(node)
+
+    visit(data, 0)
+
+
+# -- responses -----------------------------------------------------------------------------
+
+
+def _jsonable(name: str, array: np.ndarray) -> Any:
+    """An output as nested lists. fp16 becomes JSON numbers (OVMS refused fp16 outputs); STRING
+    outputs whose name ends in `_bytes`, or that are not UTF-8, become {"b64": ...}."""
+    if array.dtype == object or array.dtype.kind in "SU":
+        as_b64 = name.endswith("_bytes")
+        flat = [_string_value(v, as_b64) for v in array.reshape(-1)]
+        out = np.empty(len(flat), dtype=object)
+        out[:] = flat
+        return out.reshape(array.shape).tolist()
+    if array.dtype == np.float16:
+        array = array.astype(np.float32)
+    return array.tolist()
+
+
+def _string_value(value: Any, as_b64: bool) -> Any:
+    raw = value if isinstance(value, bytes) else str(value).encode()
+    if not as_b64:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            pass
+    return {"b64": base64.b64encode(raw).decode()}
+
+
+def predict_response(order: str, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """{"predictions": ...} for a row request, {"outputs": ...} for a column request (TF
+    Serving's MakeJsonFromTensors)."""
+    if order == COLUMN:
+        if len(outputs) == 1:
+            ((name, array),) = outputs.items()
+            return {"outputs": _jsonable(name, array)}
+        return {"outputs": {name: _jsonable(name, array) for name, array in outputs.items()}}
+    batch = None
+    for name, array in outputs.items():
+        if array.ndim == 0:
+            raise DropinError(Status.REST_PROTO_TO_STRING_ERROR, f"output {name} is a scalar: it has no batch to split into rows")
+        if batch is None:
+            batch = array.shape[0]
+        elif array.shape[0] != batch:
+            raise DropinError(
+                Status.REST_PROTO_TO_STRING_ERROR,
+                f"outputs have different batch sizes ({', '.join(f'{n}: {a.shape[0]}' for n, a in outputs.items())}); "
+                "use the column format (inputs) instead",
+            )
+    if len(outputs) == 1:
+        ((name, array),) = outputs.items()
+        return {"predictions": _jsonable(name, array)}
+    columns = {name: _jsonable(name, array) for name, array in outputs.items()}
+    return {"predictions": [dict(zip(columns, row)) for row in zip(*columns.values())]}
