@@ -51,7 +51,7 @@ def served(image: np.ndarray, n: int) -> list[float]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "dropin", "serve", "--config_path", str(ROOT / "models" / "config.json"),
          "--port", "0", "--file_system_poll_wait_seconds", "0"],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, errors="replace",
     )
     try:
         assert proc.stderr is not None

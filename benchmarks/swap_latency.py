@@ -49,7 +49,7 @@ class Server:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dropin", "serve", "--model_name", "m", "--model_path", str(repo), "--port", "0", *args],
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, errors="replace",
         )
         self.port = 0
         started = threading.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,13 @@ F32_CONFIG = '{"INFERENCE_PRECISION_HINT":"f32"}'
 GIB = 1 << 30
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (for --rest_port, where 0 means "no REST")."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class DropinServer:
     """`python -m dropin serve ...` as a child process, with its log captured."""
 
@@ -33,11 +41,14 @@ class DropinServer:
         self.log_lines: list[str] = []
         self._port_seen = threading.Event()
         self.port = 0
+        self.rest_port = 0  # set when started with --rest_port: the REST server's port
+        self._wants_rest = "--rest_port" in args and args[args.index("--rest_port") + 1] != "0"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dropin", "serve", "--port", "0", *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            errors="replace",  # native libraries may log bytes that are not UTF-8
             env={**os.environ, **(env or {})},
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
@@ -59,10 +70,14 @@ class DropinServer:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.log_lines.append(line)
-            match = re.search(r"gRPC server listening on .*:(\d+)$", line.strip())
+            match = re.search(r"(gRPC|REST) server listening on .*:(\d+)$", line.strip())
             if match:
-                self.port = int(match.group(1))
-                self._port_seen.set()
+                if match.group(1) == "gRPC":
+                    self.port = int(match.group(2))
+                else:
+                    self.rest_port = int(match.group(2))
+                if self.port and (self.rest_port or not self._wants_rest):
+                    self._port_seen.set()
 
     @property
     def log(self) -> str:
