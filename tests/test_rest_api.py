@@ -1,0 +1,494 @@
+"""End to end over REST: a real `dropin serve --rest_port` process and a real HTTP client over TCP.
+
+Status and metadata JSON as OVMS prints them, predict in row and column formats compared with
+OpenVINO run directly, binary ({"b64": ...}) inputs, every error of spec §7 with its HTTP status
+and message, config status and reload, and ovmsclient's HTTP client."""
+
+from __future__ import annotations
+
+import base64
+import http.client as httpclient
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+import modelgen
+from conftest import F32_CONFIG, DropinServer, free_port
+from dropin.tensor_proto import from_numpy
+from test_grpc_api import predict_request
+
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+DIGITS = Path(__file__).parent.parent / "models" / "digits"
+SAMPLES = Path(__file__).parent.parent / "examples" / "digits"
+BODY_LIMIT = 100_000
+
+
+def string_model(version_dir: Path) -> Path:
+    """text: STRING [-1] -> echo_bytes: the same strings (an output named *_bytes comes back as b64)."""
+    text = ops.parameter(ov.PartialShape([-1]), ov.Type.string, name="text")
+    text.output(0).get_tensor().set_names({"text"})
+    same = ops.reshape(text, ops.constant(np.array([-1], dtype=np.int64)), special_zero=False)
+    same.output(0).get_tensor().set_names({"echo_bytes"})
+    return modelgen.save(ov.Model([ops.result(same, name="echo_bytes")], [text], "strings"), version_dir)
+
+
+def uneven_model(version_dir: Path) -> Path:
+    """x: FP32 [-1,2] -> y = x [N,2] and colsum = sum over the batch [2]: outputs with different dim 0."""
+    x = ops.parameter(ov.PartialShape([-1, 2]), ov.Type.f32, name="x")
+    x.output(0).get_tensor().set_names({"x"})
+    y = ops.multiply(x, ops.constant(np.float32(1.0)))
+    y.output(0).get_tensor().set_names({"y"})
+    colsum = ops.reduce_sum(x, ops.constant(np.array([0], dtype=np.int64)), keep_dims=False)
+    colsum.output(0).get_tensor().set_names({"colsum"})
+    return modelgen.save(ov.Model([ops.result(y, name="y"), ops.result(colsum, name="colsum")], [x], "uneven"), version_dir)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rest")
+    modelgen.scale_model(root / "scale" / "1", shape=(1, 3, 4), factor=2.0)
+    modelgen.scale_model(root / "scale" / "2", shape=(1, 3, 4), factor=3.0)
+    modelgen.dynamic_model(root / "dynamic" / "1")
+    modelgen.two_input_model(root / "two" / "1")
+    modelgen.identity_model(root / "identity" / "1")
+    string_model(root / "strings" / "1")
+    uneven_model(root / "uneven" / "1")
+    shutil.copytree(DIGITS, root / "digits")
+    modelgen.scale_model(root / "broken" / "1", shape=(-1, 2), factor=5.0)
+    (root / "broken" / "2").mkdir(parents=True)
+    (root / "broken" / "2" / "model.xml").write_text("<net>this is not IR</net>")
+    (root / "broken" / "2" / "model.bin").write_bytes(b"")
+    models = [
+        {"name": "scale", "base_path": "scale", "model_version_policy": {"all": {}}},
+        {"name": "dynamic", "base_path": "dynamic"},
+        {"name": "two", "base_path": "two"},
+        {"name": "identity", "base_path": "identity"},
+        {"name": "strings", "base_path": "strings"},
+        {"name": "uneven", "base_path": "uneven"},
+        {"name": "digits", "base_path": "digits"},
+        {"name": "broken", "base_path": "broken", "model_version_policy": {"all": {}}},
+    ]
+    config = {"model_config_list": [{"config": {**m, "plugin_config": F32}} for m in models]}
+    (root / "config.json").write_text(json.dumps(config))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path) -> DropinServer:
+    srv = DropinServer([
+        "--config_path", str(repo / "config.json"), "--file_system_poll_wait_seconds", "0",
+        "--rest_port", str(free_port()), "--rest_bind_address", "127.0.0.1",
+        "--rest_max_body_bytes", str(BODY_LIMIT),
+    ])
+    try:
+        for name, version in [("scale", 2), ("dynamic", 1), ("two", 1), ("identity", 1), ("strings", 1),
+                              ("uneven", 1), ("digits", 1), ("broken", 1)]:
+            srv.wait_for(name, version)
+        yield srv
+    finally:
+        srv.stop()
+
+
+class Reply:
+    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def error(self) -> str:
+        assert self.content_type.startswith("application/json"), self.content_type
+        data = self.json
+        assert list(data) == ["error"], data
+        return data["error"]
+
+
+def http(port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
+    """One request on a fresh TCP connection (http.client, no retries, nothing hidden)."""
+    conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        chunked = hasattr(body, "__next__")
+        if body is not None and not isinstance(body, (bytes, str)) and not chunked:
+            body = json.dumps(body)
+        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
+        response = conn.getresponse()
+        return Reply(response.status, response.read(), response.getheader("Content-Type", ""))
+    finally:
+        conn.close()
+
+
+def get(server: DropinServer, path: str) -> Reply:
+    return http(server.rest_port, "GET", path)
+
+
+def post(server: DropinServer, path: str, body: Any) -> Reply:
+    return http(server.rest_port, "POST", path, body)
+
+
+def expect(reply: Reply, status: int, message: str) -> None:
+    assert (reply.status, reply.error) == (status, message), reply.body
+
+
+def expect_prefix(reply: Reply, status: int, message: str) -> None:
+    assert reply.status == status, reply.body
+    assert reply.error == message or reply.error.startswith(message + " - "), reply.error
+
+
+# -- GetModelStatus --------------------------------------------------------------------------
+
+
+def status_entry(version: int, state: str = "AVAILABLE", code: str = "OK", message: str = "OK") -> dict[str, Any]:
+    return {"version": str(version), "state": state, "status": {"error_code": code, "error_message": message}}
+
+
+def test_status_all_versions_as_ovms_prints_it(server: DropinServer) -> None:
+    for path in ("/v1/models/scale", "/v1/models/scale/versions/0", "/v1/models/scale/labels/stable"):
+        reply = get(server, path)
+        assert reply.status == 200 and reply.content_type.startswith("application/json")
+        assert reply.json == {"model_version_status": [status_entry(1), status_entry(2)]}, path
+
+
+def test_status_one_version(server: DropinServer) -> None:
+    assert get(server, "/v1/models/scale/versions/1").json == {"model_version_status": [status_entry(1)]}
+
+
+def test_status_of_a_version_that_failed_to_load(server: DropinServer) -> None:
+    entries = get(server, "/v1/models/broken").json["model_version_status"]
+    assert entries[0] == status_entry(1)
+    assert entries[1]["version"] == "2" and entries[1]["state"] == "LOADING"
+    assert entries[1]["status"]["error_code"] == "UNKNOWN"
+    assert "model.xml" in entries[1]["status"]["error_message"]
+
+
+def test_status_errors(server: DropinServer) -> None:
+    expect(get(server, "/v1/models/nope"), 404, "Model with requested name is not found")
+    expect(get(server, "/v1/models"), 404, "Model with requested name is not found")
+    expect(get(server, "/v1/models/scale/versions/7"), 404, "Model with requested version is not found")
+    expect(get(server, "/v1/models/scale/versions/99999999999999999999"), 404, "Model with requested version is not found")
+    expect_prefix(get(server, "/v1/models/scale/versions/one"), 400, "Invalid request URL")
+
+
+# -- GetModelMetadata ------------------------------------------------------------------------
+
+
+def tensor_json(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
+    return {
+        "dtype": dtype,
+        "tensorShape": {"dim": [{"size": str(d), "name": ""} for d in dims], "unknownRank": False},
+        "name": name,
+    }
+
+
+def test_metadata_as_ovms_prints_it(server: DropinServer) -> None:
+    for path, version in [("/v1/models/scale/metadata", 2), ("/v1/models/scale/versions/0/metadata", 2),
+                          ("/v1/models/scale/versions/1/metadata", 1)]:
+        reply = get(server, path)
+        assert reply.status == 200
+        assert reply.json == {
+            "modelSpec": {"name": "scale", "signatureName": "", "version": str(version)},
+            "metadata": {"signature_def": {
+                "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+                "signatureDef": {"serving_default": {
+                    "inputs": {"x": tensor_json("x", "DT_FLOAT", [1, 3, 4])},
+                    "outputs": {"y": tensor_json("y", "DT_FLOAT", [1, 3, 4])},
+                    "methodName": "",
+                    "defaults": {},
+                }},
+            }},
+        }, path
+
+
+def test_metadata_dynamic_dims_and_dtypes(server: DropinServer) -> None:
+    signature = get(server, "/v1/models/digits/metadata").json["metadata"]["signature_def"]["signatureDef"]["serving_default"]
+    assert signature["inputs"]["image"] == tensor_json("image", "DT_FLOAT", [-1, 8, 8, 1])
+    assert signature["outputs"]["label"] == tensor_json("label", "DT_INT64", [-1])
+
+
+def test_metadata_errors(server: DropinServer) -> None:
+    expect(get(server, "/v1/models/nope/metadata"), 404, "Model with requested name is not found")
+    expect(get(server, "/v1/models/scale/versions/3/metadata"), 404, "Model with requested version is not found")
+    expect(get(server, "/v1/models/broken/versions/2/metadata"), 404, "Model with requested version is not loaded yet")
+
+
+# -- Predict ---------------------------------------------------------------------------------
+
+
+def test_predict_row_and_column_match_openvino(server: DropinServer, repo: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((1, 3, 4)).astype(np.float32)
+    expected = modelgen.run_openvino(repo / "scale" / "2", {"x": x})["y"]
+    row = post(server, "/v1/models/scale:predict", {"instances": x.tolist()})
+    assert row.status == 200, row.body
+    assert list(row.json) == ["predictions"]
+    np.testing.assert_array_equal(np.array(row.json["predictions"], np.float32), expected)
+    column = post(server, "/v1/models/scale/versions/0:predict", {"inputs": x.tolist(), "signature_name": "serving_default"})
+    assert list(column.json) == ["outputs"]
+    np.testing.assert_array_equal(np.array(column.json["outputs"], np.float32), expected)
+    named = post(server, "/v1/models/scale/versions/1:predict", {"inputs": {"x": x.tolist()}})
+    np.testing.assert_array_equal(np.array(named.json["outputs"], np.float32), modelgen.run_openvino(repo / "scale" / "1", {"x": x})["y"])
+    labelled = post(server, "/v1/models/scale/labels/stable:predict", {"instances": [{"x": x[0].tolist()}]})
+    np.testing.assert_array_equal(np.array(labelled.json["predictions"], np.float32), expected)
+
+
+def test_predict_several_outputs(server: DropinServer, repo: Path) -> None:
+    x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    expected = modelgen.run_openvino(repo / "dynamic" / "1", {"x": x})
+    rows = post(server, "/v1/models/dynamic:predict", {"instances": x.tolist()}).json["predictions"]
+    assert len(rows) == 3 and all(set(r) == {"y", "total"} for r in rows)
+    np.testing.assert_allclose(np.array([r["y"] for r in rows], np.float32), expected["y"], rtol=1e-6)
+    np.testing.assert_allclose(np.array([r["total"] for r in rows], np.float32), expected["total"], rtol=1e-6)
+    columns = post(server, "/v1/models/dynamic:predict", {"inputs": {"x": x.tolist()}}).json["outputs"]
+    assert set(columns) == {"y", "total"}
+    np.testing.assert_allclose(np.array(columns["y"], np.float32), expected["y"], rtol=1e-6)
+    np.testing.assert_allclose(np.array(columns["total"], np.float32), expected["total"], rtol=1e-6)
+
+
+def test_predict_two_inputs_named_rows_and_columns(server: DropinServer) -> None:
+    a = [[1.0, 2.0], [3.0, 4.0]]
+    b = [[10.0, 20.0], [30.0, 40.0]]
+    rows = post(server, "/v1/models/two:predict", {"instances": [{"a": a[0], "b": b[0]}, {"a": a[1], "b": b[1]}]})
+    assert rows.json == {"predictions": [{"sum": [11.0, 22.0], "diff": [-9.0, -18.0]}, {"sum": [33.0, 44.0], "diff": [-27.0, -36.0]}]}
+    columns = post(server, "/v1/models/two:predict", {"inputs": {"a": a, "b": b}})
+    assert columns.json == {"outputs": {"sum": [[11.0, 22.0], [33.0, 44.0]], "diff": [[-9.0, -18.0], [-27.0, -36.0]]}}
+
+
+def test_json_numbers_take_the_model_input_dtype(server: DropinServer) -> None:
+    names = list(modelgen.IDENTITY_TYPES)
+    values = [[1, 2, 3], [4, 5, 6]]
+    reply = post(server, "/v1/models/identity:predict", {"inputs": {f"in_{n}": values for n in names}})
+    assert reply.status == 200, reply.body
+    outputs = reply.json["outputs"]
+    for name in names:
+        if name == "bool":
+            assert outputs["out_bool"] == [[True, True, True], [True, True, True]]
+        else:
+            assert outputs[f"out_{name}"] == values, name  # fp16 answers as JSON numbers too
+    floats = post(server, "/v1/models/identity:predict", {"inputs": {**{f"in_{n}": values for n in names}, "in_i32": [[1.9, -2.9, 3.0]] * 2}})
+    assert floats.json["outputs"]["out_i32"] == [[1, -2, 3]] * 2  # cast as C++ casts: toward zero
+
+
+def test_validation_messages_are_the_grpc_ones(server: DropinServer) -> None:
+    import grpc
+
+    cases = [
+        ({"x": np.ones((2, 3, 4), np.float32)}, {"inputs": {"x": np.ones((2, 3, 4)).tolist()}}),
+        ({"x": np.ones((1, 3, 5), np.float32)}, {"instances": np.ones((1, 3, 5)).tolist()}),
+        ({"x": np.ones((1, 3), np.float32)}, {"inputs": [[1, 2, 3]]}),
+        ({"y": np.ones((1, 3, 4), np.float32)}, {"inputs": {"y": np.ones((1, 3, 4)).tolist()}}),
+        ({"x": np.ones((1, 3, 4), np.float32), "z": np.ones((1,), np.float32)},
+         {"inputs": {"x": np.ones((1, 3, 4)).tolist(), "z": [1.0]}}),
+    ]
+    for grpc_inputs, body in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            server.predict.Predict(predict_request("scale", grpc_inputs), timeout=20)
+        reply = post(server, "/v1/models/scale:predict", body)
+        assert reply.status == 400
+        assert reply.error == info.value.details(), body
+
+
+def test_binary_input_reaches_a_string_model_as_dt_string(server: DropinServer) -> None:
+    blobs = [b"\x00\x01binary\xff", b"second"]
+    b64 = [{"b64": base64.b64encode(b).decode()} for b in blobs]
+    for body in ({"instances": b64}, {"inputs": {"text": b64}}, {"instances": [{"text": v} for v in b64]}, {"inputs": b64}):
+        reply = post(server, "/v1/models/strings:predict", body)
+        assert reply.status == 200, (body, reply.body)
+        got = reply.json.get("predictions", reply.json.get("outputs"))
+        assert [base64.b64decode(v["b64"]) for v in got] == blobs, body
+    plain = post(server, "/v1/models/strings:predict", {"instances": ["plain", "text"]})
+    assert [base64.b64decode(v["b64"]) for v in plain.json["predictions"]] == [b"plain", b"text"]
+
+
+def test_binary_image_input_through_the_image_plugin(server: DropinServer, repo: Path) -> None:
+    samples = json.loads((SAMPLES / "samples.json").read_text())
+    images = [{"b64": base64.b64encode((SAMPLES / s["file"]).read_bytes()).decode()} for s in samples]
+    reply = post(server, "/v1/models/digits:predict", {"instances": [{"image": image} for image in images]})
+    assert reply.status == 200, reply.body
+    pixels = np.array([s["pixels"] for s in samples], np.float32)[..., None]
+    expected = modelgen.run_openvino(repo / "digits" / "1", {"image": pixels})
+    rows = reply.json["predictions"]
+    assert [r["label"] for r in rows] == expected["label"].tolist() == [s["label"] for s in samples]
+    np.testing.assert_allclose(np.array([r["probabilities"] for r in rows]), expected["probabilities"], rtol=1e-5, atol=1e-7)
+
+
+def test_binary_input_without_the_image_plugin(repo: Path, start_server) -> None:
+    srv = start_server(
+        "--model_name", "digits", "--model_path", str(repo / "digits"), "--plugin_config", F32_CONFIG,
+        "--rest_port", str(free_port()), "--file_system_poll_wait_seconds", "0",
+        env={"DROPIN_BLOCK_PLUGINS": "image"},
+    )
+    srv.wait_for("digits", 1)
+    image = base64.b64encode((SAMPLES / "digit_0.png").read_bytes()).decode()
+    expect(post(srv, "/v1/models/digits/versions/0:predict", {"instances": [{"b64": image}]}), 400,
+           "Invalid input precision - Expected: FP32; Actual: STRING; input name: image")
+
+
+# -- errors of spec §7 -----------------------------------------------------------------------
+
+
+def test_body_errors(server: DropinServer) -> None:
+    url = "/v1/models/scale:predict"
+    reply = post(server, url, b'{"instances": [1, 2')
+    assert reply.status == 412 and reply.error.startswith("The file is not valid json - "), reply.body
+    assert post(server, url, b'{"instances": [NaN]}').status == 412
+    assert post(server, url, b"\xff\xfe").status == 412
+    expect(post(server, url, [1, 2]), 400, "Request body should be JSON object")
+    expect(post(server, url, {"instances": [1], "inputs": [1]}), 400, "Invalid JSON structure. Could not detect row or column format")
+    expect(post(server, url, {"signature_name": "x"}), 400, "Invalid JSON structure. Could not detect row or column format")
+    expect(post(server, url, {"instances": {"x": 1}}), 400, "Invalid JSON structure. Nonamed instance is not an array.")
+    expect(post(server, url, {"instances": []}), 400, "Invalid JSON structure. Missing instances in row format")
+    expect(post(server, url, {"instances": [{"x": [1]}, 2]}), 400, "Invalid JSON structure. One of named instances is not a JSON object.")
+    expect(post(server, url, {"instances": [None, 5]}), 400, "Could not detect neither named or nonamed format")
+    expect(post(server, url, {"instances": [True]}), 400, "Could not detect neither named or nonamed format")
+    expect(post(server, url, {"inputs": 5}), 400, "Invalid JSON structure. One of inputs is not a JSON object.")
+    expect(post(server, url, {"inputs": {}}), 400, "Invalid JSON structure, missing inputs")
+
+
+def test_ragged_and_non_numeric_arrays(server: DropinServer) -> None:
+    url = "/v1/models/dynamic:predict"
+    row, column = "Could not parse instance content. Not valid ndarray detected", "Could not parse input content. Not valid ndarray detected"
+    for bad in ([[1, 2], [3]], [[1, 2], [3, [4]]], [[1, None]], [[1, "a"]], [[]], [[1, {"x": 1}]], [[True, 1]]):
+        expect_prefix(post(server, url, {"instances": bad}), 400, row)
+        expect_prefix(post(server, url, {"inputs": bad}), 400, column)
+        expect_prefix(post(server, url, {"inputs": {"x": bad}}), 400, column)
+    expect_prefix(post(server, url, {"instances": [{"x": [1, 2]}, {"x": [3]}]}), 400, row)
+    expect_prefix(post(server, url, {"inputs": {"x": [{"b64": "not base64!"}]}}), 400, column)
+    expect_prefix(post(server, url, {"inputs": {"x": [["text"]]}}), 400, column)  # plain strings: U8/STRING inputs only
+
+
+def test_no_name_forms_need_a_single_input_model(server: DropinServer) -> None:
+    message = "Inputs inside buffer does not match expected format."
+    expect_prefix(post(server, "/v1/models/two:predict", {"instances": [[1, 2]]}), 400, message)
+    expect_prefix(post(server, "/v1/models/two:predict", {"inputs": [[1, 2]]}), 400, message)
+    expect(post(server, "/v1/models/two:predict", {"instances": [{"a": [1, 2], "b": [1, 2]}, {"a": [1, 2]}]}), 400,
+           "Invalid JSON structure. Request inputs have different batch sizes")
+
+
+def test_resolution_errors(server: DropinServer) -> None:
+    body = {"instances": [[1.0, 2.0]]}
+    expect(post(server, "/v1/models/nope:predict", body), 404, "Model with requested name is not found")
+    expect(post(server, "/v1/models/dynamic/versions/5:predict", body), 404, "Model with requested version is not found")
+    expect(post(server, "/v1/models/broken/versions/2:predict", body), 404, "Model with requested version is not loaded yet")
+    # resolution comes before parsing, as in OVMS
+    expect(post(server, "/v1/models/nope:predict", b"not json"), 404, "Model with requested name is not found")
+
+
+def test_url_and_method_errors(server: DropinServer) -> None:
+    port = server.rest_port
+    expect_prefix(http(port, "GET", "/v1/models/scale:predict"), 406, "Unsupported method")
+    expect_prefix(http(port, "POST", "/v1/models/scale", {}), 406, "Unsupported method")
+    expect_prefix(http(port, "POST", "/v1/models/scale/metadata", {}), 406, "Unsupported method")
+    expect_prefix(http(port, "GET", "/v1/config/reload"), 406, "Unsupported method")
+    expect_prefix(http(port, "PUT", "/v1/models/scale:predict", {}), 406, "Unsupported method")
+    expect_prefix(http(port, "DELETE", "/v1/models/scale"), 406, "Unsupported method")
+    for verb in ("classify", "regress"):
+        expect_prefix(http(port, "POST", f"/v1/models/scale:{verb}", {"instances": [1]}), 404, "Requested REST resource not found")
+    for path in ("/", "/v1", "/v1/modelz/scale", "/v1/models/scale/versions/x:predict", "/v2/models/scale", "/metrics"):
+        expect_prefix(http(port, "GET", path), 400, "Invalid request URL")
+    expect_prefix(http(port, "GET", "/v1/models/../config"), 400, "The provided base path is invalid or doesn't exists")
+
+
+def test_outputs_that_cannot_be_rows(server: DropinServer) -> None:
+    body = {"x": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]}
+    expect_prefix(post(server, "/v1/models/uneven:predict", {"instances": body["x"]}), 500, "Response parsing to JSON error")
+    columns = post(server, "/v1/models/uneven:predict", {"inputs": body})
+    assert columns.json == {"outputs": {"y": body["x"], "colsum": [9.0, 12.0]}}
+
+
+def test_body_size_limit(server: DropinServer) -> None:
+    big = json.dumps({"instances": [[0.5] * 5] * (BODY_LIMIT // 20)}).encode()
+    assert len(big) > BODY_LIMIT
+    expect_prefix(post(server, "/v1/models/dynamic:predict", big), 413, "Request body is too large")
+    chunks = iter([big[i:i + 8192] for i in range(0, len(big), 8192)])
+    reply = http(server.rest_port, "POST", "/v1/models/dynamic:predict", chunks)
+    expect_prefix(reply, 413, "Request body is too large")
+    assert post(server, "/v1/models/dynamic:predict", {"instances": [[0.5] * 5]}).status == 200  # still serving
+
+
+# -- config status and reload ----------------------------------------------------------------
+
+
+def test_config_status(server: DropinServer) -> None:
+    reply = get(server, "/v1/config")
+    assert reply.status == 200
+    data = reply.json
+    assert sorted(data) == ["broken", "digits", "dynamic", "identity", "scale", "strings", "two", "uneven"]
+    assert data["scale"] == {"model_version_status": [status_entry(1), status_entry(2)]}
+
+
+def test_config_reload(start_server, tmp_path: Path) -> None:
+    modelgen.scale_model(tmp_path / "a" / "1", shape=(-1, 2), factor=2.0)
+    modelgen.scale_model(tmp_path / "b" / "1", shape=(-1, 2), factor=3.0)
+    config = tmp_path / "config.json"
+    write = lambda names: config.write_text(json.dumps(  # noqa: E731
+        {"model_config_list": [{"config": {"name": n, "base_path": n, "plugin_config": F32}} for n in names]}))
+    write(["a"])
+    srv = start_server(
+        "--config_path", str(config), "--file_system_poll_wait_seconds", "0", "--version_settle_seconds", "0",
+        "--rest_port", str(free_port()),
+    )
+    srv.wait_for("a", 1)
+    unchanged = post(srv, "/v1/config/reload", b"")
+    assert unchanged.status == 200 and unchanged.json == {"a": {"model_version_status": [status_entry(1)]}}
+    write(["a", "b"])
+    added = post(srv, "/v1/config/reload", b"")
+    assert added.status == 201
+    assert added.json == {"a": {"model_version_status": [status_entry(1)]}, "b": {"model_version_status": [status_entry(1)]}}
+    modelgen.scale_model(tmp_path / "a" / "2", shape=(-1, 2), factor=4.0)  # a new version: the reload rescans too
+    rescanned = post(srv, "/v1/config/reload", b"")
+    assert rescanned.status == 201
+    assert rescanned.json["a"] == {"model_version_status": [status_entry(1, "END"), status_entry(2)]}
+    expect(post(srv, "/v1/models/a/versions/1:predict", {"instances": [[1, 1]]}), 404, "Model with requested version is retired")
+    assert post(srv, "/v1/models/a:predict", {"instances": [[1, 1]]}).json == {"predictions": [[4.0, 4.0]]}
+    config.write_text("{not json")
+    broken = post(srv, "/v1/config/reload", b"")
+    assert broken.status == 500 and broken.error.startswith("Reloading config file failed - "), broken.body
+    assert post(srv, "/v1/models/b:predict", {"instances": [[1, 1]]}).json == {"predictions": [[3.0, 3.0]]}
+
+
+# -- ovmsclient's HTTP client ---------------------------------------------------------------
+
+
+def test_ovmsclient_http(server: DropinServer, repo: Path) -> None:
+    from ovmsclient import make_http_client
+    from ovmsclient.tfs_compat.base.errors import InvalidInputError, ModelNotFoundError
+
+    client = make_http_client(f"127.0.0.1:{server.rest_port}")
+    x = np.random.default_rng(2).standard_normal((1, 3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(client.predict({"x": x}, "scale"), modelgen.run_openvino(repo / "scale" / "2", {"x": x})["y"])
+    np.testing.assert_array_equal(client.predict({"x": x}, "scale", 1), modelgen.run_openvino(repo / "scale" / "1", {"x": x})["y"])
+    outputs = client.predict({"x": np.ones((2, 3), np.float32)}, "dynamic")
+    np.testing.assert_array_equal(outputs["total"], [3.0, 3.0])
+    assert client.get_model_metadata("scale") == {
+        "model_version": 2,
+        "inputs": {"x": {"dtype": "DT_FLOAT", "shape": [1, 3, 4]}},
+        "outputs": {"y": {"dtype": "DT_FLOAT", "shape": [1, 3, 4]}},
+    }
+    assert client.get_model_status("scale") == {
+        1: {"state": "AVAILABLE", "error_code": 0, "error_message": "OK"},
+        2: {"state": "AVAILABLE", "error_code": 0, "error_message": "OK"},
+    }
+    assert client.get_model_status("scale", 1) == {1: {"state": "AVAILABLE", "error_code": 0, "error_message": "OK"}}
+    with pytest.raises(ModelNotFoundError):
+        client.get_model_status("nope")
+    with pytest.raises(ModelNotFoundError):
+        client.predict({"x": x}, "scale", 9)
+    with pytest.raises(InvalidInputError, match="Invalid input shape"):
+        client.predict({"x": np.ones((1, 3, 5), np.float32)}, "scale")
+
+
+def test_server_keeps_serving_after_every_error(server: DropinServer) -> None:
+    time.sleep(0)  # the errors above ran on the same process
+    reply = post(server, "/v1/models/dynamic:predict", {"inputs": {"x": [[1.0, 2.0]]}})
+    assert reply.json == {"outputs": {"y": [[2.0, 3.0]], "total": [3.0]}}
+    assert server.proc.poll() is None
+    assert "Traceback" not in server.log, server.log
