@@ -19,6 +19,7 @@ class Status(enum.Enum):
     MODEL_VERSION_MISSING = ("Model with requested version is not found", grpc.StatusCode.NOT_FOUND, 404)
     MODEL_VERSION_NOT_LOADED_ANYMORE = ("Model with requested version is retired", grpc.StatusCode.NOT_FOUND, 404)
     MODEL_VERSION_NOT_LOADED_YET = ("Model with requested version is not loaded yet", grpc.StatusCode.UNAVAILABLE, 404)
+    INVALID_REQUEST_MESSAGE = ("Invalid request message", grpc.StatusCode.INVALID_ARGUMENT, 400)
     MODEL_SPEC_MISSING = ("model_spec missing in request", grpc.StatusCode.INVALID_ARGUMENT, 400)
     INVALID_SIGNATURE_DEF = ("Invalid signature name", grpc.StatusCode.INVALID_ARGUMENT, 400)
 

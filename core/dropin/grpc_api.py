@@ -12,14 +12,17 @@ import logging
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import grpc
+from google.protobuf import message_factory
 
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
 from .dataplane import DataPlane, ModelMetadata
@@ -38,12 +41,24 @@ METADATA_FIELD = "signature_def"
 R = TypeVar("R")
 
 
+class Undecodable:
+    """What a request that is not a valid protobuf message deserializes to: the servicer answers
+    it INVALID_ARGUMENT (gRPC's own deserializer would make it UNKNOWN, a server error)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Turn DropinError into its gRPC status, and anything unexpected into INTERNAL."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
         try:
+            if type(request) is Undecodable:
+                raise DropinError(Status.INVALID_REQUEST_MESSAGE, request.reason)
             return await method(self, request, context)
         except DropinError as exc:
             await context.abort(exc.status.grpc_code, exc.message)
@@ -177,6 +192,31 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
+def _tolerant(message_class: Any) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except Exception as exc:  # DecodeError, RecursionError on hostile nesting, ...
+            return Undecodable(f"{message_class.DESCRIPTOR.full_name}: {exc}")
+
+    return deserialize
+
+
+def _handlers(service: Any, servicer: Any) -> grpc.GenericRpcHandler:
+    """The service's unary methods, registered with request deserializers that never raise."""
+    handlers = {}
+    for method in service.methods:
+        request_class = message_factory.GetMessageClass(method.input_type)
+        response_class = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_tolerant(request_class),
+            response_serializer=response_class.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
 def add_services(server: grpc.aio.Server, prediction: PredictionService, models: ModelService) -> None:
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
+    prediction_descriptor = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+    model_descriptor = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+    server.add_generic_rpc_handlers((_handlers(prediction_descriptor, prediction), _handlers(model_descriptor, models)))
