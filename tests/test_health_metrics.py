@@ -64,6 +64,15 @@ def health_status(server: DropinServer, service: str = "") -> int:
     return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
 
 
+def wait_ready(server: DropinServer, timeout: float = 30) -> None:
+    """Until /v2/health/ready says 200: the initial loading has finished (versions can be
+    AVAILABLE a little before that)."""
+    deadline = time.monotonic() + timeout
+    while get(server, "/v2/health/ready").status != 200:
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.02)
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("health")
@@ -91,6 +100,7 @@ def server(repo: Path) -> DropinServer:
     try:
         srv.wait_for("scale", 2)
         srv.wait_for("broken", 1)
+        wait_ready(srv)
         yield srv
     finally:
         srv.stop()
@@ -147,10 +157,7 @@ def test_not_ready_until_the_initial_loading_is_done(start_server, tmp_path: Pat
     assert health_status(srv) == NOT_SERVING
     assert health_status(srv, "tensorflow.serving.PredictionService") == NOT_SERVING
     (version / "release").write_text("")
-    deadline = time.monotonic() + 30
-    while get(srv, "/v2/health/ready").status != 200:
-        assert time.monotonic() < deadline, srv.log
-        time.sleep(0.05)
+    wait_ready(srv)
     assert get(srv, "/v2/models/slow/ready").status == 200
     assert health_status(srv) == SERVING
     assert post(srv, "/v1/models/slow:predict", {"instances": [[1, 2]]}).json == {"predictions": [[2.0, 4.0]]}
