@@ -464,8 +464,11 @@ def test_ovmsclient_http(server: DropinServer, repo: Path) -> None:
 
     client = make_http_client(f"127.0.0.1:{server.rest_port}")
     x = np.random.default_rng(2).standard_normal((1, 3, 4)).astype(np.float32)
-    np.testing.assert_array_equal(client.predict({"x": x}, "scale"), modelgen.run_openvino(repo / "scale" / "2", {"x": x})["y"])
-    np.testing.assert_array_equal(client.predict({"x": x}, "scale", 1), modelgen.run_openvino(repo / "scale" / "1", {"x": x})["y"])
+    # JSON numbers are float32 values written in their shortest form: exact once read back as float32
+    got = client.predict({"x": x}, "scale").astype(np.float32)
+    np.testing.assert_array_equal(got, modelgen.run_openvino(repo / "scale" / "2", {"x": x})["y"])
+    got = client.predict({"x": x}, "scale", 1).astype(np.float32)
+    np.testing.assert_array_equal(got, modelgen.run_openvino(repo / "scale" / "1", {"x": x})["y"])
     outputs = client.predict({"x": np.ones((2, 3), np.float32)}, "dynamic")
     np.testing.assert_array_equal(outputs["total"], [3.0, 3.0])
     assert client.get_model_metadata("scale") == {

@@ -25,7 +25,7 @@ from .grpc_api import metadata_response, status_response
 from .health import model_ready
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
-from .rest_json import JsonTensor, PredictRequest, predict_response
+from .rest_json import JsonTensor, PredictRequest, dumps, predict_response
 from .shapes import TensorSpec
 
 log = logging.getLogger("dropin.rest")
@@ -247,7 +247,7 @@ def _decode(body: bytes, specs: Mapping[str, TensorSpec]) -> tuple[PredictReques
 
 
 def _encode(order: str, outputs: Mapping[str, Any]) -> bytes:
-    return json.dumps(predict_response(order, outputs), separators=(",", ":")).encode()
+    return dumps(predict_response(order, outputs))
 
 
 def _status_dict(versions: Any) -> dict[str, Any]:
