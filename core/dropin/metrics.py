@@ -188,7 +188,8 @@ class Metrics(Collector):
             for sample in metric.samples:
                 labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
                 out.append(f"{sample.name}{{{labels}}} " if labels else f"{sample.name} ")
-                out.append(f"{floatToGoString(sample.value)}\n")
+                v = sample.value
+                out.append(f"{v if isinstance(v, int) else floatToGoString(v)}\n")
         return "".join(out).encode()
 
 
