@@ -92,3 +92,39 @@ def run_openvino(version_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, 
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     result = compiled.infer_new_request(inputs)
     return {out.get_any_name(): np.array(result[out]) for out in compiled.outputs}
+
+
+# -- models for binary (encoded image) and text inputs ----------------------------------------------
+
+
+def _image_param(name: str, shape: Sequence, dtype: ov.Type, layout: str | None) -> ov.Node:
+    dims = [ov.Dimension(d[0], d[1]) if isinstance(d, tuple) else ov.Dimension(d) if d >= 0 else ov.Dimension() for d in shape]
+    node = ops.parameter(ov.PartialShape(dims), dtype, name=name)
+    node.output(0).get_tensor().set_names({name})
+    if layout:
+        node.set_layout(ov.Layout(layout))
+    return node
+
+
+def image_model(version_dir: Path, shape: Sequence, layout: str | None = None, dtype: ov.Type = F32) -> Path:
+    """x (4-D, any dims: ints, -1 or (low, high) ranges; optional layout) -> y = x, unchanged: the
+    output is exactly the tensor the server built from the images."""
+    x = _image_param("x", shape, dtype, layout)
+    same = ops.reshape(x, ops.shape_of(x), special_zero=False)
+    return save(ov.Model([_result(same, "y")], [x], "image"), version_dir)
+
+
+def conv_image_model(version_dir: Path, shape: Sequence = (-1, 3, 16, 16), layout: str | None = "NCHW", seed: int = 0) -> Path:
+    """x: FP32 NCHW image -> y = relu(conv3x3(x) with 4 random filters), a small real network."""
+    x = _image_param("x", shape, F32, layout)
+    weights = np.random.default_rng(seed).standard_normal((4, 3, 3, 3)).astype(np.float32) / 255.0
+    conv = ops.convolution(x, ops.constant(weights), [1, 1], [1, 1], [1, 1], [1, 1])
+    return save(ov.Model([_result(ops.relu(conv), "y")], [x], "conv_image"), version_dir)
+
+
+def token_model(version_dir: Path, length: int = 8) -> Path:
+    """ids: I32 [-1, length] -> echo = ids, total = sum of each row (I32 [-1])."""
+    ids = _param("ids", (-1, length), ov.Type.i32)
+    echo = ops.reshape(ids, ops.constant(np.array([-1, length], dtype=np.int64)), special_zero=False)
+    total = ops.reduce_sum(ids, ops.constant(np.array([1], dtype=np.int64)), keep_dims=False)
+    return save(ov.Model([_result(echo, "echo"), _result(total, "total")], [ids], "tokens"), version_dir)
