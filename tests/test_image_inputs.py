@@ -335,8 +335,8 @@ def test_bad_image_options_fail_the_load_with_the_reason(server: DropinServer) -
         while (status := server.status(name).model_version_status[0]).status.error_code != 2:
             assert time.monotonic() < deadline, status
             time.sleep(0.05)
-        assert status.state == 20  # LOADING, with the reason in the log
-        assert reason in server.log
+        assert status.state == 20  # LOADING, with the reason
+        assert reason in status.status.error_message and reason in server.log
 
 
 def test_numeric_tensors_still_bypass_the_plugin(server: DropinServer) -> None:
