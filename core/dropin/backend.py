@@ -91,6 +91,13 @@ class Backend(abc.ABC):
     #: the name configs refer to (`"backend": "openvino"`); set by the registry
     name: str = ""
 
+    #: claim order when a model names no backend: backends are asked to `claim` a version
+    #: directory highest priority first, ties in registration order (built-in, then entry points
+    #: sorted by name). OpenVINO is 100 and ONNX Runtime 50, so OpenVINO serves .onnx files unless
+    #: a model says `"backend": "onnxruntime"`. Leave it at 0 unless your backend must win a
+    #: format another backend also claims.
+    priority: int = 0
+
     @classmethod
     @abc.abstractmethod
     def claims(cls, version_dir: Path) -> bool:

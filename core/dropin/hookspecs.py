@@ -10,6 +10,7 @@ and the serving path calls the objects made from them directly. Implement a hook
     def dropin_register_backends(registry): ...
 
 and expose the module as an entry point in group "dropin" (see plugins/openvino_backend/).
+docs/plugins.md has a section for every hook below; tests/test_core_boundaries.py checks it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .preprocess import Preprocessor
     from .registry import Registry
     from .sources import ModelSource
+    from .testing.models import ConformanceModels
 
 PROJECT = "dropin"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -37,8 +39,9 @@ def dropin_register_backends(registry: "Registry[Backend]") -> None:
     """Add backend classes by name: ``registry.add("openvino", OpenVINOBackend)``.
 
     Called once at start-up, before any model loads. A model configuration may name its backend
-    (``"backend": "openvino"``); otherwise each backend, in registration order, is asked whether
-    it ``claims`` the version directory, and the first that does loads it. Return nothing.
+    (``"backend": "openvino"``); otherwise each backend is asked whether it ``claims`` the version
+    directory, highest ``Backend.priority`` first (ties: registration order, that is built-in,
+    then entry points sorted by name), and the first that does loads it. Return nothing.
     """
 
 
@@ -58,4 +61,19 @@ def dropin_register_sources(registry: "Registry[ModelSource]") -> None:
 
     Called once at start-up. For every model, the first source in registration order whose
     ``claims(base_path)`` is true lists its versions. Return nothing.
+    """
+
+
+# -- testing: called only by the test kit (dropin.testing), never by the server ---------------
+
+
+@hookspec
+def dropin_register_conformance_models(registry: "Registry[ConformanceModels]") -> None:
+    """Add, under a backend's name, the class that writes test models in that backend's format:
+    ``registry.add("openvino", OpenVINOConformanceModels)`` (a ``dropin.testing.ConformanceModels``
+    subclass).
+
+    Called only by the backend conformance suite (``pytest --dropin-backend=NAME --pyargs
+    dropin.testing.conformance``) and by ``dropin plugins``, never while serving, so the class
+    may import test-only packages (a model builder) inside its methods. Return nothing.
     """

@@ -13,7 +13,7 @@ import importlib.metadata
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
@@ -22,6 +22,9 @@ from .backend import Backend
 from .preprocess import Preprocessor
 from .registry import Registry
 from .sources import ModelSource
+
+if TYPE_CHECKING:
+    from .testing.models import ConformanceModels
 
 log = logging.getLogger("dropin.plugins")
 
@@ -106,9 +109,19 @@ class PluginHost:
             sources=Registry("source", ModelSource),
         )
         self._collect("dropin_register_backends", result.backends)
+        result.backends.sort(lambda cls: -backend_priority(cls))
         self._collect("dropin_register_preprocessors", result.preprocessors)
         self._collect("dropin_register_sources", result.sources)
         return result
+
+    def conformance_models(self) -> "Registry[ConformanceModels]":
+        """Call `dropin_register_conformance_models`: the test-model writers by backend name.
+        Only the test kit and `dropin plugins` ask for them, never the server."""
+        from .testing.models import ConformanceModels
+
+        registry: Registry[ConformanceModels] = Registry("conformance model", ConformanceModels)
+        self._collect("dropin_register_conformance_models", registry)
+        return registry
 
     def _collect(self, hook_name: str, registry: Registry[Any]) -> None:
         hook = getattr(self._pm.hook, hook_name)
@@ -136,6 +149,12 @@ class PluginHost:
     def plugins(self) -> list[PluginInfo]:
         """Every plugin found, loaded or not, in load order."""
         return list(self._info.values())
+
+
+def backend_priority(cls: type) -> int:
+    """A backend class's claim priority (`Backend.priority`); 0 when it is not an integer."""
+    value = getattr(cls, "priority", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _version(distribution: str) -> str:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """An ordered name -> class table. Order is registration order, which is also the order in
-    which backends are asked to claim a version directory."""
+    """An ordered name -> class table, in registration order (built-in, then entry points sorted
+    by name). The plugin host then sorts the backends by `Backend.priority` (`sort`), so the
+    order of `names()` is also the order in which backends are asked to claim a version directory."""
 
     def __init__(self, kind: str, base: type) -> None:
         self.kind = kind
@@ -41,6 +42,10 @@ class Registry(Generic[T]):
     def owner(self, name: str) -> str:
         """The plugin that registered `name`."""
         return self._owners[name]
+
+    def sort(self, key: Callable[[type[T]], Any]) -> None:
+        """Reorder the entries by `key(cls)` (stable: equal keys keep registration order)."""
+        self._entries = dict(sorted(self._entries.items(), key=lambda item: key(item[1])))
 
     def names(self) -> list[str]:
         return list(self._entries)

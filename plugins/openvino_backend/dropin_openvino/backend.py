@@ -22,6 +22,7 @@ A synchronous `infer()` raises the error to its caller and the request stays usa
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -31,11 +32,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 from openvino.preprocess import PrePostProcessor
 
 from dropin.backend import Backend, InferOutputs, LoadedModel, LoadOptions
 from dropin.dtypes import DType
+from dropin.errors import DropinError, Status
 from dropin.shapes import Dim, TensorSpec
+
+log = logging.getLogger("dropin.openvino")
 
 #: Model formats in OVMS's detection order: the first whose extensions are all present wins.
 MODEL_FORMATS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -115,6 +120,10 @@ _OV_NOISE = re.compile(r"Exception from \S+:\d+:|Check '.*?' failed at \S+:\d+:"
 class OpenVINOBackend(Backend):
     """Loads model versions with one shared `ov.Core` (OpenVINO's Core is thread-safe)."""
 
+    # Claims before ONNX Runtime (50): .onnx files load with OpenVINO, as in OVMS, unless a
+    # model configuration says "backend": "onnxruntime".
+    priority = 100
+
     def __init__(self) -> None:
         self.core = ov.Core()
 
@@ -135,6 +144,7 @@ class OpenVINOBackend(Backend):
         except RuntimeError as exc:
             raise ValueError(f"OpenVINO could not read {model_file.name}: {ov_message(exc)}") from None
 
+        replace_string_identities(model)
         model = apply_load_options(model, options)
         try:
             compiled = self.core.compile_model(model, options.target_device, dict(options.plugin_config))
@@ -149,7 +159,50 @@ class OpenVINOBackend(Backend):
                 nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             except RuntimeError:  # a device without the property: one request, as OVMS does
                 nireq = 1
-        return OpenVINOModel(model, compiled, max(nireq, 1), label=str(version_dir))
+        loaded = OpenVINOModel(model, compiled, max(nireq, 1), label=str(version_dir))
+        warn_about_64_bit_types(loaded, options.target_device, version_dir)
+        return loaded
+
+
+def replace_string_identities(model: ov.Model) -> None:
+    """Swap each Identity on a string tensor for a no-op Reshape, in place.
+
+    OpenVINO 2026.4's CPU plugin frees a string Identity's buffers twice: the process aborts
+    ("free(): invalid pointer") when the compiled model is released after an inference, i.e. when
+    the server retires the version. ONNX models bring such Identities (ONNX's `Identity` op)."""
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Identity" or node.get_output_element_type(0) != ov.Type.string:
+            continue
+        source = node.input_value(0)
+        same = ops.reshape(source, ops.shape_of(source), special_zero=False)
+        same.set_friendly_name(node.get_friendly_name())
+        out = node.output(0)
+        same.output(0).get_tensor().set_names(out.get_names())
+        out.get_tensor().set_names(set())
+        for target in list(out.get_target_inputs()):
+            target.replace_source_output(same.output(0))
+
+
+_NARROWED = {DType.I64: "32-bit integers", DType.U64: "32-bit integers", DType.FP64: "32-bit floats"}
+
+
+def warn_about_64_bit_types(model: "OpenVINOModel", device: str, version_dir: Path) -> None:
+    """OpenVINO's CPU plugin computes I64/U64 in 32-bit integers and FP64 in 32-bit floats, inside
+    every operation (even a Reshape): values outside their range come back changed. Say so once
+    per version, naming the tensors."""
+    if "CPU" not in device.upper() and device.upper() not in ("AUTO", "MULTI", "HETERO"):
+        return
+    narrowed = [
+        f"{kind} {name} ({spec.dtype.value}: {_NARROWED[spec.dtype]})"
+        for kind, specs in (("input", model.inputs), ("output", model.outputs))
+        for name, spec in specs.items()
+        if spec.dtype in _NARROWED
+    ]
+    if narrowed:
+        log.warning(
+            "%s: OpenVINO's CPU plugin computes %s inside the model; values beyond that range lose "
+            "precision or wrap around", version_dir, ", ".join(narrowed),
+        )
 
 
 # -- load options (OVMS's formats) ------------------------------------------------------------
@@ -342,6 +395,18 @@ def layout_letters(layout: ov.Layout | None) -> str | None:
 # -- serving ----------------------------------------------------------------------------------
 
 
+def string_tensor(name: str, values: np.ndarray) -> np.ndarray:
+    """A STRING input as OpenVINO's Python API takes it: fixed-width bytes. numpy's fixed-width
+    bytes drop trailing NUL bytes, so values ending in one are refused rather than changed."""
+    for value in values.flat:
+        if value[-1:] == b"\0":
+            raise DropinError(
+                Status.UNSUPPORTED_STRING_INPUT,
+                f"input {name}: the OpenVINO backend cannot pass strings that end in a NUL byte",
+            )
+    return np.asarray(values, dtype=np.bytes_)
+
+
 class OpenVINOModel(LoadedModel):
     """A compiled model with `nireq` infer requests, each used by one thread of a small pool."""
 
@@ -390,8 +455,13 @@ class OpenVINOModel(LoadedModel):
             feed = {self._input_index[name]: array for name, array in inputs.items()}
         except KeyError as exc:
             raise KeyError(f"the model has no input {exc.args[0]!r} (inputs: {', '.join(self._inputs)})") from None
+        if len(feed) != len(self._input_index):
+            # an infer request keeps its last input tensors: running without one would compute
+            # on an earlier request's data
+            missing = sorted(set(self._input_index) - set(inputs))
+            raise KeyError(f"missing input(s) {', '.join(missing)} (inputs: {', '.join(self._inputs)})")
         for name in self._string_inputs:  # OpenVINO takes fixed-width bytes, not object arrays
-            feed[self._input_index[name]] = np.asarray(inputs[name], dtype=np.bytes_)
+            feed[self._input_index[name]] = string_tensor(name, inputs[name])
         return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
 
     def _timed(self, feed: dict[int, np.ndarray], submitted: float) -> InferOutputs:

@@ -15,6 +15,7 @@ from .backend import OpenVINOBackend
 if TYPE_CHECKING:
     from dropin.backend import Backend
     from dropin.registry import Registry
+    from dropin.testing import ConformanceModels
 
 hookimpl = pluggy.HookimplMarker("dropin")
 
@@ -22,3 +23,11 @@ hookimpl = pluggy.HookimplMarker("dropin")
 @hookimpl
 def dropin_register_backends(registry: "Registry[Backend]") -> None:
     registry.add("openvino", OpenVINOBackend)
+
+
+@hookimpl
+def dropin_register_conformance_models(registry: "Registry[ConformanceModels]") -> None:
+    # only the test kit calls this hook; the import stays out of the server's start-up
+    from .testing import OpenVINOConformanceModels
+
+    registry.add("openvino", OpenVINOConformanceModels)
