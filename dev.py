@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
-PLUGINS = ["plugins/openvino_backend", "plugins/image_preproc"]
+PLUGINS = ["plugins/openvino_backend", "plugins/onnxruntime_backend", "plugins/image_preproc"]
 STAMP = VENV / ".dropin-installed"
 
 
