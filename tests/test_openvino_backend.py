@@ -421,3 +421,54 @@ def test_close_waits_for_requests_in_flight_and_later_infers_raise(
 
     run(main())
     busy.close()  # a second close() is harmless
+
+
+# -- found by the backend conformance suite ---------------------------------------------------
+
+
+def test_missing_inputs_are_refused_not_computed_on_stale_data(model: OpenVINOModel) -> None:
+    # An infer request keeps its last input tensor: without this check, a request missing an
+    # input was answered from the previous request's data.
+    run(model.infer({"image": images(2)}))
+    with pytest.raises(KeyError, match=r"missing input\(s\) image \(inputs: image\)"):
+        run(model.infer({}))
+
+
+def _string_model(directory: Path) -> Path:
+    x = ops.parameter(ov.PartialShape([-1]), ov.Type.string, name="x")
+    x.output(0).get_tensor().set_names({"x"})
+    y = ops.reshape(x, ops.shape_of(x), special_zero=False)
+    y.output(0).get_tensor().set_names({"y"})
+    directory.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.Model([ops.result(y)], [x], "strings"), str(directory / "model.xml"))
+    return directory
+
+
+def test_strings_ending_in_nul_are_refused_not_truncated(backend: OpenVINOBackend, tmp_path: Path) -> None:
+    from dropin.errors import DropinError
+
+    loaded = backend.load(_string_model(tmp_path), LoadOptions(nireq=1))
+    try:
+        ok = np.array([b"a", b"", b"in\x00side", "caf\u00e9".encode()], dtype=object)
+        assert run(loaded.infer({"x": ok}))["y"].tolist() == ok.tolist()
+        with pytest.raises(DropinError, match=r"^String input is not supported for this model input - input x: .*NUL byte"):
+            run(loaded.infer({"x": np.array([b"ok", b"end\x00"], dtype=object)}))
+    finally:
+        loaded.close()
+
+
+def test_64_bit_tensors_are_warned_about(backend: OpenVINOBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    x = ops.parameter(ov.PartialShape([-1]), ov.Type.i64, name="x")
+    x.output(0).get_tensor().set_names({"x"})
+    y = ops.convert(ops.add(x, ops.constant(np.int64(1))), ov.Type.f64)
+    y.output(0).get_tensor().set_names({"y"})
+    ov.save_model(ov.Model([ops.result(y)], [x], "wide"), str(tmp_path / "model.xml"))
+    with caplog.at_level("WARNING", logger="dropin.openvino"):
+        backend.load(tmp_path, LoadOptions(nireq=1)).close()
+    assert "OpenVINO's CPU plugin computes input x (I64: 32-bit integers), output y (FP64: 32-bit floats)" in caplog.text
+    assert caplog.records[-1].levelname == "WARNING"
+    caplog.clear()
+    with caplog.at_level("INFO", logger="dropin.openvino"):
+        backend.load(DIGITS, LoadOptions(nireq=1, plugin_config=F32)).close()  # label is I64 too
+    assert "output label (I64: 32-bit integers)" in caplog.text
+    assert caplog.records[-1].levelname == "INFO"  # only outputs: a note, not a warning

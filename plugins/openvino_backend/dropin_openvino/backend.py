@@ -199,7 +199,10 @@ def warn_about_64_bit_types(model: "OpenVINOModel", device: str, version_dir: Pa
         if spec.dtype in _NARROWED
     ]
     if narrowed:
-        log.warning(
+        # clients' values may be out of range: a warning; outputs alone (argmax labels): a note
+        level = logging.WARNING if any(spec.dtype in _NARROWED for spec in model.inputs.values()) else logging.INFO
+        log.log(
+            level,
             "%s: OpenVINO's CPU plugin computes %s inside the model; values beyond that range lose "
             "precision or wrap around", version_dir, ", ".join(narrowed),
         )
