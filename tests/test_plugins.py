@@ -166,9 +166,16 @@ def test_dropin_plugins_lists_installed_plugins(plugin_site: Path) -> None:
         env={"PYTHONPATH": str(plugin_site), "PATH": "/usr/bin:/bin"},
     ).stdout
     assert "openvino (dropin-openvino" in out
-    assert "alias (dropin_alias 1.0)\n  hooks: dropin_register_sources\n  sources: alias" in out
-    assert "broken (dropin_broken 1.0)\n  error: failed to load: ModuleNotFoundError" in out
-    assert "backends: openvino" in out
+    assert "alias (dropin_alias 1.0)\n  module: alias_plugin\n  hooks: dropin_register_sources\n  sources: alias" in out
+    assert "broken (dropin_broken 1.0)\n  module: broken_plugin\n  error: failed to load: ModuleNotFoundError" in out
+    assert (
+        "openvino (dropin-openvino 0.1.0)\n  module: dropin_openvino.plugin\n"
+        "  hooks: dropin_register_backends, dropin_register_conformance_models\n"
+        "  backends: openvino\n  conformance models: openvino\n"
+    ) in out
+    assert "onnxruntime (dropin-onnxruntime 0.1.0)\n  module: dropin_onnxruntime.plugin\n" in out
+    assert "builtin (dropin 0.1.0)\n  module: dropin.builtin\n  hooks: dropin_register_sources\n  sources: local\n" in out
+    assert out.endswith("backend claim order (priority): openvino (100), onnxruntime (50)\n")
 
 
 def test_blocked_plugin_is_not_loaded(plugin_site: Path) -> None:
@@ -176,8 +183,17 @@ def test_blocked_plugin_is_not_loaded(plugin_site: Path) -> None:
         [sys.executable, "-m", "dropin", "plugins"], capture_output=True, text=True, check=True,
         env={"PYTHONPATH": str(plugin_site), "PATH": "/usr/bin:/bin", "DROPIN_BLOCK_PLUGINS": "alias,broken"},
     ).stdout
-    assert "alias (dropin_alias 1.0)\n  error: blocked by DROPIN_BLOCK_PLUGINS" in out
+    assert "alias (dropin_alias 1.0)\n  module: alias_plugin\n  error: blocked by DROPIN_BLOCK_PLUGINS" in out
     assert "sources: alias" not in out
+
+
+def test_blocking_openvino_leaves_onnxruntime_to_claim_onnx_files() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dropin", "plugins"], capture_output=True, text=True, check=True,
+        env={"PATH": "/usr/bin:/bin", "DROPIN_BLOCK_PLUGINS": "openvino"},
+    ).stdout
+    assert "openvino (dropin-openvino 0.1.0)\n  module: dropin_openvino.plugin\n  error: blocked by DROPIN_BLOCK_PLUGINS\n" in out
+    assert out.endswith("backend claim order (priority): onnxruntime (50)\n")
 
 
 def test_server_uses_a_third_party_source_and_survives_a_broken_plugin(start_server, plugin_site: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from . import __version__
 from .config import ConfigError, model_config, parse_plugin_config, read_config_file
 from .errors import DropinError, Status
 from .metrics import FAMILIES
-from .plugins import PluginHost
+from .plugins import PluginHost, backend_priority
 from .server import GIB, Server, ServerSettings
 
 LOG_LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
@@ -181,16 +181,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     host = PluginHost()
     host.load()
-    host.registries()
+    backends = host.registries().backends
+    host.conformance_models()  # so that each plugin shows what it gives the conformance suite
     for info in host.plugins():
         version = f" {info.version}" if info.version else ""
         print(f"{info.name} ({info.distribution}{version})")
+        if info.module:
+            print(f"  module: {info.module}")
         if info.error:
             print(f"  error: {info.error}")
         if info.hooks:
             print(f"  hooks: {', '.join(info.hooks)}")
         for kind, names in info.registered.items():
             print(f"  {kind}s: {', '.join(names)}")
+    order = ", ".join(f"{name} ({backend_priority(cls)})" for name, cls in backends.items()) or "none"
+    print(f"backend claim order (priority): {order}")
     return 0
 
 

@@ -38,6 +38,7 @@ class PluginInfo:
     name: str
     distribution: str
     version: str
+    module: str = ""  # what the entry point names, e.g. "dropin_openvino.plugin"
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)  # registry kind -> names
     error: str | None = None
@@ -67,7 +68,7 @@ class PluginHost:
         if trace:
             self._pm.trace.root.setwriter(lambda message: log.debug("%s", message.rstrip()))
             self._pm.enable_tracing()
-        self._register(builtin, BUILTIN, PluginInfo(BUILTIN, "dropin", _version("dropin")))
+        self._register(builtin, BUILTIN, PluginInfo(BUILTIN, "dropin", _version("dropin"), builtin.__name__))
 
     def load(self) -> None:
         """Load every installed entry point of group "dropin", except blocked ones. A plugin that
@@ -75,7 +76,7 @@ class PluginHost:
         for ep in sorted(importlib.metadata.entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
-            info = PluginInfo(ep.name, dist, version)
+            info = PluginInfo(ep.name, dist, version, ep.value)
             if ep.name in self.blocked:
                 log.info("plugin %s is blocked by DROPIN_BLOCK_PLUGINS", ep.name)
                 info.error = "blocked by DROPIN_BLOCK_PLUGINS"
