@@ -208,3 +208,30 @@ def test_server_uses_a_third_party_source_and_survives_a_broken_plugin(start_ser
 
     response = server.predict.Predict(predict_request("m", {"x": np.ones((1, 2), np.float32)}), timeout=20)
     np.testing.assert_array_equal(outputs_of(response)["y"], [[7.0, 7.0]])
+
+
+def test_a_plugin_with_a_misspelt_hook_is_refused_whole(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install_fake_distribution(site, "dropin_typo", {"typo": "typo_plugin"}, {"typo_plugin": '''
+from dropin.hookspecs import hookimpl
+from dropin.sources import LocalSource
+
+class TypoSource(LocalSource):
+    @classmethod
+    def claims(cls, base_path):
+        return base_path.startswith("typo://")
+
+@hookimpl
+def dropin_register_source(registry):  # misspelt: not a dropin hook
+    pass
+
+@hookimpl
+def dropin_register_sources(registry):
+    registry.add("typo", TypoSource)
+'''})
+    out = subprocess.run(
+        [sys.executable, "-m", "dropin", "plugins"], capture_output=True, text=True, check=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    ).stdout
+    assert "typo (dropin_typo 1.0)\n  module: typo_plugin\n  error: failed to load: PluginValidationError: unknown hook 'dropin_register_source'" in out
+    assert "sources: typo" not in out  # its correct hooks are not called either

@@ -62,6 +62,7 @@ class PluginHost:
         if trace is None:
             trace = bool(os.environ.get("DROPIN_TRACE_PLUGINS"))
         self.blocked = blocked
+        self.trace = trace
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._info: dict[str, PluginInfo] = {}
@@ -98,7 +99,11 @@ class PluginHost:
 
     def _register(self, plugin: object, name: str, info: PluginInfo) -> None:
         self._pm.register(plugin, name=name)
-        self._pm.check_pending()
+        try:
+            self._pm.check_pending()  # an unknown dropin_* hook (a typo) refuses the whole plugin
+        except Exception:
+            self._pm.unregister(plugin)
+            raise
         info.hooks = sorted(caller.name for caller in self._pm.get_hookcallers(plugin) or [])
         self._info[name] = info
 
@@ -111,6 +116,10 @@ class PluginHost:
         )
         self._collect("dropin_register_backends", result.backends)
         result.backends.sort(lambda cls: -backend_priority(cls))
+        log.info(
+            "backends, in claim order: %s",
+            ", ".join(f"{n} (priority {backend_priority(c)})" for n, c in result.backends.items()) or "none",
+        )
         self._collect("dropin_register_preprocessors", result.preprocessors)
         self._collect("dropin_register_sources", result.sources)
         return result
@@ -132,6 +141,8 @@ class PluginHost:
             call: Callable[..., Any] = self._pm.subset_hook_caller(
                 hook_name, [p for p in self._pm.get_plugins() if p is not impl.plugin]
             )
+            if self.trace:
+                log.debug("plugin %s: calling %s", impl.plugin_name, hook_name)
             try:
                 call(registry=registry)
             except Exception as exc:
@@ -145,6 +156,8 @@ class PluginHost:
                     registry_entry.name = name  # type: ignore[attr-defined]
             if added:
                 self._info[impl.plugin_name].registered.setdefault(registry.kind, []).extend(added)
+            if self.trace:
+                log.debug("plugin %s: %s registered %s", impl.plugin_name, hook_name, ", ".join(added) or "nothing")
         registry.current_plugin = "?"
 
     def plugins(self) -> list[PluginInfo]:

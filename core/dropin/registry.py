@@ -58,3 +58,6 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} registry: {', '.join(self._entries) or 'empty'}>"
