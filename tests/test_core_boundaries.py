@@ -61,3 +61,51 @@ def test_every_hook_is_implemented_by_a_test_plugin() -> None:
     sources = "\n".join(p.read_text() for p in TESTS.glob("test_*.py") if p.name != Path(__file__).name)
     missing = [name for name in hook_names() if not re.search(rf"def {name}\(", sources)]
     assert not missing, f"hooks with no test that implements them: {missing}"
+
+
+# -- docs/plugins.md: every hook documented (datasette's test_docs, for dropin) ----------------
+
+GUIDE = TESTS.parent / "docs" / "plugins.md"
+
+
+def documented_hooks() -> list[str]:
+    """Hooks with a section of their own: a heading "### `dropin_...(...)`"."""
+    return re.findall(r"^### `(dropin_\w+)\(", GUIDE.read_text(), re.M)
+
+
+def test_every_hook_has_a_section_in_the_plugin_guide() -> None:
+    missing = sorted(set(hook_names()) - set(documented_hooks()))
+    assert not missing, f"hooks with no '### `name(...)`' section in docs/plugins.md: {missing}"
+
+
+def test_every_hook_section_documents_a_real_hook() -> None:
+    documented = documented_hooks()
+    unknown = sorted(set(documented) - set(hook_names()))
+    assert not unknown, f"docs/plugins.md documents hooks that hookspecs.py does not declare: {unknown}"
+    assert len(documented) == len(set(documented)), "a hook is documented twice"
+
+
+def test_every_hook_section_says_when_what_and_what_to_return() -> None:
+    text = GUIDE.read_text()
+    for name in hook_names():
+        parts = re.split(rf"^### `{name}\(.*$", text, maxsplit=1, flags=re.M)
+        assert len(parts) == 2, f"{name} has no section in docs/plugins.md"
+        section = parts[1]
+        section = re.split(r"^##", section, maxsplit=1, flags=re.M)[0]
+        for label in ("**When:**", "**Receives:**", "**Returns:**"):
+            assert label in section, f"the section of {name} has no {label}"
+        assert f"def {name}(" in section, f"the section of {name} has no example implementing it"
+
+
+def test_the_plugin_guide_links_resolve() -> None:
+    text = GUIDE.read_text()
+    anchors = set()
+    for heading in re.findall(r"^#+ (.+)$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug)
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert links
+    broken = sorted({link for link in links if link not in anchors})
+    assert not broken, f"links to no heading in docs/plugins.md: {broken}"
+    for path in re.findall(r"\]\((\.\./[^)#]+)\)", text):
+        assert (GUIDE.parent / path).exists(), path
