@@ -46,10 +46,15 @@ class Models:
 
     def write_into(self, directory: Path, kind: str, **params: Any) -> None:
         """Write a model straight into `directory` (for versions that appear while serving)."""
+        # positional calls: a provider may name its parameters as it likes
         if kind == "scale":
             self.provider.scale(directory, params.get("factor", 2.0), list(params.get("shape", (-1, 2))))
+        elif kind == "identity":
+            self.provider.identity(directory, params["dtype"], list(params.get("shape", (-1, 3))))
+        elif kind == "failing":
+            self.provider.failing(directory)
         else:
-            getattr(self.provider, kind)(directory, **params)
+            raise ValueError(f"no conformance model {kind!r}")
 
 
 def run(coro: Any, timeout: float = 60) -> Any:
