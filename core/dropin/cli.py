@@ -18,6 +18,7 @@ from .errors import DropinError, Status
 from .metrics import FAMILIES
 from .plugins import PluginHost, backend_priority
 from .server import GIB, Server, ServerSettings
+from .tls import TlsSettings
 
 LOG_LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 
@@ -55,6 +56,13 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         "--version_settle_seconds", type=float, default=0.5,
         help="a version directory being written loads once it has been quiet this long (a rename into place loads at once)",
     )
+    server.add_argument(
+        "--shutdown_grace_seconds", type=float, default=30.0,
+        help="on SIGTERM, how long requests in flight may take to finish (default 30)",
+    )
+    server.add_argument("--tls_cert", help="PEM server certificate: serve gRPC and REST over TLS")
+    server.add_argument("--tls_key", help="PEM private key of --tls_cert")
+    server.add_argument("--tls_client_ca", help="PEM CA bundle: require client certificates signed by it (mutual TLS)")
     server.add_argument("--log_level", default="INFO", type=str.upper, choices=sorted(LOG_LEVELS))
     server.add_argument("--log_path", default=None)
     server.add_argument("--config_path", default=None, help="OVMS config.json with several models")
@@ -126,8 +134,18 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_elements=args.max_elements,
         defaults=defaults,
         rest_max_body_bytes=args.rest_max_body_bytes,
+        shutdown_grace_seconds=args.shutdown_grace_seconds,
+        tls=_tls_settings(args),
         **_metrics_settings(args),
     )
+
+
+def _tls_settings(args: argparse.Namespace) -> TlsSettings | None:
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ConfigError("TLS needs both --tls_cert and --tls_key")
+    return TlsSettings(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
 
 
 def _metrics_settings(args: argparse.Namespace) -> dict[str, object]:
@@ -171,6 +189,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(Server(settings).serve())
+    except DropinError as exc:  # a plugin a model needs is unusable, unreadable TLS files, ...
+        logging.getLogger("dropin").error("cannot start: %s", exc)
+        return 2
     except OSError as exc:
         logging.getLogger("dropin").error("%s", exc)
         return 1

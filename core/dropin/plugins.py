@@ -4,6 +4,7 @@ Plugins are the entry points of group "dropin". They are loaded explicitly by `P
 (never as an import side effect). Environment variables:
 
 - DROPIN_BLOCK_PLUGINS: comma-separated plugin names not to load (e.g. "openvino").
+- DROPIN_ALLOW_PLUGINS: when set, only these plugins load (the core's built-in one always does).
 - DROPIN_TRACE_PLUGINS: when set, every hook call is logged at DEBUG level.
 """
 
@@ -56,9 +57,14 @@ class Registries:
 class PluginHost:
     """Owns the PluginManager; the rest of the core talks to plugins only through this class."""
 
-    def __init__(self, blocked: set[str] | None = None, trace: bool | None = None) -> None:
+    def __init__(
+        self, blocked: set[str] | None = None, trace: bool | None = None, allowed: set[str] | None = None
+    ) -> None:
         if blocked is None:
-            blocked = {n.strip() for n in os.environ.get("DROPIN_BLOCK_PLUGINS", "").split(",") if n.strip()}
+            blocked = _names(os.environ.get("DROPIN_BLOCK_PLUGINS", ""))
+        if allowed is None and os.environ.get("DROPIN_ALLOW_PLUGINS") is not None:
+            allowed = _names(os.environ["DROPIN_ALLOW_PLUGINS"])
+        self.allowed = allowed
         if trace is None:
             trace = bool(os.environ.get("DROPIN_TRACE_PLUGINS"))
         self.blocked = blocked
@@ -78,9 +84,10 @@ class PluginHost:
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
             info = PluginInfo(ep.name, dist, version, ep.value)
-            if ep.name in self.blocked:
-                log.info("plugin %s is blocked by DROPIN_BLOCK_PLUGINS", ep.name)
-                info.error = "blocked by DROPIN_BLOCK_PLUGINS"
+            if ep.name in self.blocked or (self.allowed is not None and ep.name not in self.allowed):
+                why = "DROPIN_BLOCK_PLUGINS" if ep.name in self.blocked else "DROPIN_ALLOW_PLUGINS"
+                log.info("plugin %s is not loaded (%s)", ep.name, why)
+                info.error = f"blocked by {why}"
                 self._info[ep.name] = info
                 continue
             if self._pm.has_plugin(ep.name):
@@ -169,6 +176,10 @@ def backend_priority(cls: type) -> int:
     """A backend class's claim priority (`Backend.priority`); 0 when it is not an integer."""
     value = getattr(cls, "priority", 0)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _names(text: str) -> set[str]:
+    return {n.strip() for n in text.split(",") if n.strip()}
 
 
 def _version(distribution: str) -> str:

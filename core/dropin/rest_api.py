@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -74,10 +75,12 @@ class RestApi:
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         return app
 
-    async def start(self, host: str, port: int, shutdown_timeout: float = 30.0) -> int:
+    async def start(
+        self, host: str, port: int, shutdown_timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=shutdown_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, shutdown_timeout=shutdown_timeout)
+        site = web.TCPSite(runner, host, port, shutdown_timeout=shutdown_timeout, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:

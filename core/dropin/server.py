@@ -22,6 +22,7 @@ from .health import GrpcHealth, add_reflection
 from .manager import ModelManager
 from .metrics import FAMILIES, Metrics
 from .plugins import PluginHost
+from .tls import TlsSettings
 from .rest_api import RestApi
 
 log = logging.getLogger("dropin.server")
@@ -48,7 +49,8 @@ class ServerSettings:
     grpc_workers: int = 1
     grpc_max_message_bytes: int = GIB  # OVMS's limit, both directions
     max_elements: int = 0  # 0: no limit beyond the message size
-    shutdown_grace_seconds: float = 30.0
+    shutdown_grace_seconds: float = 30.0  # how long in-flight requests may finish after SIGTERM
+    tls: TlsSettings | None = None  # TLS on both ports
     defaults: ModelConfig | None = None  # load options for models added by HandleReloadConfigRequest
     rest_max_body_bytes: int = GIB  # larger REST bodies are refused with 413
     metrics_enable: bool = False  # Prometheus /metrics on the REST port
@@ -74,8 +76,22 @@ class Server:
         self.rest_port = 0
         self.config_file = ConfigFile(settings.config_path, self.manager.apply) if settings.config_path else None
 
+    def check_plugins(self) -> None:
+        """A model that names its backend needs that backend: if its plugin is missing, blocked or
+        broken, refuse to start and say which plugin and why."""
+        problems = {p.name: p.error for p in self.plugins.plugins() if p.error}
+        for model in self.settings.models:
+            if model.backend and model.backend not in self.manager.registries.backends:
+                why = problems.get(model.backend)
+                raise ConfigError(
+                    f"model {model.name!r} needs backend {model.backend!r}, "
+                    + (f"but its plugin is not usable: {why}" if why else
+                       f"which no installed plugin provides (installed: {', '.join(self.manager.registries.backends.names()) or 'none'})")
+                )
+
     async def start(self) -> None:
         s = self.settings
+        self.check_plugins()
         options = [
             ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
             ("grpc.max_send_message_length", s.grpc_max_message_bytes),
@@ -91,11 +107,16 @@ class Server:
         await self.health.set_serving(False)
         add_reflection(self.grpc)
         address = f"{_host(s.grpc_bind_address)}:{s.port}"
-        self.port = self.grpc.add_insecure_port(address)
+        if s.tls is not None:
+            self.port = self.grpc.add_secure_port(address, s.tls.grpc_credentials())
+        else:
+            self.port = self.grpc.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         await self.grpc.start()
         log.info("gRPC server listening on %s", f"{_host(s.grpc_bind_address)}:{self.port}")
+        if s.tls is not None:
+            log.info("TLS on every port; client certificates %s", "required" if s.tls.client_ca else "not required")
         if s.grpc_workers > 1:
             log.warning("--grpc_workers %d: this server runs one gRPC event loop; the value is accepted for OVMS compatibility", s.grpc_workers)
         if s.rest_port:
@@ -146,7 +167,9 @@ class Server:
             reload_config=self.reload_config_file if self.config_file is not None else None,
             rescan=self.manager.sync_all,
         )
-        self.rest_port = await self.rest.start(s.rest_bind_address, s.rest_port, s.shutdown_grace_seconds)
+        self.rest_port = await self.rest.start(
+            s.rest_bind_address, s.rest_port, s.shutdown_grace_seconds, s.tls.ssl_context() if s.tls else None
+        )
         log.info("REST server listening on %s", f"{_host(s.rest_bind_address)}:{self.rest_port}")
         if self.metrics is not None:
             log.info("metrics enabled on http://%s:%d/metrics", _host(s.rest_bind_address), self.rest_port)
@@ -178,16 +201,20 @@ class Server:
         return models
 
     async def stop(self) -> None:
+        """Graceful shutdown: report not ready, stop accepting requests, let the ones in flight
+        finish (up to shutdown_grace_seconds), then unload every model."""
         for task in self._tasks:
             task.cancel()
+        self.ready.clear()
         if self.config_file is not None:
             self.config_file.close()
         if self.health is not None:
             await self.health.shutdown()
-        if self.rest is not None:
-            await self.rest.stop()
-        if self.grpc is not None:
-            await self.grpc.stop(self.settings.shutdown_grace_seconds)
+        grace = self.settings.shutdown_grace_seconds
+        await asyncio.gather(
+            *([self.rest.stop()] if self.rest is not None else []),
+            *([self.grpc.stop(grace)] if self.grpc is not None else []),
+        )
         await self.manager.close()
         self.dataplane.close()
 
@@ -199,8 +226,9 @@ class Server:
             loop.add_signal_handler(sig, stopping.set)
         await self.start()
         await stopping.wait()
-        log.info("shutting down")
+        log.info("shutting down: finishing requests in flight (up to %g s)", self.settings.shutdown_grace_seconds)
         await self.stop()
+        log.info("stopped")
 
 
 def _policy_from_proto(policy: Any) -> VersionPolicy:

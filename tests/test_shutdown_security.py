@@ -1,0 +1,268 @@
+"""Graceful shutdown, message limits, TLS (with certificates made here) and plugin allow/block
+lists, on a real server process."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+import modelgen
+from conftest import F32_CONFIG, GIB
+from dropin.testing.server import free_port
+from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
+from test_grpc_api import outputs_of, predict_request
+from test_plugins import install_fake_distribution
+
+X = np.ones((1, 2), np.float32)
+
+SLOW_PLUGIN = '''
+import asyncio
+from dropin.backend import Backend, LoadedModel
+from dropin.dtypes import DType
+from dropin.hookspecs import hookimpl
+from dropin.shapes import TensorSpec
+
+class SlowModel(LoadedModel):
+    inputs = {"x": TensorSpec.of("x", DType.FP32, [-1, 2])}
+    outputs = {"y": TensorSpec.of("y", DType.FP32, [-1, 2])}
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    async def infer(self, inputs):
+        await asyncio.sleep(self.seconds)
+        return {"y": inputs["x"] * 2}
+
+class SlowBackend(Backend):
+    @classmethod
+    def claims(cls, version_dir):
+        return (version_dir / "slow.txt").exists()
+
+    def load(self, version_dir, options):
+        return SlowModel(float((version_dir / "slow.txt").read_text()))
+
+@hookimpl
+def dropin_register_backends(registry):
+    registry.add("slow", SlowBackend)
+'''
+
+
+@pytest.fixture
+def slow_repo(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    site = tmp_path / "site"
+    install_fake_distribution(site, "dropin_slow", {"slow": "slow_plugin"}, {"slow_plugin": SLOW_PLUGIN})
+    repo = tmp_path / "m"
+    (repo / "1").mkdir(parents=True)
+    return repo, {"PYTHONPATH": str(site)}
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0(start_server, slow_repo) -> None:
+    repo, env = slow_repo
+    (repo / "1" / "slow.txt").write_text("1.0")
+    server = start_server("--model_name", "m", "--model_path", str(repo), "--shutdown_grace_seconds", "10", env=env)
+    server.wait_for("m", 1)
+    with ThreadPoolExecutor(8) as pool:
+        in_flight = [pool.submit(server.predict.Predict, predict_request("m", {"x": X * i}), timeout=30) for i in range(8)]
+        time.sleep(0.3)  # all eight are inside the model now
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        with pytest.raises(grpc.RpcError) as info:  # new requests are refused ...
+            server.predict.Predict(predict_request("m", {"x": X}), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        results = [f.result() for f in in_flight]  # ... while the accepted ones finish
+    for i, response in enumerate(results):
+        np.testing.assert_array_equal(outputs_of(response)["y"], X * i * 2)
+    assert server.proc.wait(30) == 0
+    assert "shutting down: finishing requests in flight" in server.log and "stopped" in server.log
+
+
+def test_shutdown_grace_bounds_the_wait(start_server, slow_repo) -> None:
+    repo, env = slow_repo
+    (repo / "1" / "slow.txt").write_text("30")
+    server = start_server("--model_name", "m", "--model_path", str(repo), "--shutdown_grace_seconds", "0.5", env=env)
+    server.wait_for("m", 1)
+    with ThreadPoolExecutor(2) as pool:
+        stuck = pool.submit(server.predict.Predict, predict_request("m", {"x": X}), timeout=60)
+        time.sleep(0.3)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(20) == 0
+        assert time.monotonic() - started < 10
+        with pytest.raises(grpc.RpcError):
+            stuck.result()
+
+
+def test_message_and_element_limits(start_server, repo: Path) -> None:
+    modelgen.dynamic_model(repo / "1")
+    server = start_server("--model_name", "m", "--model_path", str(repo), "--plugin_config", F32_CONFIG,
+                          "--grpc_max_message_size", "65536", "--max_elements", "1000")
+    server.wait_for("m", 1)
+    with pytest.raises(grpc.RpcError) as info:
+        server.predict.Predict(predict_request("m", {"x": np.ones((100, 200), np.float32)}), timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as info:
+        server.predict.Predict(predict_request("m", {"x": np.ones((10, 101), np.float32)}), timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.details().startswith("Request is too large - Expected at most 1000 elements")
+    response = server.predict.Predict(predict_request("m", {"x": np.ones((10, 100), np.float32)}), timeout=10)
+    assert outputs_of(response)["y"].shape == (10, 100)
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+def _cert(subject: str, key, issuer_name, issuer_key, ca: bool = False, server: bool = False) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("dropin test CA", ca_key, None, None, ca=True)
+    files: dict[str, Path] = {}
+
+    def write(name: str, data: bytes) -> None:
+        files[name] = root / name
+        files[name].write_bytes(data)
+
+    pem = serialization.Encoding.PEM
+    write("ca.pem", ca.public_bytes(pem))
+    for who, server in (("server", True), ("client", False)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(f"dropin test {who}", key, ca.subject, ca_key, server=server)
+        write(f"{who}.pem", cert.public_bytes(pem))
+        write(f"{who}.key", key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return files
+
+
+def _secure_stub(port: int, pki: dict[str, Path], client_cert: bool):
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki["ca.pem"].read_bytes(),
+        private_key=pki["client.key"].read_bytes() if client_cert else None,
+        certificate_chain=pki["client.pem"].read_bytes() if client_cert else None,
+    )
+    channel = grpc.secure_channel(f"localhost:{port}", credentials, options=[("grpc.max_receive_message_length", GIB)])
+    return channel, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+def _https_status(port: int, pki: dict[str, Path], client_cert: bool) -> dict:
+    context = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+    if client_cert:
+        context.load_cert_chain(pki["client.pem"], pki["client.key"])
+    with urllib.request.urlopen(f"https://localhost:{port}/v1/models/m", context=context, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def test_tls_on_both_ports(start_server, repo: Path, pki: dict[str, Path]) -> None:
+    modelgen.scale_model(repo / "1", shape=(-1, 2), factor=3.0)
+    server = start_server("--model_name", "m", "--model_path", str(repo), "--rest_port", str(free_port()), "--plugin_config", F32_CONFIG,
+                          "--tls_cert", str(pki["server.pem"]), "--tls_key", str(pki["server.key"]))
+    assert "TLS on every port; client certificates not required" in server.log
+    channel, stub = _secure_stub(server.port, pki, client_cert=False)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            response = stub.Predict(predict_request("m", {"x": X}), timeout=10)
+            break
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    np.testing.assert_array_equal(outputs_of(response)["y"], X * 3)
+    channel.close()
+    with pytest.raises(grpc.RpcError) as info:  # a plaintext client gets nowhere
+        server.predict.Predict(predict_request("m", {"x": X}), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    rest_port = server.rest_port
+    assert _https_status(rest_port, pki, client_cert=False)["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_mutual_tls_requires_a_client_certificate(start_server, repo: Path, pki: dict[str, Path]) -> None:
+    modelgen.scale_model(repo / "1", shape=(-1, 2), factor=3.0)
+    server = start_server("--model_name", "m", "--model_path", str(repo), "--rest_port", str(free_port()),
+                          "--tls_cert", str(pki["server.pem"]), "--tls_key", str(pki["server.key"]),
+                          "--tls_client_ca", str(pki["ca.pem"]))
+    rest_port = server.rest_port
+    channel, stub = _secure_stub(server.port, pki, client_cert=False)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(predict_request("m", {"x": X}), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    channel.close()
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        _https_status(rest_port, pki, client_cert=False)
+    channel, stub = _secure_stub(server.port, pki, client_cert=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            stub.Predict(predict_request("m", {"x": X}), timeout=10)
+            break
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    channel.close()
+    assert _https_status(rest_port, pki, client_cert=True)["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_unreadable_tls_files_stop_start_up(start_server, repo: Path, tmp_path: Path) -> None:
+    modelgen.scale_model(repo / "1", shape=(-1, 2))
+    with pytest.raises(RuntimeError, match="cannot read the TLS certificate"):
+        start_server("--model_name", "m", "--model_path", str(repo),
+                     "--tls_cert", str(tmp_path / "nope.pem"), "--tls_key", str(tmp_path / "nope.key"))
+
+
+# -- which plugins load -----------------------------------------------------------------------
+
+
+def _plugins(env: dict[str, str]) -> str:
+    return subprocess.run([sys.executable, "-m", "dropin", "plugins"], capture_output=True, text=True, check=True,
+                          env={"PATH": "/usr/bin:/bin", **env}).stdout
+
+
+def test_allow_list_loads_only_the_named_plugins() -> None:
+    out = _plugins({"DROPIN_ALLOW_PLUGINS": "image"})
+    assert "openvino (dropin-openvino" in out and "error: blocked by DROPIN_ALLOW_PLUGINS" in out
+    assert "backends: openvino" not in out and "preprocessors: image" in out
+    assert "builtin (dropin" in out and "sources: local" in out  # the core's own plugin always loads
+
+
+def test_a_model_whose_backend_plugin_is_blocked_stops_start_up(start_server, repo: Path) -> None:
+    modelgen.scale_model(repo / "1", shape=(-1, 2))
+    with pytest.raises(RuntimeError) as info:
+        start_server("--model_name", "m", "--model_path", str(repo), "--backend", "openvino",
+                     env={"DROPIN_BLOCK_PLUGINS": "openvino"})
+    assert "cannot start: Invalid configuration - model 'm' needs backend 'openvino', but its plugin is not usable: blocked by DROPIN_BLOCK_PLUGINS" in str(info.value)
