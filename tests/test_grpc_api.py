@@ -55,7 +55,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repo: Path) -> DropinServer:
     srv = DropinServer(["--config_path", str(repo / "config.json"), "--file_system_poll_wait_seconds", "0"])
     try:
-        for name, version in [("scale", 2), ("dynamic", 1), ("two", 1), ("identity", 1), ("broken", 1)]:
+        for name, version in [("scale", 1), ("scale", 2), ("dynamic", 1), ("two", 1), ("identity", 1), ("broken", 1)]:
             srv.wait_for(name, version)
         yield srv
     finally:

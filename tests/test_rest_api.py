@@ -88,7 +88,7 @@ def server(repo: Path) -> DropinServer:
         "--rest_max_body_bytes", str(BODY_LIMIT),
     ])
     try:
-        for name, version in [("scale", 2), ("dynamic", 1), ("two", 1), ("identity", 1), ("strings", 1),
+        for name, version in [("scale", 1), ("scale", 2), ("dynamic", 1), ("two", 1), ("identity", 1), ("strings", 1),
                               ("uneven", 1), ("digits", 1), ("broken", 1)]:
             srv.wait_for(name, version)
         yield srv
