@@ -113,3 +113,20 @@ def test_local_source_lists_numbered_directories(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
     (tmp_path / "7").write_text("a file, not a version")
     assert LocalSource(str(tmp_path)).versions() == {1: tmp_path / "1", 3: tmp_path / "3"}
+
+
+def test_monitoring_metrics_in_config_json(tmp_path: Path) -> None:
+    from dropin.errors import DropinError
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({
+        "model_config_list": [{"config": {"name": "a", "base_path": "a"}}],
+        "monitoring": {"metrics": {"enable": True, "metrics_list": ["ovms_requests_success"]}},
+    }))
+    settings = settings_from_args(build_parser().parse_args(["serve", "--config_path", str(path), "--rest_port", "8123"]))
+    assert settings.metrics_enable and list(settings.metrics_list) == ["ovms_requests_success"]
+    with pytest.raises(DropinError, match="rest_port"):  # as OVMS: metrics need the REST port
+        settings_from_args(build_parser().parse_args(["serve", "--config_path", str(path)]))
+    path.write_text(json.dumps({"model_config_list": [], "monitoring": {"metrics": {"enable": "yes"}}}))
+    with pytest.raises(ConfigError, match="boolean 'enable'"):
+        settings_from_args(build_parser().parse_args(["serve", "--config_path", str(path), "--rest_port", "8123"]))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import ConfigError, model_config, parse_plugin_config, read_config_file
+from .config import ConfigError, model_config, parse_plugin_config, read_config_file, read_metrics_config
 from .errors import DropinError, Status
 from .metrics import FAMILIES
 from .plugins import PluginHost, backend_priority
@@ -112,6 +112,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     if args.config_path:
         config_path = Path(args.config_path)
         models = read_config_file(config_path)  # refuse to start on an invalid file
+        enable, names = read_metrics_config(config_path)  # monitoring.metrics, as OVMS reads it
+        args.metrics_enable = args.metrics_enable or enable
+        args.metrics_list = args.metrics_list or ",".join(names)
     elif args.model_name or args.model_path:
         if not (args.model_name and args.model_path):
             raise ConfigError("--model_name and --model_path go together")

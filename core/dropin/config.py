@@ -189,3 +189,19 @@ def parse_config(data: bytes, path: Path) -> list[ModelConfig]:
     if duplicates:
         raise ConfigError(f"{path}: duplicate model name(s) {', '.join(duplicates)}")
     return models
+
+
+def read_metrics_config(path: str | Path) -> tuple[bool, list[str]]:
+    """config.json's `monitoring.metrics`: (enable, metrics_list), as OVMS reads them."""
+    try:
+        document = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return False, []  # read_config_file reports unreadable and invalid files
+    metrics = document.get("monitoring", {}).get("metrics", {}) if isinstance(document, dict) else {}
+    if not isinstance(metrics, dict):
+        raise ConfigError(f"{path}: monitoring.metrics must be an object")
+    _only(metrics, {"enable", "metrics_list"}, f"{path}: monitoring.metrics")
+    enable, names = metrics.get("enable", False), metrics.get("metrics_list", [])
+    if not isinstance(enable, bool) or not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{path}: monitoring.metrics needs a boolean 'enable' and a list of names 'metrics_list'")
+    return enable, names
