@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""Serving overhead against the physical limits, from one run, side by side (issue 8).
+
+Builds two models without downloads (a ResNet-50 with random weights, from image_throughput.py,
+and a 1x10 model), starts `dropin serve` on both as a user would (a subprocess, no special
+environment), and drives it with a multi-process gRPC load generator: every client process holds
+one request serialized once and sends the bytes (no serializer, no deserializer), with
+`concurrency / processes` calls in flight each (grpc.aio). It prints:
+
+(a) ResNet-50 served req/s at concurrency 4 / OpenVINO AsyncInferQueue req/s in-process
+    (goal >= 0.95);
+(b) the 1x10 model's served req/s at concurrency 16 / a bare Python gRPC echo server's req/s,
+    same client and payload; both grpc.aio and a thread-pool echo server are measured and the
+    faster is the reference;
+(c) p50 / p99 latency of both models at concurrency 1 (one synchronous client) next to
+    in-process latency (goals: 1x10 p50 < 0.15 ms, ResNet-50 p50 within 0.5 ms of in-process).
+
+    .venv/bin/python benchmarks/serving_overhead.py [--seconds 8] [--markdown docs/performance.md]
+
+Internal modes: `--echo-server aio|thread` runs an echo server and prints its port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import multiprocessing
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+CLIENT_OPTIONS = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
+
+
+def raise_malloc_thresholds() -> None:
+    """Clients too: image-sized buffers are otherwise returned to the OS after every call."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+
+
+# -- load generator (runs in spawned processes) ------------------------------------------------
+
+
+def _drive(port: int, payload: bytes, inflight: int, seconds: float, start_at: float) -> int:
+    """One client process: `inflight` concurrent calls, back to back; returns completed calls."""
+    import grpc
+
+    raise_malloc_thresholds()
+
+    async def run() -> int:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CLIENT_OPTIONS) as channel:
+            call = channel.unary_unary(PREDICT)  # bytes in, bytes out
+            await call(payload, timeout=60)
+            while time.time() < start_at:
+                await asyncio.sleep(0.001)
+            stop = time.monotonic() + seconds
+            done = 0
+
+            async def loop() -> None:
+                nonlocal done
+                while time.monotonic() < stop:
+                    await call(payload, timeout=60)
+                    done += 1
+
+            await asyncio.gather(*(loop() for _ in range(inflight)))
+            return done
+
+    return asyncio.run(run())
+
+
+class LoadGenerator:
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        list(self.pool.map(int, range(processes)))  # start them now
+
+    def rate(self, port: int, payload: bytes, concurrency: int, seconds: float) -> float:
+        """Requests per second with `concurrency` calls in flight, spread over the processes."""
+        procs = min(self.processes, concurrency)
+        shares = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
+        start_at = time.time() + 1.0
+        futures = [self.pool.submit(_drive, port, payload, n, seconds, start_at) for n in shares]
+        return sum(f.result() for f in futures) / seconds
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def latencies(port: int, payload: bytes, n: int, warmup: int) -> list[float]:
+    """Concurrency 1: one synchronous client, one call at a time."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=CLIENT_OPTIONS) as channel:
+        call = channel.unary_unary(PREDICT)
+        for _ in range(warmup):
+            call(payload, timeout=60)
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            call(payload, timeout=60)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[max(int(len(ordered) * 0.99) - 1, 0)]
+
+
+# -- echo servers ------------------------------------------------------------------------------
+
+
+def echo_server(kind: str) -> None:
+    """Answers every call with its request bytes; prints the port, runs until killed."""
+    import grpc
+
+    def echo(request: bytes, context: object) -> bytes:
+        return request
+
+    if kind == "aio":
+
+        async def aecho(request: bytes, context: object) -> bytes:
+            return request
+
+        async def run() -> None:
+            server = grpc.aio.server(options=CLIENT_OPTIONS)
+            handler = grpc.unary_unary_rpc_method_handler(aecho)
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+                "tensorflow.serving.PredictionService", {"Predict": handler}),))
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            print(port, flush=True)
+            await server.wait_for_termination()
+
+        asyncio.run(run())
+    else:
+        server = grpc.server(ThreadPoolExecutor(32), options=CLIENT_OPTIONS)
+        handler = grpc.unary_unary_rpc_method_handler(echo)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "tensorflow.serving.PredictionService", {"Predict": handler}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        print(port, flush=True)
+        server.wait_for_termination()
+
+
+def start_echo(kind: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", kind], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+def tiny_model(path: Path) -> None:
+    """[1,10] f32 -> [1,10] f32 (x * 2 + 1)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+    import numpy as np
+
+    x = ops.parameter([1, 10], ov.Type.f32, name="x")
+    x.output(0).get_tensor().set_names({"x"})
+    y = ops.add(ops.multiply(x, ops.constant(np.full((1, 10), 2, np.float32))), ops.constant(np.ones((1, 10), np.float32)))
+    y.output(0).get_tensor().set_names({"y"})
+    path.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.Model([ops.result(y)], [x], "tiny"), str(path / "model.xml"), compress_to_fp16=False)
+
+
+def start_dropin(config: Path) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dropin", "serve", "--config_path", str(config), "--port", "0",
+         "--file_system_poll_wait_seconds", "0"],
+        stderr=subprocess.PIPE, text=True, errors="replace",
+    )
+    assert proc.stderr is not None
+    port = 0
+    for line in proc.stderr:
+        match = re.search(r"gRPC server listening on .*:(\d+)$", line.strip())
+        if match:
+            port = int(match.group(1))
+        if "server ready" in line:
+            break
+    else:
+        raise RuntimeError(f"dropin did not start (exit code {proc.wait()})")
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    return proc, port
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- in-process references ---------------------------------------------------------------------
+
+
+class Compiled:
+    """The model compiled in this process as dropin compiles it (CPU, no plugin config)."""
+
+    def __init__(self, model_xml: Path, array) -> None:
+        import openvino as ov
+
+        self.compiled = ov.Core().compile_model(str(model_xml), "CPU")
+        self.queue = ov.AsyncInferQueue(self.compiled)  # OpenVINO's optimal number of requests
+        self.array = array
+        self.rate(0.5)  # warm up
+
+    def rate(self, seconds: float) -> float:
+        """AsyncInferQueue throughput, every request kept busy."""
+        queue, feed = self.queue, {0: self.array}
+        done = 0
+        started = time.monotonic()
+        stop_at = started + seconds
+        while time.monotonic() < stop_at:
+            for _ in range(len(queue)):
+                queue.start_async(feed)  # waits for an idle request
+            done += len(queue)
+        queue.wait_all()
+        return done / (time.monotonic() - started)
+
+    def latencies(self, n: int) -> list[float]:
+        """Sequential synchronous infer() calls on one request."""
+        request = self.compiled.create_infer_request()
+        feed = {0: self.array}
+        for _ in range(min(n // 10, 50) + 1):
+            request.infer(feed)
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            request.infer(feed)
+            times.append(time.perf_counter() - start)
+        return times
+
+
+def request_bytes(model: str, name: str, array) -> bytes:
+    from dropin._proto.tensorflow_serving.apis import predict_pb2
+    from dropin.tensor_proto import from_numpy
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs[name].CopyFrom(from_numpy(array))
+    return request.SerializeToString()
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput phase")
+    parser.add_argument("--processes", type=int, default=2, help="client processes of the load generator")
+    parser.add_argument("--latency-requests", type=int, default=3000, help="1x10 requests at concurrency 1 (ResNet: a tenth)")
+    parser.add_argument("--markdown", type=Path, help="also write the results table to this file")
+    parser.add_argument("--echo-server", choices=("aio", "thread"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_server:
+        echo_server(args.echo_server)
+        return
+
+    import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    from image_throughput import resnet50
+
+    raise_malloc_thresholds()
+    began = time.monotonic()
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 3, 224, 224), dtype=np.float32)
+    vector = rng.random((1, 10), dtype=np.float32)
+    n_tiny, n_resnet = args.latency_requests, max(args.latency_requests // 10, 50)
+    results: dict[str, object] = {}
+    gen = LoadGenerator(args.processes)
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        resnet50(repo / "resnet" / "1")
+        tiny_model(repo / "tiny" / "1")
+        config = repo / "config.json"
+        config.write_text(json.dumps({"model_config_list": [
+            {"config": {"name": "resnet", "base_path": str(repo / "resnet")}},
+            {"config": {"name": "tiny", "base_path": str(repo / "tiny")}},
+        ]}))
+        resnet_payload = request_bytes("resnet", "image", image)
+        tiny_payload = request_bytes("tiny", "x", vector)
+
+        # Every server runs for the whole measurement and the phases alternate (reference,
+        # dropin, reference, dropin), so that drift on a shared machine hits both sides alike.
+        servers = [start_echo("aio"), start_echo("thread"), start_dropin(config)]
+        try:
+            (_, aio_port), (_, thread_port), (_, port) = servers
+            ov_resnet = Compiled(repo / "resnet" / "1" / "model.xml", image)
+            ov_tiny = Compiled(repo / "tiny" / "1" / "model.xml", vector)
+            ov_tiny_times = ov_tiny.latencies(n_tiny)
+            tiny_times = latencies(port, tiny_payload, n_tiny, 300)
+            ov_resnet_times = ov_resnet.latencies(n_resnet)
+            resnet_times = latencies(port, resnet_payload, n_resnet, 10)
+            for p in (aio_port, thread_port, port):
+                gen.rate(p, tiny_payload, 16, 0.5)  # warm up
+            gen.rate(port, resnet_payload, 4, 1.0)
+            half = args.seconds / 2
+            echo_rates = {"aio": 0.0, "thread": 0.0}
+            tiny_rate = resnet_rate = ov_resnet_rate = 0.0
+            for _ in range(2):
+                ov_resnet_rate += ov_resnet.rate(half) / 2
+                resnet_rate += gen.rate(port, resnet_payload, 4, half) / 2
+                echo_rates["aio"] += gen.rate(aio_port, tiny_payload, 16, half) / 2
+                echo_rates["thread"] += gen.rate(thread_port, tiny_payload, 16, half) / 2
+                tiny_rate += gen.rate(port, tiny_payload, 16, half) / 2
+        finally:
+            for proc, _ in servers:
+                stop(proc)
+    gen.close()
+
+    best = max(echo_rates, key=echo_rates.__getitem__)
+    ratio_a = resnet_rate / ov_resnet_rate
+    ratio_b = tiny_rate / echo_rates[best]
+    lat = {
+        "tiny in-process": percentiles(ov_tiny_times),
+        "tiny dropin": percentiles(tiny_times),
+        "resnet in-process": percentiles(ov_resnet_times),
+        "resnet dropin": percentiles(resnet_times),
+    }
+    ms = lambda s: f"{s * 1e3:.3f}"  # noqa: E731
+    lines = [
+        f"{os.cpu_count()} CPU cores, {args.processes} client processes, {args.seconds:g} s per throughput measure (two alternating halves); "
+        f"request sizes: ResNet-50 {len(resnet_payload)} B, 1x10 {len(tiny_payload)} B; whole run {time.monotonic() - began:.0f} s",
+        "",
+        "| measure | dropin | reference | ratio / difference | goal |",
+        "|---|---|---|---|---|",
+        f"| (a) ResNet-50 req/s, concurrency 4 | {resnet_rate:.1f} | {ov_resnet_rate:.1f} (AsyncInferQueue in-process) | **{ratio_a:.3f}** | >= 0.95 |",
+        f"| (b) 1x10 req/s, concurrency 16 | {tiny_rate:.0f} | {echo_rates[best]:.0f} ({'thread-pool' if best == 'thread' else 'grpc.aio'} echo; "
+        f"aio {echo_rates['aio']:.0f}, thread pool {echo_rates['thread']:.0f}) | **{ratio_b:.3f}** | close to 1 |",
+        f"| (c) 1x10 p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
+        f"{ms(lat['tiny in-process'][0])} / {ms(lat['tiny in-process'][1])} (in-process infer) | "
+        f"+{ms(lat['tiny dropin'][0] - lat['tiny in-process'][0])} / +{ms(lat['tiny dropin'][1] - lat['tiny in-process'][1])} | p50 < 0.150 |",
+        f"| (c) ResNet-50 p50 / p99 ms, concurrency 1 | {ms(lat['resnet dropin'][0])} / {ms(lat['resnet dropin'][1])} | "
+        f"{ms(lat['resnet in-process'][0])} / {ms(lat['resnet in-process'][1])} (in-process infer) | "
+        f"+{ms(lat['resnet dropin'][0] - lat['resnet in-process'][0])} / +{ms(lat['resnet dropin'][1] - lat['resnet in-process'][1])} | p50 within +0.500 |",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
