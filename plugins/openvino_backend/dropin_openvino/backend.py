@@ -410,6 +410,12 @@ def string_tensor(name: str, values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.bytes_)
 
 
+#: Inferences shorter than this (a moving average) run on the event loop instead of a thread,
+#: if their inputs are small (a model with dynamic shapes may get a large request at any time).
+INLINE_SECONDS = 100e-6
+INLINE_BYTES = 64 << 10
+
+
 class OpenVINOModel(LoadedModel):
     """A compiled model with `nireq` infer requests, each used by one thread of a small pool."""
 
@@ -441,6 +447,10 @@ class OpenVINOModel(LoadedModel):
         for _ in range(nireq):
             self._requests.put(compiled.create_infer_request())
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(nireq, thread_name_prefix="dropin-openvino")
+        # Moving average of inference time. Models whose inferences take less than
+        # INLINE_SECONDS run on the event loop: handing them to a thread and back costs more than
+        # the inference. It starts high, so every model begins in the threads and is measured.
+        self._inline_ewma = 1.0
 
     @property
     def inputs(self) -> Mapping[str, TensorSpec]:
@@ -465,26 +475,53 @@ class OpenVINOModel(LoadedModel):
             raise KeyError(f"missing input(s) {', '.join(missing)} (inputs: {', '.join(self._inputs)})")
         for name in self._string_inputs:  # OpenVINO takes fixed-width bytes, not object arrays
             feed[self._input_index[name]] = string_tensor(name, inputs[name])
+        if self._inline_ewma < INLINE_SECONDS and sum(a.nbytes for a in feed.values()) <= INLINE_BYTES:
+            request = self._take_request()
+            if request is not None:  # else every request is busy in a thread: queue behind them
+                started = perf_counter()
+                try:
+                    outputs = self._run(request, feed)
+                finally:
+                    self._requests.put(request)
+                elapsed = perf_counter() - started
+                self._observe(elapsed)
+                return InferOutputs(outputs, 0.0, elapsed)
         return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
+
+    def _take_request(self) -> ov.InferRequest | None:
+        try:
+            return self._requests.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _observe(self, seconds: float) -> None:
+        """A moving average of how long inferences take; it decides where the next one runs."""
+        self._inline_ewma += (seconds - self._inline_ewma) * 0.1
 
     def _timed(self, feed: dict[int, np.ndarray], submitted: float) -> InferOutputs:
         """Runs in a pool thread: the time spent queued for a thread is the wait for an infer
         request (reported as ovms_wait_for_infer_req_time_us)."""
         started = perf_counter()
         outputs = self._infer_blocking(feed)
-        return InferOutputs(outputs, started - submitted, perf_counter() - started)
+        elapsed = perf_counter() - started
+        self._observe(elapsed)  # races with other threads may lose an update: it is only a hint
+        return InferOutputs(outputs, started - submitted, elapsed)
 
     def _infer_blocking(self, feed: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs in a pool thread. There are as many requests as threads, so get() never waits."""
         request = self._requests.get()
+        try:
+            return self._run(request, feed)
+        finally:
+            self._requests.put(request)
+
+    def _run(self, request: ov.InferRequest, feed: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             # share_inputs: no input copy (the caller keeps the arrays alive until we return).
             # share_outputs=False: the results are copies, so the request's memory can be reused.
             results = request.infer(feed, share_inputs=True, share_outputs=False, decode_strings=False).to_tuple()
         except RuntimeError as exc:
             raise InferenceError(f"OpenVINO inference failed: {ov_message(exc)}") from None
-        finally:
-            self._requests.put(request)
         return {
             name: result.astype(object) if i in self._string_outputs else result
             for i, (name, result) in enumerate(zip(self._output_names, results))
