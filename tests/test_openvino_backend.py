@@ -18,7 +18,7 @@ import pytest
 from dropin.backend import LoadOptions
 from dropin.dtypes import DType
 from dropin.shapes import Dim
-from dropin_openvino.backend import InferenceError, OpenVINOBackend, OpenVINOModel, find_model_file
+from dropin_openvino.backend import INLINE_BYTES, InferenceError, OpenVINOBackend, OpenVINOModel, find_model_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "models" / "digits" / "1"
@@ -210,6 +210,7 @@ def test_unknown_input_name(model: OpenVINOModel) -> None:
 
 
 def test_inference_runs_off_the_event_loop_thread(model: OpenVINOModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model, "_inline_ewma", 1.0)  # a slow model (the tiny digits model may run inline)
     seen: list[str] = []
     original = model._infer_blocking
 
@@ -233,6 +234,7 @@ def test_the_event_loop_runs_while_a_request_is_inside_openvino(
     model: OpenVINOModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The request blocks until the loop releases it: that only works if the loop is free meanwhile.
+    monkeypatch.setattr(model, "_inline_ewma", 1.0)  # a slow model
     entered, release = threading.Event(), threading.Event()
     released_in_time: list[bool] = []
     original = model._infer_blocking
@@ -252,6 +254,61 @@ def test_the_event_loop_runs_while_a_request_is_inside_openvino(
 
     run(main())
     assert released_in_time == [True]
+
+
+def test_fast_inferences_run_inline_on_the_event_loop(backend: OpenVINOBackend, expected) -> None:  # type: ignore[no-untyped-def]
+    fresh = backend.load(DIGITS, LoadOptions(plugin_config=F32))
+    threads: list[str] = []
+    original = fresh._infer_blocking
+
+    def spy(feed):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return original(feed)
+
+    fresh._infer_blocking = spy  # type: ignore[method-assign]
+
+    async def main() -> None:
+        for i in range(200):  # every model starts in the threads, measured
+            assert_same(await fresh.infer({"image": images(1, start=i)}), expected(images(1, start=i)))
+        in_threads = len(threads)
+        assert 0 < in_threads < 200, "a digits inference takes microseconds: it must move onto the loop"
+        for i in range(20):  # inline now: exact, and (but for a rare outlier on a busy machine) no thread
+            got = await fresh.infer({"image": images(1 + i % 7, start=i)})
+            assert_same(got, expected(images(1 + i % 7, start=i)))
+        assert len(threads) <= in_threads + 2
+        fresh._inline_ewma = 0.0
+        in_threads = len(threads)
+        big = np.zeros((INLINE_BYTES // (8 * 8 * 4) + 1, 8, 8, 1), np.float32)  # large inputs: a thread
+        await fresh.infer({"image": big})
+        assert len(threads) == in_threads + 1
+        # concurrent requests beyond the free infer requests queue in the threads, all exact
+        batches = [images(1 + i % 7, start=i) for i in range(30)]
+        results = await asyncio.gather(*(fresh.infer({"image": b}) for b in batches))
+        for got, batch in zip(results, batches):
+            assert_same(got, expected(batch))
+
+    try:
+        run(main())
+    finally:
+        fresh.close()
+
+
+def test_an_inline_inference_that_fails_raises_and_the_next_works(backend: OpenVINOBackend, tmp_path: Path) -> None:
+    failing = backend.load(save_fails_on_7(tmp_path), LoadOptions(nireq=1))
+    failing._inline_ewma = 0.0  # as if measured fast
+
+    async def main() -> None:
+        with pytest.raises(InferenceError, match="^OpenVINO inference failed: "):
+            await failing.infer({"x": np.ones(7, np.float32)})
+        ok = await failing.infer({"x": np.arange(6, dtype=np.float32)})
+        np.testing.assert_array_equal(ok["y"], np.arange(6, dtype=np.float32).reshape(3, 2))
+        assert failing._inline_ewma < 1e-3  # still inline
+        assert failing._requests.qsize() == 1  # the request went back to the pool both times
+
+    try:
+        run(main())
+    finally:
+        failing.close()
 
 
 # -- inference errors -------------------------------------------------------------------------

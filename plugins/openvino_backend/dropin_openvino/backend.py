@@ -6,7 +6,10 @@ the target device with the plugin config, and create `nireq` infer requests.
 
 Serving (`OpenVINOModel.infer`, on the event loop): the request is handed to a pool of `nireq`
 threads, each running one infer request synchronously (`InferRequest.infer` releases the GIL);
-the coroutine awaits the result and the loop never blocks.
+the coroutine awaits the result and the loop never blocks. Exception: a model whose inferences
+take under INLINE_SECONDS (a moving average of OpenVINO's InferRequest.latency) runs requests with
+small inputs directly on the loop when an infer request is free, because the hop to a thread and
+back costs more than such an inference (docs/performance.md). Every model starts in the threads.
 
 Why threads and not `AsyncInferQueue` callbacks (measured with openvino 2026.4, same throughput
 and latency either way on this machine):
@@ -495,7 +498,9 @@ class OpenVINOModel(LoadedModel):
     def _observe(self, seconds: float) -> None:
         """A moving average of how long inferences take (OpenVINO's InferRequest.latency); it
         decides where the next one runs."""
-        self._inline_ewma += (seconds - self._inline_ewma) * 0.1
+        # Capped: one outlier (the OS preempting the inference) must not send a fast model back
+        # to the threads for the next twenty requests; a slow model still averages over the limit.
+        self._inline_ewma += (min(seconds, 4 * INLINE_SECONDS) - self._inline_ewma) * 0.1
 
     def _timed(self, feed: dict[int, np.ndarray], submitted: float) -> InferOutputs:
         """Runs in a pool thread: the time spent queued for a thread is the wait for an infer
