@@ -345,6 +345,7 @@ def main() -> None:
         "resnet dropin": percentiles(resnet_times),
     }
     ms = lambda s: f"{s * 1e3:.3f}"  # noqa: E731
+    diff = lambda s: f"{s * 1e3:+.3f}"  # noqa: E731
     lines = [
         f"{os.cpu_count()} CPU cores, {args.processes} client processes, {args.seconds:g} s per throughput measure (two alternating halves); "
         f"request sizes: ResNet-50 {len(resnet_payload)} B, 1x10 {len(tiny_payload)} B; whole run {time.monotonic() - began:.0f} s",
@@ -356,10 +357,10 @@ def main() -> None:
         f"aio {echo_rates['aio']:.0f}, thread pool {echo_rates['thread']:.0f}) | **{ratio_b:.3f}** | close to 1 | |",
         f"| (c) 1x10 p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
         f"{ms(lat['tiny in-process'][0])} / {ms(lat['tiny in-process'][1])} (in-process infer) | "
-        f"+{ms(lat['tiny dropin'][0] - lat['tiny in-process'][0])} / +{ms(lat['tiny dropin'][1] - lat['tiny in-process'][1])} | p50 < 0.150 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} ({echo_name}) |",
+        f"{diff(lat['tiny dropin'][0] - lat['tiny in-process'][0])} / {diff(lat['tiny dropin'][1] - lat['tiny in-process'][1])} | p50 < 0.150 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} ({echo_name}) |",
         f"| (c) ResNet-50 p50 / p99 ms, concurrency 1 | {ms(lat['resnet dropin'][0])} / {ms(lat['resnet dropin'][1])} | "
         f"{ms(lat['resnet in-process'][0])} / {ms(lat['resnet in-process'][1])} (in-process infer) | "
-        f"+{ms(lat['resnet dropin'][0] - lat['resnet in-process'][0])} / +{ms(lat['resnet dropin'][1] - lat['resnet in-process'][1])} | p50 within +0.500 | {ms(echo_resnet[0])} / {ms(echo_resnet[1])} |",
+        f"{diff(lat['resnet dropin'][0] - lat['resnet in-process'][0])} / {diff(lat['resnet dropin'][1] - lat['resnet in-process'][1])} | p50 within +0.500 | {ms(echo_resnet[0])} / {ms(echo_resnet[1])} |",
     ]
     text = "\n".join(lines)
     print(text)
