@@ -15,6 +15,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
+import dropin_openvino.backend
 from dropin.backend import LoadOptions
 from dropin.dtypes import DType
 from dropin.shapes import Dim
@@ -256,7 +257,11 @@ def test_the_event_loop_runs_while_a_request_is_inside_openvino(
     assert released_in_time == [True]
 
 
-def test_fast_inferences_run_inline_on_the_event_loop(backend: OpenVINOBackend, expected) -> None:  # type: ignore[no-untyped-def]
+def test_fast_inferences_run_inline_on_the_event_loop(
+    backend: OpenVINOBackend, expected, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    # the mechanism, not the tuning: on a busy machine a digits batch of 7 may average over 100 us
+    monkeypatch.setattr(dropin_openvino.backend, "INLINE_SECONDS", 0.05)
     fresh = backend.load(DIGITS, LoadOptions(plugin_config=F32))
     threads: list[str] = []
     original = fresh._infer_blocking
@@ -271,11 +276,11 @@ def test_fast_inferences_run_inline_on_the_event_loop(backend: OpenVINOBackend, 
         for i in range(200):  # every model starts in the threads, measured
             assert_same(await fresh.infer({"image": images(1, start=i)}), expected(images(1, start=i)))
         in_threads = len(threads)
-        assert 0 < in_threads < 200, "a digits inference takes microseconds: it must move onto the loop"
-        for i in range(20):  # inline now: exact, and (but for a rare outlier on a busy machine) no thread
+        assert 0 < in_threads < 200, "a digits inference takes well under 50 ms: it must move onto the loop"
+        for i in range(20):  # inline now: exact, and no thread
             got = await fresh.infer({"image": images(1 + i % 7, start=i)})
             assert_same(got, expected(images(1 + i % 7, start=i)))
-        assert len(threads) <= in_threads + 2
+        assert len(threads) == in_threads
         fresh._inline_ewma = 0.0
         in_threads = len(threads)
         big = np.zeros((INLINE_BYTES // (8 * 8 * 4) + 1, 8, 8, 1), np.float32)  # large inputs: a thread
