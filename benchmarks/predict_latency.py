@@ -11,20 +11,17 @@ overhead. One run, side by side, because these machines are noisy.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
-import grpc
 import numpy as np
 import openvino as ov
 
 from dropin._proto.tensorflow_serving.apis import predict_pb2
 from dropin.tensor_proto import from_numpy
+from dropin.testing.server import DropinServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "digits" / "1" / "model.xml"
@@ -48,22 +45,10 @@ def in_process(image: np.ndarray, n: int) -> list[float]:
 
 
 def served(image: np.ndarray, n: int) -> list[float]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dropin", "serve", "--config_path", str(ROOT / "models" / "config.json"),
-         "--port", "0", "--file_system_poll_wait_seconds", "0"],
-        stderr=subprocess.PIPE, text=True, errors="replace",
-    )
+    server = DropinServer(["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"])
     try:
-        assert proc.stderr is not None
-        port = 0
-        for line in proc.stderr:
-            match = re.search(r"gRPC server listening on .*:(\d+)$", line.strip())
-            if match:
-                port = int(match.group(1))
-            if "server ready" in line:
-                break
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        call = channel.unary_unary(
+        server.wait_for("digits", 1)
+        call = server.channel.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
             request_serializer=None, response_deserializer=predict_pb2.PredictResponse.FromString,
         )
@@ -78,11 +63,9 @@ def served(image: np.ndarray, n: int) -> list[float]:
             start = time.perf_counter()
             call(payload)
             times.append(time.perf_counter() - start)
-        channel.close()
         return times
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
 
 
 def main() -> None:

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ import numpy as np
 
 from dropin._proto.tensorflow_serving.apis import predict_pb2
 from dropin.tensor_proto import from_numpy
+from dropin.testing.server import DropinServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,23 +32,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def start_server() -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dropin", "serve", "--config_path", str(ROOT / "models" / "config.json"),
-         "--port", "0", "--file_system_poll_wait_seconds", "0"],
-        stderr=subprocess.PIPE, text=True, errors="replace",
-    )
-    assert proc.stderr is not None
-    port = 0
-    for line in proc.stderr:
-        match = re.search(r"gRPC server listening on .*:(\d+)$", line.strip())
-        if match:
-            port = int(match.group(1))
-            break
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # drain the log
-    return proc, port
 
 
 def payloads() -> tuple[bytes, bytes]:
@@ -69,20 +50,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=4)
     options = parser.parse_args()
-    proc, port = start_server()
+    server = DropinServer(["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"])
+    server.wait_for("digits", 1)
+    proc = server.proc
     good, bad = payloads()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
-    # wait until the model answers
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            predict(good, timeout=5)
-            break
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    predict = server.channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
 
     counter = {"sent": 0, "ok": 0, "invalid": 0, "other": 0}
     lock = threading.Lock()
@@ -122,8 +94,7 @@ def main() -> None:
         t.join()
     elapsed = time.monotonic() - started
     final = rss_mib(proc.pid)
-    proc.terminate()
-    proc.wait(30)
+    server.stop()
     print(
         f"{counter['sent']} requests in {elapsed:.0f} s ({counter['sent'] / elapsed:.0f}/s): "
         f"{counter['ok']} ok, {counter['invalid']} invalid (expected), {counter['other']} other errors"
