@@ -17,12 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,7 +28,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from dropin._proto.tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+from dropin.testing.server import DropinServer
 
 AVAILABLE = 30
 
@@ -44,54 +40,16 @@ def build_model(directory: Path, factor: float) -> None:
     ov.save_model(ov.Model([y], [x], "m"), str(directory / "model.xml"))
 
 
-class Server:
-    def __init__(self, repo: Path, args: list[str]) -> None:
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dropin", "serve", "--model_name", "m", "--model_path", str(repo), "--port", "0", *args],
-            stderr=subprocess.PIPE, text=True, errors="replace",
-        )
-        self.port = 0
-        started = threading.Event()
+def available(server: DropinServer, version: int) -> bool:
+    try:
+        status = server.status("m", version)
+    except grpc.RpcError:
+        return False
+    return status.model_version_status[0].state == AVAILABLE
 
-        def read() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                match = re.search(r"gRPC server listening on .*:(\d+)$", line.strip())
-                if match:
-                    self.port = int(match.group(1))
-                if "server ready" in line:
-                    started.set()
 
-        threading.Thread(target=read, daemon=True).start()
-        if not started.wait(60):
-            raise RuntimeError("".join(self.lines))
-        self.stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(f"127.0.0.1:{self.port}"))
-
-    def available(self, version: int) -> bool:
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = "m"
-        request.model_spec.version.value = version
-        try:
-            status = self.stub.GetModelStatus(request, timeout=5)
-        except grpc.RpcError:
-            return False
-        return status.model_version_status[0].state == AVAILABLE
-
-    def load_ms(self, version: int) -> float:
-        pattern = re.compile(rf"model m version {version}: AVAILABLE .* in (\d+) ms")
-        for _ in range(200):
-            for line in self.lines:
-                match = pattern.search(line)
-                if match:
-                    return float(match.group(1))
-            time.sleep(0.01)
-        raise RuntimeError(f"no load time logged for version {version}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+def load_ms(server: DropinServer, version: int) -> float:
+    return float(server.wait_for_log(rf"model m version {version}: AVAILABLE .* in (\d+) ms", timeout=5).group(1))
 
 
 def measure(args: list[str], swaps: int, label: str) -> list[float]:
@@ -99,7 +57,8 @@ def measure(args: list[str], swaps: int, label: str) -> list[float]:
         repo, staging = Path(tmp) / "m", Path(tmp) / "staging"
         repo.mkdir()
         build_model(repo / "1", 1.0)
-        server = Server(repo, args)
+        server = DropinServer(["--model_name", "m", "--model_path", str(repo), *args])
+        server.wait_for("m", 1)
         delays = []
         rng = random.Random(0)
         try:
@@ -109,10 +68,10 @@ def measure(args: list[str], swaps: int, label: str) -> list[float]:
                 time.sleep(0.3 + rng.random())
                 start = time.perf_counter()
                 os.rename(staging / str(version), repo / str(version))
-                while not server.available(version):
+                while not available(server, version):
                     time.sleep(0.0005)
                 elapsed_ms = (time.perf_counter() - start) * 1000
-                delays.append(elapsed_ms - server.load_ms(version))
+                delays.append(elapsed_ms - load_ms(server, version))
         finally:
             server.stop()
     print(f"{label:44}{statistics.median(delays):>10.1f}{max(delays):>10.1f}")
