@@ -6,6 +6,7 @@ demo model called with ovmsclient and with tensorflow-serving-api (in a subproce
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -216,7 +217,7 @@ def test_nchw_layout_is_inferred_from_the_shape(server: DropinServer) -> None:
 def test_ovms_layout_option_still_works(server: DropinServer) -> None:
     data = encode(".png", color(20, 16, seed=17))
     np.testing.assert_array_equal(predict(server, "ovms_layout", [data])["y"], reference([data], 16, 16, nchw=True))
-    assert "input x FP32 (1,16,16,3): takes encoded images (layout NHWC (model)" in server.log
+    server.wait_for_log(re.escape("input x FP32 (1,16,16,3): takes encoded images (layout NHWC (model)"))
 
 
 def test_grayscale_images(server: DropinServer) -> None:
@@ -358,7 +359,8 @@ def test_bad_image_options_fail_the_load_with_the_reason(server: DropinServer) -
             assert time.monotonic() < deadline, status
             time.sleep(0.05)
         assert status.state == 20  # LOADING, with the reason
-        assert reason in status.status.error_message and reason in server.log
+        assert reason in status.status.error_message
+        server.wait_for_log(re.escape(reason))
 
 
 def test_numeric_tensors_still_bypass_the_plugin(server: DropinServer) -> None:

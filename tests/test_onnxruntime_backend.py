@@ -3,6 +3,8 @@ the real server, where the same .onnx model served by ONNX Runtime and by OpenVI
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 from pathlib import Path
 
@@ -204,9 +206,9 @@ def test_the_same_onnx_model_served_by_onnxruntime_and_openvino(dropin_server, t
     server = dropin_server("--config_path", str(repo.path / "config.json"))
     for name in ("ort", "ov", "auto", "strings_ort", "strings_ov"):
         server.wait_for(name, 1)
-    assert "model ort version 1: AVAILABLE (backend onnxruntime)" in server.log
-    assert "model ov version 1: AVAILABLE (backend openvino)" in server.log
-    assert "model auto version 1: AVAILABLE (backend openvino)" in server.log  # OpenVINO claims .onnx first
+    server.wait_for_log(re.escape("model ort version 1: AVAILABLE (backend onnxruntime)"))
+    server.wait_for_log(re.escape("model ov version 1: AVAILABLE (backend openvino)"))
+    server.wait_for_log(re.escape("model auto version 1: AVAILABLE (backend openvino)"))  # OpenVINO claims .onnx first
     client = server.client
     assert client.metadata("ort") == client.metadata("ov") == {
         "inputs": {"image": (DType.FP32, (-1, 8))},

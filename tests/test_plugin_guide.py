@@ -88,7 +88,7 @@ def test_the_server_serves_its_model(example: tuple[Path, Path], start_server) -
     src, site = example
     server = start_server("--model_name", "double", "--model_path", str(src / "models" / "double"), env={"PYTHONPATH": str(site)})
     server.wait_for("double", 1)
-    assert "model double version 1: AVAILABLE (backend affine)" in server.log
+    server.wait_for_log(re.escape("model double version 1: AVAILABLE (backend affine)"))
     x = np.array([[1.5, -2.0], [0.25, 8.0]], np.float32)
     np.testing.assert_array_equal(server.client.predict("double", {"x": x})["y"], x * 2)
 

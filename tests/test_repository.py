@@ -76,7 +76,8 @@ def test_new_version_loads_then_the_old_one_retires(start_server, repo: Path, st
     server.wait_for("m", 1, END)
     assert served_factor(server) == 2.0
     assert states(server) == {1: (END, 0, "OK"), 2: (AVAILABLE, 0, "OK")}
-    assert "model m version 2: AVAILABLE" in server.log and "model m version 1: END" in server.log
+    server.wait_for_log("model m version 2: AVAILABLE")
+    server.wait_for_log("model m version 1: END")
     with pytest.raises(grpc.RpcError) as info:
         served_factor(server, version=1)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND and info.value.details() == "Model with requested version is retired"
@@ -128,7 +129,7 @@ def test_changed_files_reload_the_version(start_server, repo: Path, staging: Pat
         os.replace(staging / "new" / name, repo / "1" / name)
     wait_until(lambda: served_factor(server) == 3.0, message="the changed files were never served")
     assert states(server) == {1: (AVAILABLE, 0, "OK")}
-    assert "model m version 1: reloaded" in server.log
+    server.wait_for_log("model m version 1: reloaded")
 
 
 def test_slow_copy_never_shows_a_failed_load(start_server, repo: Path, staging: Path) -> None:
@@ -254,7 +255,7 @@ def test_config_file_edits_add_remove_and_reconfigure_models(start_server, tmp_p
     # an invalid file changes nothing, and the log says why
     config.write_text('{"model_config_list": [{"config": {"name": "a"}}]}')
     wait_until(lambda: "the current configuration stays" in server.log)
-    assert "needs a 'base_path'" in server.log
+    server.wait_for_log("needs a 'base_path'")
     assert served_factor(server, "a") == 2.0 and served_factor(server, "b") == 20.0
     # a new policy applies without reloading what stays; a removed model retires
     write_config(config, {"a": {"base_path": "a", "model_version_policy": {"all": {}}}})

@@ -90,6 +90,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(start_server, slow_repo
     for i, response in enumerate(results):
         np.testing.assert_array_equal(outputs_of(response)["y"], X * i * 2)
     assert server.proc.wait(30) == 0
+    server._reader.join(10)  # the log of an exited server is read to its end
     assert "shutting down: finishing requests in flight" in server.log and "stopped" in server.log
 
 
@@ -191,7 +192,7 @@ def test_tls_on_both_ports(start_server, repo: Path, pki: dict[str, Path]) -> No
     modelgen.scale_model(repo / "1", shape=(-1, 2), factor=3.0)
     server = start_server("--model_name", "m", "--model_path", str(repo), "--rest_port", str(free_port()), "--plugin_config", F32_CONFIG,
                           "--tls_cert", str(pki["server.pem"]), "--tls_key", str(pki["server.key"]))
-    assert "TLS on every port; client certificates not required" in server.log
+    server.wait_for_log("TLS on every port; client certificates not required")
     channel, stub = _secure_stub(server.port, pki, client_cert=False)
     deadline = time.monotonic() + 30
     while True:
