@@ -22,10 +22,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
-import re
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,6 +37,7 @@ import openvino.opset13 as ops
 from dropin._proto.tensorflow.core.framework import tensor_pb2
 from dropin._proto.tensorflow_serving.apis import predict_pb2
 from dropin.tensor_proto import from_numpy
+from dropin.testing.server import DropinServer
 
 GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
 
@@ -111,23 +108,13 @@ def photo(size: int = 224) -> np.ndarray:
     return np.clip(np.stack(planes, axis=-1), 0, 255).astype(np.uint8)
 
 
-def start_server(repo: Path) -> tuple[subprocess.Popen, int]:
-    env = {**os.environ, "GLIBC_TUNABLES": GLIBC_TUNABLES}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dropin", "serve", "--model_name", "resnet", "--model_path", str(repo),
-         "--port", "0", "--file_system_poll_wait_seconds", "0"],
-        stderr=subprocess.PIPE, text=True, env=env,
+def start_server(repo: Path) -> DropinServer:
+    server = DropinServer(
+        ["--model_name", "resnet", "--model_path", str(repo), "--file_system_poll_wait_seconds", "0"],
+        env={"GLIBC_TUNABLES": GLIBC_TUNABLES},
     )
-    assert proc.stderr is not None
-    port = 0
-    for line in proc.stderr:
-        match = re.search(r"gRPC server listening on .*:(\d+)$", line.strip())
-        if match:
-            port = int(match.group(1))
-        if "server ready" in line:
-            break
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # keep the pipe drained
-    return proc, port
+    server.wait_for("resnet", 1, timeout=300)
+    return server
 
 
 def request_bytes(proto: tensor_pb2.TensorProto) -> bytes:
@@ -177,7 +164,8 @@ def main() -> None:
         started = time.monotonic()
         params = resnet50(Path(tmp) / "resnet" / "1")
         built = time.monotonic() - started
-        proc, port = start_server(Path(tmp) / "resnet")
+        server = start_server(Path(tmp) / "resnet")
+        port = server.port
         try:
             channel = grpc.insecure_channel(
                 f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
@@ -195,8 +183,7 @@ def main() -> None:
                 rates[kind].append(measure(call, payloads[kind], args.clients, args.seconds / 2))
             channel.close()
         finally:
-            proc.terminate()
-            proc.wait(30)
+            server.stop()
 
     tensor_rps = sum(rates["tensor"]) / 2
     jpeg_rps = sum(rates["jpeg"]) / 2

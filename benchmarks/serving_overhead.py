@@ -28,12 +28,10 @@ import ctypes
 import json
 import multiprocessing
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -180,23 +178,12 @@ def tiny_model(path: Path) -> None:
 
 
 def start_dropin(config: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dropin", "serve", "--config_path", str(config), "--port", "0",
-         "--file_system_poll_wait_seconds", "0"],
-        stderr=subprocess.PIPE, text=True, errors="replace",
-    )
-    assert proc.stderr is not None
-    port = 0
-    for line in proc.stderr:
-        match = re.search(r"gRPC server listening on .*:(\d+)$", line.strip())
-        if match:
-            port = int(match.group(1))
-        if "server ready" in line:
-            break
-    else:
-        raise RuntimeError(f"dropin did not start (exit code {proc.wait()})")
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-    return proc, port
+    """`dropin serve` as a user starts it (through the test kit, which drains its log)."""
+    from dropin.testing.server import DropinServer
+
+    server = DropinServer(["--config_path", str(config), "--file_system_poll_wait_seconds", "0"])
+    server.wait_for_log("server ready", timeout=300)
+    return server.proc, server.port
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -354,7 +341,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         f"| (a) ResNet-50 req/s, concurrency 4 | {resnet_rate:.1f} | {ov_resnet_rate:.1f} (AsyncInferQueue in-process) | **{ratio_a:.3f}** | >= 0.95 | |",
         f"| (b) 1x10 req/s, concurrency 16 | {tiny_rate:.0f} | {echo_rates[best]:.0f} ({'thread-pool' if best == 'thread' else 'grpc.aio'} echo; "
-        f"aio {echo_rates['aio']:.0f}, thread pool {echo_rates['thread']:.0f}) | **{ratio_b:.3f}** | close to 1 | |",
+        f"aio {echo_rates['aio']:.0f}, thread pool {echo_rates['thread']:.0f}) | **{ratio_b:.3f}** | >= 0.8 | |",
         f"| (c) 1x10 p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
         f"{ms(lat['tiny in-process'][0])} / {ms(lat['tiny in-process'][1])} (in-process infer) | "
         f"{diff(lat['tiny dropin'][0] - lat['tiny in-process'][0])} / {diff(lat['tiny dropin'][1] - lat['tiny in-process'][1])} | p50 < 0.150 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} ({echo_name}) |",
