@@ -193,6 +193,22 @@ def test_read_only_inputs_are_accepted(model: OpenVINOModel, expected) -> None: 
     assert_same(run(model.infer({"image": view})), expected(batch))
 
 
+def test_copied_shared_and_reshaped_inputs_in_any_order_are_exact(model: OpenVINOModel, expected) -> None:  # type: ignore[no-untyped-def]
+    # Each infer request owns input tensors that small and read-only inputs are copied into, and
+    # shares large writable arrays instead: every switch between the two, and every change of
+    # batch, must compute on this request's data.
+    big = 1 + dropin_openvino.backend.SHARE_BYTES // (64 * 4)  # writable and over the limit: shared
+    inputs = []
+    for i, n in enumerate([1, 3, big, 3, 1, big + 2, 2, 2]):
+        batch = images(n, start=i)
+        if i % 2:
+            batch = np.frombuffer(batch.tobytes(), dtype=np.float32).reshape(batch.shape)  # read-only: copied
+        inputs.append(batch)
+    inputs.append(np.asfortranarray(images(4, start=9)))  # not contiguous: copied
+    for batch in inputs * 2:
+        assert_same(run(model.infer({"image": batch})), expected(np.ascontiguousarray(batch)))
+
+
 def test_50_concurrent_infers_are_all_exact(model: OpenVINOModel, expected) -> None:  # type: ignore[no-untyped-def]
     batches = [images(1 + i % 7, start=i) for i in range(50)]
 
