@@ -27,24 +27,12 @@ class DType(enum.Enum):
     BOOL = "BOOL"
     STRING = "STRING"
 
-    @property
-    def numpy(self) -> np.dtype:
-        """The numpy dtype (little-endian, as on the wire); object for STRING."""
-        return _NUMPY[self]
-
-    @property
-    def tf_enum(self) -> int:
-        """The `tensorflow.DataType` enum value."""
-        return _TF[self]
-
-    @property
-    def tf_name(self) -> str:
-        """The `tensorflow.DataType` enum name, as REST metadata prints it."""
-        return _TF_NAMES[_TF[self]]
-
-    @property
-    def itemsize(self) -> int:
-        return _NUMPY[self].itemsize
+    # Set on every member below, from the tables: plain attributes, because they are read for
+    # every tensor of every request (a property plus a dict lookup on an Enum costs more).
+    numpy: np.dtype  #: the numpy dtype (little-endian, as on the wire); object for STRING
+    tf_enum: int  #: the `tensorflow.DataType` enum value
+    tf_name: str  #: the `tensorflow.DataType` enum name, as REST metadata prints it
+    itemsize: int
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype | type) -> "DType":
@@ -102,6 +90,12 @@ _TF_NAMES: dict[int, str] = {
 
 # What OVMS prints for request dtypes it has no precision for.
 _OVMS_NAMES_OF_OTHER_TF_TYPES: dict[int, str] = {14: "BF16", 8: "UNDEFINED", 18: "UNDEFINED"}
+
+for _member in DType:
+    _member.numpy = _NUMPY[_member]
+    _member.tf_enum = _TF[_member]
+    _member.tf_name = _TF_NAMES[_TF[_member]]
+    _member.itemsize = _NUMPY[_member].itemsize
 
 _FROM_TF = {v: k for k, v in _TF.items()}
 _FROM_NUMPY = {v: k for k, v in _NUMPY.items() if k is not DType.STRING}
