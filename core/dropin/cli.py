@@ -21,6 +21,8 @@ from .metrics import FAMILIES
 from .plugins import PluginHost, backend_priority
 from .server import GIB, Server, ServerSettings
 from .tls import TlsSettings
+from .worker_link import WorkerLink, die_with_parent
+from .workers import serve_workers
 
 LOG_LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 
@@ -40,7 +42,13 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         "--metrics_list", default="", metavar="NAMES",
         help=f"comma-separated metric families to expose (default all: {', '.join(FAMILIES)})",
     )
-    server.add_argument("--grpc_workers", type=int, default=1)
+    server.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="server processes sharing the ports (SO_REUSEPORT), each with its own copy of every model (default 1)",
+    )
+    server.add_argument("--grpc_workers", type=int, default=1, help="accepted for OVMS compatibility and ignored; see --workers")
+    server.add_argument("--worker_index", type=int, default=0, help=argparse.SUPPRESS)  # set by the --workers supervisor
+    server.add_argument("--worker_control_fd", type=int, default=None, help=argparse.SUPPRESS)
     server.add_argument(
         "--grpc_max_message_size", type=int, default=GIB, metavar="BYTES",
         help="largest gRPC message received or sent (default 1 GiB, as OVMS)",
@@ -177,9 +185,11 @@ def _number_or_list(text: str, flag: str) -> float | list[float]:
     raise ConfigError(f"--{flag} must be a number or a JSON list of numbers, got {text!r}")
 
 
-def setup_logging(level: str, path: str | None = None) -> None:
+def setup_logging(level: str, path: str | None = None, worker: int = 0) -> None:
+    """Log to stderr or `path`; a worker of --workers N adds `[worker N]` to its lines."""
     handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s][%(name)s] %(message)s"))
+    who = f"[worker {worker}]" if worker else ""
+    handler.setFormatter(logging.Formatter(f"[%(asctime)s][%(levelname)s]{who}[%(name)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LOG_LEVELS[level])
@@ -207,7 +217,7 @@ def tune_malloc() -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level, args.log_path)
+    setup_logging(args.log_level, args.log_path, args.worker_index)
     if tune_malloc():
         logging.getLogger("dropin").debug("malloc: mmap threshold %d, trim threshold %d", MMAP_THRESHOLD, TRIM_THRESHOLD)
     try:
@@ -215,8 +225,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except DropinError as exc:
         logging.getLogger("dropin").error("%s", exc)
         return 2
+    if args.workers < 1:
+        logging.getLogger("dropin").error("--workers must be at least 1, got %d", args.workers)
+        return 2
+    if args.workers > 1 and args.worker_control_fd is None:
+        return serve_workers(args.workers, getattr(args, "serve_argv", sys.argv[1:]), settings)
+    link = None
+    if args.worker_control_fd is not None:
+        die_with_parent()
+        link = WorkerLink(args.worker_index, args.worker_control_fd)
     try:
-        asyncio.run(Server(settings).serve())
+        asyncio.run(Server(settings, link=link).serve())
     except DropinError as exc:  # a plugin a model needs is unusable, unreadable TLS files, ...
         logging.getLogger("dropin").error("cannot start: %s", exc)
         return 2
@@ -253,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
         argv.insert(0, "serve")  # `dropin --model_name ...`, as ovms is invoked
     args = build_parser().parse_args(argv)
+    args.serve_argv = argv[1:]  # what --workers N hands on to its workers
     return {"serve": cmd_serve, "plugins": cmd_plugins}[args.command](args)
 
 

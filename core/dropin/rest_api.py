@@ -56,6 +56,7 @@ class RestApi:
         reload_config: Callable[[], Awaitable[bool]] | None = None,
         rescan: Callable[[], Awaitable[bool]] | None = None,
         json_threads: int = 2,
+        render_metrics: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.table = dataplane.table
@@ -64,6 +65,7 @@ class RestApi:
         self.metrics = metrics
         self._reload_config = reload_config  # None: the server has no config.json
         self._rescan = rescan
+        self._render_metrics = render_metrics  # --workers N: every worker's metrics, not only ours
         self._executor = ThreadPoolExecutor(json_threads, thread_name_prefix="dropin-json")
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -76,11 +78,15 @@ class RestApi:
         return app
 
     async def start(
-        self, host: str, port: int, shutdown_timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None
+        self, host: str, port: int, shutdown_timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> int:
+        """Listen on host:port (with SO_REUSEPORT when `reuse_port`: the workers of --workers N
+        share the port); the port listened on."""
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=shutdown_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, shutdown_timeout=shutdown_timeout, ssl_context=ssl_context)
+        site = web.TCPSite(runner, host, port, shutdown_timeout=shutdown_timeout, ssl_context=ssl_context,
+                           reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:
@@ -139,7 +145,8 @@ class RestApi:
             if match := MODEL_READY_URL.fullmatch(path):
                 return self.model_ready(match.group(1), _version(match.group(2)))
             if path == METRICS_URL and self.metrics is not None:
-                return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+                body = await self._render_metrics() if self._render_metrics is not None else self.metrics.render()
+                return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
             if PREDICT_URL.fullmatch(path) or path == CONFIG_RELOAD_URL:
                 raise DropinError(Status.REST_UNSUPPORTED_METHOD, f"{path} answers POST, not GET")
         else:

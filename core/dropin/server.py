@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import gc
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +18,17 @@ import grpc
 from . import config as config_mod
 from .config import ConfigError, ModelConfig, VersionPolicy
 from .config_file import ConfigFile
+from ._proto.tensorflow_serving.config import model_server_config_pb2
 from .dataplane import DataPlane
 from .grpc_api import ModelService, PredictionService, add_services
 from .health import GrpcHealth, add_reflection
 from .manager import ModelManager
 from .metrics import FAMILIES, Metrics
+from .metrics_merge import merged, requests_total, snapshot
 from .plugins import PluginHost
 from .tls import TlsSettings
 from .rest_api import RestApi
+from .worker_link import ChannelClosed, WorkerLink
 
 log = logging.getLogger("dropin.server")
 
@@ -31,6 +36,11 @@ GIB = 1 << 30
 
 # tensorflow.error.Code values for ReloadConfigResponse.status
 _OK, _INVALID_ARGUMENT = 0, 3
+
+# --workers: how long the worker that received a reload waits for the others to have applied it
+# too (they do in any case, in order), and how long a scrape waits for their metrics.
+RELAY_WAIT_SECONDS = 30.0
+METRICS_WAIT_SECONDS = 2.0
 
 
 @dataclass
@@ -58,8 +68,12 @@ class ServerSettings:
 
 
 class Server:
-    def __init__(self, settings: ServerSettings, plugins: PluginHost | None = None) -> None:
+    """One server process. With `link` it is a worker of `--workers N` (workers.py): it listens
+    with SO_REUSEPORT and relays reloads and metrics through the supervisor."""
+
+    def __init__(self, settings: ServerSettings, plugins: PluginHost | None = None, link: WorkerLink | None = None) -> None:
         self.settings = settings
+        self.link = link
         if plugins is None:
             plugins = PluginHost()
             plugins.load()
@@ -74,7 +88,13 @@ class Server:
         self.health: GrpcHealth | None = None
         self.rest: RestApi | None = None
         self.rest_port = 0
-        self.config_file = ConfigFile(settings.config_path, self.manager.apply) if settings.config_path else None
+        self.config_file = ConfigFile(settings.config_path, self._apply_config_file) if settings.config_path else None
+        if link is not None:
+            link.handlers.update({
+                "reload_config": self._relayed_reload_config,
+                "reload_config_file": self._relayed_reload_config_file,
+                "metrics_snapshot": self._metrics_snapshot,
+            })
 
     def check_plugins(self) -> None:
         """A model that names its backend needs that backend: if its plugin is missing, blocked or
@@ -90,12 +110,36 @@ class Server:
                 )
 
     async def start(self) -> None:
-        s = self.settings
         self.check_plugins()
+        if self.link is None:
+            await self._listen()
+            await self._load()
+        else:
+            # A worker listens once it can answer: the kernel hands new connections to every
+            # listener of the port, and a (re)starting worker would get some while it loads.
+            await self._load()
+            await self._listen()
+        assert self.health is not None
+        self.ready.set()
+        await self.health.set_serving(True)
+        # Everything alive now (modules, models) lives as long as the server: keep it out of the
+        # cyclic GC's full collections, which otherwise cost tens of ms on JSON-heavy requests.
+        gc.freeze()
+        if self.link is None:
+            log.info("initial model loading finished: server ready")
+        else:  # the supervisor says "server ready" once every worker is
+            log.info("initial model loading finished: worker ready")
+            self.link.notify("ready")
+        if self.settings.file_system_poll_wait_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._poll()))
+
+    async def _listen(self) -> None:
+        s = self.settings
         options = [
             ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
             ("grpc.max_send_message_length", s.grpc_max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # one port for all workers of --workers N; else a second server on the port fails
+            ("grpc.so_reuseport", 1 if self.link is not None else 0),
         ]
         self.grpc = grpc.aio.server(options=options)
         add_services(
@@ -118,25 +162,23 @@ class Server:
         if s.tls is not None:
             log.info("TLS on every port; client certificates %s", "required" if s.tls.client_ca else "not required")
         if s.grpc_workers > 1:
-            log.warning("--grpc_workers %d: this server runs one gRPC event loop; the value is accepted for OVMS compatibility", s.grpc_workers)
+            log.warning("--grpc_workers %d: ignored (accepted for OVMS compatibility); one gRPC event loop serves each "
+                        "process; --workers N runs N server processes", s.grpc_workers)
         if s.rest_port:
             await self._start_rest()
-        monitoring = s.file_system_poll_wait_seconds > 0
-        self.manager.watching = monitoring and s.file_system_watch
+
+    async def _load(self) -> None:
+        """The initial models (and, for a worker, what other workers were told since they started)."""
+        s = self.settings
+        self.manager.watching = s.file_system_poll_wait_seconds > 0 and s.file_system_watch
         if self.config_file is not None:
             await self.config_file.reload()
             if self.manager.watching:
                 self.config_file.watch()
         else:
             await self.manager.apply(s.models)
-        self.ready.set()
-        await self.health.set_serving(True)
-        # Everything alive now (modules, models) lives as long as the server: keep it out of the
-        # cyclic GC's full collections, which otherwise cost tens of ms on JSON-heavy requests.
-        gc.freeze()
-        log.info("initial model loading finished: server ready")
-        if monitoring:
-            self._tasks.append(asyncio.create_task(self._poll()))
+        if self.link is not None:
+            await self.link.synced()
 
     async def _poll(self) -> None:
         """Every file_system_poll_wait_seconds: check config.json and rescan every repository, the
@@ -157,25 +199,103 @@ class Server:
             raise ConfigError("the server was started without --config_path")
         return await self.config_file.reload()
 
+    async def _apply_config_file(self, models: list[ModelConfig]) -> bool:
+        changed = await self.manager.apply(models)
+        if self.link is not None and self.ready.is_set():
+            self.link.notify("config_file_applied")  # a restarted worker reads the file, no replay
+        return changed
+
+    # -- --workers N: what reaches every worker ------------------------------------------------
+
+    async def _reload_everywhere(self) -> bool:
+        """POST /v1/config/reload on a worker: every worker re-reads config.json (if any) and
+        rescans; this worker's outcome answers."""
+        assert self.link is not None
+        results = await self._fanout("reload_config_file", {})
+        own = results.get(self.link.index)
+        if isinstance(own, dict) and "error" in own:
+            raise ConfigError(own["error"])
+        return bool(own)
+
+    async def _relayed_reload_config_file(self, args: dict[str, Any]) -> bool:
+        changed = await self.reload_config_file() if self.config_file is not None else False
+        return await self.manager.sync_all() or changed
+
+    async def _relayed_reload_config(self, args: dict[str, Any]) -> list[Any]:
+        server_config = model_server_config_pb2.ModelServerConfig.FromString(base64.b64decode(args["config"]))
+        return list(await self._reload_config_here(server_config))
+
+    async def _fanout(self, op: str, args: dict[str, Any]) -> dict[int, Any]:
+        assert self.link is not None
+        results = await self.link.fanout(op, args, include_self=True, wait=RELAY_WAIT_SECONDS)
+        late = [i for i, r in results.items() if i != self.link.index and isinstance(r, dict) and "error" in r]
+        if late:
+            log.warning("%s: workers %s report %s", op, ", ".join(map(str, late)), "; ".join(results[i]["error"] for i in late))
+        return results
+
+    async def _metrics_snapshot(self, args: dict[str, Any]) -> dict[str, Any] | None:
+        if self.metrics is None:
+            return None
+        assert self.link is not None
+        return {"worker": self.link.index, "pid": os.getpid(), **snapshot(self.metrics)}
+
+    async def _render_all_metrics(self) -> bytes:
+        """/metrics on a worker: this worker's counters plus every other worker's. A worker that
+        does not answer in time is left out, and a comment line says so."""
+        assert self.metrics is not None and self.link is not None
+        try:
+            results = await self.link.fanout("metrics_snapshot", {}, include_self=False, wait=METRICS_WAIT_SECONDS)
+        except ChannelClosed:
+            results = {}
+        own = {"worker": self.link.index, "pid": os.getpid(), "requests": requests_total(self.metrics)}
+        snaps = [r for r in results.values() if isinstance(r, dict) and "models" in r]
+        comments = [f"# dropin worker {s['worker']} (pid {s['pid']}): {s['requests']} requests"
+                    for s in sorted([own, *snaps], key=lambda s: s["worker"])]
+        comments += [f"# dropin worker {i}: left out ({r['error']})" for i, r in sorted(results.items())
+                     if isinstance(r, dict) and "error" in r]
+        return ("\n".join(comments) + "\n").encode() + merged(self.metrics, snaps).render()
+
     async def _start_rest(self) -> None:
         s = self.settings
+        if self.link is None:
+            reload, rescan = (self.reload_config_file if self.config_file is not None else None), self.manager.sync_all
+        else:  # both, on every worker
+            reload, rescan = self._reload_everywhere, None
         self.rest = RestApi(
             self.dataplane,
             self.ready,
             s.rest_max_body_bytes,
             self.metrics,
-            reload_config=self.reload_config_file if self.config_file is not None else None,
-            rescan=self.manager.sync_all,
+            reload_config=reload,
+            rescan=rescan,
+            render_metrics=self._render_all_metrics if self.link is not None and self.metrics is not None else None,
         )
         self.rest_port = await self.rest.start(
-            s.rest_bind_address, s.rest_port, s.shutdown_grace_seconds, s.tls.ssl_context() if s.tls else None
+            s.rest_bind_address, s.rest_port, s.shutdown_grace_seconds, s.tls.ssl_context() if s.tls else None,
+            reuse_port=self.link is not None,
         )
         log.info("REST server listening on %s", f"{_host(s.rest_bind_address)}:{self.rest_port}")
         if self.metrics is not None:
             log.info("metrics enabled on http://%s:%d/metrics", _host(s.rest_bind_address), self.rest_port)
 
     async def reload_config(self, server_config: Any) -> tuple[int, str]:
-        """HandleReloadConfigRequest: serve exactly the models of the given ModelServerConfig."""
+        """HandleReloadConfigRequest: serve exactly the models of the given ModelServerConfig.
+        A worker of --workers N checks it, then has every worker apply it (in one order for all)
+        and answers with its own outcome once it applied it."""
+        if self.link is None:
+            return await self._reload_config_here(server_config)
+        try:
+            self._models_from_proto(server_config)
+        except ConfigError as exc:
+            log.error("reload config request refused: %s", exc)
+            return _INVALID_ARGUMENT, str(exc)
+        config = base64.b64encode(server_config.SerializeToString()).decode()
+        own = (await self._fanout("reload_config", {"config": config})).get(self.link.index)
+        if isinstance(own, list):
+            return own[0], own[1]
+        raise RuntimeError(f"reload config request not applied: {own}")
+
+    async def _reload_config_here(self, server_config: Any) -> tuple[int, str]:
         try:
             models = self._models_from_proto(server_config)
         except ConfigError as exc:
@@ -217,13 +337,19 @@ class Server:
         )
         await self.manager.close()
         self.dataplane.close()
+        if self.link is not None:
+            self.link.close()
 
     async def serve(self) -> None:
-        """Start, then run until SIGTERM or SIGINT, then stop gracefully."""
+        """Start, then run until SIGTERM or SIGINT (or, for a worker, until the supervisor is
+        gone), then stop gracefully."""
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
+        if self.link is not None:
+            await self.link.connect()
+            loop.create_task(self.link.closed.wait()).add_done_callback(lambda _: stopping.set())
         await self.start()
         await stopping.wait()
         log.info("shutting down: finishing requests in flight (up to %g s)", self.settings.shutdown_grace_seconds)

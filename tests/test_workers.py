@@ -1,0 +1,223 @@
+"""`dropin serve --workers 2` as users run it: one port for two server processes, requests spread
+over both, reloads and /metrics covering both, a killed worker restarted, a clean SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import openvino as ov
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import modelgen
+from conftest import DropinServer, free_port
+from dropin._proto.tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+from test_grpc_api import outputs_of, predict_request
+from test_plugins import install_fake_distribution
+from test_shutdown_security import SLOW_PLUGIN
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "models" / "digits"
+READY = r"initial model loading finished: server ready \(2 workers: pids (\d+), (\d+)\)"
+AVAILABLE = 30
+
+
+def start_workers(start_server, *args: str, env: dict[str, str] | None = None) -> tuple[DropinServer, list[int]]:
+    """A `--workers 2` server, returned once every worker is ready, with the workers' pids."""
+    server = start_server("--workers", "2", *args, env=env)
+    match = server.wait_for_log(READY, timeout=60)
+    return server, [int(match.group(1)), int(match.group(2))]
+
+
+class Fresh:
+    """A channel of its own (not shared with other channels to the same address, as gRPC does by
+    default): a new TCP connection, which the kernel hands to any of the workers."""
+
+    def __init__(self, port: int) -> None:
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        self.predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def __enter__(self) -> "Fresh":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.channel.close()
+
+
+def state_on_fresh_connection(port: int, name: str) -> int:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = name
+    with Fresh(port) as fresh:
+        try:
+            return fresh.models.GetModelStatus(request, timeout=10).model_version_status[0].state
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
+            return -1
+
+
+def metrics(rest_port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/metrics", timeout=10) as reply:
+        return reply.read().decode()
+
+
+def predict_successes(text: str) -> float:
+    for family in text_string_to_metric_families(text):
+        if family.name == "ovms_requests_success":
+            return sum(s.value for s in family.samples
+                       if s.labels.get("method") == "Predict" and s.labels.get("interface") == "gRPC")
+    return 0.0
+
+
+def pids_gone(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        return False
+    return True
+
+
+def test_two_workers_share_the_port_and_metrics_count_both(start_server) -> None:
+    rest_port = free_port()
+    server, pids = start_workers(start_server, "--model_name", "digits", "--model_path", str(DIGITS),
+                                 "--rest_port", str(rest_port), "--metrics_enable")
+    assert len(set(pids)) == 2 and server.proc.pid not in pids
+    compiled = ov.Core().compile_model(str(DIGITS / "1" / "model.xml"), "CPU")
+    rng = np.random.default_rng(8)
+    images = [rng.random((2, 8, 8, 1), dtype=np.float32) * 16 for _ in range(40)]
+
+    def call(image: np.ndarray) -> dict[str, np.ndarray]:
+        with Fresh(server.port) as fresh:
+            return outputs_of(fresh.predict.Predict(predict_request("digits", {"image": image}), timeout=20))
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, images))
+    for image, outputs in zip(images, results):
+        expected = compiled(image)[compiled.output("probabilities")]
+        np.testing.assert_allclose(outputs["probabilities"], expected, rtol=1e-2, atol=1e-3)
+    for _ in range(6):  # each scrape is a new connection: any worker answers, with everyone's counts
+        text = metrics(rest_port)
+        assert predict_successes(text) == len(images)
+    served = {int(pid): int(n) for pid, n in re.findall(r"^# dropin worker \d \(pid (\d+)\): (\d+) requests$", text, re.M)}
+    assert set(served) == set(pids) and all(served.values()) and sum(served.values()) == len(images), served
+
+
+def test_a_taken_port_is_a_clear_error() -> None:
+    with socket.create_server(("0.0.0.0", 0)) as taken:
+        port = taken.getsockname()[1]
+        for flags, what in ((["--port", str(port)], "gRPC"), (["--port", "0", "--rest_port", str(port)], "REST")):
+            result = subprocess.run(
+                [sys.executable, "-m", "dropin", "serve", "--workers", "2", *flags,
+                 "--model_name", "digits", "--model_path", str(DIGITS)],
+                capture_output=True, text=True, timeout=60,
+            )
+            assert result.returncode == 1, result.stderr
+            assert f"cannot listen for {what} on 0.0.0.0:{port}: Address already in use" in result.stderr
+            assert "worker 1 started" not in result.stderr  # refused before starting any worker
+
+
+def test_reloads_reach_every_worker_and_a_killed_worker_comes_back(start_server, tmp_path: Path) -> None:
+    modelgen.scale_model(tmp_path / "scale" / "1", shape=(-1, 2), factor=3.0)
+    modelgen.scale_model(tmp_path / "later" / "1", shape=(-1, 2), factor=5.0)
+    config = tmp_path / "config.json"
+    entries = [{"config": {"name": "digits", "base_path": str(DIGITS)}}]
+    config.write_text(json.dumps({"model_config_list": entries}))
+    rest_port = free_port()
+    # no file watching: only the relays can make every worker agree
+    server, pids = start_workers(start_server, "--config_path", str(config), "--file_system_poll_wait_seconds", "0",
+                                 "--rest_port", str(rest_port))
+
+    request = model_management_pb2.ReloadConfigRequest()
+    for name, path in (("digits", DIGITS), ("scale", tmp_path / "scale")):
+        entry = request.config.model_config_list.config.add()
+        entry.name, entry.base_path = name, str(path)
+    response = server.models.HandleReloadConfigRequest(request, timeout=30)
+    assert response.status.error_code == 0, response
+    assert [state_on_fresh_connection(server.port, "scale") for _ in range(16)] == [AVAILABLE] * 16
+
+    # SIGKILL a worker while requests keep coming: the other one answers them meanwhile
+    stop, outcomes, errors = threading.Event(), [], []
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                with Fresh(server.port) as fresh:
+                    fresh.predict.Predict(predict_request("scale", {"x": np.ones((1, 2), np.float32)}), timeout=5)
+                outcomes.append((time.monotonic(), True))
+            except grpc.RpcError as exc:
+                outcomes.append((time.monotonic(), False))
+                errors.append(f"{exc.code()}: {exc.details()}")
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        killed = time.monotonic()
+        os.kill(pids[0], signal.SIGKILL)
+        server.wait_for_log(rf"worker 1 \(pid {pids[0]}\) exited with signal SIGKILL; restarting it in")
+        new_pid = int(server.wait_for_log(r"worker 1 \(pid (\d+)\) ready", timeout=60).group(1))
+        back = time.monotonic()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert new_pid not in pids and pids_gone([pids[0]])
+    meanwhile = [ok for t, ok in outcomes if killed + 0.2 < t < back]
+    assert meanwhile and all(meanwhile), errors
+    assert sum(ok for _, ok in outcomes) >= len(outcomes) - 2  # at most the calls cut by the kill
+    # the restarted worker got the reload replayed: every connection still sees "scale"
+    assert [state_on_fresh_connection(server.port, "scale") for _ in range(16)] == [AVAILABLE] * 16
+
+    # POST /v1/config/reload re-reads config.json on every worker
+    entries.append({"config": {"name": "later", "base_path": str(tmp_path / "later")}})
+    config.write_text(json.dumps({"model_config_list": entries}))
+    reply = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{rest_port}/v1/config/reload", method="POST"),
+                                   timeout=30)
+    assert reply.status == 201 and "later" in json.loads(reply.read())
+    assert [state_on_fresh_connection(server.port, "later") for _ in range(16)] == [AVAILABLE] * 16
+
+
+def test_sigterm_answers_requests_in_flight_and_leaves_no_process(start_server, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install_fake_distribution(site, "dropin_slow", {"slow": "slow_plugin"}, {"slow_plugin": SLOW_PLUGIN})
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "slow.txt").write_text("1.0")
+    server, pids = start_workers(start_server, "--model_name", "m", "--model_path", str(tmp_path / "m"),
+                                 "--shutdown_grace_seconds", "10", env={"PYTHONPATH": str(site)})
+    x = np.ones((1, 2), np.float32)
+
+    def call(i: int) -> np.ndarray:
+        with Fresh(server.port) as fresh:
+            return outputs_of(fresh.predict.Predict(predict_request("m", {"x": x * i}), timeout=30))["y"]
+
+    with ThreadPoolExecutor(10) as pool:
+        in_flight = [pool.submit(call, i) for i in range(10)]
+        time.sleep(0.5)  # all inside the model now, on both workers
+        server.proc.send_signal(signal.SIGTERM)
+        results = [f.result() for f in in_flight]
+    for i, y in enumerate(results):
+        np.testing.assert_array_equal(y, x * i * 2)
+    assert server.proc.wait(30) == 0
+    server._reader.join(10)
+    assert pids_gone(pids)
+    assert server.log.count("[dropin.server] stopped") == 2 and server.log.rstrip().endswith("[dropin.workers] stopped")
