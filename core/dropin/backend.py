@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -44,7 +44,12 @@ class InferOutputs(dict):  # type: ignore[type-arg]
 
     __slots__ = ("wait_seconds", "infer_seconds")
 
-    def __init__(self, outputs: Mapping[str, np.ndarray], wait_seconds: float, infer_seconds: float) -> None:
+    def __init__(
+        self,
+        outputs: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
+        wait_seconds: float,
+        infer_seconds: float,
+    ) -> None:
         super().__init__(outputs)
         self.wait_seconds = wait_seconds
         self.infer_seconds = infer_seconds

@@ -36,6 +36,9 @@ class DType(enum.Enum):
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype | type) -> "DType":
+        found = _FROM_NUMPY.get(dtype)  # type: ignore[call-overload]  # a numpy dtype: no conversion
+        if found is not None:
+            return found
         try:
             return _FROM_NUMPY[np.dtype(dtype)]
         except KeyError:

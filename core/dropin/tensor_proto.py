@@ -54,7 +54,7 @@ class ProtoTensor:
 
     def __init__(self, proto: TensorProto) -> None:
         self.proto = proto
-        self.shape: tuple[int, ...] = tuple(d.size for d in proto.tensor_shape.dim)
+        self.shape: tuple[int, ...] = tuple([d.size for d in proto.tensor_shape.dim])
 
     @property
     def tf_dtype(self) -> int:

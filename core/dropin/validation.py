@@ -6,7 +6,7 @@ position, the converter a preprocessor claimed), so the per-request work is a fe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 from typing import Mapping, Protocol, Sequence
 
@@ -43,9 +43,20 @@ class InputPlan:
     spec: TensorSpec
     converter: InputConverter | None = None
     converter_plugin: str = ""
+    # derived from spec once, because every request reads them
+    tf_dtype: int = field(init=False, repr=False, compare=False)
+    static_shape: tuple[int, ...] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        object.__setattr__(self, "tf_dtype", spec.dtype.tf_enum)
+        static = all(d.is_static for d in spec.shape)
+        object.__setattr__(self, "static_shape", tuple(d.low for d in spec.shape) if static else None)
 
     def check_shape(self, shape: Sequence[int]) -> None:
         """Rank, batch and other dims against the model (steps 6 to 8)."""
+        if shape == self.static_shape:
+            return
         spec = self.spec
         name = spec.name
         if len(shape) != spec.rank:
@@ -97,7 +108,7 @@ def validate_request(
         name = spec.name
         tensor = request[name]
         shape = tensor.shape
-        if any(d < 0 for d in shape):
+        if shape and min(shape) < 0:
             raise DropinError(
                 Status.INVALID_SHAPE,
                 f"Negative or zero dimension size is not acceptable: {format_shape(shape)}; input name: {name}",
@@ -112,13 +123,13 @@ def validate_request(
             )
         tf_dtype = tensor.tf_dtype
         converter = plan.converter
-        if converter is not None and tf_dtype != spec.dtype.tf_enum:
+        if converter is not None and tf_dtype != plan.tf_dtype:
             request_dtype = DType.from_tf(tf_dtype)
             if request_dtype in converter.accepts:
                 values = tensor.strings() if request_dtype is DType.STRING else tensor.array(name, request_dtype)
                 conversions.append(Conversion(plan, shape, values))
                 continue
-        if tf_dtype != spec.dtype.tf_enum:
+        if tf_dtype != plan.tf_dtype:
             raise DropinError(
                 Status.INVALID_PRECISION,
                 f"Expected: {spec.dtype.value}; Actual: {tf_precision_name(tf_dtype)}; input name: {name}",

@@ -514,7 +514,7 @@ class OpenVINOModel(LoadedModel):
             raise KeyError(f"missing input(s) {', '.join(missing)} (inputs: {', '.join(self._inputs)})")
         for name in self._string_inputs:  # OpenVINO takes fixed-width bytes, not object arrays
             feed[self._input_index[name]] = string_tensor(name, inputs[name])
-        if self._inline_ewma < INLINE_SECONDS and sum(a.nbytes for a in feed.values()) <= INLINE_BYTES:
+        if self._inline_ewma < INLINE_SECONDS and sum([a.nbytes for a in feed.values()]) <= INLINE_BYTES:
             slot = self._take_request()
             if slot is not None:  # else every request is busy in a thread: queue behind them
                 started = perf_counter()
@@ -522,7 +522,8 @@ class OpenVINOModel(LoadedModel):
                     outputs = self._run(slot, feed)
                 finally:
                     self._requests.put(slot)
-                return InferOutputs(outputs, 0.0, perf_counter() - started)
+                outputs.infer_seconds = perf_counter() - started
+                return outputs
         return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
 
     def _take_request(self) -> InferSlot | None:
@@ -543,9 +544,11 @@ class OpenVINOModel(LoadedModel):
         request (reported as ovms_wait_for_infer_req_time_us)."""
         started = perf_counter()
         outputs = self._infer_blocking(feed)
-        return InferOutputs(outputs, started - submitted, perf_counter() - started)
+        outputs.wait_seconds = started - submitted
+        outputs.infer_seconds = perf_counter() - started
+        return outputs
 
-    def _infer_blocking(self, feed: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer_blocking(self, feed: dict[int, np.ndarray]) -> InferOutputs:
         """Runs in a pool thread. There are as many requests as threads, so get() never waits."""
         slot = self._requests.get()
         try:
@@ -553,7 +556,8 @@ class OpenVINOModel(LoadedModel):
         finally:
             self._requests.put(slot)
 
-    def _run(self, slot: InferSlot, feed: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, slot: InferSlot, feed: dict[int, np.ndarray]) -> InferOutputs:
+        """The outputs by name; the caller sets their timings."""
         request = slot.request
         try:
             if self._string_inputs:
@@ -570,10 +574,9 @@ class OpenVINOModel(LoadedModel):
         # pays afterwards (up to the 5 ms switch interval when the event loop is busy).
         # Threads may race on this update and lose one: it is only a hint.
         self._observe(request.latency * 1e-3)
-        return {
-            name: result.astype(object) if i in self._string_outputs else result
-            for i, (name, result) in enumerate(zip(self._output_names, results))
-        }
+        if self._string_outputs:
+            results = tuple(r.astype(object) if i in self._string_outputs else r for i, r in enumerate(results))
+        return InferOutputs(zip(self._output_names, results), 0.0, 0.0)
 
     def close(self) -> None:
         """Wait for the requests in flight, then release the threads, requests and compiled model."""
