@@ -136,6 +136,17 @@ def test_a_taken_port_is_a_clear_error() -> None:
             assert "worker 1 started" not in result.stderr  # refused before starting any worker
 
 
+def test_a_worker_that_cannot_start_stops_the_server_with_its_exit_code() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dropin", "serve", "--workers", "2", "--port", "0",
+         "--model_name", "digits", "--model_path", str(DIGITS), "--backend", "nope"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "which no installed plugin provides" in result.stderr
+    assert re.search(r"worker \d \(pid \d+\) exited with exit code 2 before the server was ready: stopping", result.stderr)
+
+
 def test_reloads_reach_every_worker_and_a_killed_worker_comes_back(start_server, tmp_path: Path) -> None:
     modelgen.scale_model(tmp_path / "scale" / "1", shape=(-1, 2), factor=3.0)
     modelgen.scale_model(tmp_path / "later" / "1", shape=(-1, 2), factor=5.0)

@@ -146,31 +146,35 @@ class Supervisor:
         log.info("worker %d started (pid %d)", worker.index, worker.pid)
 
     async def _supervise(self, worker: Worker) -> None:
-        """Wait for the worker to exit; restart it unless stopping."""
+        """Wait for the worker to exit; restart it (with backoff) unless stopping."""
         while True:
-            assert worker.proc is not None
-            code = await worker.proc.wait()
+            code = await worker.proc.wait() if worker.proc is not None else None
             if worker.channel is not None:
                 worker.channel.close()
             if self.stopping.is_set():
                 return
-            if not self.all_ready:  # an error at start-up would repeat in every restart
-                log.error("worker %d (pid %d) exited with %s before the server was ready: stopping",
-                          worker.index, worker.pid, _describe(code))
-                self.failed_start = code if code > 0 else 1
-                self.stopping.set()
-                return
-            if time.monotonic() - worker.started_at > STABLE_SECONDS:
-                worker.backoff = BACKOFF_FIRST
-            log.error("worker %d (pid %d) exited with %s; restarting it in %g s",
-                      worker.index, worker.pid, _describe(code), worker.backoff)
+            if code is not None:
+                if not self.all_ready:  # an error at start-up would repeat in every restart
+                    log.error("worker %d (pid %d) exited with %s before the server was ready: stopping",
+                              worker.index, worker.pid, _describe(code))
+                    self.failed_start = code if code > 0 else 1
+                    self.stopping.set()
+                    return
+                if time.monotonic() - worker.started_at > STABLE_SECONDS:
+                    worker.backoff = BACKOFF_FIRST
+                log.error("worker %d (pid %d) exited with %s; restarting it in %g s",
+                          worker.index, worker.pid, _describe(code), worker.backoff)
             try:
                 await asyncio.wait_for(self.stopping.wait(), worker.backoff)
                 return
             except asyncio.TimeoutError:
                 pass
             worker.backoff = min(worker.backoff * 2, BACKOFF_MAX)
-            await self._start(worker)
+            try:
+                await self._start(worker)
+            except OSError as exc:  # no process (memory, process limits): try again later
+                log.error("worker %d: cannot start a process: %s; trying again in %g s", worker.index, exc, worker.backoff)
+                worker.proc = None
 
     async def _stop_all(self) -> list[int | None]:
         running = [w for w in self.workers if w.proc is not None and w.proc.returncode is None]
@@ -299,6 +303,9 @@ def serve_workers(count: int, serve_args: Sequence[str], settings: "ServerSettin
     try:
         supervisor = Supervisor(count, serve_args, port, settings.rest_port, settings.shutdown_grace_seconds)
         return asyncio.run(supervisor.run())
+    except OSError as exc:  # no worker process at start-up; the started ones stop with the channel
+        log.error("cannot start workers: %s", exc)
+        return 1
     finally:
         for sock in held:
             sock.close()
