@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import ConfigError, model_config, parse_plugin_config, read_config_file, read_metrics_config
+from .config import ConfigError, DynamicBatching, model_config, parse_plugin_config, read_config_file, read_metrics_config
 from .errors import DropinError, Status
 from .metrics import FAMILIES
 from .plugins import PluginHost, backend_priority
@@ -91,6 +91,10 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--scale")
     model.add_argument("--color_format")
     model.add_argument("--backend", help="backend plugin to load with (default: the first that claims the files)")
+    model.add_argument(
+        "--dynamic_batching", metavar="JSON",
+        help='batch concurrent requests server-side, e.g. {"max_batch_size":16,"batch_timeout_micros":500} (default off)',
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,13 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     single = {
         key: getattr(args, key)
-        for key in ("model_version_policy", "nireq", "plugin_config", "batch_size", "shape", "layout", "mean", "scale", "color_format", "backend")
+        for key in ("model_version_policy", "nireq", "plugin_config", "batch_size", "shape", "layout", "mean", "scale", "color_format", "backend", "dynamic_batching")
         if getattr(args, key) not in (None, 0)
     }
     if args.target_device != "CPU":
         single["target_device"] = args.target_device
     if "plugin_config" in single:
         single["plugin_config"] = parse_plugin_config(single["plugin_config"], "--plugin_config")
+    if "dynamic_batching" in single:  # parsed here so that errors name the flag
+        single["dynamic_batching"] = DynamicBatching.parse(single["dynamic_batching"], "--dynamic_batching")
     for key in ("mean", "scale"):
         if key in single:
             single[key] = _number_or_list(single[key], key)

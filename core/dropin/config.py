@@ -76,6 +76,52 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True)
+class DynamicBatching:
+    """Server-side batching of concurrent requests (TF Serving's BatchingParameters names):
+    requests are queued until their summed batch reaches `max_batch_size` or the first of them
+    has waited `batch_timeout_micros`, then run as one inference (see batching.py)."""
+
+    max_batch_size: int
+    batch_timeout_micros: int
+
+    #: the largest batch_timeout_micros accepted: a longer wait is a mistake, not a tuning
+    MAX_TIMEOUT_MICROS = 10_000_000
+
+    @classmethod
+    def parse(cls, value: Any, where: str = "dynamic_batching") -> "DynamicBatching | None":
+        """From {"max_batch_size": 16, "batch_timeout_micros": 500} (or its JSON text); None
+        (batching off) for None or an empty string."""
+        if value is None or value == "" or isinstance(value, cls):
+            return value or None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{where} is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f'{where} must be an object: {{"max_batch_size": 16, "batch_timeout_micros": 500}}')
+        _only(value, {"max_batch_size", "batch_timeout_micros"}, where)
+        missing = [k for k in ("max_batch_size", "batch_timeout_micros") if k not in value]
+        if missing:
+            raise ConfigError(f"{where} needs {' and '.join(missing)}")
+        size, timeout = value["max_batch_size"], value["batch_timeout_micros"]
+        if not _is_int(size) or size < 2:
+            raise ConfigError(f"{where}.max_batch_size must be an integer >= 2 (1 would never batch), got {size!r}")
+        if not _is_int(timeout) or not 0 <= timeout <= cls.MAX_TIMEOUT_MICROS:
+            raise ConfigError(
+                f"{where}.batch_timeout_micros must be an integer from 0 to {cls.MAX_TIMEOUT_MICROS}, got {timeout!r}"
+            )
+        return cls(size, timeout)
+
+    def __str__(self) -> str:
+        return f"max_batch_size {self.max_batch_size}, batch_timeout_micros {self.batch_timeout_micros}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One served model."""
 
@@ -86,14 +132,16 @@ class ModelConfig:
     backend: str | None = None  # None: the first backend that claims the version directory
     #: every other option of the entry (color_format, mean, scale, ...), for preprocessors
     options: Mapping[str, Any] = field(default_factory=dict)
+    dynamic_batching: DynamicBatching | None = None  # None: every request runs on its own
 
 
-# OVMS's model config keys (schema.cpp), plus dropin's "backend" and "max_pixels" (image plugin)
+# OVMS's model config keys (schema.cpp), plus dropin's "backend", "max_pixels" (image plugin) and
+# "dynamic_batching"
 _MODEL_KEYS = {
     "name", "base_path", "batch_size", "model_version_policy", "shape", "layout", "nireq",
     "target_device", "plugin_config", "stateful", "low_latency_transformation", "idle_sequence_cleanup",
     "max_sequence_number", "allow_cache", "cache_dir", "mean", "scale", "color_format", "precision",
-    "backend", "max_pixels",
+    "backend", "max_pixels", "dynamic_batching",
 }
 _TOP_KEYS = {
     "model_config_list", "pipeline_config_list", "mediapipe_config_list", "custom_loader_config_list",
@@ -146,7 +194,10 @@ def model_config(entry: Mapping[str, Any], relative_to: Path | None = None) -> M
         layout=entry.get("layout"),
         batch_size=entry.get("batch_size"),
     )
-    options = {k: v for k, v in entry.items() if k not in {"name", "base_path", "model_version_policy", "backend"}}
+    batching = DynamicBatching.parse(entry.get("dynamic_batching"), f"model {name!r} dynamic_batching")
+    options = {
+        k: v for k, v in entry.items() if k not in {"name", "base_path", "model_version_policy", "backend", "dynamic_batching"}
+    }
     return ModelConfig(
         name=name,
         base_path=base_path,
@@ -154,6 +205,7 @@ def model_config(entry: Mapping[str, Any], relative_to: Path | None = None) -> M
         load=load,
         backend=entry.get("backend"),
         options=options,
+        dynamic_batching=batching,
     )
 
 

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable, Hashable, Iterable
 
-from .backend import Backend
+from .backend import Backend, LoadedModel
+from .batching import BatchingError, BatchingModel
 from .config import ModelConfig
 from .errors import DropinError
 from .models import Model, ModelTable, ModelVersion, Servable, State
@@ -83,7 +84,9 @@ class ModelManager:
                     model.config = config
                     if old.base_path != config.base_path:
                         self._drop_source(config.name)
-                    reload = (old.load, old.backend, old.options) != (config.load, config.backend, config.options)
+                    reload = (old.load, old.backend, old.options, old.dynamic_batching) != (
+                        config.load, config.backend, config.options, config.dynamic_batching
+                    )
                     log.info(
                         "model %s: configuration changed%s",
                         config.name, ", reloading its versions" if reload else f" (version policy: {config.version_policy})",
@@ -402,10 +405,23 @@ class ModelManager:
             raise LoadError(f"backend {backend_name} could not load {path}: {exc}") from exc
         try:
             plans = tuple(self._plan(config, loaded.inputs[name]) for name in sorted(loaded.inputs))
+            served = self._batched(config, number, loaded, backend_name)
         except Exception:
             loaded.close()
             raise
-        return Servable(config.name, number, loaded, plans, backend_name)
+        return Servable(config.name, number, served, plans, backend_name)
+
+    def _batched(self, config: ModelConfig, number: int, loaded: LoadedModel, backend_name: str) -> LoadedModel:
+        """The loaded model, behind dynamic batching if its configuration asks for it."""
+        if config.dynamic_batching is None:
+            return loaded
+        label = f"model {config.name} version {number}"
+        try:
+            batching = BatchingModel(loaded, config.dynamic_batching, label, backend_name)
+        except BatchingError as exc:
+            raise LoadError(str(exc)) from None
+        log.info("%s: dynamic batching (%s)", label, config.dynamic_batching)
+        return batching
 
     def _plan(self, config: ModelConfig, spec) -> InputPlan:  # type: ignore[no-untyped-def]
         for name, preprocessor in self._preprocessor_instances():

@@ -38,7 +38,10 @@ INFERENCE_TIME = "ovms_inference_time_us"
 WAIT_TIME = "ovms_wait_for_infer_req_time_us"
 CURRENT_REQUESTS = "ovms_current_requests"
 STREAMS = "ovms_streams"
-FAMILIES = (SUCCESS, FAIL, REQUEST_TIME, INFERENCE_TIME, WAIT_TIME, CURRENT_REQUESTS, STREAMS)
+BATCH_SIZE = "dropin_batch_size"  # dropin's own: batch sizes run by dynamic batching
+FAMILIES = (SUCCESS, FAIL, REQUEST_TIME, INFERENCE_TIME, WAIT_TIME, CURRENT_REQUESTS, STREAMS, BATCH_SIZE)
+BATCH_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(11))  # 1 .. 1024 rows
+_BATCH_LE = tuple(floatToGoString(b) for b in BATCH_BUCKETS) + ("+Inf",)
 
 _HELP = {
     SUCCESS: "Number of successful requests to a model or a DAG.",
@@ -48,20 +51,22 @@ _HELP = {
     WAIT_TIME: "Request waiting time in the scheduling queue.",
     CURRENT_REQUESTS: "Number of inference requests currently in process.",
     STREAMS: "Number of OpenVINO execution streams.",
+    BATCH_SIZE: "Batch sizes (rows) of the inferences run by dynamic batching.",
 }
 
 
 class Histogram:
     """Counts per bucket (not cumulative; the last one is +Inf) and the sum, in microseconds."""
 
-    __slots__ = ("counts", "sum")
+    __slots__ = ("counts", "sum", "buckets")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS_US) + 1)
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS_US) -> None:
+        self.counts = [0] * (len(buckets) + 1)
         self.sum = 0.0
+        self.buckets = buckets
 
     def observe(self, us: float) -> None:
-        self.counts[bisect_left(BUCKETS_US, us)] += 1
+        self.counts[bisect_left(self.buckets, us)] += 1
         self.sum += us
 
 
@@ -69,7 +74,7 @@ class ModelMetrics:
     """What is counted for one model version (or, with version None, for a model's
     GetModelStatus requests, which OVMS labels without a version)."""
 
-    __slots__ = ("success", "fail", "request_time", "inference_time", "wait_time", "current_requests", "streams")
+    __slots__ = ("success", "fail", "request_time", "inference_time", "wait_time", "current_requests", "streams", "batch_size")
 
     def __init__(self) -> None:
         self.success = [[0] * len(METHODS) for _ in INTERFACES]  # [interface][method]
@@ -79,6 +84,7 @@ class ModelMetrics:
         self.wait_time = Histogram()
         self.current_requests = 0
         self.streams: int | None = None
+        self.batch_size: Histogram | None = None  # made by the first batch of dynamic batching
 
     def observe_inference(self, outputs: object, seconds: float) -> None:
         """After a backend's infer(): its own timings if it reports them (see
@@ -90,6 +96,14 @@ class ModelMetrics:
         else:
             self.inference_time.observe(infer * 1e6)
             self.wait_time.observe(getattr(outputs, "wait_seconds", 0.0) * 1e6)
+            # dynamic batching (batching.BatchedOutputs): the requests of a batch share its
+            # BatchRun; the first of them to be counted counts the batch
+            run = getattr(outputs, "batch_run", None)
+            if run is not None and not run.counted:
+                run.counted = True
+                if self.batch_size is None:
+                    self.batch_size = Histogram(BATCH_BUCKETS)
+                self.batch_size.observe(run.size)
 
 
 class RequestProbe:
@@ -156,6 +170,7 @@ class Metrics(Collector):
         counters = {f: Metric(f, _HELP[f], "counter") for f in (SUCCESS, FAIL)}
         histograms = {f: Metric(f, _HELP[f], "histogram") for f in (REQUEST_TIME, INFERENCE_TIME, WAIT_TIME)}
         gauges = {f: Metric(f, _HELP[f], "gauge") for f in (CURRENT_REQUESTS, STREAMS)}
+        histograms[BATCH_SIZE] = Metric(BATCH_SIZE, _HELP[BATCH_SIZE], "histogram")
         for (name, version), m in sorted(self._models.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
             methods: Sequence[int] = (STATUS,) if version is None else (PREDICT, METADATA)
             for i, interface in enumerate(INTERFACES):
@@ -175,6 +190,8 @@ class Metrics(Collector):
             gauges[CURRENT_REQUESTS].add_sample(CURRENT_REQUESTS, labels, m.current_requests)
             if m.streams is not None:
                 gauges[STREAMS].add_sample(STREAMS, labels, m.streams)
+            if m.batch_size is not None:
+                _add_histogram(histograms[BATCH_SIZE], labels, m.batch_size, _BATCH_LE)
         for family in (*counters.values(), *histograms.values(), *gauges.values()):
             if family.name in wanted:
                 yield family
@@ -196,10 +213,10 @@ class Metrics(Collector):
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _add_histogram(family: Metric, labels: dict[str, str], histogram: Histogram) -> None:
+def _add_histogram(family: Metric, labels: dict[str, str], histogram: Histogram, les: tuple[str, ...] = _LE) -> None:
     name = family.name
     total = 0
-    for le, count in zip(_LE, histogram.counts):
+    for le, count in zip(les, histogram.counts):
         total += count
         family.add_sample(f"{name}_bucket", {**labels, "le": le}, total)
     family.add_sample(f"{name}_sum", labels, histogram.sum)
