@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -120,6 +121,12 @@ def test_two_workers_share_the_port_and_metrics_count_both(start_server) -> None
         assert predict_successes(text) == len(images)
     served = {int(pid): int(n) for pid, n in re.findall(r"^# dropin worker \d \(pid (\d+)\): (\d+) requests$", text, re.M)}
     assert set(served) == set(pids) and all(served.values()) and sum(served.values()) == len(images), served
+    # the port is shared by the workers only: an unrelated server (single or --workers) cannot join
+    for workers in ("1", "2"):
+        other = subprocess.run([sys.executable, "-m", "dropin", "serve", "--workers", workers, "--port", str(server.port),
+                                "--model_name", "digits", "--model_path", str(DIGITS)],
+                               capture_output=True, text=True, timeout=60)
+        assert other.returncode == 1 and "Address already in use" in other.stderr, other.stderr
 
 
 def test_a_taken_port_is_a_clear_error() -> None:
@@ -206,6 +213,14 @@ def test_reloads_reach_every_worker_and_a_killed_worker_comes_back(start_server,
                                    timeout=30)
     assert reply.status == 201 and "later" in json.loads(reply.read())
     assert [state_on_fresh_connection(server.port, "later") for _ in range(16)] == [AVAILABLE] * 16
+    config.write_text("{not json")  # refused as a single server refuses it, the models stay
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{rest_port}/v1/config/reload", method="POST"),
+                               timeout=30)
+    error = json.loads(info.value.read())["error"]
+    assert info.value.code == 500 and error.startswith("Reloading config file failed - Invalid configuration - "), error
+    assert error.count("Invalid configuration") == 1
+    assert [state_on_fresh_connection(server.port, "later") for _ in range(4)] == [AVAILABLE] * 4
 
 
 def test_sigterm_answers_requests_in_flight_and_leaves_no_process(start_server, tmp_path: Path) -> None:

@@ -211,15 +211,19 @@ class Server:
         """POST /v1/config/reload on a worker: every worker re-reads config.json (if any) and
         rescans; this worker's outcome answers."""
         assert self.link is not None
-        results = await self._fanout("reload_config_file", {})
-        own = results.get(self.link.index)
-        if isinstance(own, dict) and "error" in own:
-            raise ConfigError(own["error"])
-        return bool(own)
+        own = (await self._fanout("reload_config_file", {})).get(self.link.index) or {}
+        if "invalid" in own:
+            raise ConfigError(own["invalid"])
+        if "changed" not in own:
+            raise RuntimeError(f"config reload not applied: {own.get('error')}")
+        return bool(own["changed"])
 
-    async def _relayed_reload_config_file(self, args: dict[str, Any]) -> bool:
-        changed = await self.reload_config_file() if self.config_file is not None else False
-        return await self.manager.sync_all() or changed
+    async def _relayed_reload_config_file(self, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            changed = await self.reload_config_file() if self.config_file is not None else False
+        except ConfigError as exc:  # the same file, so the same answer on every worker
+            return {"invalid": exc.details}
+        return {"changed": await self.manager.sync_all() or changed}
 
     async def _relayed_reload_config(self, args: dict[str, Any]) -> list[Any]:
         server_config = model_server_config_pb2.ModelServerConfig.FromString(base64.b64decode(args["config"]))
