@@ -25,6 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import modelgen
 from conftest import DropinServer, free_port
+from dropin.metrics import GRPC, PREDICT, Metrics
+from dropin.metrics_merge import merged, requests_total, snapshot
 from dropin._proto.tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,
@@ -96,6 +98,30 @@ def pids_gone(pids: list[int]) -> bool:
             continue
         return False
     return True
+
+
+def test_metrics_of_several_workers_add_up_but_streams_do_not() -> None:
+    workers = [Metrics(), Metrics(), Metrics()]
+    for n, m in enumerate(workers, 1):
+        for _ in range(n):
+            probe = m.probe(GRPC, PREDICT)
+            probe.served("m", 1, streams=4).observe_inference(None, 0.001 * n)
+            probe.done(True)
+        m.model("m", 1).current_requests = n
+    workers[2].probe(GRPC, PREDICT).served("only-here", 2).current_requests = 0
+    snaps = [json.loads(json.dumps(snapshot(m))) for m in workers[1:]]  # as they cross the channel
+    assert [s["requests"] for s in snaps] == [2, 3]
+    total = {f.name: f for f in text_string_to_metric_families(merged(workers[0], snaps).render().decode())}
+    value = lambda family, suffix="", **labels: next(s.value for s in total[family].samples  # noqa: E731
+                                                     if s.name == family + suffix
+                                                     and all(s.labels.get(k) == v for k, v in labels.items()))
+    assert value("ovms_requests_success", "_total", method="Predict", name="m") == 6
+    assert value("ovms_inference_time_us", "_count", name="m") == 6
+    assert value("ovms_inference_time_us", "_sum", name="m") == pytest.approx(1000 + 2 * 2000 + 3 * 3000)
+    assert value("ovms_current_requests", name="m") == 6
+    assert value("ovms_streams", name="m") == 4
+    assert value("ovms_current_requests", name="only-here") == 0
+    assert requests_total(workers[0]) == 1  # the local counters are left as they were
 
 
 def test_two_workers_share_the_port_and_metrics_count_both(start_server) -> None:
