@@ -30,7 +30,7 @@ log = logging.getLogger("dropin.workers")
 
 LINE_LIMIT = 256 << 20  # a ModelServerConfig or a metrics snapshot fits in one line
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]  # a worker's handler of one op
 
 
 class ChannelClosed(ConnectionError):
@@ -79,14 +79,8 @@ class Channel:
             raise
         return future
 
-    async def call(self, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
-        future = self.call_nowait(op, args)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            for key, value in list(self._pending.items()):
-                if value is future:
-                    del self._pending[key]
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        return await self.call_nowait(op, args)
 
     async def run(self) -> None:
         """Read messages until EOF; then fail every call still waiting."""
@@ -152,7 +146,7 @@ class WorkerLink:
         self.index = index
         self._sock = socket.socket(fileno=fd)
         self.channel: Channel | None = None
-        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {}
+        self.handlers: dict[str, Handler] = {}
         self.closed = asyncio.Event()  # the supervisor is gone: stop
         self._synced = asyncio.Event()
         self._ordered: asyncio.Queue[tuple[str, dict[str, Any], asyncio.Future[Any]]] = asyncio.Queue()
