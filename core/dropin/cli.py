@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ctypes
 import logging
 import os
@@ -14,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import __version__, event_loop
 from .config import ConfigError, DynamicBatching, model_config, parse_plugin_config, read_config_file, read_metrics_config
 from .errors import DropinError, Status
 from .metrics import FAMILIES
@@ -47,6 +46,12 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         help="server processes sharing the ports (SO_REUSEPORT), each with its own copy of every model (default 1)",
     )
     server.add_argument("--grpc_workers", type=int, default=1, help="accepted for OVMS compatibility and ignored; see --workers")
+    server.add_argument(
+        "--event_loop",
+        choices=event_loop.CHOICES,
+        default="auto",
+        help="the loop gRPC and REST run on (auto: uvloop where installed, else asyncio)",
+    )
     server.add_argument("--worker_index", type=int, default=0, help=argparse.SUPPRESS)  # set by the --workers supervisor
     server.add_argument("--worker_control_fd", type=int, default=None, help=argparse.SUPPRESS)
     server.add_argument(
@@ -241,7 +246,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         die_with_parent()
         link = WorkerLink(args.worker_index, args.worker_control_fd)
     try:
-        asyncio.run(Server(settings, link=link).serve())
+        event_loop.run(Server(settings, link=link).serve(), args.event_loop)
     except DropinError as exc:  # a plugin a model needs is unusable, unreadable TLS files, ...
         logging.getLogger("dropin").error("cannot start: %s", exc)
         return 2

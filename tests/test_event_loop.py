@@ -1,0 +1,67 @@
+"""The event loop option: uvloop by default where installed, asyncio's loop on request, the same
+answers on both, and a clear start-up error for a loop that is not available."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+import modelgen
+from conftest import F32_CONFIG, DropinServer
+from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
+from test_grpc_api import outputs_of, predict_request
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("loop") / "scale"
+    modelgen.scale_model(base / "1", shape=(-1, 3), factor=2.0, offset=1.0)
+    return base
+
+
+@pytest.mark.parametrize("kind", ["auto", "uvloop", "asyncio"])
+def test_each_loop_serves_the_same_answers(model_dir: Path, kind: str) -> None:
+    server = DropinServer([
+        "--model_name", "scale", "--model_path", str(model_dir), "--event_loop", kind,
+        "--plugin_config", F32_CONFIG,
+    ])
+    try:
+        server.wait_for("scale", 1)
+        expected = "asyncio" if kind == "asyncio" else "uvloop"  # uvloop is a dependency on Linux
+        server.wait_for_log(f"event loop: {expected}")
+        x = np.arange(12, dtype=np.float32).reshape(4, 3)
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for _ in range(20):
+                got = outputs_of(stub.Predict(predict_request("scale", {"x": x}), timeout=10))
+                np.testing.assert_array_equal(got["y"], modelgen.run_openvino(model_dir / "1", {"x": x})["y"])
+    finally:
+        server.stop()
+
+
+def test_uvloop_requested_but_missing_stops_start_up(model_dir: Path, tmp_path: Path) -> None:
+    # a module named uvloop that fails to import stands for a machine without it
+    (tmp_path / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropin", "serve", "--port", "0", "--model_name", "scale",
+         "--model_path", str(model_dir), "--event_loop", "uvloop"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert proc.returncode == 2
+    assert "--event_loop uvloop: the uvloop package is not installed" in proc.stderr
+
+
+def test_an_unknown_loop_is_refused_by_the_command_line(model_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropin", "serve", "--port", "0", "--model_name", "scale",
+         "--model_path", str(model_dir), "--event_loop", "tokio"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "invalid choice: 'tokio'" in proc.stderr
