@@ -243,7 +243,7 @@ class Supervisor:
             results[origin.index] = await _result(own)
         others = {i: f for i, f in calls.items() if i != origin.index}
         if others:
-            done, late = await asyncio.wait(others.values(), timeout=wait)
+            done, _ = await asyncio.wait(others.values(), timeout=wait)
             for i, future in others.items():
                 if future in done:
                     results[i] = await _result(future)
