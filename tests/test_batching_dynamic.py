@@ -182,12 +182,12 @@ def test_a_cancelled_request_does_not_break_its_batch() -> None:
 
 
 def test_a_request_cancelled_during_inference_leaves_the_others_their_results() -> None:
-    fake = FakeModel(delay=0.03)
+    fake = FakeModel(delay=0.2)
     model = batching(fake, size=8, micros=1_000)
 
     async def go() -> list:
         tasks = [asyncio.ensure_future(model.infer({"x": rows(1, i)})) for i in range(3)]
-        await asyncio.sleep(0.015)  # flushed, the inference is running
+        await asyncio.sleep(0.05)  # flushed, the inference is running
         tasks[0].cancel()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
