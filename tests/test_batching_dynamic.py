@@ -112,6 +112,23 @@ def test_a_group_is_flushed_when_its_timeout_fires() -> None:
         assert out.infer_seconds == 0.002
 
 
+def test_sub_millisecond_timeouts_still_wait_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    fake = FakeModel()
+    model = batching(fake, size=8, micros=500)  # uvloop would round 0.5 ms down to no wait at all
+
+    async def go() -> list:
+        tasks = []
+        for i in range(3):
+            tasks.append(asyncio.ensure_future(model.infer({"x": rows(1, i)})))
+            await asyncio.sleep(0)  # the requests arrive in separate loop iterations
+        return await asyncio.gather(*tasks)
+
+    results = uvloop.run(go())
+    assert fake.calls == [(3, 3)]
+    np.testing.assert_array_equal(results[2]["y"], rows(1, 2) * 2)
+
+
 def test_a_full_group_runs_at_once() -> None:
     fake = FakeModel()
     model = batching(fake, size=4, micros=5_000_000)
