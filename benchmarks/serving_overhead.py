@@ -163,6 +163,55 @@ def echo_server(kind: str) -> None:
         server.wait_for_termination()
 
 
+def minimal_server(model_xml: str) -> None:
+    """The least a Python TF Serving front end can do per request, with nothing general about it:
+    parse the PredictRequest, copy its one input into an OpenVINO request, infer on the loop,
+    answer the first output. No validation, no model table, no errors; grpc.aio on uvloop.
+    Prints the port, runs until killed."""
+    import grpc
+    import numpy as np
+    import openvino as ov
+    import uvloop
+
+    from dropin._proto.tensorflow_serving.apis import predict_pb2
+
+    compiled = ov.Core().compile_model(model_xml, "CPU")
+    request = compiled.create_infer_request()
+    output = compiled.outputs[0].get_any_name()
+
+    async def predict(data: bytes, context: object) -> bytes:
+        message = predict_pb2.PredictRequest.FromString(data)
+        tensor = next(iter(message.inputs.values()))
+        shape = tuple(d.size for d in tensor.tensor_shape.dim)
+        request.get_input_tensor(0).data[...] = np.frombuffer(tensor.tensor_content, np.float32).reshape(shape)
+        result = request.infer(None, share_outputs=False).to_tuple()[0]
+        response = predict_pb2.PredictResponse()
+        out = response.outputs[output]
+        out.dtype = 1  # DT_FLOAT
+        for size in result.shape:
+            out.tensor_shape.dim.add().size = size
+        out.tensor_content = result.tobytes()
+        return response.SerializeToString()
+
+    async def run() -> None:
+        server = grpc.aio.server(options=CLIENT_OPTIONS)
+        handler = grpc.unary_unary_rpc_method_handler(predict)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "tensorflow.serving.PredictionService", {"Predict": handler}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(port, flush=True)
+        await server.wait_for_termination()
+
+    uvloop.run(run())
+
+
+def start_minimal(model_xml: Path) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, __file__, "--minimal-server", str(model_xml)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
 def start_echo(kind: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, __file__, "--echo-server", kind], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -265,9 +314,13 @@ def main() -> None:
     parser.add_argument("--latency-requests", type=int, default=3000, help="1x10 requests at concurrency 1 (ResNet: a tenth)")
     parser.add_argument("--markdown", type=Path, help="also write the results table to this file")
     parser.add_argument("--echo-server", choices=ECHO_KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--minimal-server", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         echo_server(args.echo_server)
+        return
+    if args.minimal_server:
+        minimal_server(args.minimal_server)
         return
 
     import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
@@ -300,13 +353,16 @@ def main() -> None:
         # dropin, reference, dropin), so that drift on a shared machine hits both sides alike.
         echoes = {kind: start_echo(kind) for kind in ECHO_KINDS}
         echo_ports = {kind: port for kind, (_, port) in echoes.items()}
-        servers = [*echoes.values(), start_dropin(config)]
+        minimal = start_minimal(repo / "tiny" / "1" / "model.xml")
+        servers = [*echoes.values(), minimal, start_dropin(config)]
         try:
             port = servers[-1][1]
+            minimal_port = minimal[1]
             ov_resnet = Compiled(repo / "resnet" / "1" / "model.xml", image)
             ov_tiny = Compiled(repo / "tiny" / "1" / "model.xml", vector)
             ov_tiny_times = ov_tiny.latencies(n_tiny)
             tiny_times = latencies(port, tiny_payload, n_tiny, 300)
+            minimal_times = latencies(minimal_port, tiny_payload, n_tiny, 300)
             ov_resnet_times = ov_resnet.latencies(n_resnet)
             resnet_times = latencies(port, resnet_payload, n_resnet, 10)
             # the transport's floor at concurrency 1: a bare echo of the same bytes
@@ -315,17 +371,18 @@ def main() -> None:
             echo_tiny = echo_times[fastest]
             echo_name = ECHO_NAMES[fastest]
             echo_resnet = percentiles(latencies(echo_ports[fastest], resnet_payload, n_resnet, 10))
-            for p in (*echo_ports.values(), port):
+            for p in (*echo_ports.values(), minimal_port, port):
                 gen.rate(p, tiny_payload, 16, 0.5)  # warm up
             gen.rate(port, resnet_payload, 4, 1.0)
             half = args.seconds / 2
             echo_rates = dict.fromkeys(ECHO_KINDS, 0.0)
-            tiny_rate = resnet_rate = ov_resnet_rate = 0.0
+            tiny_rate = resnet_rate = ov_resnet_rate = minimal_rate = 0.0
             for _ in range(2):
                 ov_resnet_rate += ov_resnet.rate(half) / 2
                 resnet_rate += gen.rate(port, resnet_payload, 4, half) / 2
                 for kind, p in echo_ports.items():
                     echo_rates[kind] += gen.rate(p, tiny_payload, 16, half) / 2
+                minimal_rate += gen.rate(minimal_port, tiny_payload, 16, half) / 2
                 tiny_rate += gen.rate(port, tiny_payload, 16, half) / 2
         finally:
             for proc, _ in servers:
@@ -338,6 +395,7 @@ def main() -> None:
     lat = {
         "tiny in-process": percentiles(ov_tiny_times),
         "tiny dropin": percentiles(tiny_times),
+        "tiny minimal": percentiles(minimal_times),
         "resnet in-process": percentiles(ov_resnet_times),
         "resnet dropin": percentiles(resnet_times),
     }
@@ -358,6 +416,15 @@ def main() -> None:
         f"| (c) ResNet-50 p50 / p99 ms, concurrency 1 | {ms(lat['resnet dropin'][0])} / {ms(lat['resnet dropin'][1])} | "
         f"{ms(lat['resnet in-process'][0])} / {ms(lat['resnet in-process'][1])} (in-process infer) | "
         f"{diff(lat['resnet dropin'][0] - lat['resnet in-process'][0])} / {diff(lat['resnet dropin'][1] - lat['resnet in-process'][1])} | p50 within +0.500 | {ms(echo_resnet[0])} / {ms(echo_resnet[1])} |",
+        "",
+        "The floor of any Python front end, for comparison: a minimal grpc.aio server on uvloop that only parses the",
+        "request, runs OpenVINO on the loop and serializes the output (no validation, no model table, no errors):",
+        "",
+        "| 1x10 model | dropin | minimal server | dropin / minimal | bare echo |",
+        "|---|---|---|---|---|",
+        f"| req/s, concurrency 16 | {tiny_rate:.0f} | {minimal_rate:.0f} | {tiny_rate / minimal_rate:.3f} | {echo_rates[best]:.0f} (minimal / echo {minimal_rate / echo_rates[best]:.3f}) |",
+        f"| p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
+        f"{ms(lat['tiny minimal'][0])} / {ms(lat['tiny minimal'][1])} | {diff(lat['tiny dropin'][0] - lat['tiny minimal'][0])} ms at p50 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} |",
     ]
     text = "\n".join(lines)
     print(text)
