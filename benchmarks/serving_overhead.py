@@ -112,6 +112,38 @@ def latencies(port: int, payload: bytes, n: int, warmup: int) -> list[float]:
     return times
 
 
+def main_thread_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process's main thread, the one running its event loop."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Measured:
+    """Requests and event-loop CPU of one server over the throughput phases."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.requests = 0.0
+        self.seconds = 0.0
+        self.cpu = 0.0
+
+    def run(self, gen: "LoadGenerator", port: int, payload: bytes, concurrency: int, seconds: float) -> None:
+        before = main_thread_seconds(self.pid)
+        rate = gen.rate(port, payload, concurrency, seconds)
+        self.cpu += main_thread_seconds(self.pid) - before
+        self.requests += rate * seconds
+        self.seconds += seconds
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_us(self) -> float:
+        """Event-loop thread CPU per request, in microseconds."""
+        return self.cpu / self.requests * 1e6
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     return statistics.median(ordered), ordered[max(int(len(ordered) * 0.99) - 1, 0)]
@@ -375,15 +407,18 @@ def main() -> None:
                 gen.rate(p, tiny_payload, 16, 0.5)  # warm up
             gen.rate(port, resnet_payload, 4, 1.0)
             half = args.seconds / 2
-            echo_rates = dict.fromkeys(ECHO_KINDS, 0.0)
-            tiny_rate = resnet_rate = ov_resnet_rate = minimal_rate = 0.0
+            echoes_measured = {kind: Measured(proc.pid) for kind, (proc, _) in echoes.items()}
+            minimal_measured, tiny_measured = Measured(minimal[0].pid), Measured(servers[-1][0].pid)
+            resnet_rate = ov_resnet_rate = 0.0
             for _ in range(2):
                 ov_resnet_rate += ov_resnet.rate(half) / 2
                 resnet_rate += gen.rate(port, resnet_payload, 4, half) / 2
                 for kind, p in echo_ports.items():
-                    echo_rates[kind] += gen.rate(p, tiny_payload, 16, half) / 2
-                minimal_rate += gen.rate(minimal_port, tiny_payload, 16, half) / 2
-                tiny_rate += gen.rate(port, tiny_payload, 16, half) / 2
+                    echoes_measured[kind].run(gen, p, tiny_payload, 16, half)
+                minimal_measured.run(gen, minimal_port, tiny_payload, 16, half)
+                tiny_measured.run(gen, port, tiny_payload, 16, half)
+            echo_rates = {kind: m.rate for kind, m in echoes_measured.items()}
+            minimal_rate, tiny_rate = minimal_measured.rate, tiny_measured.rate
         finally:
             for proc, _ in servers:
                 stop(proc)
@@ -423,6 +458,8 @@ def main() -> None:
         "| 1x10 model | dropin | minimal server | dropin / minimal | bare echo |",
         "|---|---|---|---|---|",
         f"| req/s, concurrency 16 | {tiny_rate:.0f} | {minimal_rate:.0f} | {tiny_rate / minimal_rate:.3f} | {echo_rates[best]:.0f} (minimal / echo {minimal_rate / echo_rates[best]:.3f}) |",
+        f"| event-loop thread CPU per request, concurrency 16 | {tiny_measured.cpu_us:.0f} us | {minimal_measured.cpu_us:.0f} us | "
+        f"{tiny_measured.cpu_us - minimal_measured.cpu_us:+.0f} us | {echoes_measured[best].cpu_us:.0f} us |",
         f"| p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
         f"{ms(lat['tiny minimal'][0])} / {ms(lat['tiny minimal'][1])} | {diff(lat['tiny dropin'][0] - lat['tiny minimal'][0])} ms at p50 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} |",
     ]

@@ -117,7 +117,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         probe = self.metrics.probe(GRPC, PREDICT) if self.metrics is not None else None
         try:
             spec = request.model_spec
-            inputs = {name: ProtoTensor(tensor) for name, tensor in request.inputs.items()}
+            tensors = request.inputs  # iterated by key: a protobuf map's items() is a Python-level view
+            inputs = {name: ProtoTensor(tensors[name]) for name in tensors}
             result = await self.dataplane.predict(spec.name, spec.version.value, inputs, request.output_filter, probe)
             response = predict_pb2.PredictResponse()
             response.model_spec.name = result.model_name
