@@ -339,6 +339,10 @@ def request_bytes(model: str, name: str, array) -> bytes:
 # -- the run -----------------------------------------------------------------------------------
 
 
+# dropin's optional server-side batching, as a user would turn it on for a small model
+BATCHING = {"max_batch_size": 16, "batch_timeout_micros": 2000}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput phase")
@@ -377,9 +381,13 @@ def main() -> None:
         config.write_text(json.dumps({"model_config_list": [
             {"config": {"name": "resnet", "base_path": str(repo / "resnet")}},
             {"config": {"name": "tiny", "base_path": str(repo / "tiny")}},
+            # the same files with a dynamic batch and dropin's optional server-side batching
+            {"config": {"name": "tiny_batched", "base_path": str(repo / "tiny"), "batch_size": "-1",
+                        "dynamic_batching": BATCHING}},
         ]}))
         resnet_payload = request_bytes("resnet", "image", image)
         tiny_payload = request_bytes("tiny", "x", vector)
+        batched_payload = request_bytes("tiny_batched", "x", vector)
 
         # Every server runs for the whole measurement and the phases alternate (reference,
         # dropin, reference, dropin), so that drift on a shared machine hits both sides alike.
@@ -395,6 +403,7 @@ def main() -> None:
             ov_tiny_times = ov_tiny.latencies(n_tiny)
             tiny_times = latencies(port, tiny_payload, n_tiny, 300)
             minimal_times = latencies(minimal_port, tiny_payload, n_tiny, 300)
+            batched_times = latencies(port, batched_payload, n_tiny // 10, 30)  # each waits the whole timeout
             ov_resnet_times = ov_resnet.latencies(n_resnet)
             resnet_times = latencies(port, resnet_payload, n_resnet, 10)
             # the transport's floor at concurrency 1: a bare echo of the same bytes
@@ -409,6 +418,8 @@ def main() -> None:
             half = args.seconds / 2
             echoes_measured = {kind: Measured(proc.pid) for kind, (proc, _) in echoes.items()}
             minimal_measured, tiny_measured = Measured(minimal[0].pid), Measured(servers[-1][0].pid)
+            batched_measured = Measured(servers[-1][0].pid)
+            gen.rate(port, batched_payload, 16, 0.5)  # warm up
             resnet_rate = ov_resnet_rate = 0.0
             for _ in range(2):
                 ov_resnet_rate += ov_resnet.rate(half) / 2
@@ -416,6 +427,7 @@ def main() -> None:
                 for kind, p in echo_ports.items():
                     echoes_measured[kind].run(gen, p, tiny_payload, 16, half)
                 minimal_measured.run(gen, minimal_port, tiny_payload, 16, half)
+                batched_measured.run(gen, port, batched_payload, 16, half)
                 tiny_measured.run(gen, port, tiny_payload, 16, half)
             echo_rates = {kind: m.rate for kind, m in echoes_measured.items()}
             minimal_rate, tiny_rate = minimal_measured.rate, tiny_measured.rate
@@ -431,6 +443,7 @@ def main() -> None:
         "tiny in-process": percentiles(ov_tiny_times),
         "tiny dropin": percentiles(tiny_times),
         "tiny minimal": percentiles(minimal_times),
+        "tiny batched": percentiles(batched_times),
         "resnet in-process": percentiles(ov_resnet_times),
         "resnet dropin": percentiles(resnet_times),
     }
@@ -445,6 +458,10 @@ def main() -> None:
         f"| (a) ResNet-50 req/s, concurrency 4 | {resnet_rate:.1f} | {ov_resnet_rate:.1f} (AsyncInferQueue in-process) | **{ratio_a:.3f}** | >= 0.95 | |",
         f"| (b) 1x10 req/s, concurrency 16 | {tiny_rate:.0f} | {echo_rates[best]:.0f} ({ECHO_NAMES[best]} echo; "
         + ", ".join(f"{ECHO_NAMES[k]} {r:.0f}" for k, r in echo_rates.items()) + f") | **{ratio_b:.3f}** | >= 0.8 | |",
+        f"| (b) the same with dynamic batching (batch_size -1, max_batch_size {BATCHING['max_batch_size']}, "
+        f"batch_timeout_micros {BATCHING['batch_timeout_micros']}) | {batched_measured.rate:.0f} | {echo_rates[best]:.0f} | "
+        f"**{batched_measured.rate / echo_rates[best]:.3f}** | >= 0.8 | p50 / p99 at concurrency 1: "
+        f"{ms(lat['tiny batched'][0])} / {ms(lat['tiny batched'][1])} ms (every request waits the timeout) |",
         f"| (c) 1x10 p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
         f"{ms(lat['tiny in-process'][0])} / {ms(lat['tiny in-process'][1])} (in-process infer) | "
         f"{diff(lat['tiny dropin'][0] - lat['tiny in-process'][0])} / {diff(lat['tiny dropin'][1] - lat['tiny in-process'][1])} | p50 < 0.150 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} ({echo_name}) |",
@@ -459,7 +476,7 @@ def main() -> None:
         "|---|---|---|---|---|",
         f"| req/s, concurrency 16 | {tiny_rate:.0f} | {minimal_rate:.0f} | {tiny_rate / minimal_rate:.3f} | {echo_rates[best]:.0f} (minimal / echo {minimal_rate / echo_rates[best]:.3f}) |",
         f"| event-loop thread CPU per request, concurrency 16 | {tiny_measured.cpu_us:.0f} us | {minimal_measured.cpu_us:.0f} us | "
-        f"{tiny_measured.cpu_us - minimal_measured.cpu_us:+.0f} us | {echoes_measured[best].cpu_us:.0f} us |",
+        f"{tiny_measured.cpu_us - minimal_measured.cpu_us:+.0f} us | {echoes_measured['uvloop'].cpu_us:.0f} us (grpc.aio on uvloop) |",
         f"| p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
         f"{ms(lat['tiny minimal'][0])} / {ms(lat['tiny minimal'][1])} | {diff(lat['tiny dropin'][0] - lat['tiny minimal'][0])} ms at p50 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} |",
     ]
