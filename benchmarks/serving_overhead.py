@@ -51,19 +51,21 @@ def raise_malloc_thresholds() -> None:
 # -- load generator (runs in spawned processes) ------------------------------------------------
 
 
-def _drive(port: int, payload: bytes, inflight: int, seconds: float, start_at: float) -> int:
-    """One client process: `inflight` concurrent calls, back to back; returns completed calls."""
+def _drive(port: int, payload: bytes, inflight: int, seconds: float, start_at: float) -> tuple[int, float]:
+    """One client process: `inflight` concurrent calls, back to back; returns the completed calls
+    and the CPU seconds this process spent on them."""
     import grpc
 
     raise_malloc_thresholds()
 
-    async def run() -> int:
+    async def run() -> tuple[int, float]:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CLIENT_OPTIONS) as channel:
             call = channel.unary_unary(PREDICT)  # bytes in, bytes out
             await call(payload, timeout=60)
             while time.time() < start_at:
                 await asyncio.sleep(0.001)
             stop = time.monotonic() + seconds
+            started_cpu = time.process_time()
             done = 0
 
             async def loop() -> None:
@@ -73,7 +75,7 @@ def _drive(port: int, payload: bytes, inflight: int, seconds: float, start_at: f
                     done += 1
 
             await asyncio.gather(*(loop() for _ in range(inflight)))
-            return done
+            return done, time.process_time() - started_cpu
 
     return asyncio.run(run())
 
@@ -82,15 +84,19 @@ class LoadGenerator:
     def __init__(self, processes: int) -> None:
         self.processes = processes
         self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        self.client_cpu = 0.0
         list(self.pool.map(int, range(processes)))  # start them now
 
     def rate(self, port: int, payload: bytes, concurrency: int, seconds: float) -> float:
-        """Requests per second with `concurrency` calls in flight, spread over the processes."""
+        """Requests per second with `concurrency` calls in flight, spread over the processes.
+        The clients' CPU seconds over the run are left in `client_cpu`."""
         procs = min(self.processes, concurrency)
         shares = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
         start_at = time.time() + 1.0
         futures = [self.pool.submit(_drive, port, payload, n, seconds, start_at) for n in shares]
-        return sum(f.result() for f in futures) / seconds
+        results = [f.result() for f in futures]
+        self.client_cpu = sum(cpu for _, cpu in results)
+        return sum(done for done, _ in results) / seconds
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -421,9 +427,12 @@ def main() -> None:
             batched_measured = Measured(servers[-1][0].pid)
             gen.rate(port, batched_payload, 16, 0.5)  # warm up
             resnet_rate = ov_resnet_rate = 0.0
+            resnet_measured = Measured(servers[-1][0].pid)
+            resnet_client_cpu = 0.0
             for _ in range(2):
                 ov_resnet_rate += ov_resnet.rate(half) / 2
-                resnet_rate += gen.rate(port, resnet_payload, 4, half) / 2
+                resnet_measured.run(gen, port, resnet_payload, 4, half)
+                resnet_client_cpu += gen.client_cpu
                 for kind, p in echo_ports.items():
                     echoes_measured[kind].run(gen, p, tiny_payload, 16, half)
                 minimal_measured.run(gen, minimal_port, tiny_payload, 16, half)
@@ -431,6 +440,8 @@ def main() -> None:
                 tiny_measured.run(gen, port, tiny_payload, 16, half)
             echo_rates = {kind: m.rate for kind, m in echoes_measured.items()}
             minimal_rate, tiny_rate = minimal_measured.rate, tiny_measured.rate
+            resnet_rate = resnet_measured.rate
+            resnet_client_ms = resnet_client_cpu / resnet_measured.requests * 1e3
         finally:
             for proc, _ in servers:
                 stop(proc)
@@ -468,6 +479,11 @@ def main() -> None:
         f"| (c) ResNet-50 p50 / p99 ms, concurrency 1 | {ms(lat['resnet dropin'][0])} / {ms(lat['resnet dropin'][1])} | "
         f"{ms(lat['resnet in-process'][0])} / {ms(lat['resnet in-process'][1])} (in-process infer) | "
         f"{diff(lat['resnet dropin'][0] - lat['resnet in-process'][0])} / {diff(lat['resnet dropin'][1] - lat['resnet in-process'][1])} | p50 within +0.500 | {ms(echo_resnet[0])} / {ms(echo_resnet[1])} |",
+        "",
+        f"(a) CPU per ResNet-50 request outside OpenVINO at concurrency 4: dropin's event-loop thread "
+        f"{resnet_measured.cpu_us / 1e3:.2f} ms, the load generator's processes {resnet_client_ms:.2f} ms; "
+        f"together {(resnet_measured.cpu_us / 1e3 + resnet_client_ms) / (2e3 / resnet_rate) * 100:.1f} % of the "
+        f"{os.cpu_count()} cores' time per request ({os.cpu_count() * 1e3 / resnet_rate:.1f} ms), which in-process OpenVINO has for itself.",
         "",
         "The floor of any Python front end, for comparison: a minimal grpc.aio server on uvloop that only parses the",
         "request, runs OpenVINO on the loop and serializes the output (no validation, no model table, no errors):",
