@@ -35,6 +35,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
 HERE = Path(__file__).resolve().parent
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -273,11 +274,11 @@ def tiny_model(path: Path) -> None:
     ov.save_model(ov.Model([ops.result(y)], [x], "tiny"), str(path / "model.xml"), compress_to_fp16=False)
 
 
-def start_dropin(config: Path) -> tuple[subprocess.Popen, int]:
+def start_dropin(config: Path, extra_args: Sequence[str] = ()) -> tuple[subprocess.Popen, int]:
     """`dropin serve` as a user starts it (through the test kit, which drains its log)."""
     from dropin.testing.server import DropinServer
 
-    server = DropinServer(["--config_path", str(config), "--file_system_poll_wait_seconds", "0"])
+    server = DropinServer(["--config_path", str(config), "--file_system_poll_wait_seconds", "0", *extra_args])
     server.wait_for_log("server ready", timeout=300)
     return server.proc, server.port
 
@@ -355,6 +356,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="client processes of the load generator")
     parser.add_argument("--latency-requests", type=int, default=3000, help="1x10 requests at concurrency 1 (ResNet: a tenth)")
     parser.add_argument("--markdown", type=Path, help="also write the results table to this file")
+    parser.add_argument(
+        "--dropin-arg", action="append", default=[], metavar="ARG",
+        help="an extra argument for dropin serve, e.g. --dropin-arg=--event_loop --dropin-arg=asyncio",
+    )
     parser.add_argument("--echo-server", choices=ECHO_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--minimal-server", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -400,7 +405,7 @@ def main() -> None:
         echoes = {kind: start_echo(kind) for kind in ECHO_KINDS}
         echo_ports = {kind: port for kind, (_, port) in echoes.items()}
         minimal = start_minimal(repo / "tiny" / "1" / "model.xml")
-        servers = [*echoes.values(), minimal, start_dropin(config)]
+        servers = [*echoes.values(), minimal, start_dropin(config, args.dropin_arg)]
         try:
             port = servers[-1][1]
             minimal_port = minimal[1]
@@ -462,7 +467,8 @@ def main() -> None:
     diff = lambda s: f"{s * 1e3:+.3f}"  # noqa: E731
     lines = [
         f"{os.cpu_count()} CPU cores, {args.processes} client processes, {args.seconds:g} s per throughput measure (two alternating halves); "
-        f"request sizes: ResNet-50 {len(resnet_payload)} B, 1x10 {len(tiny_payload)} B; whole run {time.monotonic() - began:.0f} s",
+        f"request sizes: ResNet-50 {len(resnet_payload)} B, 1x10 {len(tiny_payload)} B; whole run {time.monotonic() - began:.0f} s"
+        + (f"; dropin serve {' '.join(args.dropin_arg)}" if args.dropin_arg else ""),
         "",
         "| measure | dropin | reference | ratio / difference | goal | bare gRPC echo of the same bytes |",
         "|---|---|---|---|---|---|",
@@ -472,7 +478,8 @@ def main() -> None:
         f"| (b) the same with dynamic batching (batch_size -1, max_batch_size {BATCHING['max_batch_size']}, "
         f"batch_timeout_micros {BATCHING['batch_timeout_micros']}) | {batched_measured.rate:.0f} | {echo_rates[best]:.0f} | "
         f"**{batched_measured.rate / echo_rates[best]:.3f}** | >= 0.8 | p50 / p99 at concurrency 1: "
-        f"{ms(lat['tiny batched'][0])} / {ms(lat['tiny batched'][1])} ms (every request waits the timeout) |",
+        f"{ms(lat['tiny batched'][0])} / {ms(lat['tiny batched'][1])} ms (every request waits the timeout); "
+        f"event-loop CPU {batched_measured.cpu_us:.0f} us per request |",
         f"| (c) 1x10 p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
         f"{ms(lat['tiny in-process'][0])} / {ms(lat['tiny in-process'][1])} (in-process infer) | "
         f"{diff(lat['tiny dropin'][0] - lat['tiny in-process'][0])} / {diff(lat['tiny dropin'][1] - lat['tiny in-process'][1])} | p50 < 0.150 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} ({echo_name}) |",
@@ -492,7 +499,7 @@ def main() -> None:
         "|---|---|---|---|---|",
         f"| req/s, concurrency 16 | {tiny_rate:.0f} | {minimal_rate:.0f} | {tiny_rate / minimal_rate:.3f} | {echo_rates[best]:.0f} (minimal / echo {minimal_rate / echo_rates[best]:.3f}) |",
         f"| event-loop thread CPU per request, concurrency 16 | {tiny_measured.cpu_us:.0f} us | {minimal_measured.cpu_us:.0f} us | "
-        f"{tiny_measured.cpu_us - minimal_measured.cpu_us:+.0f} us | {echoes_measured['uvloop'].cpu_us:.0f} us (grpc.aio on uvloop) |",
+        f"{tiny_measured.cpu_us - minimal_measured.cpu_us:+.0f} us | {echoes_measured['uvloop'].cpu_us:.0f} us (grpc.aio on uvloop; {echoes_measured['aio'].cpu_us:.0f} us on asyncio's loop) |",
         f"| p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
         f"{ms(lat['tiny minimal'][0])} / {ms(lat['tiny minimal'][1])} | {diff(lat['tiny dropin'][0] - lat['tiny minimal'][0])} ms at p50 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} |",
     ]
