@@ -10,6 +10,8 @@ the coroutine awaits the result and the loop never blocks. Exception: a model wh
 take under INLINE_SECONDS (a moving average of OpenVINO's InferRequest.latency) runs requests with
 small inputs directly on the loop when an infer request is free, because the hop to a thread and
 back costs more than such an inference (docs/performance.md). Every model starts in the threads.
+Each infer request owns its input tensors (`InferSlot`): inputs are copied into them, or shared
+when large and writable, without OpenVINO's Python input dispatcher.
 
 Why threads and not `AsyncInferQueue` callbacks (measured with openvino 2026.4, same throughput
 and latency either way on this machine):
