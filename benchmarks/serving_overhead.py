@@ -202,11 +202,14 @@ def echo_server(kind: str) -> None:
         server.wait_for_termination()
 
 
-def minimal_server(model_xml: str) -> None:
+def minimal_server(model_xml: str, threaded: bool) -> None:
     """The least a Python TF Serving front end can do per request, with nothing general about it:
-    parse the PredictRequest, copy its one input into an OpenVINO request, infer on the loop,
-    answer the first output. No validation, no model table, no errors; grpc.aio on uvloop.
-    Prints the port, runs until killed."""
+    parse the PredictRequest, copy its one input into an OpenVINO request, infer (on the loop, or
+    `threaded`: in OpenVINO's optimal number of threads, each with its own infer request), answer
+    the first output. No validation, no model table, no errors; grpc.aio on uvloop. Prints the
+    port, runs until killed."""
+    import queue
+
     import grpc
     import numpy as np
     import openvino as ov
@@ -215,15 +218,32 @@ def minimal_server(model_xml: str) -> None:
     from dropin._proto.tensorflow_serving.apis import predict_pb2
 
     compiled = ov.Core().compile_model(model_xml, "CPU")
-    request = compiled.create_infer_request()
+    nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if threaded else 1
+    requests: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(nireq):
+        requests.put(compiled.create_infer_request())
+    pool = ThreadPoolExecutor(nireq)
     output = compiled.outputs[0].get_any_name()
+
+    def infer(array: np.ndarray) -> np.ndarray:
+        request = requests.get()
+        try:
+            tensor = request.get_input_tensor(0)
+            tensor.shape = array.shape
+            tensor.data[...] = array
+            return request.infer(None, share_outputs=False).to_tuple()[0]
+        finally:
+            requests.put(request)
 
     async def predict(data: bytes, context: object) -> bytes:
         message = predict_pb2.PredictRequest.FromString(data)
         tensor = next(iter(message.inputs.values()))
         shape = tuple(d.size for d in tensor.tensor_shape.dim)
-        request.get_input_tensor(0).data[...] = np.frombuffer(tensor.tensor_content, np.float32).reshape(shape)
-        result = request.infer(None, share_outputs=False).to_tuple()[0]
+        array = np.frombuffer(tensor.tensor_content, np.float32).reshape(shape)
+        if threaded:
+            result = await asyncio.get_running_loop().run_in_executor(pool, infer, array)
+        else:
+            result = infer(array)
         response = predict_pb2.PredictResponse()
         out = response.outputs[output]
         out.dtype = 1  # DT_FLOAT
@@ -245,8 +265,9 @@ def minimal_server(model_xml: str) -> None:
     uvloop.run(run())
 
 
-def start_minimal(model_xml: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, __file__, "--minimal-server", str(model_xml)], stdout=subprocess.PIPE, text=True)
+def start_minimal(model_xml: Path, threaded: bool = False) -> tuple[subprocess.Popen, int]:
+    command = [sys.executable, __file__, "--minimal-server", str(model_xml), *(["--minimal-threaded"] if threaded else [])]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
 
@@ -362,12 +383,13 @@ def main() -> None:
     )
     parser.add_argument("--echo-server", choices=ECHO_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--minimal-server", help=argparse.SUPPRESS)
+    parser.add_argument("--minimal-threaded", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         echo_server(args.echo_server)
         return
     if args.minimal_server:
-        minimal_server(args.minimal_server)
+        minimal_server(args.minimal_server, args.minimal_threaded)
         return
 
     import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
@@ -405,7 +427,8 @@ def main() -> None:
         echoes = {kind: start_echo(kind) for kind in ECHO_KINDS}
         echo_ports = {kind: port for kind, (_, port) in echoes.items()}
         minimal = start_minimal(repo / "tiny" / "1" / "model.xml")
-        servers = [*echoes.values(), minimal, start_dropin(config, args.dropin_arg)]
+        minimal_resnet = start_minimal(repo / "resnet" / "1" / "model.xml", threaded=True)
+        servers = [*echoes.values(), minimal, minimal_resnet, start_dropin(config, args.dropin_arg)]
         try:
             port = servers[-1][1]
             minimal_port = minimal[1]
@@ -417,6 +440,7 @@ def main() -> None:
             batched_times = latencies(port, batched_payload, n_tiny // 10, 30)  # each waits the whole timeout
             ov_resnet_times = ov_resnet.latencies(n_resnet)
             resnet_times = latencies(port, resnet_payload, n_resnet, 10)
+            resnet_minimal_times = latencies(minimal_resnet[1], resnet_payload, n_resnet, 10)
             # the transport's floor at concurrency 1: a bare echo of the same bytes
             echo_times = {kind: percentiles(latencies(p, tiny_payload, n_tiny, 300)) for kind, p in echo_ports.items()}
             fastest = min(echo_times, key=lambda k: echo_times[k][0])
@@ -426,6 +450,7 @@ def main() -> None:
             for p in (*echo_ports.values(), minimal_port, port):
                 gen.rate(p, tiny_payload, 16, 0.5)  # warm up
             gen.rate(port, resnet_payload, 4, 1.0)
+            gen.rate(minimal_resnet[1], resnet_payload, 4, 1.0)
             half = args.seconds / 2
             echoes_measured = {kind: Measured(proc.pid) for kind, (proc, _) in echoes.items()}
             minimal_measured, tiny_measured = Measured(minimal[0].pid), Measured(servers[-1][0].pid)
@@ -433,11 +458,13 @@ def main() -> None:
             gen.rate(port, batched_payload, 16, 0.5)  # warm up
             resnet_rate = ov_resnet_rate = 0.0
             resnet_measured = Measured(servers[-1][0].pid)
+            resnet_minimal = Measured(minimal_resnet[0].pid)
             resnet_client_cpu = 0.0
             for _ in range(2):
                 ov_resnet_rate += ov_resnet.rate(half) / 2
                 resnet_measured.run(gen, port, resnet_payload, 4, half)
                 resnet_client_cpu += gen.client_cpu
+                resnet_minimal.run(gen, minimal_resnet[1], resnet_payload, 4, half)
                 for kind, p in echo_ports.items():
                     echoes_measured[kind].run(gen, p, tiny_payload, 16, half)
                 minimal_measured.run(gen, minimal_port, tiny_payload, 16, half)
@@ -460,6 +487,7 @@ def main() -> None:
         "tiny dropin": percentiles(tiny_times),
         "tiny minimal": percentiles(minimal_times),
         "tiny batched": percentiles(batched_times),
+        "resnet minimal": percentiles(resnet_minimal_times),
         "resnet in-process": percentiles(ov_resnet_times),
         "resnet dropin": percentiles(resnet_times),
     }
@@ -490,7 +518,11 @@ def main() -> None:
         f"(a) CPU per ResNet-50 request outside OpenVINO at concurrency 4: dropin's event-loop thread "
         f"{resnet_measured.cpu_us / 1e3:.2f} ms, the load generator's processes {resnet_client_ms:.2f} ms; "
         f"together {(resnet_measured.cpu_us / 1e3 + resnet_client_ms) / (2e3 / resnet_rate) * 100:.1f} % of the "
-        f"{os.cpu_count()} cores' time per request ({os.cpu_count() * 1e3 / resnet_rate:.1f} ms), which in-process OpenVINO has for itself.",
+        f"{os.cpu_count()} cores' time per request ({os.cpu_count() * 1e3 / resnet_rate:.1f} ms), which in-process OpenVINO has for itself. "
+        f"A minimal server (parse, OpenVINO in a thread, serialize) serves {resnet_minimal.rate:.1f} req/s: "
+        f"minimal / in-process {resnet_minimal.rate / ov_resnet_rate:.3f}, dropin / minimal {resnet_rate / resnet_minimal.rate:.3f}; "
+        f"its event-loop thread {resnet_minimal.cpu_us / 1e3:.2f} ms per request; its p50 / p99 at concurrency 1 "
+        f"{ms(lat['resnet minimal'][0])} / {ms(lat['resnet minimal'][1])} ms.",
         "",
         "The floor of any Python front end, for comparison: a minimal grpc.aio server on uvloop that only parses the",
         "request, runs OpenVINO on the loop and serializes the output (no validation, no model table, no errors):",
