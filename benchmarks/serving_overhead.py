@@ -35,7 +35,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 HERE = Path(__file__).resolve().parent
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -163,6 +163,29 @@ ECHO_KINDS = ("aio", "uvloop", "thread")
 ECHO_NAMES = {"aio": "grpc.aio", "uvloop": "grpc.aio on uvloop", "thread": "thread pool"}
 
 
+def serve_aio(predict: Any, uvloop: bool) -> None:
+    """A grpc.aio server whose Predict is `predict` (bytes in, bytes out), on asyncio's loop or
+    uvloop; prints its port and runs until killed."""
+    import grpc
+
+    async def run() -> None:
+        server = grpc.aio.server(options=CLIENT_OPTIONS)
+        handler = grpc.unary_unary_rpc_method_handler(predict)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "tensorflow.serving.PredictionService", {"Predict": handler}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(port, flush=True)
+        await server.wait_for_termination()
+
+    if uvloop:
+        import uvloop as loop_module
+
+        loop_module.run(run())
+    else:
+        asyncio.run(run())
+
+
 def echo_server(kind: str) -> None:
     """Answers every call with its request bytes; prints the port, runs until killed."""
     import grpc
@@ -175,22 +198,7 @@ def echo_server(kind: str) -> None:
         async def aecho(request: bytes, context: object) -> bytes:
             return request
 
-        async def run() -> None:
-            server = grpc.aio.server(options=CLIENT_OPTIONS)
-            handler = grpc.unary_unary_rpc_method_handler(aecho)
-            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-                "tensorflow.serving.PredictionService", {"Predict": handler}),))
-            port = server.add_insecure_port("127.0.0.1:0")
-            await server.start()
-            print(port, flush=True)
-            await server.wait_for_termination()
-
-        if kind == "uvloop":
-            import uvloop
-
-            uvloop.run(run())
-        else:
-            asyncio.run(run())
+        serve_aio(aecho, uvloop=kind == "uvloop")
     else:
         server = grpc.server(ThreadPoolExecutor(32), options=CLIENT_OPTIONS)
         handler = grpc.unary_unary_rpc_method_handler(echo)
@@ -210,10 +218,8 @@ def minimal_server(model_xml: str, threaded: bool) -> None:
     port, runs until killed."""
     import queue
 
-    import grpc
     import numpy as np
     import openvino as ov
-    import uvloop
 
     from dropin._proto.tensorflow_serving.apis import predict_pb2
 
@@ -252,17 +258,7 @@ def minimal_server(model_xml: str, threaded: bool) -> None:
         out.tensor_content = result.tobytes()
         return response.SerializeToString()
 
-    async def run() -> None:
-        server = grpc.aio.server(options=CLIENT_OPTIONS)
-        handler = grpc.unary_unary_rpc_method_handler(predict)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "tensorflow.serving.PredictionService", {"Predict": handler}),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        print(port, flush=True)
-        await server.wait_for_termination()
-
-    uvloop.run(run())
+    serve_aio(predict, uvloop=True)
 
 
 def start_minimal(model_xml: Path, threaded: bool = False) -> tuple[subprocess.Popen, int]:

@@ -93,11 +93,7 @@ class DynamicBatching:
         (batching off) for None or an empty string."""
         if value is None or value == "" or isinstance(value, cls):
             return value or None
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{where} is not valid JSON: {exc}") from None
+        value = _from_json(value, where)
         if not isinstance(value, dict):
             raise ConfigError(f'{where} must be an object: {{"max_batch_size": 16, "batch_timeout_micros": 500}}')
         _only(value, {"max_batch_size", "batch_timeout_micros"}, where)
@@ -158,14 +154,20 @@ def _only(body: Mapping[str, Any], allowed: set[str], where: str) -> None:
 def parse_plugin_config(value: Any, where: str = "plugin_config") -> dict[str, Any]:
     if value is None or value == "":
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where} is not valid JSON: {exc}") from None
+    value = _from_json(value, where)
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a JSON object")
     return dict(value)
+
+
+def _from_json(value: Any, where: str) -> Any:
+    """A CLI flag's JSON text decoded (config.json values are already decoded)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where} is not valid JSON: {exc}") from None
 
 
 def model_config(entry: Mapping[str, Any], relative_to: Path | None = None) -> ModelConfig:
