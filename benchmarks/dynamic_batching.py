@@ -16,22 +16,18 @@ both sides alike.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from serving_overhead import (  # noqa: E402  (a sibling script)
-    CLIENT_OPTIONS,
-    PREDICT,
+    LoadGenerator,
     percentiles,
     raise_malloc_thresholds,
     request_bytes,
@@ -87,54 +83,6 @@ def batch_sizes(rest_port: int) -> dict[str, tuple[float, float]]:
     return {name: (total, count) for name, (total, count) in sizes.items()}
 
 
-def _drive(port: int, payload: bytes, inflight: int, seconds: float, start_at: float) -> list[float]:
-    """One client process: `inflight` concurrent calls, back to back; every call's latency."""
-    import grpc
-
-    raise_malloc_thresholds()
-
-    async def run() -> list[float]:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CLIENT_OPTIONS) as channel:
-            call = channel.unary_unary(PREDICT)  # bytes in, bytes out
-            await call(payload, timeout=60)
-            while time.time() < start_at:
-                await asyncio.sleep(0.001)
-            stop_at = time.monotonic() + seconds
-            times: list[float] = []
-
-            async def loop() -> None:
-                while time.monotonic() < stop_at:
-                    started = time.perf_counter()
-                    await call(payload, timeout=60)
-                    times.append(time.perf_counter() - started)
-
-            await asyncio.gather(*(loop() for _ in range(inflight)))
-            return times
-
-    return asyncio.run(run())
-
-
-class TimedLoad:
-    """serving_overhead.LoadGenerator, with every call timed."""
-
-    def __init__(self, processes: int) -> None:
-        self.processes = processes
-        self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
-        list(self.pool.map(int, range(processes)))  # start them now
-
-    def run(self, port: int, payload: bytes, concurrency: int, seconds: float) -> tuple[float, list[float]]:
-        """(req/s, latencies) with `concurrency` calls in flight, spread over the processes."""
-        procs = min(self.processes, concurrency)
-        shares = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
-        start_at = time.time() + 1.0
-        futures = [self.pool.submit(_drive, port, payload, n, seconds, start_at) for n in shares]
-        times = [t for f in futures for t in f.result()]
-        return len(times) / seconds, times
-
-    def close(self) -> None:
-        self.pool.shutdown()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each measure (two alternating halves)")
@@ -153,7 +101,7 @@ def main() -> None:
     batching = {"max_batch_size": args.max_batch_size, "batch_timeout_micros": args.timeout_micros}
     cases = {"small [1,10]": ("small", rng.random((1, 10), dtype=np.float32)),
              "dense 512-2048-2048-512": ("dense", rng.random((1, 512), dtype=np.float32))}
-    load = TimedLoad(args.processes)
+    load = LoadGenerator(args.processes)
     results: dict[str, dict[str, tuple[float, list[float]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
@@ -178,12 +126,13 @@ def main() -> None:
             for label, (name, array) in cases.items():
                 payloads = {mode: request_bytes(f"{name}_{mode}", "x", array) for mode in ("off", "on")}
                 for payload in payloads.values():
-                    load.run(port, payload, args.concurrency, 0.5)  # warm up
+                    load.rate(port, payload, args.concurrency, 0.5)  # warm up
                 results[label] = {"off": (0.0, []), "on": (0.0, [])}
                 before = batch_sizes(server.rest_port).get(f"{name}_on", (0.0, 0.0))
                 for _ in range(2):
                     for mode in ("off", "on"):
-                        rate, times = load.run(port, payloads[mode], args.concurrency, args.seconds / 2)
+                        rate = load.rate(port, payloads[mode], args.concurrency, args.seconds / 2, timed=True)
+                        times = load.latencies
                         old_rate, old_times = results[label][mode]
                         results[label][mode] = (old_rate + rate / 2, old_times + times)
                 after = batch_sizes(server.rest_port)[f"{name}_on"]

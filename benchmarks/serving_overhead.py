@@ -52,14 +52,16 @@ def raise_malloc_thresholds() -> None:
 # -- load generator (runs in spawned processes) ------------------------------------------------
 
 
-def _drive(port: int, payload: bytes, inflight: int, seconds: float, start_at: float) -> tuple[int, float]:
-    """One client process: `inflight` concurrent calls, back to back; returns the completed calls
-    and the CPU seconds this process spent on them."""
+def _drive(
+    port: int, payload: bytes, inflight: int, seconds: float, start_at: float, timed: bool = False
+) -> tuple[int, float, list[float]]:
+    """One client process: `inflight` concurrent calls, back to back; returns the completed calls,
+    the CPU seconds this process spent on them and (`timed`) every call's latency."""
     import grpc
 
     raise_malloc_thresholds()
 
-    async def run() -> tuple[int, float]:
+    async def run() -> tuple[int, float, list[float]]:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CLIENT_OPTIONS) as channel:
             call = channel.unary_unary(PREDICT)  # bytes in, bytes out
             await call(payload, timeout=60)
@@ -68,15 +70,19 @@ def _drive(port: int, payload: bytes, inflight: int, seconds: float, start_at: f
             stop = time.monotonic() + seconds
             started_cpu = time.process_time()
             done = 0
+            times: list[float] = []
 
             async def loop() -> None:
                 nonlocal done
                 while time.monotonic() < stop:
+                    started = time.perf_counter()
                     await call(payload, timeout=60)
+                    if timed:
+                        times.append(time.perf_counter() - started)
                     done += 1
 
             await asyncio.gather(*(loop() for _ in range(inflight)))
-            return done, time.process_time() - started_cpu
+            return done, time.process_time() - started_cpu, times
 
     return asyncio.run(run())
 
@@ -86,18 +92,21 @@ class LoadGenerator:
         self.processes = processes
         self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
         self.client_cpu = 0.0
+        self.latencies: list[float] = []
         list(self.pool.map(int, range(processes)))  # start them now
 
-    def rate(self, port: int, payload: bytes, concurrency: int, seconds: float) -> float:
+    def rate(self, port: int, payload: bytes, concurrency: int, seconds: float, timed: bool = False) -> float:
         """Requests per second with `concurrency` calls in flight, spread over the processes.
-        The clients' CPU seconds over the run are left in `client_cpu`."""
+        The clients' CPU seconds over the run are left in `client_cpu`, and with `timed` every
+        call's latency in `latencies`."""
         procs = min(self.processes, concurrency)
         shares = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
         start_at = time.time() + 1.0
-        futures = [self.pool.submit(_drive, port, payload, n, seconds, start_at) for n in shares]
+        futures = [self.pool.submit(_drive, port, payload, n, seconds, start_at, timed) for n in shares]
         results = [f.result() for f in futures]
-        self.client_cpu = sum(cpu for _, cpu in results)
-        return sum(done for done, _ in results) / seconds
+        self.client_cpu = sum(cpu for _, cpu, _ in results)
+        self.latencies = [t for _, _, times in results for t in times]
+        return sum(done for done, _, _ in results) / seconds
 
     def close(self) -> None:
         self.pool.shutdown()
