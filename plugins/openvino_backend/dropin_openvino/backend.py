@@ -404,15 +404,23 @@ def layout_letters(layout: ov.Layout | None) -> str | None:
 
 
 def string_tensor(name: str, values: np.ndarray) -> np.ndarray:
-    """A STRING input as OpenVINO's Python API takes it: fixed-width bytes. numpy's fixed-width
-    bytes drop trailing NUL bytes, so values ending in one are refused rather than changed."""
+    """A STRING input as OpenVINO's Python API takes it: fixed-width bytes."""
+    refuse_nul_endings(name, values)
+    return np.asarray(values, dtype=np.bytes_)
+
+
+def refuse_nul_endings(name: str, values: np.ndarray) -> None:
+    """numpy's fixed-width bytes, the only way strings reach OpenVINO from Python (its
+    `bytes_data` setter too), drop trailing NUL bytes: values ending in one are refused rather
+    than changed. A plain loop: the items are Python objects, which numpy cannot vectorise over
+    (measured: a join of the items plus a numpy index of their last bytes costs the same
+    per item, and more for a few items)."""
     for value in values.flat:
         if value[-1:] == b"\0":
             raise DropinError(
                 Status.UNSUPPORTED_STRING_INPUT,
                 f"input {name}: the OpenVINO backend cannot pass strings that end in a NUL byte",
             )
-    return np.asarray(values, dtype=np.bytes_)
 
 
 #: Inferences shorter than this (a moving average) run on the event loop instead of a thread,
@@ -500,6 +508,10 @@ class OpenVINOModel(LoadedModel):
     @property
     def outputs(self) -> Mapping[str, TensorSpec]:
         return self._outputs
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        for name in self._string_inputs:
+            refuse_nul_endings(name, inputs[name])
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         executor = self._executor
