@@ -47,7 +47,7 @@ class FakeModel(LoadedModel):
         self.calls: list[tuple[int, ...]] = []
         self.delay = delay
         self.fail: Exception | None = None
-        self.fail_on_negative = False  # a RuntimeError for any batch holding a negative value
+        self.fail_on_negative: Exception | None = None  # raised for any batch holding a negative value
         self.refuse_nan = False  # check_inputs refuses a request holding NaN
         self.bad_output = False
         self.closed = False
@@ -67,8 +67,8 @@ class FakeModel(LoadedModel):
             await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
-        if self.fail_on_negative and (x < 0).any():
-            raise RuntimeError("negative input")
+        if self.fail_on_negative is not None and (x < 0).any():
+            raise self.fail_on_negative
         y = x * 2
         return InferOutputs({"y": y[:1] if self.bad_output else y}, 0.001, 0.002)
 
@@ -237,15 +237,16 @@ def test_a_request_the_model_refuses_fails_alone_before_joining_a_batch() -> Non
         assert results[i].batch_run.requests == 7
 
 
-def test_a_failed_batch_runs_its_requests_alone_so_only_the_culprit_fails() -> None:
+@pytest.mark.parametrize("error", [RuntimeError("negative input"), DropinError(Status.INVALID_VALUE_COUNT, "negative input")])
+def test_a_failed_batch_runs_its_requests_alone_so_only_the_culprit_fails(error: Exception) -> None:
     fake = FakeModel()
-    fake.fail_on_negative = True
+    fake.fail_on_negative = error
     model = batching(fake, size=16, micros=20_000)
     xs = [rows(1, 10 * i) for i in range(8)]
     xs[2] = -rows(1, 1)
     results = gather(model, xs)
     assert fake.calls == [(8, 3)] + [(1, 3)] * 8  # the batch, then each request once, on its own
-    assert isinstance(results[2], RuntimeError) and str(results[2]) == "negative input"
+    assert results[2] is error  # what it gets alone: a DropinError reaches the client, anything else is INTERNAL
     for i in (0, 1, 3, 4, 5, 6, 7):
         np.testing.assert_array_equal(results[i]["y"], xs[i] * 2)
         assert results[i].batch_run.size == 1 and results[i].batch_run.requests == 1
