@@ -462,7 +462,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"config": {"name": "picky", "base_path": "picky", "plugin_config": f32,
                     "dynamic_batching": {"max_batch_size": 6, "batch_timeout_micros": 100_000}}},
         {"config": {"name": "static", "base_path": "static", "dynamic_batching": BATCHING}},
-        {"config": {"name": "strings", "base_path": "strings", "dynamic_batching": SLOW_BATCHING}},
+        {"config": {"name": "strings", "base_path": "strings", "dynamic_batching": {**SLOW_BATCHING, "max_batch_size": 64}}},
         {"config": {"name": "limited", "base_path": "limited", "plugin_config": f32, "dynamic_batching": SLOW_BATCHING}},
     ]}))
     return root
@@ -583,6 +583,18 @@ def test_a_string_the_backend_refuses_fails_only_its_own_request(server: DropinS
         assert outputs_of(future.result())["y"].tolist() == [s.encode() for s in expected.tolist()] == x.tolist()
     server.wait_for_log(r"model strings version 1: ran a batch of \d+ from [2-7] requests")
     assert "model strings version 1: a batch of" not in server.log  # the bad request never joined one
+
+
+def test_strings_that_only_batched_together_are_too_large_are_answered_alone(server: DropinServer) -> None:
+    # one long string alone, and many short ones alone, are fine; batched, every short string
+    # would be padded to the long one (41 MiB from 1 MiB sent): that batch is refused, so each
+    # request runs on its own
+    inputs = [np.array([b"x" * (1 << 20)], dtype=object), np.array([b"short %d" % i for i in range(40)], dtype=object)]
+    futures = [server.client.predict_future("strings", {"x": x}) for x in inputs]
+    for x, future in zip(inputs, futures):
+        assert outputs_of(future.result())["y"].tolist() == x.tolist()
+    server.wait_for_log(r"model strings version 1: a batch of 41 rows from 2 requests failed \(DropinError: Request is too "
+                        r"large - input x: 41 strings padded to the longest \(1048576 bytes\).*\); running each request on its own")
 
 
 def test_a_request_the_backend_fails_on_fails_alone(server: DropinServer, models: Path) -> None:
