@@ -89,8 +89,8 @@ class LoadedModel(abc.ABC):
         """Refuse, with a `DropinError`, a request this model cannot run whatever it is batched
         with (values the runtime cannot take). Dynamic batching calls it for each request before
         the request joins a batch, so that only the bad request fails; `infer` is not told
-        whether it ran, so it must still refuse such inputs itself. Called on the event loop:
-        keep it cheap (vectorised). The default accepts everything."""
+        whether it ran, so it must still refuse such inputs itself. Called on the event loop for
+        every batched request: keep it cheap. The default accepts everything."""
 
     def close(self) -> None:
         """Release the model. Called once, after the last request using it has finished, in a

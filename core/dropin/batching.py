@@ -21,9 +21,10 @@ batch in halves instead would take log2(n) rounds one after the other for one ba
 more inferences than this when several are bad; running each alone takes one round, on the
 backend's parallel infer requests. Not rerun: a batch of one request, a `DropinError` with a
 server status (the backend says the fault is its own, not the data's), and outputs that cannot
-be split (the model's fault). So a request runs at most twice, and only after a failure. Which way the wrapped backend runs an inference (a thread, or
-inline on the loop for tiny OpenVINO models) does not matter: results are handed out only once
-its `infer` has returned.
+be split (the model's fault). So a request runs at most twice, and only after a failure.
+
+Which way the wrapped backend runs an inference (a thread, or inline on the loop for tiny
+OpenVINO models) does not matter: results are handed out only once its `infer` has returned.
 """
 
 from __future__ import annotations
