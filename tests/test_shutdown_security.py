@@ -313,6 +313,7 @@ def test_reload_config_request_changes_nothing_by_default(start_server, tmp_path
 
 
 def test_reload_config_request_is_confined_to_the_named_roots(start_server, tmp_path: Path) -> None:
+    tmp_path = tmp_path.resolve()  # the messages show resolved paths
     root = tmp_path / "root"
     modelgen.scale_model(root / "a" / "1", shape=(-1, 2), factor=2.0)
     modelgen.scale_model(root / "b" / "1", shape=(-1, 2), factor=3.0)
