@@ -368,7 +368,8 @@ def test_status_errors(server: DropinServer) -> None:
 def test_reload_config_request(start_server, tmp_path: Path) -> None:
     modelgen.scale_model(tmp_path / "a" / "1", shape=(-1, 2), factor=2.0)
     modelgen.scale_model(tmp_path / "b" / "1", shape=(-1, 2), factor=4.0)
-    server = start_server("--model_name", "a", "--model_path", str(tmp_path / "a"), "--plugin_config", F32_CONFIG)
+    server = start_server("--model_name", "a", "--model_path", str(tmp_path / "a"), "--plugin_config", F32_CONFIG,
+                          "--reload_config_enable", "--reload_config_roots", str(tmp_path))
     server.wait_for("a", 1)
     request = model_management_pb2.ReloadConfigRequest()
     for name in ("a", "b"):

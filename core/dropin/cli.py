@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__, event_loop
-from .config import ConfigError, DynamicBatching, model_config, parse_plugin_config, read_config_file, read_metrics_config
+from .config import ConfigError, DynamicBatching, model_config, parse_plugin_config, read_config_file, read_metrics_config, reload_roots
 from .errors import DropinError, Status
 from .metrics import FAMILIES
 from .plugins import PluginHost, backend_priority
@@ -81,6 +81,14 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--log_level", default="INFO", type=str.upper, choices=sorted(LOG_LEVELS))
     server.add_argument("--log_path", default=None)
     server.add_argument("--config_path", default=None, help="OVMS config.json with several models")
+    server.add_argument(
+        "--reload_config_enable", action="store_true",
+        help="let gRPC HandleReloadConfigRequest replace the models served (default off: it answers OK and changes nothing, as OVMS)",
+    )
+    server.add_argument(
+        "--reload_config_roots", default="", metavar="DIRS",
+        help="with --reload_config_enable: comma-separated directories; base paths outside them are refused",
+    )
 
     model = parser.add_argument_group("single model (instead of --config_path)")
     model.add_argument("--model_name")
@@ -161,6 +169,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         tls=_tls_settings(args),
         **_metrics_settings(args),
+        **_reload_settings(args),
     )
 
 
@@ -182,6 +191,18 @@ def _metrics_settings(args: argparse.Namespace) -> dict[str, object]:
     if unknown:
         raise DropinError(Status.INVALID_METRICS_FAMILY_NAME, f"{', '.join(unknown)} (known: {', '.join(FAMILIES)})")
     return {"metrics_enable": True, "metrics_list": families}
+
+
+def _reload_settings(args: argparse.Namespace) -> dict[str, object]:
+    """HandleReloadConfigRequest lets any client that reaches the gRPC port choose the models
+    served, so it needs both flags: on, and the directories it may load from."""
+    if not args.reload_config_enable:
+        if args.reload_config_roots:
+            raise ConfigError("--reload_config_roots has no effect without --reload_config_enable")
+        return {}
+    if not args.reload_config_roots:
+        raise ConfigError("--reload_config_enable needs --reload_config_roots: the directories whose models clients may load")
+    return {"reload_config_enable": True, "reload_config_roots": reload_roots(args.reload_config_roots)}
 
 
 def _number_or_list(text: str, flag: str) -> float | list[float]:
