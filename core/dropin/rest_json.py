@@ -21,11 +21,13 @@ try:  # orjson parses ~3x and writes arrays ~25x faster than json; the stdlib is
 except ImportError:  # pragma: no cover - orjson is a dependency, but a packager may drop it
     orjson = None  # type: ignore[assignment]
 
+from .casting import cast, refuse_booleans
 from .dtypes import DType
 from .errors import DropinError, Status
 from .shapes import TensorSpec
 
 ROW, COLUMN = "row", "column"
+MAX_RANK = 32  # the deepest nesting read as a tensor; it also bounds the recursion over string arrays
 _STRING_TF = DType.STRING.tf_enum
 
 
@@ -77,9 +79,12 @@ def _numpy_default(value: Any) -> Any:
 
 
 class PredictRequest:
-    """A :predict body: its format (row or column) and the JSON given for the inputs."""
+    """A :predict body: its format (row or column) and the JSON given for the inputs.
 
-    def __init__(self, doc: Any) -> None:
+    `may_hold_booleans` is False when the body has no `true` or `false` token at all (a byte
+    search), which spares numeric inputs the check that no boolean hides among their numbers."""
+
+    def __init__(self, doc: Any, may_hold_booleans: bool = True) -> None:
         if not isinstance(doc, dict):
             raise DropinError(Status.REST_BODY_IS_NOT_AN_OBJECT)
         has_instances, has_inputs = "instances" in doc, "inputs" in doc
@@ -87,14 +92,18 @@ class PredictRequest:
             raise DropinError(Status.REST_PREDICT_UNKNOWN_ORDER)
         self.order = ROW if has_instances else COLUMN
         self.node = doc["instances"] if has_instances else doc["inputs"]  # signature_name is ignored
+        self.may_hold_booleans = may_hold_booleans
 
     @classmethod
     def parse(cls, body: bytes) -> "PredictRequest":
-        return cls(loads(body))
+        return cls(loads(body), b"true" in body or b"false" in body)
 
     def tensors(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
-        """The request's tensors, typed after the model's inputs `specs`."""
-        return self._rows(specs) if self.order == ROW else self._columns(specs)
+        """The request's tensors, typed after the model's inputs `specs`. The parsed JSON is let
+        go here: its Python objects take several times the body's size, the tensors far less."""
+        tensors = self._rows(specs) if self.order == ROW else self._columns(specs)
+        self.node = None
+        return tensors
 
     def _rows(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
         node = self.node
@@ -115,10 +124,10 @@ class PredictRequest:
                     columns.setdefault(name, []).append(value)
             if len({len(values) for values in columns.values()}) > 1:
                 raise DropinError(Status.REST_INSTANCES_BATCH_SIZE_DIFFER)
-            return {name: to_tensor(values, specs.get(name), bad) for name, values in columns.items()}
+            return {name: self._tensor(values, name, specs, bad) for name, values in columns.items()}
         if isinstance(first, (list, str, dict)) or _is_number(first):
             name = _only_input(specs)
-            return {name: to_tensor(node, specs[name], bad)}
+            return {name: self._tensor(node, name, specs, bad)}
         raise DropinError(Status.REST_INSTANCES_NOT_NAMED_OR_NONAMED)
 
     def _columns(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
@@ -126,12 +135,15 @@ class PredictRequest:
         bad = Status.REST_COULD_NOT_PARSE_INPUT
         if isinstance(node, list):
             name = _only_input(specs)
-            return {name: to_tensor(node, specs[name], bad)}
+            return {name: self._tensor(node, name, specs, bad)}
         if not isinstance(node, dict):
             raise DropinError(Status.REST_INPUTS_NOT_AN_OBJECT)
         if not node:
             raise DropinError(Status.REST_NO_INPUTS_FOUND)
-        return {name: to_tensor(value, specs.get(name), bad) for name, value in node.items()}
+        return {name: self._tensor(value, name, specs, bad) for name, value in node.items()}
+
+    def _tensor(self, data: Any, name: str, specs: Mapping[str, TensorSpec], bad: Status) -> JsonTensor:
+        return to_tensor(data, specs.get(name), bad, name, self.may_hold_booleans)
 
 
 def _only_input(specs: Mapping[str, TensorSpec]) -> str:
@@ -152,16 +164,21 @@ def _is_binary(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
-def to_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:
+def to_tensor(data: Any, spec: TensorSpec | None, bad: Status, name: str = "", may_hold_booleans: bool = True) -> JsonTensor:
     """One input's JSON value (the whole tensor, batch included) as a tensor. Numbers take the
     dtype of the model input `spec` (None: an input the model does not have, typed I32 or FP32
-    as OVMS guesses, for validation to reject); `{"b64": ...}` and, for U8 and STRING inputs,
-    plain strings make a DT_STRING tensor."""
+    as OVMS guesses, for validation to reject), refusing any value that type would change
+    (`casting.cast`); `{"b64": ...}` and, for U8 and STRING inputs, plain strings make a
+    DT_STRING tensor. Empty arrays make a tensor with a zero dim, which validation refuses."""
     leaf = data
-    while isinstance(leaf, list):
+    for _ in range(MAX_RANK + 1):
+        if not isinstance(leaf, list):
+            break
         if not leaf:
-            raise DropinError(bad, "an array is empty")
+            return _empty_tensor(data, spec, bad)
         leaf = leaf[0]
+    else:
+        raise DropinError(bad, f"arrays nested deeper than {MAX_RANK} levels")
     if isinstance(leaf, (dict, str)):
         return _string_tensor(data, spec, bad)
     if isinstance(leaf, bool) and spec is not None and spec.dtype is DType.BOOL:
@@ -176,18 +193,25 @@ def to_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:
         raise DropinError(bad, "arrays of different lengths (ragged) or mixed values") from None
     if raw.dtype.kind not in kinds:
         raise DropinError(bad, "arrays of different lengths (ragged) or values that are not numbers")
-    if 0 in raw.shape:
-        raise DropinError(bad, "an array is empty")
     if spec is None or spec.dtype is DType.STRING:
         if spec is not None:
             raise DropinError(bad, f"numbers given for STRING input {spec.name}")
-        dtype = DType.FP32 if raw.dtype.kind == "f" else DType.I32
-    else:
-        dtype = spec.dtype
-    if raw.dtype != dtype.numpy:
-        with np.errstate(all="ignore"):
-            raw = raw.astype(dtype.numpy)
-    return JsonTensor(dtype, raw, raw.shape)
+        return JsonTensor(DType.FP32 if raw.dtype.kind == "f" else DType.I32, raw, raw.shape)
+    if may_hold_booleans and kinds != "b":  # numpy reads true as 1 among numbers
+        refuse_booleans(np.asarray(data, dtype=object), spec.dtype, name)
+    return JsonTensor(spec.dtype, cast(raw, spec.dtype, name), raw.shape)
+
+
+def _empty_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:
+    """Nested empty arrays as a tensor of the shape they have, with a zero dim (`[[], []]`: (2,0))."""
+    try:
+        shape = np.asarray(data).shape
+    except (ValueError, TypeError):
+        shape = ()
+    if 0 not in shape:
+        raise DropinError(bad, "arrays of different lengths (ragged) or an array that is empty")
+    dtype = spec.dtype if spec is not None else DType.FP32
+    return JsonTensor(dtype, np.empty(shape, dtype.numpy), shape)
 
 
 def _string_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:

@@ -79,7 +79,7 @@ class Server:
             plugins.load()
         self.plugins = plugins
         self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
-        self.dataplane = DataPlane(self.manager, settings.max_elements)
+        self.dataplane = DataPlane(self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes)
         self.grpc: grpc.aio.Server | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
