@@ -46,7 +46,9 @@ def cast(values: np.ndarray, dtype: DType, name: str, expected: str | None = Non
             with np.errstate(invalid="ignore"):
                 ok = (values >= lower) & (values < upper) & (np.floor(values) == values)  # NaN fails all
             if not ok.all():
-                exact = " (numbers written with a fraction or exponent: within +-2^53)" if high > _EXACT_FLOAT_INT else ""
+                first = float(values.reshape(-1)[np.flatnonzero(~ok)[0]])
+                in_range = low <= first <= high and first == first // 1  # refused only for being inexact
+                exact = " (numbers written with a fraction or exponent: within +-2^53)" if in_range else ""
                 _refuse(values, ~ok, name, expected or f"{dtype.value} values, integers in [{low}, {high}]{exact}")
         elif values.size and (int(values.min()) < low or int(values.max()) > high):
             _refuse(values, (values < low) | (values > high), name, expected or f"{dtype.value} values, integers in [{low}, {high}]")

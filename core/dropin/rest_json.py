@@ -27,6 +27,7 @@ from .errors import DropinError, Status
 from .shapes import TensorSpec
 
 ROW, COLUMN = "row", "column"
+_EXACT_FLOAT_INT = 1 << 53  # a float64 holds every integer up to this magnitude
 MAX_RANK = 32  # the deepest nesting read as a tensor; it also bounds the recursion over string arrays
 _STRING_TF = DType.STRING.tf_enum
 
@@ -55,12 +56,24 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _int_as_orjson(text: str) -> int | float:
+    value = int(text)
+    return value if -(1 << 63) <= value < (1 << 64) else _finite_float(text)  # orjson reads wider ones as floats
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # as orjson refuses 1e400
+        raise ValueError(f"number is infinity when parsed as double: {text}")
+    return value
+
+
 def loads(body: bytes) -> Any:
     """Parse a request body; invalid JSON (NaN and Infinity included) is 412 JSON_INVALID."""
     try:
         if orjson is not None:
             return orjson.loads(body)
-        return json.loads(body, parse_constant=_reject_constant)
+        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_int_as_orjson)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise DropinError(Status.JSON_INVALID, str(exc)) from None
 
@@ -199,7 +212,21 @@ def to_tensor(data: Any, spec: TensorSpec | None, bad: Status, name: str = "", m
         return JsonTensor(DType.FP32 if raw.dtype.kind == "f" else DType.I32, raw, raw.shape)
     if may_hold_booleans and kinds != "b":  # numpy reads true as 1 among numbers
         refuse_booleans(np.asarray(data, dtype=object), spec.dtype, name)
+    if raw.dtype.kind == "f" and spec.dtype in (DType.I64, DType.U64) and np.abs(raw).max() > _EXACT_FLOAT_INT:
+        raw = _exact_integers(data, spec.dtype, raw)
     return JsonTensor(spec.dtype, cast(raw, spec.dtype, name), raw.shape)
+
+
+def _exact_integers(data: Any, dtype: DType, floats: np.ndarray) -> np.ndarray:
+    """numpy reads integers beyond int64 mixed with smaller ones as float64, losing digits: read
+    them again as `dtype` when all are integers in its range (else the floats, for `cast` to refuse)."""
+    objects = np.asarray(data, dtype=object).reshape(-1)
+    if set(map(type, objects)) == {int}:
+        try:
+            return np.array(objects.tolist(), dtype=dtype.numpy).reshape(floats.shape)
+        except OverflowError:
+            pass
+    return floats
 
 
 def _empty_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:
