@@ -151,3 +151,13 @@ def test_responses(codec: str) -> None:
     with pytest.raises(DropinError) as info:
         predict_response("row", {"a": np.ones((2, 1)), "b": np.ones((3, 1))})
     assert info.value.status is Status.REST_PROTO_TO_STRING_ERROR
+
+
+def test_boolean_tokens_are_found_cheaply() -> None:
+    from dropin.rest_json import may_hold_booleans
+
+    assert not may_hold_booleans(json.dumps({"signature_name": "serving_default", "inputs": [[0.5] * 1000]}).encode())
+    assert may_hold_booleans(b'{"inputs": [1, true]}') and may_hold_booleans(b'{"inputs": [false]}') and may_hold_booleans(b"true")
+    many = "lu" * 40  # the letters are common: the words themselves are searched
+    assert may_hold_booleans(json.dumps({"s": many, "x": [1, True]}).encode())
+    assert not may_hold_booleans(json.dumps({"s": many, "x": [1, 2]}).encode())

@@ -109,7 +109,7 @@ class PredictRequest:
 
     @classmethod
     def parse(cls, body: bytes) -> "PredictRequest":
-        return cls(loads(body), b"true" in body or b"false" in body)
+        return cls(loads(body), may_hold_booleans(body))
 
     def tensors(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
         """The request's tensors, typed after the model's inputs `specs`. The parsed JSON is let
@@ -157,6 +157,24 @@ class PredictRequest:
 
     def _tensor(self, data: Any, name: str, specs: Mapping[str, TensorSpec], bad: Status) -> JsonTensor:
         return to_tensor(data, specs.get(name), bad, name, self.may_hold_booleans)
+
+
+def may_hold_booleans(body: bytes) -> bool:
+    """Whether `body` may have a `true` or `false` token. Searching for the words costs about
+    0.5 ms per MB; their letters u and l are found by memchr in ~10 us per MB and, in a body of
+    numbers, only in a few keys ("inputs", "serving_default"), so the words are looked for there."""
+    for letter, word in ((b"u", b"true"), (b"l", b"false")):  # the letter is word[2]
+        at = body.find(letter, 2)
+        for _ in range(16):
+            if at < 0:
+                break
+            if body.startswith(word, at - 2):
+                return True
+            at = body.find(letter, at + 1)
+        else:  # the letter is common here (strings): search for the word itself
+            if word in body:
+                return True
+    return False
 
 
 def _only_input(specs: Mapping[str, TensorSpec]) -> str:

@@ -132,8 +132,8 @@ def validate_request(
                 f"brings the request to {total_elements}",
             )
         tf_dtype = tensor.tf_dtype
-        if max_tensor_bytes:
-            _check_tensor_bytes(name, shape, elements, tf_dtype, max_tensor_bytes)
+        if max_tensor_bytes and elements * _FILLED_ITEMSIZE.get(tf_dtype, 0) > max_tensor_bytes:
+            _too_large(name, shape, elements, tf_dtype, max_tensor_bytes)
         converter = plan.converter
         if converter is not None and tf_dtype != plan.tf_dtype:
             request_dtype = DType.from_tf(tf_dtype)
@@ -163,17 +163,18 @@ def validate_request(
     return arrays, conversions
 
 
-def _check_tensor_bytes(name: str, shape: Sequence[int], elements: int, tf_dtype: int, limit: int) -> None:
+# bytes per element of the numeric types (strings are counted by the values sent, never filled)
+_FILLED_ITEMSIZE: dict[int, int] = {d.tf_enum: d.itemsize for d in DType if d is not DType.STRING}
+
+
+def _too_large(name: str, shape: Sequence[int], elements: int, tf_dtype: int, limit: int) -> None:
     dtype = DType.from_tf(tf_dtype)
-    if dtype is None or dtype is DType.STRING:  # strings are counted by the values sent, not filled
-        return
-    size = elements * dtype.itemsize
-    if size > limit:
-        raise DropinError(
-            Status.TOO_MANY_ELEMENTS,
-            f"Expected: at most {limit} bytes in one input (--grpc_max_message_size); Actual: {size} bytes "
-            f"({dtype.value} of shape {format_shape(shape)}); input name: {name}",
-        )
+    assert dtype is not None
+    raise DropinError(
+        Status.TOO_MANY_ELEMENTS,
+        f"Expected: at most {limit} bytes in one input (--grpc_max_message_size); Actual: {elements * dtype.itemsize} "
+        f"bytes ({dtype.value} of shape {format_shape(shape)}); input name: {name}",
+    )
 
 
 def check_converted(conversion: Conversion, array: np.ndarray) -> np.ndarray:
