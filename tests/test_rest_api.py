@@ -486,6 +486,33 @@ def test_body_size_limit(server: DropinServer) -> None:
     assert post(server, "/v1/models/dynamic:predict", {"instances": [[0.5] * 5]}).status == 200  # still serving
 
 
+def _memory(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(key)
+
+
+def test_default_body_limit_bounds_decoding_memory(repo: Path, start_server) -> None:
+    """The default --rest_max_body_bytes (64 MiB; it was 1 GiB) times the documented peak multiple
+    of a float body (about 11: a Python float per number while decoding) stays near 1 GB."""
+    srv = start_server("--model_name", "dynamic", "--model_path", str(repo / "dynamic"), "--rest_port", str(free_port()),
+                       "--file_system_poll_wait_seconds", "0")
+    srv.wait_for("dynamic", 1)
+    row = "[" + ",".join(["0.1234"] * 1000) + "]"
+    body = ('{"inputs": {"x": [' + ",".join([row] * (16 * 2**20 // len(row))) + "]}}").encode()
+    assert post(srv, "/v1/models/dynamic:predict", {"inputs": {"x": [[1.0]]}}).status == 200
+    before = _memory(srv.proc.pid, "VmRSS:")
+    reply = post(srv, "/v1/models/dynamic:predict", body)
+    assert reply.status == 200 and reply.body.startswith(b'{"outputs":{"y":[[1.1234,')
+    growth = (_memory(srv.proc.pid, "VmHWM:") - before) / len(body)
+    assert growth < 14, f"peak memory grew by {growth:.1f} times the body"  # measured 10 to 12
+    limit = 64 << 20
+    expect(post(srv, "/v1/models/dynamic:predict", b" " * (limit + 1)), 413,
+           f"Request body is too large - {limit + 1} bytes; the limit is {limit} (--rest_max_body_bytes)")
+    assert post(srv, "/v1/models/dynamic:predict", b" " * (limit - 20) + b'{"inputs": [[1.0]]}').status == 200
+
+
 # -- config status and reload ----------------------------------------------------------------
 
 

@@ -33,6 +33,9 @@ from .worker_link import ChannelClosed, WorkerLink
 log = logging.getLogger("dropin.server")
 
 GIB = 1 << 30
+# Decoding JSON makes a Python object per number: answering a REST Predict takes up to ~35 times
+# the body's size at its peak (docs/performance.md), so REST bodies are kept far below gRPC's limit.
+REST_MAX_BODY_BYTES = 64 << 20
 
 # tensorflow.error.Code values for ReloadConfigResponse.status
 _OK, _INVALID_ARGUMENT = 0, 3
@@ -62,7 +65,7 @@ class ServerSettings:
     shutdown_grace_seconds: float = 30.0  # how long in-flight requests may finish after SIGTERM
     tls: TlsSettings | None = None  # TLS on both ports
     defaults: ModelConfig | None = None  # load options for models added by HandleReloadConfigRequest
-    rest_max_body_bytes: int = GIB  # larger REST bodies are refused with 413
+    rest_max_body_bytes: int = REST_MAX_BODY_BYTES  # larger REST bodies are refused with 413
     metrics_enable: bool = False  # Prometheus /metrics on the REST port
     metrics_list: tuple[str, ...] = FAMILIES  # the metric families exposed
 
