@@ -3,7 +3,8 @@
 gRPC fields (`float_val`, `int_val`, one value filling a shape) and REST JSON (parse included).
 
 No server: `validate_request` on `ProtoTensor`s and on `PredictRequest.parse(body).tensors()`,
-the code both front ends run per request. Best of 5 repeats, microseconds per request.
+the code both front ends run per request. Best of 5 repeats of this process's CPU time (robust to
+other jobs on a shared machine), microseconds per request.
 
     .venv/bin/python benchmarks/value_conversion.py
 """
@@ -11,6 +12,7 @@ the code both front ends run per request. Best of 5 repeats, microseconds per re
 from __future__ import annotations
 
 import json
+import time
 import timeit
 from typing import Callable
 
@@ -64,7 +66,7 @@ def main() -> None:
     for name, run in cases.items():
         run()
         number = 20 if "150528" in name else 2000
-        best = min(timeit.repeat(run, number=number, repeat=5)) / number
+        best = min(timeit.repeat(run, number=number, repeat=5, timer=time.process_time)) / number
         print(f"| {name} | {best * 1e6:.1f} |", flush=True)
 
 
