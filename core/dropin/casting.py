@@ -17,7 +17,7 @@ from .errors import DropinError, Status
 
 # Above this magnitude a float64 no longer holds every integer: a JSON number written as a
 # float (1.0, 1e18) that large may already be a neighbour of what the client wrote.
-_EXACT_FLOAT_INT = 1 << 53
+EXACT_FLOAT_INT = 1 << 53
 
 # the integers each integer (and boolean) type holds
 _INT_RANGE: dict[DType, tuple[int, int]] = {
@@ -42,7 +42,7 @@ def cast(values: np.ndarray, dtype: DType, name: str, expected: str | None = Non
         low, high = int_range
         if kind == "f":
             # the range as floats: its ends (and +-2^53) are 0 or powers of two, exact in float64
-            lower, upper = float(max(low, -_EXACT_FLOAT_INT)), float(min(high + 1, _EXACT_FLOAT_INT + 1))
+            lower, upper = float(max(low, -EXACT_FLOAT_INT)), float(min(high + 1, EXACT_FLOAT_INT + 1))
             with np.errstate(invalid="ignore"):
                 ok = (values >= lower) & (values < upper) & (np.floor(values) == values)  # NaN fails all
             if not ok.all():

@@ -21,13 +21,12 @@ try:  # orjson parses ~3x and writes arrays ~25x faster than json; the stdlib is
 except ImportError:  # pragma: no cover - orjson is a dependency, but a packager may drop it
     orjson = None  # type: ignore[assignment]
 
-from .casting import cast, refuse_booleans
+from .casting import EXACT_FLOAT_INT, cast, refuse_booleans
 from .dtypes import DType
 from .errors import DropinError, Status
 from .shapes import TensorSpec
 
 ROW, COLUMN = "row", "column"
-_EXACT_FLOAT_INT = 1 << 53  # a float64 holds every integer up to this magnitude
 MAX_RANK = 32  # the deepest nesting read as a tensor; it also bounds the recursion over string arrays
 _STRING_TF = DType.STRING.tf_enum
 
@@ -94,8 +93,9 @@ def _numpy_default(value: Any) -> Any:
 class PredictRequest:
     """A :predict body: its format (row or column) and the JSON given for the inputs.
 
-    `may_hold_booleans` is False when the body has no `true` or `false` token at all (a byte
-    search), which spares numeric inputs the check that no boolean hides among their numbers."""
+    `may_hold_booleans` is False when the body has no `true` or `false` token at all
+    (`may_hold_booleans(body)`), which spares numeric inputs the check that no boolean hides
+    among their numbers."""
 
     def __init__(self, doc: Any, may_hold_booleans: bool = True) -> None:
         if not isinstance(doc, dict):
@@ -230,7 +230,7 @@ def to_tensor(data: Any, spec: TensorSpec | None, bad: Status, name: str = "", m
         return JsonTensor(DType.FP32 if raw.dtype.kind == "f" else DType.I32, raw, raw.shape)
     if may_hold_booleans and kinds != "b":  # numpy reads true as 1 among numbers
         refuse_booleans(np.asarray(data, dtype=object), spec.dtype, name)
-    if raw.dtype.kind == "f" and spec.dtype in (DType.I64, DType.U64) and np.abs(raw).max() > _EXACT_FLOAT_INT:
+    if raw.dtype.kind == "f" and spec.dtype in (DType.I64, DType.U64) and np.abs(raw).max() > EXACT_FLOAT_INT:
         raw = _exact_integers(data, spec.dtype, raw)
     return JsonTensor(spec.dtype, cast(raw, spec.dtype, name), raw.shape)
 
