@@ -112,7 +112,7 @@ def validate_request(
     arrays: dict[str, np.ndarray] = {}
     conversions: list[Conversion] = []
     total_elements = 0
-    batch_seen: tuple[int, str] | None = None  # (batch size, input) of the first input with a batch dim
+    batch_seen: tuple[int, str] | None = None  # (batch size, input) of the first input with a dynamic batch dim
     for plan in plans:
         spec = plan.spec
         name = spec.name
