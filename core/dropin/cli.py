@@ -18,7 +18,7 @@ from .config import ConfigError, DynamicBatching, model_config, parse_plugin_con
 from .errors import DropinError, Status
 from .metrics import FAMILIES
 from .plugins import PluginHost, backend_priority
-from .server import GIB, Server, ServerSettings
+from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
 from .tls import TlsSettings
 from .worker_link import WorkerLink, die_with_parent
 from .workers import serve_workers
@@ -33,8 +33,9 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--rest_port", type=int, default=0, help="REST port (0: REST off)")
     server.add_argument("--rest_bind_address", default="0.0.0.0")
     server.add_argument(
-        "--rest_max_body_bytes", type=int, default=GIB, metavar="BYTES",
-        help="largest REST request body; larger ones are refused with 413 (default 1 GiB, as the gRPC limit)",
+        "--rest_max_body_bytes", type=int, default=REST_MAX_BODY_BYTES, metavar="BYTES",
+        help="largest REST request body; larger ones are refused with 413 (default 64 MiB: decoding JSON takes "
+        "up to ~35 times the body in memory)",
     )
     server.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics on /metrics of the REST port")
     server.add_argument(

@@ -33,6 +33,9 @@ from .worker_link import ChannelClosed, WorkerLink
 log = logging.getLogger("dropin.server")
 
 GIB = 1 << 30
+# Decoding JSON makes a Python object per number: answering a REST Predict takes up to ~35 times
+# the body's size at its peak (docs/performance.md), so REST bodies are kept far below gRPC's limit.
+REST_MAX_BODY_BYTES = 64 << 20
 
 # --workers: how long the worker that received a reload waits for the others to have applied it
 # too (they do in any case, in order), and how long a scrape waits for their metrics.
@@ -59,7 +62,7 @@ class ServerSettings:
     shutdown_grace_seconds: float = 30.0  # how long in-flight requests may finish after SIGTERM
     tls: TlsSettings | None = None  # TLS on both ports
     defaults: ModelConfig | None = None  # load options for models added by HandleReloadConfigRequest
-    rest_max_body_bytes: int = GIB  # larger REST bodies are refused with 413
+    rest_max_body_bytes: int = REST_MAX_BODY_BYTES  # larger REST bodies are refused with 413
     metrics_enable: bool = False  # Prometheus /metrics on the REST port
     metrics_list: tuple[str, ...] = FAMILIES  # the metric families exposed
     # HandleReloadConfigRequest replaces the served models only when enabled, and only with base
@@ -80,7 +83,7 @@ class Server:
             plugins.load()
         self.plugins = plugins
         self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
-        self.dataplane = DataPlane(self.manager, settings.max_elements)
+        self.dataplane = DataPlane(self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes)
         self.grpc: grpc.aio.Server | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
