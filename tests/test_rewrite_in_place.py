@@ -129,6 +129,66 @@ def test_weights_rewritten_in_place_under_load_reload_and_never_crash(start_serv
     assert list(private.glob(f"{private_copy_module.PREFIX}*")) == []  # each copy was deleted right after its load
 
 
+def test_a_version_read_while_it_is_being_written_loads_once_the_writes_end(start_server, tmp_path: Path) -> None:
+    """The torn copy: the server starts (and loads at once) while model.bin is rewritten in place,
+    again and again, between two sets of weights. The copy taken meanwhile is refused, with the
+    reason in the status; once the writes end and the files settle, the last weights written load.
+    No answer ever comes from a mix of the two."""
+    repo, weights = tmp_path / "m", {}
+    for name, seed in (("a", 1), ("b", 2)):
+        modelgen.gather_model(tmp_path / name, ROWS, WIDTH, seed)
+        weights[name] = (tmp_path / name / "model.bin").read_bytes()
+    shutil.copytree(tmp_path / "a", repo / "1")
+    refused = threading.Event()
+    written: list[str] = []
+
+    def writer() -> None:  # rewrites model.bin in place (same size), a -> b -> a ..., 64 KiB at a time
+        deadline = time.monotonic() + 20
+        with open(repo / "1" / "model.bin", "r+b") as f:
+            while not written or (not refused.is_set() and time.monotonic() < deadline):
+                name = "b" if not written or written[-1] == "a" else "a"
+                f.seek(0)
+                for start in range(0, len(weights[name]), 64 << 10):
+                    f.write(weights[name][start:start + (64 << 10)])
+                    f.flush()
+                    time.sleep(0.001)
+                written.append(name)
+
+    writing = threading.Thread(target=writer)
+    writing.start()
+    try:
+        server = start_server("--model_name", "m", "--model_path", str(repo), "--plugin_config", F32_CONFIG,
+                              "--version_settle_seconds", "0.2")
+        ids = np.arange(0, ROWS, 997, dtype=np.int32)
+        expected = {name: openvino_reference(tmp_path / name, ids) for name in ("a", "b")}
+        answers: list[str] = []
+
+        def answered() -> bool:
+            try:
+                emb = outputs_of(server.predict.Predict(predict_request("m", {"ids": ids}), timeout=20))["emb"]
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND, exc  # not loaded yet
+                return False
+            answers.append(next((name for name, value in expected.items() if np.array_equal(emb, value)), "a mix"))
+            return True
+
+        def copy_refused() -> bool:
+            answered()
+            found = states(server).get(1)
+            return found is not None and "changed while they were being read" in found[2]
+
+        wait_until(copy_refused, timeout=20, message="no load was refused while the file was being written")
+        refused.set()
+    finally:
+        refused.set()
+        writing.join(30)
+    server.wait_for("m", 1)
+    wait_until(answered)
+    assert answers and set(answers) <= {"a", "b"}, answers  # never the weights of a torn copy
+    assert answers[-1] == written[-1]
+    assert states(server)[1] == (AVAILABLE, 0, "OK")
+
+
 # -- the private copy on its own -------------------------------------------------------------
 
 
