@@ -201,13 +201,28 @@ def test_private_copy_is_removed_after_the_load_and_what_was_mapped_stays(tmp_pa
     (version / "model.bin").write_bytes(b"w" * 4096)
     (version / "sub" / "extra.txt").write_text("x")
     with private_copy(version) as copy:
-        assert copy.name == "1" and copy.parent.parent == tmp_path / "tmp"
-        assert oct(copy.parent.stat().st_mode & 0o777) == "0o700"
+        assert copy.parts[-2:] == ("m", "1") and copy.parent.parent.parent == tmp_path / "tmp"
+        assert oct(copy.parent.parent.stat().st_mode & 0o777) == "0o700"
         assert (copy / "model.bin").read_bytes() == b"w" * 4096 and (copy / "sub" / "extra.txt").read_text() == "x"
         mapped = np.memmap(copy / "model.bin", mode="r")
     assert list((tmp_path / "tmp").iterdir()) == []  # deleted: no path reaches it
     os.truncate(version / "model.bin", 0)  # the user's file is not the one mapped
     assert bytes(mapped[:4]) == b"wwww"
+
+
+def test_copies_left_by_a_process_killed_while_loading_are_removed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(private_copy_module.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(private_copy_module, "_stale_removed", False)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = [tmp_path / f"{private_copy_module.PREFIX}{pid}-x1" for pid in (dead.pid, os.getppid())]
+    for path in left:
+        (path / "m" / "1").mkdir(parents=True)
+    version = tmp_path / "m" / "1"
+    version.mkdir(parents=True)
+    with private_copy(version):
+        pass
+    assert sorted(tmp_path.glob(f"{private_copy_module.PREFIX}*")) == [left[1]]  # the live process's stays
 
 
 def test_a_copy_taken_while_the_files_change_is_refused(tmp_path: Path, monkeypatch) -> None:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-PREFIX = "dropin-load-"
+PREFIX = "dropin-load-"  # then the pid of the process that loads, a dash, and a random part
 
 
 class CopyError(Exception):
@@ -37,13 +37,14 @@ def private_copy(version_dir: Path) -> Iterator[Path]:
     """A private copy of `version_dir` (same directory name) to load from; deleted on exit, so
     that what a backend mapped from it stays valid and out of anyone's reach."""
     version_dir = Path(version_dir)
+    _remove_stale_copies()
     try:
-        root = Path(tempfile.mkdtemp(prefix=PREFIX))
+        root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
     except OSError as exc:
         raise CopyError(f"cannot create a private directory to load {version_dir} from in {tempfile.gettempdir()} "
                         f"(set TMPDIR to a writable directory): {exc.strerror or exc}") from None
     try:
-        copy = root / version_dir.name
+        copy = root / version_dir.parent.name / version_dir.name  # e.g. .../resnet/1 in messages
         before = file_states(version_dir)
         try:
             shutil.copytree(version_dir, copy, copy_function=shutil.copyfile, ignore_dangling_symlinks=True)
@@ -55,6 +56,32 @@ def private_copy(version_dir: Path) -> Iterator[Path]:
         yield copy
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+_stale_removed = False
+
+
+def _remove_stale_copies() -> None:
+    """Once per process: delete the copies left by processes killed while loading (a copy whose
+    load finished was deleted then)."""
+    global _stale_removed
+    if _stale_removed:
+        return
+    _stale_removed = True
+    for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        pid = path.name[len(PREFIX):].partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's, or not a pid: leave it
+    return True
 
 
 def file_states(directory: Path) -> tuple[tuple[str, int, int, int, int], ...]:
