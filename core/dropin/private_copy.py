@@ -34,8 +34,9 @@ class CopyError(Exception):
 
 @contextmanager
 def private_copy(version_dir: Path) -> Iterator[Path]:
-    """A private copy of `version_dir` (same directory name) to load from; deleted on exit, so
-    that what a backend mapped from it stays valid and out of anyone's reach."""
+    """A private copy of `version_dir` (at `<private dir>/<model dir name>/<version dir name>`) to
+    load from; deleted on exit, so that what a backend mapped from it stays valid and out of
+    anyone's reach."""
     version_dir = Path(version_dir)
     _remove_stale_copies()
     try:
@@ -55,7 +56,17 @@ def private_copy(version_dir: Path) -> Iterator[Path]:
                             "they load again once they have settled")
         yield copy
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        _remove(root)
+
+
+def _remove(root: Path) -> None:
+    # copytree gives each directory its source's mode: a read-only one could not be emptied
+    for directory, _, _ in os.walk(root):
+        try:
+            os.chmod(directory, 0o700)
+        except OSError:
+            pass
+    shutil.rmtree(root, ignore_errors=True)
 
 
 _stale_removed = False
@@ -71,7 +82,7 @@ def _remove_stale_copies() -> None:
     for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
         pid = path.name[len(PREFIX):].partition("-")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(path)
 
 
 def _alive(pid: int) -> bool:
