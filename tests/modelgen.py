@@ -128,3 +128,12 @@ def token_model(version_dir: Path, length: int = 8) -> Path:
     echo = ops.reshape(ids, ops.constant(np.array([-1, length], dtype=np.int64)), special_zero=False)
     total = ops.reduce_sum(ids, ops.constant(np.array([1], dtype=np.int64)), keep_dims=False)
     return save(ov.Model([_result(echo, "echo"), _result(total, "total")], [ids], "tokens"), version_dir)
+
+
+def gather_model(version_dir: Path, rows: int = 100_000, width: int = 64, seed: int = 0) -> Path:
+    """ids: I32 [-1] -> emb = rows of a random FP32 [rows, width] table (100000 x 64: a 26 MB
+    model.bin, which OpenVINO's CPU plugin reads in place, from the file's pages)."""
+    ids = _param("ids", (-1,), ov.Type.i32)
+    table = np.random.default_rng(seed).standard_normal((rows, width)).astype(np.float32)
+    emb = ops.gather(ops.constant(table), ids, ops.constant(np.int32(0)))
+    return save(ov.Model([_result(emb, "emb")], [ids], "gather"), version_dir)

@@ -23,10 +23,12 @@ from test_grpc_api import predict_request
 from test_plugins import install_fake_distribution
 from test_rest_api import expect, expect_prefix, get, http, post
 
-# A backend whose load waits for a file named "release" in the version directory: the server
-# stays not-ready for as long as the test wants.
+# A backend whose load waits for the file named in the version's "gated" file (outside the version
+# directory: the backend loads a private copy of it): the server stays not-ready for as long as
+# the test wants.
 GATED_BACKEND = '''
 import time
+from pathlib import Path
 import numpy as np
 from dropin.backend import Backend, LoadedModel
 from dropin.dtypes import DType
@@ -47,7 +49,8 @@ class GatedBackend(Backend):
 
     def load(self, version_dir, options):
         deadline = time.monotonic() + 60
-        while not (version_dir / "release").exists() and time.monotonic() < deadline:
+        release = Path((version_dir / "gated").read_text())
+        while not release.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         return GatedModel()
 
@@ -146,7 +149,7 @@ def test_not_ready_until_the_initial_loading_is_done(start_server, tmp_path: Pat
     install_fake_distribution(site, "dropin_gated", {"gated": "gated_plugin"}, {"gated_plugin": GATED_BACKEND})
     version = tmp_path / "slow" / "1"
     version.mkdir(parents=True)
-    (version / "gated").write_text("")
+    (version / "gated").write_text(str(tmp_path / "release"))
     srv = start_server(
         "--model_name", "slow", "--model_path", str(tmp_path / "slow"), "--file_system_poll_wait_seconds", "0",
         "--rest_port", str(free_port()), env={"PYTHONPATH": str(site)},
@@ -156,7 +159,7 @@ def test_not_ready_until_the_initial_loading_is_done(start_server, tmp_path: Pat
     expect(get(srv, "/v2/models/slow/ready"), 503, "Model with requested version is not loaded yet")
     assert health_status(srv) == NOT_SERVING
     assert health_status(srv, "tensorflow.serving.PredictionService") == NOT_SERVING
-    (version / "release").write_text("")
+    (tmp_path / "release").write_text("")
     wait_ready(srv)
     assert get(srv, "/v2/models/slow/ready").status == 200
     assert health_status(srv) == SERVING

@@ -155,6 +155,30 @@ def test_load_of_a_directory_without_a_model(backend: OpenVINOBackend, tmp_path:
         backend.load(tmp_path, LoadOptions())
 
 
+def mapped_files() -> set[str]:
+    with open("/proc/self/maps") as maps:
+        return {line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6}
+
+
+@pytest.mark.parametrize("mmap", [None, False], ids=["default", "ENABLE_MMAP false"])
+def test_enable_mmap_in_plugin_config_decides_whether_the_weights_are_mapped(
+    backend: OpenVINOBackend, tmp_path: Path, mmap: bool | None
+) -> None:
+    # OpenVINO maps weights when it reads a model, not when it compiles it: the option must reach
+    # read_model (the server loads from a private copy either way: see dropin/private_copy.py)
+    import modelgen
+
+    modelgen.gather_model(tmp_path, rows=4096, width=64, seed=3)
+    config = {**F32, **({} if mmap is None else {"ENABLE_MMAP": mmap})}
+    loaded = backend.load(tmp_path, LoadOptions(plugin_config=config, nireq=1))
+    try:
+        assert (str(tmp_path / "model.bin") in mapped_files()) == (mmap is None)
+        ids = np.array([0, 7, 4095], np.int32)
+        np.testing.assert_array_equal(run(loaded.infer({"ids": ids}))["emb"], modelgen.run_openvino(tmp_path, {"ids": ids})["emb"])
+    finally:
+        loaded.close()
+
+
 # -- serving the demo model -------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import modelgen
 from conftest import DropinServer, free_port
 from dropin.metrics import GRPC, PREDICT, Metrics
-from dropin.metrics_merge import merged, requests_total, snapshot
+from dropin.metrics_merge import WorkerCounters, merged, requests_total, snapshot
 from dropin._proto.tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,
@@ -122,6 +122,29 @@ def test_metrics_of_several_workers_add_up_but_streams_do_not() -> None:
     assert value("ovms_streams", name="m") == 4
     assert value("ovms_current_requests", name="only-here") == 0
     assert requests_total(workers[0]) == 1  # the local counters are left as they were
+
+
+def test_the_supervisor_keeps_the_latest_counters_of_a_worker_that_exited() -> None:
+    worker = Metrics()
+    snaps = []
+    for seq in (1, 2):
+        probe = worker.probe(GRPC, PREDICT)
+        probe.served("m", 1, streams=4)
+        probe.done(True)
+        worker.model("m", 1).current_requests = 3
+        snaps.append({"pid": 11, "seq": seq, **json.loads(json.dumps(snapshot(worker)))})
+    counters = WorkerCounters()
+    assert not counters.reported(snaps[0])  # a pid it never started
+    counters.started(11)
+    assert counters.reported(snaps[1]) and counters.reported(snaps[0])  # the older one arrives late
+    assert counters.exited_snapshot() is None
+    counters.exited(11)
+    assert not counters.reported(snaps[1])  # gone: its counts are in the exited sum, not twice
+    total = {f.name: f for f in text_string_to_metric_families(merged(Metrics(), [counters.exited_snapshot()]).render().decode())}
+    assert [s.value for s in total["ovms_requests_success"].samples if s.labels.get("method") == "Predict"
+            and s.labels["interface"] == "gRPC"] == [2]  # the latest snapshot, not the late older one
+    assert [s.value for s in total["ovms_current_requests"].samples] == [0]  # gauges are not carried over
+    assert "ovms_streams" not in total or not total["ovms_streams"].samples
 
 
 def test_two_workers_share_the_port_and_metrics_count_both(start_server) -> None:
@@ -295,3 +318,60 @@ def test_sigterm_answers_requests_in_flight_and_leaves_no_process(start_server, 
     server._reader.join(10)
     assert pids_gone(pids)
     assert server.log.count("[dropin.server] stopped") == 2 and server.log.rstrip().endswith("[dropin.workers] stopped")
+
+
+def cumulative_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the counters and histograms (not the gauges), by name and labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text) if family.type in ("counter", "histogram")
+        for sample in family.samples
+    }
+
+
+def test_counters_never_go_down_when_a_worker_is_killed_and_restarts(start_server) -> None:
+    rest_port = free_port()
+    server, pids = start_workers(start_server, "--model_name", "digits", "--model_path", str(DIGITS),
+                                 "--rest_port", str(rest_port), "--metrics_enable")
+    good = np.ones((1, 8, 8, 1), np.float32)
+    bad = np.ones((1, 8, 8, 2), np.float32)  # a failed request: ovms_requests_fail counts too
+
+    def call(image: np.ndarray) -> bool:
+        with Fresh(server.port) as fresh:
+            try:
+                fresh.predict.Predict(predict_request("digits", {"image": image}), timeout=20)
+                return True
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc
+                return False
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(call, [good] * 40 + [bad] * 10)) == 40
+    text = metrics(rest_port)
+    assert predict_successes(text) == 40
+    served = {int(pid): int(n) for pid, n in re.findall(r"^# dropin worker \d \(pid (\d+)\): (\d+) requests$", text, re.M)}
+    assert set(served) == set(pids) and all(served.values()), served  # both workers hold counts
+    before = cumulative_samples(text)
+    assert before
+
+    victim = max(served, key=lambda pid: served[pid])
+    os.kill(victim, signal.SIGKILL)
+    index = int(server.wait_for_log(rf"worker (\d) \(pid {victim}\) exited with signal SIGKILL").group(1))
+    server.wait_for_log(rf"worker {index} \(pid \d+\) ready", timeout=60)
+
+    def never_below(text: str) -> None:
+        now = cumulative_samples(text)
+        lower = {key: (value, now.get(key)) for key, value in before.items() if now.get(key, -1) < value}
+        assert not lower, f"{len(lower)} samples went down, e.g. {list(lower.items())[:3]}"
+
+    for _ in range(8):  # each scrape is a new connection: either worker answers
+        text = metrics(rest_port)
+        never_below(text)
+        assert predict_successes(text) == 40
+    assert re.search(r"^# dropin workers that exited: \d+ requests, still counted$", text, re.M), text
+    with ThreadPoolExecutor(8) as pool:  # and they count on from there
+        assert sum(pool.map(call, [good] * 20)) == 20
+    for _ in range(4):
+        text = metrics(rest_port)
+        never_below(text)
+        assert predict_successes(text) == 60

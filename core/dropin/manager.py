@@ -24,6 +24,7 @@ from .errors import DropinError
 from .models import Model, ModelTable, ModelVersion, Servable, State
 from .plugins import Registries
 from .preprocess import Preprocessor
+from .private_copy import CopyError, private_copy
 from .settle import SettleTracker
 from .sources import Change, ModelSource
 from .validation import InputPlan
@@ -223,8 +224,8 @@ class ModelManager:
             if replacing is None:
                 version.set_state(State.LOADING, f"load failed: {reason}")
             else:
-                version.error = None
-                log.error("model %s version %d: reload failed, the loaded files keep serving: %s", model.name, number, reason)
+                version.error = f"reload failed, the previously loaded files keep serving: {reason}"
+                log.error("model %s version %d: %s", model.name, number, version.error)
             version.end_load()
             return replacing is not None
         version.servable = servable
@@ -400,9 +401,13 @@ class ModelManager:
         backend_name = self._choose_backend(config, path)
         backend = self._backend(backend_name)
         try:
-            loaded = backend.load(path, config.load)
-        except Exception as exc:
-            raise LoadError(f"backend {backend_name} could not load {path}: {exc}") from exc
+            with private_copy(path) as copy:  # never from files the user may rewrite under us
+                try:
+                    loaded = backend.load(copy, config.load)
+                except Exception as exc:
+                    raise LoadError(f"backend {backend_name} could not load {path}: {str(exc).replace(str(copy), str(path))}") from exc
+        except CopyError as exc:
+            raise LoadError(str(exc)) from None
         try:
             plans = tuple(self._plan(config, loaded.inputs[name]) for name in sorted(loaded.inputs))
             served = self._batched(config, number, loaded, backend_name)

@@ -5,6 +5,11 @@ Counters, histograms and `ovms_current_requests` add up. `ovms_streams` does not
 streams of one worker's copy of a model (every worker compiles it alike), so the first value seen
 is kept. The snapshot walks `ModelMetrics.__slots__`, so a field added to it is carried along
 (histograms by their counts and buckets, numbers by value).
+
+Counters must never go down, also when a worker dies: its counts would vanish from the sum and
+Prometheus would read a counter reset. So the supervisor remembers what each worker last reported
+in a scrape (`WorkerCounters`) and, once a worker has exited, keeps adding those counters (not its
+gauges) to every later scrape.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, Iterable
 from .metrics import Histogram, Metrics, ModelMetrics
 
 NOT_SUMMED = frozenset({"streams"})
+GAUGES = frozenset({"current_requests", "streams"})  # what a worker that exited leaves behind: not these
 
 Snapshot = dict[str, Any]
 
@@ -78,3 +84,46 @@ def _add(mine: Any, theirs: Any, keep_first: bool) -> Any:
     if keep_first:
         return theirs if mine is None else mine
     return (mine or 0) + theirs
+
+
+def counters_only(snap: Snapshot) -> Snapshot:
+    """The snapshot without its gauges (requests in flight, streams)."""
+    return {
+        "models": [[name, version, {k: v for k, v in fields.items() if k not in GAUGES}] for name, version, fields in snap["models"]],
+        "requests": snap["requests"],
+    }
+
+
+class WorkerCounters:
+    """The supervisor's record, per worker process, of the latest snapshot it reported in a scrape,
+    and the counters of the workers that exited. A scrape shows a worker's snapshot only once it is
+    recorded here (`reported` returns True), and `exited` carries the latest one recorded, so no
+    value shown ever goes missing from later sums. Snapshots carry the worker's "pid" and "seq"
+    (increasing per worker): one that arrives late, after a newer one, is not recorded over it."""
+
+    def __init__(self) -> None:
+        self._latest: dict[int, Snapshot | None] = {}  # pid of a running worker -> its latest snapshot
+        self._exited: Metrics | None = None
+
+    def started(self, pid: int) -> None:
+        self._latest[pid] = None
+
+    def reported(self, snap: Snapshot) -> bool:
+        """Record a snapshot; False if its worker has exited already (its counts are in `exited`)."""
+        pid = snap.get("pid")
+        if pid not in self._latest:
+            return False
+        latest = self._latest[pid]
+        if latest is None or snap["seq"] > latest["seq"]:
+            self._latest[pid] = snap
+        return True
+
+    def exited(self, pid: int) -> None:
+        """Worker `pid` is gone: its last reported counters stay in the sums from now on."""
+        snap = self._latest.pop(pid, None)
+        if snap is not None:
+            self._exited = merged(self._exited or Metrics(), [counters_only(snap)])
+
+    def exited_snapshot(self) -> Snapshot | None:
+        """The summed counters of every worker that exited (None if none had reported any)."""
+        return None if self._exited is None else snapshot(self._exited)

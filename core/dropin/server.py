@@ -6,6 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import gc
+import itertools
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from .grpc_api import ModelService, PredictionService, add_services
 from .health import GrpcHealth, add_reflection
 from .manager import ModelManager
 from .metrics import FAMILIES, Metrics
-from .metrics_merge import merged, requests_total, snapshot
+from .metrics_merge import merged, snapshot
 from .plugins import PluginHost
 from .tls import TlsSettings
 from .rest_api import RestApi
@@ -87,6 +88,7 @@ class Server:
         self.grpc: grpc.aio.Server | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._snapshots = itertools.count(1)  # numbers this worker's metrics snapshots
         self.port = settings.port
         self.metrics = Metrics(settings.metrics_list) if settings.metrics_enable else None
         self.health: GrpcHealth | None = None
@@ -249,23 +251,32 @@ class Server:
         if self.metrics is None:
             return None
         assert self.link is not None
-        return {"worker": self.link.index, "pid": os.getpid(), **snapshot(self.metrics)}
+        # "seq" orders this worker's snapshots (the supervisor keeps the latest one)
+        return {"worker": self.link.index, "pid": os.getpid(), "seq": next(self._snapshots), **snapshot(self.metrics)}
 
     async def _render_all_metrics(self) -> bytes:
-        """/metrics on a worker: this worker's counters plus every other worker's. A worker that
-        does not answer in time is left out, and a comment line says so."""
+        """/metrics on a worker: this worker's counters plus every other worker's and those of the
+        workers that exited (as the supervisor recorded them). A worker that does not answer in
+        time is left out, and a comment line says so. Everything shown is one snapshot per worker,
+        the very one the supervisor recorded."""
         assert self.metrics is not None and self.link is not None
+        own = await self._metrics_snapshot({})
+        assert own is not None
         try:
-            results = await self.link.fanout("metrics_snapshot", {}, include_self=False, wait=METRICS_WAIT_SECONDS)
+            reply = await self.link.call("metrics", {"own": own, "wait": METRICS_WAIT_SECONDS})
         except ChannelClosed:
-            results = {}
-        own = {"worker": self.link.index, "pid": os.getpid(), "requests": requests_total(self.metrics)}
-        snaps = [r for r in results.values() if isinstance(r, dict) and "models" in r]
+            reply = {"workers": {}, "exited": None}
+        results = {int(i): r for i, r in reply["workers"].items()}
+        snaps = [own, *(r for r in results.values() if isinstance(r, dict) and "models" in r)]
         comments = [f"# dropin worker {s['worker']} (pid {s['pid']}): {s['requests']} requests"
-                    for s in sorted([own, *snaps], key=lambda s: s["worker"])]
+                    for s in sorted(snaps, key=lambda s: s["worker"])]
         comments += [f"# dropin worker {i}: left out ({r['error']})" for i, r in sorted(results.items())
                      if isinstance(r, dict) and "error" in r]
-        return ("\n".join(comments) + "\n").encode() + merged(self.metrics, snaps).render()
+        exited = reply.get("exited")
+        if exited is not None:
+            comments.append(f"# dropin workers that exited: {exited['requests']} requests, still counted")
+            snaps.append(exited)
+        return ("\n".join(comments) + "\n").encode() + merged(Metrics(self.metrics.families), snaps).render()
 
     async def _start_rest(self) -> None:
         s = self.settings

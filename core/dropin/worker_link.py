@@ -8,7 +8,8 @@ descriptor), carrying one JSON object per line:
 - `{"op": name, "args": {...}}` without an id: an event, not answered.
 
 Worker to supervisor: the events `listening`, `ready`, `config_file_applied`, and the call
-`fanout` (ask other workers, see `Supervisor`). Supervisor to worker: the calls
+`fanout` (ask other workers, see `Supervisor`) and `metrics` (every worker's counters for a
+scrape). Supervisor to worker: the calls
 `reload_config`, `reload_config_file`, `metrics_snapshot`, and the event `synced`. Calls that
 change the models are applied one at a time in the order they arrive, which is the order the
 supervisor sent them in: every worker applies the same sequence.
@@ -178,6 +179,12 @@ class WorkerLink:
         return {int(k): v for k, v in (await self.channel.call(
             "fanout", {"op": op, "args": args, "include_self": include_self, "wait": wait}
         )).items()}
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        """Call the supervisor itself (e.g. `metrics`)."""
+        if self.channel is None:
+            raise ChannelClosed("not connected")
+        return await self.channel.call(op, args)
 
     async def synced(self) -> None:
         """After the initial loading: apply what the supervisor replays (the models other workers

@@ -10,7 +10,8 @@ the workers. The supervisor loads no model and serves no request. It
   every worker is ready;
 - relays what must reach every worker: HandleReloadConfigRequest and POST /v1/config/reload
   (sent to all workers in one global order, and replayed to a restarted worker), and /metrics
-  snapshots (the worker answering a scrape sums every worker's counters);
+  snapshots (the worker answering a scrape sums every worker's counters, and those of workers
+  that exited, so that counters never go down);
 - restarts a worker that dies, with backoff; forwards SIGTERM/SIGINT to the workers and waits for
   their graceful stop.
 """
@@ -24,8 +25,9 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Sequence
 
+from .metrics_merge import WorkerCounters
 from .worker_link import ORDERED_OPS, Channel, ChannelClosed
 
 if TYPE_CHECKING:
@@ -98,6 +100,7 @@ class Supervisor:
         # The last HandleReloadConfigRequest (None: none, or config.json was applied since):
         # a restarted worker gets it before it reports ready.
         self._replay: dict[str, Any] | None = None
+        self.counters = WorkerCounters()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -137,6 +140,7 @@ class Supervisor:
             self.python, "-m", "dropin", "serve", *args, pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL
         )
         theirs.close()
+        self.counters.started(worker.pid)
         worker.ready = False
         worker.started_at = time.monotonic()
         worker.channel = channel = await Channel.open(ours)
@@ -149,6 +153,7 @@ class Supervisor:
         """Wait for the worker to exit; restart it (with backoff) unless stopping."""
         while True:
             code = await worker.proc.wait() if worker.proc is not None else None
+            self.counters.exited(worker.pid)
             if worker.channel is not None:
                 worker.channel.close()
             if self.stopping.is_set():
@@ -215,10 +220,23 @@ class Supervisor:
         elif op == "config_file_applied":
             self._replay = None
 
-    async def _on_call(self, worker: Worker, op: str, args: dict[str, Any]) -> Any:
-        if op != "fanout":
-            raise RuntimeError(f"unknown call {op}")
-        return await self._fanout(worker, args["op"], args["args"], args["include_self"], args["wait"])
+    def _on_call(self, worker: Worker, op: str, args: dict[str, Any]) -> Awaitable[Any]:
+        if op == "fanout":
+            return self._fanout(worker, args["op"], args["args"], args["include_self"], args["wait"])
+        if op == "metrics":
+            self.counters.reported(args["own"])  # recorded before the scrape can show it
+            return self._metrics(worker, args["wait"])
+        raise RuntimeError(f"unknown call {op}")
+
+    async def _metrics(self, origin: Worker, wait: float) -> dict[str, Any]:
+        """For a scrape on `origin`: the other workers' snapshots (each recorded before it is
+        shown; one from a worker that has exited meanwhile is left out, its counts being in
+        "exited" already) and the counters of the workers that exited."""
+        results = await self._fanout(origin, "metrics_snapshot", {}, include_self=False, wait=wait)
+        for index, result in results.items():
+            if isinstance(result, dict) and "models" in result and not self.counters.reported(result):
+                results[index] = {"error": "exited; its counts are among those of exited workers"}
+        return {"workers": results, "exited": self.counters.exited_snapshot()}
 
     async def _fanout(self, origin: Worker, op: str, args: dict[str, Any], include_self: bool, wait: float) -> dict[int, Any]:
         """Send `op` to every connected worker (but the origin unless `include_self`), all in one

@@ -75,6 +75,9 @@ _DTYPES: dict[str, DType] = {
 
 AUTO = "auto"
 
+#: plugin_config keys that take effect when a model is read (as well as handed to compile_model)
+READ_PROPERTIES = frozenset({"ENABLE_MMAP"})
+
 
 class InferenceError(RuntimeError):
     """OpenVINO failed to run a request (the message is OpenVINO's, without its source locations)."""
@@ -141,11 +144,14 @@ class OpenVINOBackend(Backend):
         model_file = find_model_file(version_dir)
         if model_file is None:
             raise FileNotFoundError(f"no model file found in {version_dir}: expected {EXPECTED_FILES}")
+        # the read-time properties go to read_model: compile_model accepts them too, but by then
+        # the weights are read (ENABLE_MMAP false reads them into memory instead of mapping them)
+        read_config = {k: v for k, v in options.plugin_config.items() if k in READ_PROPERTIES}
         try:
             if model_file.suffix == ".xml":
-                model = self.core.read_model(model_file, weights_file(model_file))
+                model = self.core.read_model(model_file, weights_file(model_file), config=read_config)
             else:
-                model = self.core.read_model(model_file)
+                model = self.core.read_model(model_file, config=read_config)
         except RuntimeError as exc:
             raise ValueError(f"OpenVINO could not read {model_file.name}: {ov_message(exc)}") from None
 

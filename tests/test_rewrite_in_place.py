@@ -1,0 +1,258 @@
+"""Weights rewritten in place under a served version (`cp other/model.bin m/1/model.bin`,
+`truncate -s 0`), on the real server under Predict load: the runtimes memory-map weights, and the
+server must never read them from the user's files (it used to die of SIGBUS). A rewrite is a
+reload like any other change; a broken rewrite leaves the last good files serving, with the reason
+in the version's status. Also the private copy the core loads from, on its own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import grpc
+import numpy as np
+import onnx
+import openvino as ov
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import modelgen
+from conftest import F32_CONFIG
+from dropin import private_copy as private_copy_module
+from dropin.private_copy import CopyError, private_copy
+from test_grpc_api import outputs_of, predict_request
+from test_repository import AVAILABLE, states, wait_until
+
+ROWS, WIDTH = 100_000, 64  # a 26 MB table
+
+
+def ir_gather(version_dir: Path, seed: int) -> str:
+    modelgen.gather_model(version_dir, ROWS, WIDTH, seed)
+    return "model.bin"
+
+
+def onnx_gather(version_dir: Path, seed: int) -> str:
+    """The same Gather as ONNX with its table in an external data file (which ONNX Runtime maps)."""
+    table = np.random.default_rng(seed).standard_normal((ROWS, WIDTH)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["emb"], axis=0)], "gather",
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, ["n"])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["n", WIDTH])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    version_dir.mkdir(parents=True, exist_ok=True)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, str(version_dir / "model.onnx"), save_as_external_data=True, location="model.data")
+    return "model.data"
+
+
+def openvino_reference(version_dir: Path, ids: np.ndarray) -> np.ndarray:
+    """OpenVINO run directly on the files of `version_dir` (IR, or ONNX with external data)."""
+    model_file = next(p for p in sorted(version_dir.iterdir()) if p.suffix in (".xml", ".onnx"))
+    compiled = ov.Core().compile_model(str(model_file), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.array(compiled.infer_new_request({"ids": ids})[compiled.output(0)])
+
+
+KINDS: dict[str, tuple[Callable[[Path, int], str], tuple[str, ...]]] = {
+    "openvino IR": (ir_gather, ("--plugin_config", F32_CONFIG)),
+    "onnxruntime external data": (onnx_gather, ("--backend", "onnxruntime")),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_weights_rewritten_in_place_under_load_reload_and_never_crash(start_server, tmp_path: Path, kind: str) -> None:
+    build, extra = KINDS[kind]
+    repo, first, other = tmp_path / "m", tmp_path / "first", tmp_path / "other"
+    weights = build(repo / "1", 1)
+    build(first, 1)
+    build(other, 2)
+    assert (other / weights).stat().st_size == (repo / "1" / weights).stat().st_size >= ROWS * WIDTH * 4
+    private = tmp_path / "private"
+    private.mkdir()
+    server = start_server("--model_name", "m", "--model_path", str(repo),
+                          "--version_settle_seconds", "0.2", *extra, env={"TMPDIR": str(private)})
+    server.wait_for("m", 1)
+    ids = np.arange(0, ROWS, 997, dtype=np.int32)
+    expected = {"first": openvino_reference(first, ids), "other": openvino_reference(other, ids)}
+    seen: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                emb = outputs_of(server.predict.Predict(predict_request("m", {"ids": ids}), timeout=20))["emb"]
+            except grpc.RpcError as exc:
+                failures.append(f"{exc.code()}: {exc.details()}")
+                continue
+            seen.append(next((name for name, value in expected.items() if np.array_equal(emb, value)), "neither"))
+
+    def serving(name: str) -> bool:
+        assert server.proc.poll() is None, f"the server died with {server.proc.returncode}:\n{server.log[-2000:]}"
+        count = len(seen)
+        wait_until(lambda: len(seen) > count + 2 or stop.is_set() or bool(failures))
+        return seen[-1] == name
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        wait_until(lambda: len(seen) > 5)
+        # same size, other weights, written into the served file
+        subprocess.run(["cp", str(other / weights), str(repo / "1" / weights)], check=True)
+        wait_until(lambda: serving("other"), message="the rewritten weights were never served")
+        assert states(server)[1] == (AVAILABLE, 0, "OK")
+        # truncated: the reload fails, the last good files keep serving, the status says why
+        subprocess.run(["truncate", "-s", "0", str(repo / "1" / weights)], check=True)
+        wait_until(lambda: states(server)[1][1] != 0, message="the failed reload never showed in the status")
+        state, code, message = states(server)[1]
+        assert state == AVAILABLE and code == 2, states(server)
+        assert message.startswith("reload failed, the previously loaded files keep serving: ") and str(repo / "1") in message
+        time.sleep(0.5)
+        assert serving("other")
+        # fixed by another rewrite in place: reloaded, and the status is OK again
+        subprocess.run(["cp", str(first / weights), str(repo / "1" / weights)], check=True)
+        wait_until(lambda: serving("first"), message="the restored weights were never served")
+        assert states(server)[1] == (AVAILABLE, 0, "OK")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert server.proc.poll() is None, server.log
+    assert failures == [], failures[:5]
+    assert "neither" not in seen  # every answer was the old or the new weights, never a mix
+    assert len(seen) > 50
+    server.wait_for_log("model m version 1: reloaded")
+    assert list(private.glob(f"{private_copy_module.PREFIX}*")) == []  # each copy was deleted right after its load
+
+
+def test_a_version_read_while_it_is_being_written_loads_once_the_writes_end(start_server, tmp_path: Path) -> None:
+    """The torn copy: the server starts (and loads at once) while model.bin is rewritten in place,
+    again and again, between two sets of weights. The copy taken meanwhile is refused, with the
+    reason in the status; once the writes end and the files settle, the last weights written load.
+    No answer ever comes from a mix of the two."""
+    repo, weights = tmp_path / "m", {}
+    for name, seed in (("a", 1), ("b", 2)):
+        modelgen.gather_model(tmp_path / name, ROWS, WIDTH, seed)
+        weights[name] = (tmp_path / name / "model.bin").read_bytes()
+    shutil.copytree(tmp_path / "a", repo / "1")
+    refused = threading.Event()
+    written: list[str] = []
+
+    def writer() -> None:  # rewrites model.bin in place (same size), a -> b -> a ..., 64 KiB at a time
+        deadline = time.monotonic() + 20
+        with open(repo / "1" / "model.bin", "r+b") as f:
+            while not written or (not refused.is_set() and time.monotonic() < deadline):
+                name = "b" if not written or written[-1] == "a" else "a"
+                f.seek(0)
+                for start in range(0, len(weights[name]), 64 << 10):
+                    f.write(weights[name][start:start + (64 << 10)])
+                    f.flush()
+                    time.sleep(0.001)
+                written.append(name)
+
+    writing = threading.Thread(target=writer)
+    writing.start()
+    try:
+        server = start_server("--model_name", "m", "--model_path", str(repo), "--plugin_config", F32_CONFIG,
+                              "--version_settle_seconds", "0.2")
+        ids = np.arange(0, ROWS, 997, dtype=np.int32)
+        expected = {name: openvino_reference(tmp_path / name, ids) for name in ("a", "b")}
+        answers: list[str] = []
+
+        def answered() -> bool:
+            try:
+                emb = outputs_of(server.predict.Predict(predict_request("m", {"ids": ids}), timeout=20))["emb"]
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND, exc  # not loaded yet
+                return False
+            answers.append(next((name for name, value in expected.items() if np.array_equal(emb, value)), "a mix"))
+            return True
+
+        def copy_refused() -> bool:
+            answered()
+            found = states(server).get(1)
+            return found is not None and "changed while they were being read" in found[2]
+
+        wait_until(copy_refused, timeout=20, message="no load was refused while the file was being written")
+        refused.set()
+    finally:
+        refused.set()
+        writing.join(30)
+    server.wait_for("m", 1)
+    wait_until(answered)
+    assert answers and set(answers) <= {"a", "b"}, answers  # never the weights of a torn copy
+    assert answers[-1] == written[-1]
+    assert states(server)[1] == (AVAILABLE, 0, "OK")
+
+
+# -- the private copy on its own -------------------------------------------------------------
+
+
+def test_private_copy_is_removed_after_the_load_and_what_was_mapped_stays(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(private_copy_module.tempfile, "tempdir", None)  # re-read TMPDIR
+    version = tmp_path / "m" / "1"
+    (version / "sub").mkdir(parents=True)
+    (version / "model.bin").write_bytes(b"w" * 4096)
+    (version / "sub" / "extra.txt").write_text("x")
+    with private_copy(version) as copy:
+        assert copy.parts[-2:] == ("m", "1") and copy.parent.parent.parent == tmp_path / "tmp"
+        assert oct(copy.parent.parent.stat().st_mode & 0o777) == "0o700"
+        assert (copy / "model.bin").read_bytes() == b"w" * 4096 and (copy / "sub" / "extra.txt").read_text() == "x"
+        mapped = np.memmap(copy / "model.bin", mode="r")
+    assert list((tmp_path / "tmp").iterdir()) == []  # deleted: no path reaches it
+    os.truncate(version / "model.bin", 0)  # the user's file is not the one mapped
+    assert bytes(mapped[:4]) == b"wwww"
+
+
+def test_copies_left_by_a_process_killed_while_loading_are_removed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(private_copy_module.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(private_copy_module, "_stale_removed", False)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = [tmp_path / f"{private_copy_module.PREFIX}{pid}-x1" for pid in (dead.pid, os.getppid())]
+    for path in left:
+        (path / "m" / "1").mkdir(parents=True)
+    version = tmp_path / "m" / "1"
+    version.mkdir(parents=True)
+    with private_copy(version):
+        pass
+    assert sorted(tmp_path.glob(f"{private_copy_module.PREFIX}*")) == [left[1]]  # the live process's stays
+
+
+def test_a_copy_taken_while_the_files_change_is_refused(tmp_path: Path, monkeypatch) -> None:
+    version = tmp_path / "1"
+    version.mkdir()
+    (version / "model.xml").write_text("<net/>")
+    (version / "model.bin").write_bytes(b"\0" * 1024)
+    copyfile = shutil.copyfile
+
+    def copy_while_the_user_writes(src, dst, **kwargs):  # type: ignore[no-untyped-def]
+        result = copyfile(src, dst, **kwargs)
+        if src.endswith("model.bin"):
+            with open(src, "ab") as f:  # the writer is not done yet
+                f.write(b"\1" * 1024)
+        return result
+
+    monkeypatch.setattr(shutil, "copyfile", copy_while_the_user_writes)
+    with pytest.raises(CopyError, match=r"^the files of .*/1 changed while they were being read; they load again once they have settled$"):
+        with private_copy(version):
+            pass
+
+
+def test_a_copy_that_cannot_be_made_says_why(tmp_path: Path, monkeypatch) -> None:
+    version = tmp_path / "1"
+    version.mkdir()
+    os.mkfifo(version / "model.bin")  # nothing to copy: a named pipe
+    with pytest.raises(CopyError, match=r"^cannot copy .*/1 into .* \(TMPDIR\) to load it from there: .*named pipe"):
+        with private_copy(version):
+            pass
+    monkeypatch.setattr(private_copy_module.tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(CopyError, match=r"^cannot create a private directory to load .*/1 from in .*/missing \(set TMPDIR"):
+        with private_copy(version):
+            pass
