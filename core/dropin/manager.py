@@ -138,13 +138,17 @@ class ModelManager:
                 if self.watching and model.name not in self._unwatch:
                     self._start_watch(model, source)
                 on_disk, fingerprints = await asyncio.to_thread(self._scan, source)
+            except FileNotFoundError:
+                # gone: no version is left to succeed what is loaded, which retires
+                if not model.source_error:
+                    log.warning("model %s: %s does not exist: no version to serve", model.name, model.config.base_path)
+                model.source_error = True
+                on_disk, fingerprints = {}, {}
             except (OSError, LookupError) as exc:
                 if not model.source_error:
                     log.error("model %s: cannot list versions in %s: %s", model.name, model.config.base_path, exc)
                 model.source_error = True
-                if not isinstance(exc, FileNotFoundError):
-                    return False  # unreadable for now: what is loaded keeps serving
-                on_disk, fingerprints = {}, {}  # gone: no version left to succeed what is loaded
+                return False  # unreadable for now: what is loaded keeps serving
             else:
                 if model.source_error:
                     log.info("model %s: %s is readable again", model.name, model.config.base_path)

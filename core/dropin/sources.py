@@ -215,8 +215,14 @@ def watch_directory(handler: FileSystemEventHandler, path: str, recursive: bool)
     with _OBSERVER_LOCK:
         _WATCH_USERS[watch] = _WATCH_USERS.get(watch, 0) + 1
 
+    stopped = False
+
     def stop() -> None:
+        nonlocal stopped
         with _OBSERVER_LOCK:
+            if stopped:
+                return
+            stopped = True
             _WATCH_USERS[watch] -= 1
             last = _WATCH_USERS[watch] == 0
             if last:
