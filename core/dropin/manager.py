@@ -41,17 +41,20 @@ class LoadError(Exception):
     """A version could not be loaded; the message is shown in GetModelStatus."""
 
 
-def held_until_successor(model: Model, unselected: list[ModelVersion], desired: set[int]) -> ModelVersion | None:
+def held_until_successor(
+    model: Model, unselected: list[ModelVersion], selected: set[int], desired: set[int]
+) -> ModelVersion | None:
     """When may AVAILABLE versions the policy no longer selects (`unselected`) retire? The one
     place that decides, by TF Serving's availability-preserving rule: once a version the policy
-    selects among those on disk (`desired`) is AVAILABLE, or at once when it selects none (no
-    successor: the base path is empty or gone, or holds only versions the policy leaves out).
-    Until then the newest of them keeps serving (returned here), also when its directory is gone
-    (its weights are loaded) and while its successor is being copied, settles, loads or fails to
-    load. A model removed from the configuration has no successor either: `_retire_all`."""
+    selects (`selected`, among those on disk that did not fail to load) is AVAILABLE, or when the
+    policy selects nothing on disk at all (`desired`, failed ones included, is empty): no successor
+    is left, as when the base path is emptied or gone. Until then the newest of them keeps serving
+    (returned here), also when its directory is gone (its weights are loaded) and while its
+    successor is being copied, settles, loads or fails to load. A model removed from the
+    configuration has no successor either: `_retire_all`."""
     if not unselected or not desired:
         return None
-    if any(v.state == State.AVAILABLE for n in desired if (v := model.versions.get(n)) is not None):
+    if any(v.state == State.AVAILABLE for n in selected if (v := model.versions.get(n)) is not None):
         return None
     return max(unselected, key=lambda v: v.number)
 
@@ -155,24 +158,31 @@ class ModelManager:
                     model.source_error = False
             usable = self._settled(model, on_disk, fingerprints)
             policy = model.config.version_policy
-            desired = policy.select(on_disk)
+            desired = policy.select(on_disk)  # what the policy wants on disk, loadable or not
             failed = {n for n in usable if self._failed(model, n) and model.versions[n].fingerprint == fingerprints[n]}
             changed = False
             while True:
-                wanted = policy.select(usable - failed)
-                pending = sorted((n for n in wanted if self._needs_load(model, n)), reverse=True)
+                # the policy chooses among the versions that did not fail, also those still settling
+                selected = policy.select(on_disk.keys() - failed)
+                pending = sorted((n for n in selected & usable if self._needs_load(model, n)), reverse=True)
                 if not pending:
                     break
                 for number in pending:
                     changed = True
                     if not await self._load(model, number, on_disk[number], fingerprints[number]):
                         failed.add(number)
-            unselected = [v for v in model.versions.values() if v.state == State.AVAILABLE and v.number not in wanted]
-            held = held_until_successor(model, unselected, desired)
+            unselected = [v for v in model.versions.values() if v.state == State.AVAILABLE and v.number not in selected]
+            tracker = self._tracker(model)
+            if desired:
+                tracker.not_empty()
+            elif unselected and (again := tracker.empty(asyncio.get_running_loop().time())) is not None:
+                self._wake(model, again)  # `rm -r old && cp -r new`: the new one may be on its way
+                return changed
+            held = held_until_successor(model, unselected, selected, desired)
             for version in model.versions.values():
                 if version is held:
                     gone = "its directory is gone" if version.number not in on_disk else "no longer selected"
-                    version.hold(f"{gone}: serving until version {max(desired)} is AVAILABLE")
+                    version.hold(f"{gone}: serving until version {max(selected or desired)} is AVAILABLE")
                 elif version.state == State.AVAILABLE:
                     version.hold(None)
             # a failed version the policy still wants stays LOADING (with its reason) to be retried

@@ -5,6 +5,10 @@ which a real copy would show its first writes). Anything else (a `cp -r` in prog
 replaced) is ready once it has been quiet: no file-system events and the same fingerprint over
 `quiet` seconds. On file systems without events, two rescans `quiet` apart that see the same
 fingerprint are enough.
+
+Removals need no settling, except one that leaves the policy nothing to select: the model then
+retires everything, so the emptiness must have lasted a grace period (`rm -r old && cp -r new`
+shows the new directory within it).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class SettleTracker:
         self._last_event: dict[int, float] = {}
         self._arrived_whole: dict[int, float] = {}
         self._seen: dict[int, _Seen] = {}
+        self._empty_since: float | None = None
 
     def event(self, number: int, whole: bool, now: float) -> float:
         """Record a change in version `number`; `whole` when the directory itself was renamed or
@@ -58,6 +63,18 @@ class SettleTracker:
             self.forget(number)
             return None
         return seen.since + self.quiet
+
+    def empty(self, now: float) -> float | None:
+        """The repository shows no version the policy selects. None once it has shown none for
+        ATOMIC_GRACE_SECONDS (the next step of a swap has had time to appear), otherwise the time
+        to look again."""
+        if self._empty_since is None:
+            self._empty_since = now
+        ready_at = self._empty_since + ATOMIC_GRACE_SECONDS
+        return None if now >= ready_at else ready_at
+
+    def not_empty(self) -> None:
+        self._empty_since = None
 
     def forget(self, number: int) -> None:
         self._last_event.pop(number, None)
