@@ -151,6 +151,11 @@ class LocalSource(ModelSource):
         base = os.path.abspath(self.base_path)
         parent = os.path.dirname(base)
         stops: list[Callable[[], None]] = []
+
+        def stop() -> None:
+            for each in stops:
+                each()
+
         try:
             if parent != base and os.path.isdir(parent):
                 stops.append(watch_directory(_BaseEvents(base, notify), parent, recursive=False))
@@ -158,20 +163,16 @@ class LocalSource(ModelSource):
                 stops.append(watch_directory(_VersionEvents(base, notify), base, recursive=True))
         except OSError as exc:  # e.g. out of inotify watches: rescans still work
             log.warning("cannot watch %s (%s); relying on rescans", base, exc)
-        if not stops:
+            stop()
             return None
-
-        def stop() -> None:
-            for each in stops:
-                each()
-
-        return stop
+        return stop if stops else None
 
 
 # One watchdog observer thread serves every watched directory.
 _OBSERVER: Observer | None = None
 _OBSERVER_LOCK = threading.Lock()
-_WATCH_USERS: dict[ObservedWatch, int] = {}
+_WATCH_LOCK = threading.Lock()
+_WATCH_USERS: dict[ObservedWatch, int] = {}  # handlers per watch, which ends with the last one
 
 # watchdog holds the "moved from" half of a rename up to its pairing delay (0.5 s by default) to
 # pair it with the "moved to" half, and so reports a directory renamed out of a watched tree only
@@ -211,29 +212,26 @@ def watch_directory(handler: FileSystemEventHandler, path: str, recursive: bool)
     handlers may watch the same directory (models sharing a parent, config.json next to them):
     stopping one leaves the others watching."""
     observer = shared_observer()
-    watch = observer.schedule(handler, path, recursive=recursive)
-    with _OBSERVER_LOCK:
+    with _WATCH_LOCK:
+        watch = observer.schedule(handler, path, recursive=recursive)
         _WATCH_USERS[watch] = _WATCH_USERS.get(watch, 0) + 1
-
     stopped = False
 
     def stop() -> None:
         nonlocal stopped
-        with _OBSERVER_LOCK:
+        with _WATCH_LOCK:
             if stopped:
                 return
             stopped = True
             _WATCH_USERS[watch] -= 1
-            last = _WATCH_USERS[watch] == 0
-            if last:
-                del _WATCH_USERS[watch]
-        try:
-            if last:
-                observer.unschedule(watch)
-            else:
-                observer.remove_handler_for_watch(handler, watch)
-        except KeyError:  # watchdog already dropped it (the directory was deleted)
-            pass
+            try:
+                if _WATCH_USERS[watch] == 0:
+                    del _WATCH_USERS[watch]
+                    observer.unschedule(watch)
+                else:
+                    observer.remove_handler_for_watch(handler, watch)
+            except KeyError:  # watchdog already dropped it
+                pass
 
     return stop
 
