@@ -156,9 +156,12 @@ class LocalSource(ModelSource):
             for each in stops:
                 each()
 
-        try:
-            if parent != base and os.path.isdir(parent):
+        if parent != base and os.path.isdir(parent):
+            try:
                 stops.append(watch_directory(_BaseEvents(base, notify), parent, recursive=False))
+            except OSError as exc:  # e.g. not readable: only rescans see the base path come and go
+                log.debug("cannot watch %s for %s itself (%s)", parent, base, exc)
+        try:
             if os.path.isdir(base):
                 stops.append(watch_directory(_VersionEvents(base, notify), base, recursive=True))
         except OSError as exc:  # e.g. out of inotify watches: rescans still work
