@@ -42,3 +42,12 @@ def test_forget_clears_a_version() -> None:
     tracker.ready(6, ("x",), now=0.0)
     tracker.forget(6)
     assert tracker.ready(6, ("x",), now=0.5) == 1.5
+
+
+def test_a_repository_left_empty_counts_once_it_stayed_empty_for_the_grace_period() -> None:
+    tracker = SettleTracker(quiet=0.5)
+    assert tracker.empty(now=2.0) == 2.0 + ATOMIC_GRACE_SECONDS  # rm -r old: cp -r new may follow
+    assert tracker.empty(now=2.01) == 2.0 + ATOMIC_GRACE_SECONDS
+    tracker.not_empty()  # it did
+    assert tracker.empty(now=3.0) == 3.0 + ATOMIC_GRACE_SECONDS  # emptied again: a new grace period
+    assert tracker.empty(now=3.0 + ATOMIC_GRACE_SECONDS) is None
