@@ -281,7 +281,7 @@ def test_successor_that_fails_to_load_keeps_the_deleted_version_serving(start_se
         shutil.rmtree(repo / "1")
         wait_until(lambda: states(server).get(2, (0, 0))[1] != 0)
         time.sleep(0.3)
-        assert states(server)[1][:2] == (AVAILABLE, 0)
+        assert states(server)[1] == (AVAILABLE, 0, "OK (its directory is gone: serving until version 2 is AVAILABLE)")
         assert served_factor(server) == 1.0
         # fixed in place: the new version loads, and only then does the old one retire
         fixed = modelgen.scale_model(staging / "fixed", shape=(-1, 2), factor=2.0)
