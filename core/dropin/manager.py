@@ -200,6 +200,7 @@ class ModelManager:
         """The versions on disk that can be used now: loaded ones whose files did not change, and
         new, changed or previously failed ones whose files have stopped changing."""
         tracker = self._tracker(model)
+        tracker.keep_only(fingerprints)
         first_pass = model.name not in self._synced
         self._synced.add(model.name)
         now = asyncio.get_running_loop().time()

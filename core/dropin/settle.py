@@ -14,7 +14,7 @@ shows the new directory within it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable
+from typing import Hashable, Iterable
 
 # How long after a directory is renamed into place we wait for signs that it is really a copy.
 ATOMIC_GRACE_SECONDS = 0.03
@@ -80,3 +80,10 @@ class SettleTracker:
         self._last_event.pop(number, None)
         self._arrived_whole.pop(number, None)
         self._seen.pop(number, None)
+
+    def keep_only(self, numbers: Iterable[int]) -> None:
+        """Forget the versions no longer on disk: a directory removed whole must not make a later
+        copy under the same number look whole when the copy's own events were not seen."""
+        keep = set(numbers)
+        for number in {*self._last_event, *self._arrived_whole, *self._seen} - keep:
+            self.forget(number)
