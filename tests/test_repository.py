@@ -53,6 +53,52 @@ def wait_until(condition, timeout: float = 30, message: str = "") -> None:
     raise TimeoutError(message or "condition never held")
 
 
+def seconds_until(server: DropinServer, version: int, state: int, timeout: float = 10, name: str = "m") -> float:
+    """From now until GetModelStatus shows `version` in `state`, polling every millisecond."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        try:
+            if server.status(name, version).model_version_status[0].state == state:
+                return time.perf_counter() - start
+        except grpc.RpcError:
+            pass
+        time.sleep(0.001)
+    raise TimeoutError(f"version {version} never reached state {state}:\n{server.log}")
+
+
+class Client:
+    """Predict on the default version in a loop from two threads, recording every failure."""
+
+    def __init__(self, server: DropinServer) -> None:
+        self.server = server
+        self.failures: list[str] = []
+        self.sent = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(2)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                served_factor(self.server)
+            except grpc.RpcError as exc:
+                self.failures.append(f"{exc.code()}: {exc.details()}")
+            self.sent += 1
+
+    def check(self, min_sent: int) -> None:
+        assert self.sent > min_sent
+        assert not self.failures, f"{len(self.failures)} failed, first {self.failures[0]}:\n{self.server.log}"
+
+    def __enter__(self) -> "Client":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
 @pytest.fixture
 def staging(tmp_path: Path) -> Path:
     path = tmp_path / "staging"
@@ -200,6 +246,121 @@ def test_non_numeric_directories_are_ignored_with_one_log_line(start_server, rep
     assert server.log.count("2_tmp: not a version directory") == 1
 
 
+# -- a version no longer selected retires once its successor is AVAILABLE ----------------------
+
+
+def test_deleted_version_serves_until_its_copied_successor_is_available(start_server, repo: Path, staging: Path) -> None:
+    make_version(repo, 1, 1.0, staging)
+    server = serve(start_server, repo)  # a copy settles for 0.5 s before it loads
+    server.wait_for("m", 1)
+    new = modelgen.scale_model(staging / "new", shape=(-1, 2), factor=2.0)
+    with Client(server) as client:
+        shutil.copytree(new, repo / "2")  # cp -r staged m/2 && rm -r m/1
+        shutil.rmtree(repo / "1")
+        time.sleep(0.2)  # the removal has been seen, the copy is still settling
+        state, code, message = states(server)[1]
+        assert (state, code) == (AVAILABLE, 0)
+        assert message == "OK (its directory is gone: serving until version 2 is AVAILABLE)"
+        server.wait_for("m", 2)
+        server.wait_for("m", 1, END)
+        wait_until(lambda: served_factor(server) == 2.0)
+    client.check(min_sent=20)
+    assert states(server) == {1: (END, 0, "OK"), 2: (AVAILABLE, 0, "OK")}
+
+
+def test_successor_that_fails_to_load_keeps_the_deleted_version_serving(start_server, repo: Path, staging: Path) -> None:
+    make_version(repo, 1, 1.0, staging)
+    server = serve(start_server, repo)
+    server.wait_for("m", 1)
+    broken = staging / "broken"
+    broken.mkdir()
+    (broken / "model.xml").write_text("<net>not IR</net>")
+    (broken / "model.bin").write_bytes(b"\0")
+    with Client(server) as client:
+        os.rename(broken, repo / "2")
+        shutil.rmtree(repo / "1")
+        wait_until(lambda: states(server).get(2, (0, 0))[1] != 0)
+        time.sleep(0.3)
+        assert states(server)[1] == (AVAILABLE, 0, "OK (its directory is gone: serving until version 2 is AVAILABLE)")
+        assert served_factor(server) == 1.0
+        # fixed in place: the new version loads, and only then does the old one retire
+        fixed = modelgen.scale_model(staging / "fixed", shape=(-1, 2), factor=2.0)
+        for name in ("model.bin", "model.xml"):
+            os.replace(fixed / name, repo / "2" / name)
+        server.wait_for("m", 2)
+        server.wait_for("m", 1, END)
+    client.check(min_sent=20)
+    assert served_factor(server) == 2.0
+
+
+def test_model_left_without_a_successor_retires_at_once(start_server, repo: Path, staging: Path) -> None:
+    make_version(repo, 1, 1.0, staging)
+    server = serve(start_server, repo)
+    server.wait_for("m", 1)
+    shutil.rmtree(repo / "1")  # the base path is empty: nothing can succeed version 1
+    assert seconds_until(server, 1, END) < 0.3
+    with pytest.raises(grpc.RpcError) as info:
+        served_factor(server)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    # and back: a new version is served again
+    make_version(repo, 2, 2.0, staging)
+    server.wait_for("m", 2)
+    assert served_factor(server) == 2.0
+
+
+# -- removals are seen through file-system events ---------------------------------------------
+
+
+def test_removals_are_seen_within_milliseconds(start_server, tmp_path: Path, repo: Path, staging: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    make_version(repo, 1, 1.0, staging)
+    server = serve(start_server, repo, "--model_version_policy", '{"all":{}}')
+    server.wait_for("m", 1)
+    delays = {}
+    for number, how in ((2, "renamed out"), (3, "rm -r")):
+        make_version(repo, number, float(number), staging)
+        server.wait_for("m", number)
+        if how == "renamed out":
+            os.rename(repo / str(number), elsewhere / str(number))
+        else:
+            shutil.rmtree(repo / str(number))
+        delays[how] = seconds_until(server, number, END)
+    # the base directory itself renamed away: nothing is left to serve
+    os.rename(repo, tmp_path / "models.old")
+    delays["base renamed out"] = seconds_until(server, 1, END)
+    assert max(delays.values()) < 0.3, delays  # the rescan alone would take up to 1 s
+    # a new base directory renamed into place is followed
+    base = tmp_path / "new-models"
+    base.mkdir()
+    make_version(base, 5, 5.0, staging)
+    os.rename(base, repo)
+    server.wait_for("m", 5, timeout=10)
+    shutil.rmtree(repo)  # and a deleted one too
+    assert seconds_until(server, 5, END) < 0.3
+
+
+# -- a version number spelled twice -----------------------------------------------------------
+
+
+def test_version_spelled_twice_serves_the_plain_number_and_warns_once(start_server, tmp_path: Path, staging: Path) -> None:
+    spellings = {"a": [("007", 1.0), ("7", 7.0)], "b": [("7", 7.0), ("007", 1.0)], "c": [("07", 2.0), ("007", 3.0)]}
+    for name, dirs in spellings.items():
+        for directory, factor in dirs:  # created in this order
+            modelgen.scale_model(tmp_path / name / directory, shape=(-1, 2), factor=factor)
+    config = tmp_path / "config.json"
+    write_config(config, {name: {"base_path": name} for name in spellings})
+    server = start_server("--config_path", str(config), "--file_system_poll_wait_seconds", "0.1")
+    for name in spellings:
+        server.wait_for(name, 7)
+    time.sleep(0.5)  # several rescans
+    assert served_factor(server, "a") == 7.0 and served_factor(server, "b") == 7.0
+    assert served_factor(server, "c") == 3.0  # no plain "7": the name that sorts first
+    for name, chosen, other in (("a", "7", "007"), ("b", "7", "007"), ("c", "007", "07")):
+        line = f"{tmp_path / name}: directories {min(chosen, other)} and {max(chosen, other)} are both version 7; serving {chosen}"
+        assert server.log.count(line) == 1, server.log
+
+
 # -- version policies -------------------------------------------------------------------------
 
 
@@ -281,24 +442,14 @@ def test_zero_failed_requests_while_versions_change(start_server, repo: Path, st
     make_version(repo, 1, 1.0, staging)
     server = serve(start_server, repo, "--version_settle_seconds", "0.2")
     server.wait_for("m", 1)
-    failures: list[str] = []
-    sent = 0
-    stop = threading.Event()
 
-    def client() -> None:
-        nonlocal sent
-        while not stop.is_set():
-            try:
-                served_factor(server)
-            except grpc.RpcError as exc:
-                failures.append(f"{exc.code()}: {exc.details()}")
-            sent += 1
+    def switched_to(new: int, old: int, factor: float) -> None:
+        server.wait_for("m", new)
+        server.wait_for("m", old, END)
+        wait_until(lambda: served_factor(server) == factor)
 
-    threads = [threading.Thread(target=client) for _ in range(2)]
-    for t in threads:
-        t.start()
     swaps = 0
-    try:
+    with Client(server) as client:
         for round_ in range(3):
             n = 2 + 2 * round_
             make_version(repo, n, float(n), staging)  # add a newer version
@@ -322,10 +473,25 @@ def test_zero_failed_requests_while_versions_change(start_server, repo: Path, st
             server.wait_for("m", n)
             wait_until(lambda: served_factor(server) == n + 0.5)
             swaps += 5
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    print(f"{swaps} version changes, {sent} requests during them, {len(failures)} failed")
-    assert sent > 100
-    assert failures == []
+        # the ordinary rollout: cp -r new && rm -r old
+        shutil.copytree(modelgen.scale_model(staging / "v7", shape=(-1, 2), factor=7.0), repo / "7")
+        shutil.rmtree(repo / "6")
+        switched_to(7, 6, 7.0)
+        # the whole base directory swapped by rename: mv base base.old && mv base.new base
+        modelgen.scale_model(staging / "base8" / "8", shape=(-1, 2), factor=8.0)
+        os.rename(repo, repo.with_name("models.old"))
+        os.rename(staging / "base8", repo)
+        switched_to(8, 7, 8.0)
+        # the base directory deleted and created again with only the new version
+        modelgen.scale_model(staging / "base9" / "9", shape=(-1, 2), factor=9.0)
+        shutil.rmtree(repo)
+        shutil.copytree(staging / "base9", repo)
+        switched_to(9, 8, 9.0)
+        # model.bin overwritten in place (same size, other weights)
+        other = modelgen.scale_model(staging / "v9b", shape=(-1, 2), factor=9.5)
+        assert (other / "model.bin").stat().st_size == (repo / "9" / "model.bin").stat().st_size
+        shutil.copyfile(other / "model.bin", repo / "9" / "model.bin")
+        wait_until(lambda: served_factor(server) == 9.5)
+        swaps += 4
+    print(f"{swaps} version changes, {client.sent} requests during them, {len(client.failures)} failed")
+    client.check(min_sent=100)

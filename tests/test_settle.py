@@ -42,3 +42,20 @@ def test_forget_clears_a_version() -> None:
     tracker.ready(6, ("x",), now=0.0)
     tracker.forget(6)
     assert tracker.ready(6, ("x",), now=0.5) == 1.5
+
+
+def test_a_repository_left_empty_counts_once_it_stayed_empty_for_the_grace_period() -> None:
+    tracker = SettleTracker(quiet=0.5)
+    assert tracker.empty(now=2.0) == 2.0 + ATOMIC_GRACE_SECONDS  # rm -r old: cp -r new may follow
+    assert tracker.empty(now=2.01) == 2.0 + ATOMIC_GRACE_SECONDS
+    tracker.not_empty()  # it did
+    assert tracker.empty(now=3.0) == 3.0 + ATOMIC_GRACE_SECONDS  # emptied again: a new grace period
+    assert tracker.empty(now=3.0 + ATOMIC_GRACE_SECONDS) is None
+
+
+def test_a_version_removed_whole_is_forgotten_once_a_pass_sees_it_gone() -> None:
+    tracker = SettleTracker(quiet=0.5)
+    tracker.event(6, whole=True, now=1.0)  # its directory deleted
+    tracker.keep_only([1])  # the next pass lists only version 1
+    # copied back later with its events unseen (the base directory was being re-watched): not whole
+    assert tracker.ready(6, ("partial",), now=2.0) == 2.5

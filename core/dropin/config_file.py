@@ -13,7 +13,7 @@ from typing import Awaitable, Callable
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from .config import ConfigError, ModelConfig, parse_config
-from .sources import shared_observer
+from .sources import watch_directory
 
 log = logging.getLogger("dropin.config")
 
@@ -83,11 +83,9 @@ class ConfigFile:
             self._pending = loop.call_later(DEBOUNCE_SECONDS, lambda: loop.create_task(self.check()))
 
         try:
-            watch = shared_observer().schedule(Handler(), os.path.dirname(target), recursive=False)
+            self._stop = watch_directory(Handler(), os.path.dirname(target), recursive=False)
         except OSError as exc:
             log.warning("cannot watch %s (%s); relying on rescans", self.path, exc)
-            return
-        self._stop = lambda: shared_observer().unschedule(watch)
 
     def close(self) -> None:
         if self._stop is not None:

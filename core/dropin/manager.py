@@ -2,9 +2,10 @@
 
 For each model, a sync pass lists the versions on disk, applies the version policy, loads what
 is new (in a worker thread, never on the event loop) and only then retires what is no longer
-wanted, so a model never goes without a version while a newer one loads. A version that fails
-to load stays LOADING with its reason, the previous version keeps serving, and the next pass
-retries it.
+wanted, by TF Serving's availability-preserving rule (`held_until_successor`): a model never goes
+without a version while a successor settles, loads or fails to load, even when the directory of
+the version it replaces is gone. A version that fails to load stays LOADING with its reason, the
+previous version keeps serving, and the next pass retries it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .models import Model, ModelTable, ModelVersion, Servable, State
 from .plugins import Registries
 from .preprocess import Preprocessor
 from .private_copy import CopyError, private_copy
-from .settle import SettleTracker
+from .settle import ATOMIC_GRACE_SECONDS, SettleTracker
 from .sources import Change, ModelSource
 from .validation import InputPlan
 
@@ -39,6 +40,24 @@ def _log_failure(task: "asyncio.Task[bool]") -> None:
 
 class LoadError(Exception):
     """A version could not be loaded; the message is shown in GetModelStatus."""
+
+
+def held_until_successor(
+    model: Model, unselected: list[ModelVersion], selected: set[int], desired: set[int]
+) -> ModelVersion | None:
+    """When may AVAILABLE versions the policy no longer selects (`unselected`) retire? The one
+    place that decides, by TF Serving's availability-preserving rule: once a version the policy
+    selects (`selected`, among those on disk that did not fail to load) is AVAILABLE, or when the
+    policy selects nothing on disk at all (`desired`, failed ones included, is empty): no successor
+    is left, as when the base path is emptied or gone. Until then the newest of them keeps serving
+    (returned here), also when its directory is gone (its weights are loaded) and while its
+    successor is being copied, settles, loads or fails to load. A model removed from the
+    configuration has no successor either: `_retire_all`."""
+    if not unselected or not desired:
+        return None
+    if any(v.state == State.AVAILABLE for n in selected if (v := model.versions.get(n)) is not None):
+        return None
+    return max(unselected, key=lambda v: v.number)
 
 
 class ModelManager:
@@ -123,33 +142,53 @@ class ModelManager:
                 if self.watching and model.name not in self._unwatch:
                     self._start_watch(model, source)
                 on_disk, fingerprints = await asyncio.to_thread(self._scan, source)
+            except FileNotFoundError:
+                # gone: no version is left to succeed what is loaded, which retires
+                if not model.source_error:
+                    log.warning("model %s: %s does not exist: no version to serve", model.name, model.config.base_path)
+                model.source_error = True
+                on_disk, fingerprints = {}, {}
             except (OSError, LookupError) as exc:
                 if not model.source_error:
                     log.error("model %s: cannot list versions in %s: %s", model.name, model.config.base_path, exc)
                 model.source_error = True
-                return False
-            if model.source_error:
-                log.info("model %s: %s is readable again", model.name, model.config.base_path)
-                model.source_error = False
+                return False  # unreadable for now: what is loaded keeps serving
+            else:
+                if model.source_error:
+                    log.info("model %s: %s is readable again", model.name, model.config.base_path)
+                    model.source_error = False
             usable = self._settled(model, on_disk, fingerprints)
             policy = model.config.version_policy
-            desired = policy.select(on_disk)
+            desired = policy.select(on_disk)  # what the policy wants on disk, loadable or not
             failed = {n for n in usable if self._failed(model, n) and model.versions[n].fingerprint == fingerprints[n]}
             changed = False
             while True:
-                wanted = policy.select(usable - failed)
-                pending = sorted((n for n in wanted if self._needs_load(model, n)), reverse=True)
+                # the policy chooses among the versions that did not fail, also those still settling
+                selected = policy.select(on_disk.keys() - failed)
+                pending = sorted((n for n in selected & usable if self._needs_load(model, n)), reverse=True)
                 if not pending:
                     break
                 for number in pending:
                     changed = True
                     if not await self._load(model, number, on_disk[number], fingerprints[number]):
                         failed.add(number)
+            unselected = [v for v in model.versions.values() if v.state == State.AVAILABLE and v.number not in selected]
+            tracker = self._tracker(model)
+            if desired:
+                tracker.not_empty()
+            elif unselected and (again := tracker.empty(asyncio.get_running_loop().time())) is not None:
+                self._wake(model, again)  # `rm -r old && cp -r new`: the new one may be on its way
+                return changed
+            held = held_until_successor(model, unselected, selected, desired)
+            for version in model.versions.values():
+                if version is held:
+                    gone = "its directory is gone" if version.number not in on_disk else "no longer selected"
+                    version.hold(f"{gone}: serving until version {max(selected or desired)} is AVAILABLE")
+                elif version.state == State.AVAILABLE:
+                    version.hold(None)
             # a failed version the policy still wants stays LOADING (with its reason) to be retried
-            retiring = [
-                v for v in model.versions.values()
-                if v.number not in wanted
-                and (v.state == State.AVAILABLE or (self._failed(model, v.number) and v.number not in desired))
+            retiring = [v for v in unselected if v is not held] + [
+                v for v in model.versions.values() if self._failed(model, v.number) and v.number not in desired
             ]
             await asyncio.gather(*(self._retire(model, v) for v in retiring))
             return changed or bool(retiring)
@@ -162,6 +201,7 @@ class ModelManager:
         """The versions on disk that can be used now: loaded ones whose files did not change, and
         new, changed or previously failed ones whose files have stopped changing."""
         tracker = self._tracker(model)
+        tracker.keep_only(fingerprints)
         first_pass = model.name not in self._synced
         self._synced.add(model.name)
         now = asyncio.get_running_loop().time()
@@ -241,6 +281,7 @@ class ModelManager:
     async def _retire(self, model: Model, version: ModelVersion) -> None:
         servable = version.servable
         version.servable = None
+        version.note = None
         version.set_state(State.UNLOADING, "no longer wanted" if servable else "not wanted or gone after a failed load")
         model.update_default()
         started = time.monotonic()
@@ -301,7 +342,13 @@ class ModelManager:
         model = self.table.models.get(name)
         if model is None or model.removed or not self.watching:
             return
-        when = self._tracker(model).event(change.version, change.whole, asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        if change.version is None:
+            # the base directory itself came or went: the next pass watches whatever is there now
+            self._stop_watch(name)
+            when = now + ATOMIC_GRACE_SECONDS
+        else:
+            when = self._tracker(model).event(change.version, change.whole, now)
         self._wake(model, when)
 
     def _wake(self, model: Model, when: float) -> None:
@@ -319,16 +366,19 @@ class ModelManager:
         task = asyncio.get_running_loop().create_task(self.sync(model))
         task.add_done_callback(_log_failure)
 
-    def _drop_source(self, name: str) -> None:
-        self._sources.pop(name, None)
-        self._trackers.pop(name, None)
-        self._synced.discard(name)
+    def _stop_watch(self, name: str) -> None:
         stop = self._unwatch.pop(name, None)
         if stop is not None:
             try:
                 stop()
             except Exception as exc:
                 log.debug("model %s: stopping the watch failed: %s", name, exc)
+
+    def _drop_source(self, name: str) -> None:
+        self._sources.pop(name, None)
+        self._trackers.pop(name, None)
+        self._synced.discard(name)
+        self._stop_watch(name)
         wakeup = self._wakeups.pop(name, None)
         if wakeup is not None:
             wakeup.cancel()

@@ -75,6 +75,7 @@ class ModelVersion:
     servable: Servable | None = None
     reload: bool = False  # set when the version must be loaded again (config or files changed)
     fingerprint: object = None  # the source's fingerprint of the files last loaded (or tried)
+    note: str | None = None  # why an AVAILABLE version the policy no longer selects still serves
     _loading: bool = False
     _settled: asyncio.Event = field(default_factory=asyncio.Event)  # set when not loading
 
@@ -85,7 +86,16 @@ class ModelVersion:
     @property
     def error_message(self) -> str:
         # OVMS sends the code name ("OK") on success; on failure dropin sends the real reason
-        return "OK" if self.error is None else self.error
+        if self.error is not None:
+            return self.error
+        return "OK" if self.note is None else f"OK ({self.note})"
+
+    def hold(self, note: str | None) -> None:
+        """Note why this AVAILABLE version serves although the policy no longer selects it (None:
+        it is selected). Logged when it changes."""
+        if note != self.note and note is not None:
+            log.info("model %s version %d: %s", self.model_name, self.number, note)
+        self.note = note
 
     def set_state(self, state: State, reason: str = "", elapsed: float | None = None) -> None:
         self.state = state

@@ -5,12 +5,16 @@ which a real copy would show its first writes). Anything else (a `cp -r` in prog
 replaced) is ready once it has been quiet: no file-system events and the same fingerprint over
 `quiet` seconds. On file systems without events, two rescans `quiet` apart that see the same
 fingerprint are enough.
+
+Removals need no settling, except one that leaves the policy nothing to select: the model then
+retires everything, so the emptiness must have lasted a grace period (`rm -r old && cp -r new`
+shows the new directory within it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable
+from typing import Hashable, Iterable
 
 # How long after a directory is renamed into place we wait for signs that it is really a copy.
 ATOMIC_GRACE_SECONDS = 0.03
@@ -31,6 +35,7 @@ class SettleTracker:
         self._last_event: dict[int, float] = {}
         self._arrived_whole: dict[int, float] = {}
         self._seen: dict[int, _Seen] = {}
+        self._empty_since: float | None = None
 
     def event(self, number: int, whole: bool, now: float) -> float:
         """Record a change in version `number`; `whole` when the directory itself was renamed or
@@ -59,7 +64,26 @@ class SettleTracker:
             return None
         return seen.since + self.quiet
 
+    def empty(self, now: float) -> float | None:
+        """The repository shows no version the policy selects. None once it has shown none for
+        ATOMIC_GRACE_SECONDS (the next step of a swap has had time to appear), otherwise the time
+        to look again."""
+        if self._empty_since is None:
+            self._empty_since = now
+        ready_at = self._empty_since + ATOMIC_GRACE_SECONDS
+        return None if now >= ready_at else ready_at
+
+    def not_empty(self) -> None:
+        self._empty_since = None
+
     def forget(self, number: int) -> None:
         self._last_event.pop(number, None)
         self._arrived_whole.pop(number, None)
         self._seen.pop(number, None)
+
+    def keep_only(self, numbers: Iterable[int]) -> None:
+        """Forget the versions no longer on disk: a directory removed whole must not make a later
+        copy under the same number look whole when the copy's own events were not seen."""
+        keep = set(numbers)
+        for number in {*self._last_event, *self._arrived_whole, *self._seen} - keep:
+            self.forget(number)
