@@ -28,6 +28,7 @@ from .metrics_merge import merged, requests_total, snapshot
 from .plugins import PluginHost
 from .tls import TlsSettings
 from .rest_api import RestApi
+from .rest_transport import RestLimits
 from .worker_link import ChannelClosed, WorkerLink
 
 log = logging.getLogger("dropin.server")
@@ -63,6 +64,7 @@ class ServerSettings:
     tls: TlsSettings | None = None  # TLS on both ports
     defaults: ModelConfig | None = None  # load options for models added by HandleReloadConfigRequest
     rest_max_body_bytes: int = GIB  # larger REST bodies are refused with 413
+    rest_limits: RestLimits = field(default_factory=RestLimits)  # REST timeouts and connection limit
     metrics_enable: bool = False  # Prometheus /metrics on the REST port
     metrics_list: tuple[str, ...] = FAMILIES  # the metric families exposed
 
@@ -273,6 +275,7 @@ class Server:
             reload_config=reload,
             rescan=rescan,
             render_metrics=self._render_all_metrics if self.link is not None and self.metrics is not None else None,
+            limits=s.rest_limits,
         )
         self.rest_port = await self.rest.start(
             s.rest_bind_address, s.rest_port, s.shutdown_grace_seconds, s.tls.ssl_context() if s.tls else None,
