@@ -54,6 +54,18 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         "--rest_max_connections", type=_positive_int, default=rest.max_connections, metavar="N",
         help=f"most open REST connections per server process; beyond it new ones are closed at once (default {rest.max_connections})",
     )
+    server.add_argument(
+        "--grpc_handshake_timeout_seconds", type=_positive, default=20.0, metavar="S",
+        help="a new gRPC connection must complete its TLS and HTTP/2 handshake within this time (default 20)",
+    )
+    server.add_argument(
+        "--grpc_idle_timeout_seconds", type=_positive, default=300.0, metavar="S",
+        help="a gRPC connection without a call for this long is closed gracefully; clients reconnect (default 300)",
+    )
+    server.add_argument(
+        "--grpc_max_connections", type=_positive_int, default=1000, metavar="N",
+        help="most open gRPC connections per server process; beyond it new ones are closed at once (default 1000)",
+    )
     server.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics on /metrics of the REST port")
     server.add_argument(
         "--metrics_list", default="", metavar="NAMES",
@@ -196,6 +208,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             idle_timeout=args.rest_idle_timeout_seconds,
             max_connections=args.rest_max_connections,
         ),
+        grpc_handshake_timeout_seconds=args.grpc_handshake_timeout_seconds,
+        grpc_idle_timeout_seconds=args.grpc_idle_timeout_seconds,
+        grpc_max_connections=args.grpc_max_connections,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         tls=_tls_settings(args),
         **_metrics_settings(args),

@@ -65,6 +65,9 @@ class ServerSettings:
     defaults: ModelConfig | None = None  # load options for models added by HandleReloadConfigRequest
     rest_max_body_bytes: int = GIB  # larger REST bodies are refused with 413
     rest_limits: RestLimits = field(default_factory=RestLimits)  # REST timeouts and connection limit
+    grpc_handshake_timeout_seconds: float = 20.0  # TLS and HTTP/2 preface of a new gRPC connection
+    grpc_idle_timeout_seconds: float = 300.0  # a gRPC connection with no call this long is closed (GOAWAY)
+    grpc_max_connections: int = 1000  # open gRPC connections; more are closed at once
     metrics_enable: bool = False  # Prometheus /metrics on the REST port
     metrics_list: tuple[str, ...] = FAMILIES  # the metric families exposed
 
@@ -142,6 +145,11 @@ class Server:
             ("grpc.max_send_message_length", s.grpc_max_message_bytes),
             # one port for all workers of --workers N; else a second server on the port fails
             ("grpc.so_reuseport", 1 if self.link is not None else 0),
+            # slow or idle clients do not hold connections forever: gRPC's defaults are 120 s to
+            # the HTTP/2 preface, idle connections kept for ever, no connection limit
+            ("grpc.server_handshake_timeout_ms", _ms(s.grpc_handshake_timeout_seconds)),
+            ("grpc.max_connection_idle_ms", _ms(s.grpc_idle_timeout_seconds)),
+            ("grpc.max_allowed_incoming_connections", s.grpc_max_connections),
         ]
         self.grpc = grpc.aio.server(options=options)
         add_services(
@@ -375,6 +383,10 @@ def _policy_from_proto(policy: Any) -> VersionPolicy:
     if which == "latest":
         return VersionPolicy("latest", num_versions=policy.latest.num_versions or 1)
     return VersionPolicy()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _host(address: str) -> str:

@@ -1,6 +1,7 @@
-"""Hostile and vanishing REST clients, on a real server process, with raw sockets as the clients:
-header, body and idle timeouts, the connection limit, hang-ups that must not log tracebacks, and
-normal clients (ovmsclient, large but fast bodies, slow but steady bodies) left unaffected."""
+"""Hostile and vanishing clients, on a real server process, with raw sockets as the clients:
+REST header, body and idle timeouts and connection limit, hang-ups and cancellations that must
+not log tracebacks, normal clients (ovmsclient, large but fast bodies, slow but steady bodies)
+left unaffected; gRPC handshake and idle timeouts and connection limit."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 import modelgen
 from conftest import F32_CONFIG, DropinServer, free_port
+from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
 from test_grpc_api import outputs_of, predict_request
 from test_plugins import install_fake_distribution
 from test_shutdown_security import SLOW_PLUGIN
@@ -228,27 +230,9 @@ def test_connections_beyond_the_limit_are_closed_while_existing_ones_are_served(
 # -- clients that vanish ---------------------------------------------------------------------
 
 
-def test_hang_ups_mid_body_log_no_traceback(server: DropinServer, repo: Path) -> None:
-    before = len(server.log)
-    for i in range(200):
-        sock = connect(server.rest_port)
-        sock.sendall(head(length=100_000) + b'{"instances": [' + b"[1.0, 2.0], " * 500)
-        if i % 2:
-            hard_close(sock)
-        else:
-            sock.close()
-    rows = [[7.0, 8.0]]
-    with connect(server.rest_port) as sock:  # still serving
-        assert rest_predict(sock, rows)["predictions"] == expected(rows, repo)
-    time.sleep(0.5)  # let the server see the last hang-ups
-    written = server.log[before:]
-    assert "Traceback" not in written and "ERROR" not in written, written[:3000]
-    assert len(written) < 2000, written[:3000]  # hang-ups are DEBUG: nothing at INFO
-
-
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> DropinServer:
-    """A model that takes 1 s per request, on gRPC and REST."""
+    """A model that takes 1 s per request, on gRPC and REST, with the default REST limits."""
     root = tmp_path_factory.mktemp("slow")
     site = root / "site"
     install_fake_distribution(site, "dropin_slow", {"slow": "slow_plugin"}, {"slow_plugin": SLOW_PLUGIN})
@@ -264,6 +248,27 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> DropinServer:
         yield srv
     finally:
         srv.stop()
+
+
+def test_hang_ups_mid_body_log_no_traceback(slow_server: DropinServer) -> None:
+    srv = slow_server
+    before = len(srv.log)
+    for i in range(200):
+        sock = connect(srv.rest_port)
+        sock.sendall(head(path="/v1/models/slow:predict", length=100_000) + b'{"instances": [' + b"[1.0, 2.0], " * 500)
+        if i % 2:
+            hard_close(sock)
+        else:
+            sock.close()
+    x = [[7.0, 8.0]]
+    with connect(srv.rest_port) as sock:  # still serving
+        body = json.dumps({"instances": x}).encode()
+        sock.sendall(head(path="/v1/models/slow:predict", length=len(body)) + body)
+        assert read_response(sock) == {"predictions": [[14.0, 16.0]]}
+    time.sleep(0.5)  # let the server see the last hang-ups
+    written = srv.log[before:]
+    assert "Traceback" not in written and "ERROR" not in written, written[:3000]
+    assert len(written) < 2000, written[:3000]  # hang-ups are DEBUG: nothing at INFO
 
 
 def test_clients_vanishing_during_inference_or_the_answer_log_no_traceback(slow_server: DropinServer) -> None:
@@ -331,3 +336,66 @@ def test_normal_clients_are_unaffected(server: DropinServer, repo: Path) -> None
             sock.sendall(message[i:i + 7])
             time.sleep(0.005)
         assert read_response(sock)["predictions"] == expected([[2.0, 2.0]], repo)
+
+
+# -- the gRPC port ----------------------------------------------------------------------------
+
+
+def test_grpc_handshake_and_idle_timeouts(start_server, repo: Path) -> None:
+    srv = start_server(
+        "--model_name", "m", "--model_path", str(repo / "m"), "--plugin_config", F32_CONFIG,
+        "--file_system_poll_wait_seconds", "0", "--grpc_handshake_timeout_seconds", "1", "--grpc_idle_timeout_seconds", "1",
+    )
+    srv.wait_for("m", 1)
+    x = np.ones((1, 2), np.float32)
+    silent = [connect(srv.port) for _ in range(10)]  # TCP only: no HTTP/2 preface
+    partial = [connect(srv.port) for _ in range(10)]
+    for sock in partial:
+        sock.sendall(b"PRI * HTTP/2.0\r\n")  # half of the preface
+    started = time.monotonic()
+    for sock in silent + partial:
+        assert closed_by_server(sock, 1 + SLACK), "a gRPC connection without a handshake is still open"
+        sock.close()
+    assert time.monotonic() - started >= 0.9
+    # a channel whose connection has no call for the idle timeout is sent away; it reconnects
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+    states: list[grpc.ChannelConnectivity] = []
+    channel.subscribe(states.append)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    np.testing.assert_array_equal(outputs_of(stub.Predict(predict_request("m", {"x": x}), timeout=30))["y"], x * 2)
+    deadline = time.monotonic() + 1 + SLACK + 1
+    while grpc.ChannelConnectivity.IDLE not in states[states.index(grpc.ChannelConnectivity.READY):] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert grpc.ChannelConnectivity.IDLE in states[states.index(grpc.ChannelConnectivity.READY):], states
+    np.testing.assert_array_equal(outputs_of(stub.Predict(predict_request("m", {"x": x}), timeout=30))["y"], x * 2)
+    channel.close()
+
+
+def test_grpc_connections_beyond_the_limit_are_closed_while_existing_ones_are_served(start_server, repo: Path) -> None:
+    limit = 5
+    srv = start_server(
+        "--model_name", "m", "--model_path", str(repo / "m"), "--plugin_config", F32_CONFIG,
+        "--file_system_poll_wait_seconds", "0", "--grpc_max_connections", str(limit),
+    )
+    srv.wait_for("m", 1)  # over the test kit's channel: one connection
+    x = np.ones((1, 2), np.float32)
+    held = [connect(srv.port) for _ in range(limit - 1)]
+    time.sleep(0.3)
+    for _ in range(3):
+        with connect(srv.port) as extra:
+            assert closed_by_server(extra, 1.0), "a gRPC connection beyond --grpc_max_connections was kept"
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Predict(predict_request("m", {"x": x}), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        # the connection already open is served
+        np.testing.assert_array_equal(outputs_of(srv.predict.Predict(predict_request("m", {"x": x}), timeout=30))["y"], x * 2)
+    held.pop().close()
+    time.sleep(0.3)
+    with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        np.testing.assert_array_equal(outputs_of(stub.Predict(predict_request("m", {"x": x}), timeout=30))["y"], x * 2)
+    for sock in held:
+        sock.close()
+    assert "Traceback" not in srv.log
