@@ -165,6 +165,20 @@ def test_a_stalled_body_is_cut_after_the_body_timeout(server: DropinServer) -> N
     server.wait_for_log(r"REST client .*: request body stalled for 1 s")
 
 
+def test_a_stalled_body_after_a_slow_one_on_the_same_connection_is_cut(server: DropinServer, repo: Path) -> None:
+    rows = [[1.0, 2.0]]
+    body = json.dumps({"instances": rows}).encode()
+    with connect(server.rest_port) as sock:
+        sock.sendall(head(length=len(body)) + body[:5])  # a body in two pieces: timed
+        time.sleep(0.2)
+        sock.sendall(body[5:])
+        assert read_response(sock)["predictions"] == expected(rows, repo)
+        sock.sendall(head(length=len(body)) + body[:5])  # the next request on the connection stalls
+        started = time.monotonic()
+        assert closed_by_server(sock, BODY_TIMEOUT + SLACK), "a stalled second body still holds its connection"
+        assert time.monotonic() - started >= BODY_TIMEOUT - 0.3
+
+
 def test_a_slow_but_steady_body_is_served(server: DropinServer, repo: Path) -> None:
     """The body timeout bounds pauses, not the whole upload: a body sent in pieces over three
     body timeouts is answered."""

@@ -70,7 +70,7 @@ class GuardedServer(web.Server):
 class GuardedConnection(RequestHandler):
     """One REST connection: aiohttp's protocol plus the header and body timeouts."""
 
-    __slots__ = ("_limits", "_refused", "_received_at", "_head_timer", "_head_of", "_body_timer")
+    __slots__ = ("_limits", "_refused", "_received_at", "_head_timer", "_head_of", "_body_timer", "_body_of")
 
     def __init__(self, manager: GuardedServer, *, loop: asyncio.AbstractEventLoop, limits: RestLimits, **kwargs: Any) -> None:
         super().__init__(manager, loop=loop, keepalive_timeout=limits.idle_timeout, **kwargs)
@@ -80,6 +80,7 @@ class GuardedConnection(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_of = -1  # the request count when the head being timed started
         self._body_timer: asyncio.TimerHandle | None = None
+        self._body_of: StreamReader | None = None  # the incomplete body being timed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self._manager
@@ -100,7 +101,7 @@ class GuardedConnection(RequestHandler):
         for timer in (self._head_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._body_timer = None
+        self._head_timer = self._body_timer = self._body_of = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -115,26 +116,32 @@ class GuardedConnection(RequestHandler):
                     self._head_timer.cancel()
                 self._head_of = self._request_count
                 self._head_timer = self._loop.call_at(now + self._limits.header_timeout, self._head_due)
-        elif self._messages and self._body_timer is None:
+        elif self._messages:
             payload = self._messages[-1][1]
-            if isinstance(payload, StreamReader) and not payload.is_eof():
-                self._body_timer = self._loop.call_at(now + self._limits.body_timeout, self._body_due, payload)
+            if payload is not self._body_of and isinstance(payload, StreamReader) and not payload.is_eof():
+                # a request whose body is still to come
+                if self._body_timer is not None:
+                    self._body_timer.cancel()
+                self._body_of = payload
+                self._body_timer = self._loop.call_at(now + self._limits.body_timeout, self._body_due)
 
     def _head_due(self) -> None:
         self._head_timer = None
         if self._request_count == self._head_of and self._waiter is not None and not self._waiter.done():
             self._cut("no complete request head within %g s (--rest_header_timeout_seconds)", self._limits.header_timeout)
 
-    def _body_due(self, payload: StreamReader) -> None:
+    def _body_due(self) -> None:
         self._body_timer = None
-        if payload.is_eof() or self.transport is None:
+        payload = self._body_of
+        if payload is None or payload.is_eof() or self.transport is None:
+            self._body_of = None
             return
         now = self._loop.time()
         due = self._received_at + self._limits.body_timeout
         if self._reading_paused:  # we stopped reading, not the client sending
             due = now + self._limits.body_timeout
         if now < due:
-            self._body_timer = self._loop.call_at(due, self._body_due, payload)
+            self._body_timer = self._loop.call_at(due, self._body_due)
             return
         self._cut("request body stalled for %g s (--rest_body_timeout_seconds)", self._limits.body_timeout)
 
