@@ -10,7 +10,9 @@ last response. On top of it:
 - body timeout: while a request body is incomplete, the client must send some of it at least
   this often (a body promised by Content-Length and never sent);
 - connection limit: beyond it, a new connection is closed at once, before anything is read;
-  the connections already open are not affected.
+  the connections already open are not affected;
+- a request that is not valid HTTP is answered 400 with `{"error": ...}` and one DEBUG line,
+  where aiohttp logs an ERROR with a traceback.
 
 A connection cut for a timeout is closed without a response, as most servers do: the client is
 not sending, so it is unlikely to read. Timers are armed only for requests that arrive in
@@ -20,12 +22,15 @@ several pieces, so a request that arrives whole costs nothing extra.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
@@ -144,6 +149,21 @@ class GuardedConnection(RequestHandler):
             self._body_timer = self._loop.call_at(due, self._body_due)
             return
         self._cut("request body stalled for %g s (--rest_body_timeout_seconds)", self._limits.body_timeout)
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request it could not parse (or to a fault of its own, 500)."""
+        if status >= 500 or not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        detail = (exc.message or HTTPStatus(status).phrase).strip().splitlines()[0].rstrip(":")
+        log.debug("REST client %s: invalid HTTP request: %s", request.remote, detail)
+        if request.writer.output_size > 0:
+            raise ConnectionError("an answer was sent already")
+        response = web.Response(status=status, text=json.dumps({"error": f"Invalid HTTP request - {detail}"}),
+                                content_type="application/json")
+        response.force_close()
+        return response
 
     def _cut(self, why: str, seconds: float) -> None:
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
