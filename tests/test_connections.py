@@ -323,6 +323,36 @@ def test_clients_vanishing_during_inference_or_the_answer_log_no_traceback(slow_
     assert len(written) < 1000, written[:3000]
 
 
+
+def test_requests_that_are_not_http_get_400_and_no_traceback(slow_server: DropinServer) -> None:
+    srv = slow_server
+    before = len(srv.log)
+    body = b'{"instances": [[1.0, 2.0]]}'
+    garbage = [
+        b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"ins\r\nzz\r\n",
+        b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n",
+        b"GET /v1/models/m HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n",
+        b"GET /v1/models/m HTTP/1.1\r\nno colon here\r\n\r\n",
+        # a valid request, then bytes that are not HTTP on the same connection
+        head(path="/v1/models/slow:predict", length=len(body)) + body + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",
+    ]
+    for data in garbage:
+        with connect(srv.rest_port) as sock:
+            sock.sendall(data)
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert b" 400 " in answer.split(b"\r\n")[0] or b"HTTP/1.1 200" in answer, answer[:300]
+            assert b'{"error": "Invalid HTTP request - ' in answer, answer[-300:]
+    with connect(srv.rest_port) as sock:  # still serving
+        sock.sendall(head(path="/v1/models/slow:predict", length=len(body)) + body)
+        assert read_response(sock) == {"predictions": [[2.0, 4.0]]}
+    time.sleep(0.3)
+    written = srv.log[before:]
+    assert "Traceback" not in written and "ERROR" not in written, written[:3000]
+
+
 # -- normal clients ----------------------------------------------------------------------------
 
 
@@ -415,30 +445,3 @@ def test_grpc_connections_beyond_the_limit_are_closed_while_existing_ones_are_se
         sock.close()
     assert "Traceback" not in srv.log
 
-
-def test_requests_that_are_not_http_get_400_and_no_traceback(server: DropinServer, repo: Path) -> None:
-    before = len(server.log)
-    body = b'{"instances": [[1.0, 2.0]]}'
-    garbage = [
-        b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"ins\r\nzz\r\n",
-        b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n",
-        b"GET /v1/models/m HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n",
-        b"GET /v1/models/m HTTP/1.1\r\nno colon here\r\n\r\n",
-        # a valid request, then bytes that are not HTTP on the same connection
-        head(length=len(body)) + body + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",
-    ]
-    for data in garbage:
-        with connect(server.rest_port) as sock:
-            sock.sendall(data)
-            sock.settimeout(10)
-            answer = b""
-            while chunk := sock.recv(65536):
-                answer += chunk
-            assert b" 400 " in answer.split(b"\r\n")[0] or b"HTTP/1.1 200" in answer, answer[:300]
-            assert b'{"error": "Invalid HTTP request - ' in answer, answer[-300:]
-    rows = [[1.0, 2.0]]
-    with connect(server.rest_port) as sock:
-        assert rest_predict(sock, rows)["predictions"] == expected(rows, repo)
-    time.sleep(0.3)
-    written = server.log[before:]
-    assert "Traceback" not in written and "ERROR" not in written, written[:3000]
