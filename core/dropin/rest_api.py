@@ -114,8 +114,8 @@ class RestApi:
             return await self._route(request)
         except DropinError as exc:
             return error_response(exc)
-        except ConnectionError as exc:  # the client hung up; nobody reads what is answered
-            log.debug("%s %s: client gone (%s)", request.method, request.path, exc or type(exc).__name__)
+        except ClientGone as exc:  # nobody reads what is answered
+            log.debug("%s %s: client gone while sending its body (%s)", request.method, request.path, exc)
             return web.Response(status=400)
         except Exception as exc:
             log.exception("%s %s failed", request.method, request.path)
@@ -252,7 +252,13 @@ class RestApi:
                     raise DropinError(Status.REST_BODY_TOO_LARGE, f"more than {limit} bytes (--rest_max_body_bytes)")
         except RequestPayloadError as exc:  # e.g. a malformed chunked encoding
             raise DropinError(Status.INVALID_REQUEST_MESSAGE, f"request body: {exc}") from None
+        except ConnectionError as exc:  # the client hung up (or was cut by a timeout) mid-body
+            raise ClientGone(str(exc) or type(exc).__name__) from None
         return bytes(body)
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its request was complete."""
 
 
 def _version(text: str | None) -> int:
