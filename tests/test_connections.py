@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import threading
 import time
 from pathlib import Path
 
@@ -57,11 +56,11 @@ def connect(port: int) -> socket.socket:
     return sock
 
 
-def head(path: str = PREDICT, length: int | None = None, extra: str = "") -> bytes:
+def head(path: str = PREDICT, length: int | None = None) -> bytes:
     lines = [f"POST {path} HTTP/1.1", "Host: test", "Content-Type: application/json"]
     if length is not None:
         lines.append(f"Content-Length: {length}")
-    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def closed_by_server(sock: socket.socket, within: float) -> bool:
