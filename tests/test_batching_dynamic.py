@@ -47,6 +47,8 @@ class FakeModel(LoadedModel):
         self.calls: list[tuple[int, ...]] = []
         self.delay = delay
         self.fail: Exception | None = None
+        self.fail_on_negative: Exception | None = None  # raised for any batch holding a negative value
+        self.refuse_nan = False  # check_inputs refuses a request holding NaN
         self.bad_output = False
         self.closed = False
 
@@ -65,8 +67,14 @@ class FakeModel(LoadedModel):
             await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
+        if self.fail_on_negative is not None and (x < 0).any():
+            raise self.fail_on_negative
         y = x * 2
         return InferOutputs({"y": y[:1] if self.bad_output else y}, 0.001, 0.002)
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        if self.refuse_nan and np.isnan(inputs["x"]).any():
+            raise DropinError(Status.INVALID_PRECISION, "input x holds NaN")
 
     def close(self) -> None:
         self.closed = True
@@ -215,26 +223,58 @@ def test_a_request_cancelled_during_inference_leaves_the_others_their_results() 
         np.testing.assert_array_equal(results[i]["y"], rows(1, i) * 2)
 
 
-def test_a_failed_batch_fails_every_request_in_it_and_the_next_batch_runs() -> None:
+def test_a_request_the_model_refuses_fails_alone_before_joining_a_batch() -> None:
+    fake = FakeModel()
+    fake.refuse_nan = True
+    model = batching(fake, size=8, micros=20_000)
+    xs = [rows(1, 10 * i) for i in range(8)]
+    xs[5] = np.full((1, 3), np.nan, np.float32)
+    results = gather(model, xs)
+    assert fake.calls == [(7, 3)]  # one batch, without the refused request
+    assert isinstance(results[5], DropinError) and str(results[5]) == "Invalid input precision - input x holds NaN"
+    for i in (0, 1, 2, 3, 4, 6, 7):
+        np.testing.assert_array_equal(results[i]["y"], xs[i] * 2)
+        assert results[i].batch_run.requests == 7
+
+
+@pytest.mark.parametrize("error", [RuntimeError("negative input"), DropinError(Status.INVALID_VALUE_COUNT, "negative input")])
+def test_a_failed_batch_runs_its_requests_alone_so_only_the_culprit_fails(error: Exception) -> None:
+    fake = FakeModel()
+    fake.fail_on_negative = error
+    model = batching(fake, size=16, micros=20_000)
+    xs = [rows(1, 10 * i) for i in range(8)]
+    xs[2] = -rows(1, 1)
+    results = gather(model, xs)
+    assert fake.calls == [(8, 3)] + [(1, 3)] * 8  # the batch, then each request once, on its own
+    assert results[2] is error  # what it gets alone: a DropinError reaches the client, anything else is INTERNAL
+    for i in (0, 1, 3, 4, 5, 6, 7):
+        np.testing.assert_array_equal(results[i]["y"], xs[i] * 2)
+        assert results[i].batch_run.size == 1 and results[i].batch_run.requests == 1
+        assert results[i].wait_seconds >= 0.019  # the queue counts as waiting
+
+
+def test_a_failure_the_backend_calls_its_own_is_not_run_again() -> None:
     fake = FakeModel()
     model = batching(fake, size=8, micros=10_000)
 
-    async def go() -> tuple[list, list, list]:
-        fake.fail = RuntimeError("the device is on fire")
-        failed = await asyncio.gather(*(model.infer({"x": rows(1)}) for _ in range(3)), return_exceptions=True)
-        fake.fail = DropinError(Status.UNSUPPORTED_STRING_INPUT, "a backend's own error")
-        own = await asyncio.gather(*(model.infer({"x": rows(1)}) for _ in range(2)), return_exceptions=True)
+    async def go() -> tuple[list, list, list, list]:
+        fake.fail = DropinError(Status.INTERNAL_ERROR, "the device is gone")
+        own = await asyncio.gather(*(model.infer({"x": rows(1)}) for _ in range(3)), return_exceptions=True)
+        calls = list(fake.calls)
+        fake.fail = RuntimeError("the device is on fire")  # may be the data's fault: run alone once
+        unknown = await asyncio.gather(*(model.infer({"x": rows(1)}) for _ in range(2)), return_exceptions=True)
         fake.fail = None
         ok = await asyncio.gather(*(model.infer({"x": rows(1, i)}) for i in range(2)))
-        return failed, own, ok
+        return own, calls, unknown, ok
 
-    failed, own, ok = run(go())
-    for exc in failed:
-        assert isinstance(exc, DropinError) and exc.status is Status.INFERENCE_ERROR
-        assert str(exc) == "Internal inference error - backend fake: RuntimeError: the device is on fire"
-    for exc in own:  # a DropinError reaches every client as raised
-        assert isinstance(exc, DropinError) and exc.status is Status.UNSUPPORTED_STRING_INPUT
-        assert exc.details == "a backend's own error"
+    own, calls, unknown, ok = run(go())
+    assert calls == [(3, 3)]  # once, as a batch
+    for exc in own:  # each request its own copy of the backend's error
+        assert isinstance(exc, DropinError) and exc.status is Status.INTERNAL_ERROR and exc.details == "the device is gone"
+    assert len({id(exc) for exc in own}) == 3
+    assert fake.calls[1:4] == [(2, 3), (1, 3), (1, 3)]  # never more than once alone
+    for exc in unknown:  # as raised: the data plane logs it and answers INTERNAL, as unbatched
+        assert isinstance(exc, RuntimeError) and str(exc) == "the device is on fire"
     np.testing.assert_array_equal(ok[1]["y"], rows(1, 1) * 2)
 
 
@@ -243,6 +283,7 @@ def test_outputs_that_do_not_follow_the_batch_fail_clearly() -> None:
     fake.bad_output = True
     model = batching(fake, size=8, micros=5_000)
     results = gather(model, [rows(1), rows(1)])
+    assert fake.calls == [(2, 3)]  # the model's fault, not the data's: not run again
     for exc in results:
         assert isinstance(exc, DropinError) and exc.status is Status.INTERNAL_ERROR
         assert "output y of a batch of 2 has shape (1, 3), so it cannot be split by request" in str(exc)
@@ -384,7 +425,25 @@ def picky_model(path: Path) -> None:
     _save(path, {"y": ops.add(x, zero)}, [x])
 
 
+def string_model(path: Path) -> None:
+    """x STRING [-1] -> y = x (a no-op reshape)."""
+    x = ops.parameter(ov.PartialShape([-1]), ov.Type.string, name="x")
+    x.output(0).get_tensor().set_names({"x"})
+    _save(path, {"y": ops.reshape(x, ops.shape_of(x), special_zero=False)}, [x])
+
+
+def limited_model(path: Path) -> None:
+    """x [-1,2] -> y = x * 3 + 1; the inference fails when any value of x is over 1000 (a
+    reshape to one row more), so it fails for one request's data and for any batch holding it."""
+    x = _param("x", (-1, 2))
+    over = ops.convert(ops.greater(ops.reduce_max(x, ops.constant(np.array([0, 1], np.int64))), ops.constant(np.float32(1000))), ov.Type.i64)
+    target = ops.add(ops.shape_of(x), ops.multiply(over, ops.constant(np.array([1, 0], np.int64))))
+    y = ops.add(ops.multiply(x, ops.constant(np.float32(3))), ops.constant(np.float32(1)))
+    _save(path, {"y": ops.reshape(y, target, special_zero=False)}, [x])
+
+
 BATCHING = {"max_batch_size": 8, "batch_timeout_micros": 20_000}
+SLOW_BATCHING = {"max_batch_size": 16, "batch_timeout_micros": 200_000}  # concurrent requests meet
 
 
 @pytest.fixture(scope="module")
@@ -394,6 +453,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sequence_model(root / "sequence" / "1")
     picky_model(root / "picky" / "1")
     modelgen.scale_model(root / "static" / "1", shape=(1, 10))
+    string_model(root / "strings" / "1")
+    limited_model(root / "limited" / "1")
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}
     (root / "config.json").write_text(json.dumps({"model_config_list": [
         {"config": {"name": "dense", "base_path": "dense", "plugin_config": f32, "dynamic_batching": BATCHING}},
@@ -401,6 +462,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"config": {"name": "picky", "base_path": "picky", "plugin_config": f32,
                     "dynamic_batching": {"max_batch_size": 6, "batch_timeout_micros": 100_000}}},
         {"config": {"name": "static", "base_path": "static", "dynamic_batching": BATCHING}},
+        {"config": {"name": "strings", "base_path": "strings", "dynamic_batching": {**SLOW_BATCHING, "max_batch_size": 64}}},
+        {"config": {"name": "limited", "base_path": "limited", "plugin_config": f32, "dynamic_batching": SLOW_BATCHING}},
     ]}))
     return root
 
@@ -412,7 +475,7 @@ def server(models: Path) -> DropinServer:
         "--rest_port", str(free_port()), "--metrics_enable", "--log_level", "DEBUG",
     ])
     try:
-        for name in ("dense", "sequence", "picky"):
+        for name in ("dense", "sequence", "picky", "strings", "limited"):
             srv.wait_for(name, 1)
         yield srv
     finally:
@@ -492,17 +555,70 @@ def test_requests_of_different_shapes_are_never_mixed(server: DropinServer, mode
     assert scrape_batches(server, "sequence")["+Inf"] < len(inputs)
 
 
-def test_a_failing_batch_fails_each_of_its_requests_and_the_server_goes_on(server: DropinServer) -> None:
-    # each request alone would run (3 rows), but together they fill a batch of 6, which fails
-    futures = [server.client.predict_future("picky", {"x": np.ones((3, 2), np.float32)}) for _ in range(2)]
-    for future in futures:
-        with pytest.raises(grpc.RpcError) as info:
-            future.result()
-        assert info.value.code() == grpc.StatusCode.INTERNAL
-        assert info.value.details().startswith("Internal inference error - backend openvino: InferenceError:")
-    x = np.arange(6, dtype=np.float32).reshape(3, 2)  # alone, after the timeout
-    np.testing.assert_array_equal(server.client.predict("picky", {"x": x})["y"], x)
+def test_requests_that_fail_only_together_are_answered_alone(server: DropinServer) -> None:
+    # each request alone runs (3 rows), but together they fill a batch of 6, which fails
+    xs = [np.arange(6, dtype=np.float32).reshape(3, 2) + 10 * i for i in range(2)]
+    futures = [server.client.predict_future("picky", {"x": x}) for x in xs]
+    for x, future in zip(xs, futures):
+        np.testing.assert_array_equal(outputs_of(future.result())["y"], x)
+    server.wait_for_log(r"model picky version 1: a batch of 6 rows from 2 requests failed \(InferenceError: "
+                        r"OpenVINO inference failed: .*\); running each request on its own")
     assert server.client.predict("dense", {"x": np.ones((1, 16), np.float32)})["y"].shape == (1, 8)
+
+
+def test_a_string_the_backend_refuses_fails_only_its_own_request(server: DropinServer, models: Path) -> None:
+    reference = Reference()
+    inputs = [np.array([f"text {i}".encode(), b"in\x00side"][: 1 + i % 2], dtype=object) for i in range(8)]
+    inputs[3] = np.array([b"fine", b"ends in NUL\x00"], dtype=object)
+    futures = [server.client.predict_future("strings", {"x": x}) for x in inputs]
+    for i, (x, future) in enumerate(zip(inputs, futures)):
+        if i == 3:
+            with pytest.raises(grpc.RpcError) as info:
+                future.result()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details() == ("String input is not supported for this model input - input x: "
+                                            "the OpenVINO backend cannot pass strings that end in a NUL byte")
+            continue
+        expected = reference(models / "strings" / "1", {"x": x.astype(np.bytes_)})["y"]
+        assert outputs_of(future.result())["y"].tolist() == [s.encode() for s in expected.tolist()] == x.tolist()
+    server.wait_for_log(r"model strings version 1: ran a batch of \d+ from [2-7] requests")
+    assert "model strings version 1: a batch of" not in server.log  # the bad request never joined one
+
+
+def test_strings_that_only_batched_together_are_too_large_are_answered_alone(server: DropinServer) -> None:
+    # one long string alone, and many short ones alone, are fine; batched, every short string
+    # would be padded to the long one (41 MiB from 1 MiB sent): that batch is refused, so each
+    # request runs on its own
+    inputs = [np.array([b"x" * (1 << 20)], dtype=object), np.array([b"short %d" % i for i in range(40)], dtype=object)]
+    futures = [server.client.predict_future("strings", {"x": x}) for x in inputs]
+    for x, future in zip(inputs, futures):
+        assert outputs_of(future.result())["y"].tolist() == x.tolist()
+    server.wait_for_log(r"model strings version 1: a batch of 41 rows from 2 requests failed \(DropinError: Request is too "
+                        r"large - input x: 41 strings padded to the longest \(1048576 bytes\).*\); running each request on its own")
+
+
+def test_a_request_the_backend_fails_on_fails_alone(server: DropinServer, models: Path) -> None:
+    reference = Reference()
+    rng = np.random.default_rng(3)
+    inputs = [rng.uniform(-10, 10, (1 + i % 3, 2)).astype(np.float32) for i in range(8)]
+    inputs[5][0, 1] = 5000.0  # OpenVINO fails on this request's data, alone or batched
+    futures = [server.client.predict_future("limited", {"x": x}) for x in inputs]
+    errors = []
+    for i, (x, future) in enumerate(zip(inputs, futures)):
+        if i == 5:
+            with pytest.raises(grpc.RpcError) as info:
+                future.result()
+            errors.append(info.value)
+            continue
+        expected = reference(models / "limited" / "1", {"x": x})["y"]
+        np.testing.assert_allclose(outputs_of(future.result())["y"], expected, rtol=1e-6)
+    server.wait_for_log(r"model limited version 1: a batch of \d+ rows from [2-8] requests failed "
+                        r"\(InferenceError: .*\); running each request on its own")
+    with pytest.raises(grpc.RpcError) as alone:  # what the request gets without batching
+        server.client.predict("limited", {"x": inputs[5]})
+    assert errors[0].code() == alone.value.code() == grpc.StatusCode.INTERNAL
+    assert errors[0].details() == alone.value.details()
+    assert alone.value.details().startswith("Internal inference error - backend openvino: InferenceError: OpenVINO inference failed:")
 
 
 def test_a_model_without_a_dynamic_batch_dim_fails_its_load(server: DropinServer) -> None:

@@ -2,7 +2,8 @@
 sizes, typed values and string payloads, and raw mutated request bytes.
 
 Every request must get a gRPC status; client errors are never INTERNAL or UNKNOWN; nothing crashes
-or hangs; a valid request right after is answered.
+or hangs; a valid request right after is answered. Values given in a wider type than the input
+(typed `int_val`, JSON numbers over REST) come back exactly, or are refused: never changed.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import modelgen
-from conftest import DropinServer
+from conftest import DropinServer, free_port
 from dropin._proto.tensorflow.core.framework import tensor_pb2
 from dropin._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+from dropin.dtypes import DType
 from dropin.tensor_proto import from_numpy
 
 SERVER_ERRORS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
@@ -41,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> DropinServer:
     config = {"model_config_list": [{"config": {"name": n, "base_path": n}} for n in MODELS]}
     (root / "config.json").write_text(json.dumps(config))
     srv = DropinServer(["--config_path", str(root / "config.json"), "--file_system_poll_wait_seconds", "0",
-                        "--max_elements", "1000000"])
+                        "--max_elements", "1000000", "--rest_port", str(free_port())])
     try:
         for name in MODELS:
             srv.wait_for(name, 1)
@@ -70,7 +72,8 @@ def call(method, request) -> None:
 
 
 names = st.one_of(st.sampled_from(sorted({n for ns in MODELS.values() for n in ns})), st.text(max_size=8))
-dims = st.lists(st.integers(min_value=-3, max_value=40), max_size=5)
+dims = st.lists(st.one_of(st.integers(min_value=-3, max_value=40), st.sampled_from([2**31, 2**40, 2**62, 2**63 - 1])),
+               max_size=5)
 
 
 @st.composite
@@ -143,6 +146,84 @@ def test_fuzz_metadata_and_status(server: DropinServer, name: str, version: int 
     meta.metadata_field.extend(fields)
     call(server.predict.GetModelMetadata, meta)
     call(server.models.GetModelStatus, status)
+
+
+# identity inputs whose values OpenVINO's CPU plugin moves unchanged (it moves i64 as i32, f64 as f32)
+EXACT_TYPES = ["i8", "u8", "i16", "u16", "i32", "fp16", "fp32"]
+VALUES_SETTINGS = settings(FUZZ_SETTINGS, max_examples=300)
+
+
+def identity_inputs(name: str, array: tensor_pb2.TensorProto) -> dict[str, tensor_pb2.TensorProto]:
+    inputs = {f"in_{n}": from_numpy(np.ones((1, 3), DType.BOOL.numpy if n == "bool" else DType[n.upper()].numpy))
+              for n in modelgen.IDENTITY_TYPES}
+    inputs[f"in_{name}"] = array
+    return inputs
+
+
+def fits(value: object, dtype: DType) -> bool:
+    """Whether `value`, as a JSON number, is a value of `dtype` (the oracle, in plain Python)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        value = float(value)  # JSON integers beyond 64 bits are read as floats
+    if dtype.numpy.kind == "f":
+        with np.errstate(over="ignore"):
+            return bool(np.isfinite(np.array(float(value), np.float64).astype(dtype.numpy)))
+    info = np.iinfo(dtype.numpy)
+    if isinstance(value, float):
+        return value.is_integer() and abs(value) <= 2**53 and info.min <= value <= info.max
+    return info.min <= value <= info.max
+
+
+json_numbers = st.one_of(
+    st.integers(-(2**70), 2**70), st.integers(-70000, 70000), st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(-1000, 1000).map(lambda v: float(round(v))), st.booleans(),
+)
+
+
+@VALUES_SETTINGS
+@given(name=st.sampled_from(EXACT_TYPES), values=st.lists(json_numbers, min_size=3, max_size=3))
+def test_fuzz_json_numbers_are_exact_or_refused(server: DropinServer, name: str, values: list) -> None:
+    counts["requests"] += 1
+    dtype = DType[name.upper()]
+    body = {"inputs": {**{f"in_{n}": [[1, 1, 1]] for n in modelgen.IDENTITY_TYPES}, f"in_{name}": [values]}}
+    status, answer = server.rest.request("POST", "/v1/models/identity:predict", body)
+    if all(fits(v, dtype) for v in values):
+        assert status == 200, (values, answer)
+        got = np.array(answer["outputs"][f"out_{name}"], dtype.numpy)
+        np.testing.assert_array_equal(got, np.array([[float(v) if isinstance(v, float) else v for v in values]]).astype(dtype.numpy))
+        if dtype.numpy.kind in "iu":
+            assert answer["outputs"][f"out_{name}"] == [[int(v) for v in values]]
+    else:
+        assert status == 400, (values, answer)
+        assert answer["error"].startswith(("Invalid value for the input type - ", "Could not parse input content")), answer
+
+
+@VALUES_SETTINGS
+@given(name=st.sampled_from(["i8", "u8", "i16", "u16"]), values=st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=3))
+def test_fuzz_int_val_is_exact_or_refused(server: DropinServer, name: str, values: list[int]) -> None:
+    counts["requests"] += 1
+    dtype = DType[name.upper()]
+    proto = tensor_pb2.TensorProto(dtype=dtype.tf_enum)
+    for size in (1, 3):
+        proto.tensor_shape.dim.add().size = size
+    proto.int_val.extend(values if len(values) != 2 else values[:1])  # 1 value fills the shape
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "identity"
+    for key, tensor in identity_inputs(name, proto).items():
+        request.inputs[key].CopyFrom(tensor)
+    info = np.iinfo(dtype.numpy)
+    given_values = list(proto.int_val)
+    try:
+        response = server.predict.Predict(request, timeout=20)
+    except grpc.RpcError as exc:
+        assert not all(info.min <= v <= info.max for v in given_values), exc.details()
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT and exc.details().startswith("Invalid value for the input type - ")
+        return
+    assert all(info.min <= v <= info.max for v in given_values), given_values
+    out = response.outputs[f"out_{name}"]
+    expected = given_values * 3 if len(given_values) == 1 else given_values
+    assert np.frombuffer(out.tensor_content, dtype.numpy).tolist() == expected
 
 
 def test_fuzz_raw_request_bytes(server: DropinServer) -> None:

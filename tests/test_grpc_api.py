@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import modelgen
-from conftest import F32_CONFIG, DropinServer
+from conftest import F32_CONFIG, GIB, DropinServer
 from dropin._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -19,7 +19,7 @@ from dropin._proto.tensorflow_serving.apis import (
     predict_pb2,
 )
 from dropin.dtypes import DType
-from dropin.tensor_proto import from_numpy, to_numpy, to_typed_proto
+from dropin.tensor_proto import TYPED_FIELD, from_numpy, to_numpy, to_typed_proto
 
 SIGNATURE_DEF_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
@@ -109,13 +109,10 @@ def test_predict_explicit_version(server: DropinServer, repo: Path) -> None:
     assert response.model_spec.version.value == 1
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (2, 5), (7, 3), (0, 4)])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 5), (7, 3)])
 def test_dynamic_shapes(server: DropinServer, repo: Path, shape: tuple[int, int]) -> None:
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     got = outputs_of(server.predict.Predict(predict_request("dynamic", {"x": x}), timeout=20))
-    if x.size == 0:
-        assert got["y"].shape == shape
-        return
     expected = modelgen.run_openvino(repo / "dynamic" / "1", {"x": x})
     np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-6)
     np.testing.assert_allclose(got["total"], expected["total"], rtol=1e-6)
@@ -237,6 +234,81 @@ def test_negative_dimension(server: DropinServer) -> None:
     proto.tensor_shape.dim[1].size = -3
     expect_error(server.predict.Predict, predict_request("scale", {"x": proto}), grpc.StatusCode.INVALID_ARGUMENT,
                  "Invalid input shape - Negative or zero dimension size is not acceptable: (1,-3,4); input name: x")
+
+
+def test_zero_dimension(server: DropinServer) -> None:
+    expect_error(server.predict.Predict, predict_request("dynamic", {"x": np.zeros((0, 10), np.float32)}),
+                 grpc.StatusCode.INVALID_ARGUMENT,
+                 "Invalid input shape - Negative or zero dimension size is not acceptable: (0,10); input name: x")
+
+
+def typed(dtype: DType, shape: tuple[int, ...], values: list) -> predict_pb2.TensorProto:
+    """A TensorProto with `values` in the typed field of `dtype` (fp16: bit patterns), as given."""
+    proto = to_typed_proto(np.zeros(0, dtype.numpy), dtype)
+    del proto.tensor_shape.dim[:]
+    for size in shape:
+        proto.tensor_shape.dim.add().size = size
+    getattr(proto, TYPED_FIELD[dtype]).extend(values)
+    return proto
+
+
+def test_one_value_cannot_fill_more_than_a_message_holds(server: DropinServer) -> None:
+    # a dozen bytes on the wire used to allocate the whole shape (MemoryError, ValueError: INTERNAL)
+    before = len(server.log_lines)
+    for rows, size in [(2**40, 43980465111040), (2**62, 184467440737095516160), (27 * 2**20, 1132462080)]:
+        expect_error(server.predict.Predict, predict_request("dynamic", {"x": typed(DType.FP32, (rows, 10), [1.0])}),
+                     grpc.StatusCode.RESOURCE_EXHAUSTED,
+                     f"Request is too large - Expected: at most {GIB} bytes in one input (--grpc_max_message_size); "
+                     f"Actual: {size} bytes (FP32 of shape ({rows},10)); input name: x")
+    assert not [line for line in server.log_lines[before:] if "ERROR" in line or "Traceback" in line]
+    # up to the limit, one value still fills the shape
+    got = outputs_of(server.predict.Predict(predict_request("dynamic", {"x": typed(DType.FP32, (1000, 10), [2.5])}), timeout=20))
+    np.testing.assert_array_equal(got["y"], np.full((1000, 10), 3.5, np.float32))
+
+
+def test_inputs_must_agree_on_the_batch_size(server: DropinServer) -> None:
+    before = len(server.log_lines)
+    expect_error(server.predict.Predict,
+                 predict_request("two", {"a": np.ones((2, 2), np.float32), "b": np.ones((3, 2), np.float32)}),
+                 grpc.StatusCode.INVALID_ARGUMENT,
+                 "Invalid input batch size - Expected: 2 (the batch size of input a); Actual: 3; input name: b")
+    assert not [line for line in server.log_lines[before:] if "ERROR" in line or "Traceback" in line]
+
+
+def _identity_zeros(**given: predict_pb2.TensorProto) -> dict:
+    inputs = {f"in_{n}": from_numpy(np.zeros((1, 3), DType.BOOL.numpy if n == "bool" else DType[n.upper()].numpy))
+              for n in modelgen.IDENTITY_TYPES}
+    inputs.update({f"in_{n}": proto for n, proto in given.items()})
+    return inputs
+
+
+TYPED_VALUE_ROWS = [
+    ("i8", typed(DType.I8, (1, 3), [300, -200, 1]), "Expected: I8 values, integers in [-128, 127]; Actual: 300"),
+    ("u8", typed(DType.U8, (1, 3), [255, -1, 1]), "Expected: U8 values, integers in [0, 255]; Actual: -1"),
+    ("u8 fill", typed(DType.U8, (1, 3), [1000]), "Expected: U8 values, integers in [0, 255]; Actual: 1000"),
+    ("i16", typed(DType.I16, (1, 3), [1, 2, 40000]), "Expected: I16 values, integers in [-32768, 32767]; Actual: 40000"),
+    ("u16", typed(DType.U16, (1, 3), [70000, 0, 0]), "Expected: U16 values, integers in [0, 65535]; Actual: 70000"),
+    ("fp16", typed(DType.FP16, (1, 3), [0x3C00, 0x10000, 0]),
+     "Expected: FP16 bit patterns in half_val, integers in [0, 65535]; Actual: 65536"),
+]
+
+
+@pytest.mark.parametrize("name,proto,message", TYPED_VALUE_ROWS, ids=[row[0] for row in TYPED_VALUE_ROWS])
+def test_typed_values_out_of_the_input_range(server: DropinServer, name: str, proto, message: str) -> None:
+    # int_val is an int32 field: I8, U8, I16 and U16 values used to wrap (300 -> 44, -1 -> 255)
+    key = name.split()[0]
+    expect_error(server.predict.Predict, predict_request("identity", _identity_zeros(**{key: proto})),
+                 grpc.StatusCode.INVALID_ARGUMENT, f"Invalid value for the input type - {message}; input name: in_{key}")
+
+
+def test_typed_values_at_the_ends_of_the_range(server: DropinServer) -> None:
+    given = {"i8": typed(DType.I8, (1, 3), [-128, 127, 0]), "u8": typed(DType.U8, (1, 3), [0, 255, 7]),
+             "i16": typed(DType.I16, (1, 3), [-32768, 32767, 0]), "u16": typed(DType.U16, (1, 3), [65535]),
+             "fp16": typed(DType.FP16, (1, 3), [0x7BFF, 0xFBFF, 0x3C00])}
+    got = outputs_of(server.predict.Predict(predict_request("identity", _identity_zeros(**given)), timeout=20))
+    assert got["out_i8"].tolist() == [[-128, 127, 0]] and got["out_u8"].tolist() == [[0, 255, 7]]
+    assert got["out_i16"].tolist() == [[-32768, 32767, 0]] and got["out_u16"].tolist() == [[65535] * 3]
+    assert got["out_fp16"].tolist() == [[65504.0, -65504.0, 1.0]]
 
 
 def test_content_size(server: DropinServer) -> None:
@@ -368,7 +440,8 @@ def test_status_errors(server: DropinServer) -> None:
 def test_reload_config_request(start_server, tmp_path: Path) -> None:
     modelgen.scale_model(tmp_path / "a" / "1", shape=(-1, 2), factor=2.0)
     modelgen.scale_model(tmp_path / "b" / "1", shape=(-1, 2), factor=4.0)
-    server = start_server("--model_name", "a", "--model_path", str(tmp_path / "a"), "--plugin_config", F32_CONFIG)
+    server = start_server("--model_name", "a", "--model_path", str(tmp_path / "a"), "--plugin_config", F32_CONFIG,
+                          "--reload_config_enable", "--reload_config_roots", str(tmp_path))
     server.wait_for("a", 1)
     request = model_management_pb2.ReloadConfigRequest()
     for name in ("a", "b"):

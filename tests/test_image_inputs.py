@@ -302,7 +302,8 @@ def test_string_tensor_errors(server: DropinServer) -> None:
                 shape=[1, 1])
     image_error(server, "nhwc", [png], INVALID, "Invalid input batch size", shape=[2])
     image_error(server, "nhwc", [png, png], INVALID, "Invalid input batch size - Expected: 1; Actual: 2; input name: x")
-    image_error(server, "nchw", [], INVALID, "Invalid input batch size", shape=[0])
+    image_error(server, "nchw", [], INVALID,
+                "Invalid input shape - Negative or zero dimension size is not acceptable: (0); input name: x", shape=[0])
     image_error(server, "nobatch", [png], INVALID, "Invalid input batch size - Batch not present in input name: x")
     image_error(server, "nchw", [png, b""], INVALID, "String val is empty")
 

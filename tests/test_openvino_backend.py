@@ -535,6 +535,27 @@ def test_strings_ending_in_nul_are_refused_not_truncated(backend: OpenVINOBacken
         loaded.close()
 
 
+def test_strings_that_padding_would_blow_up_are_refused(backend: OpenVINOBackend, tmp_path: Path) -> None:
+    from dropin.errors import DropinError
+
+    loaded = backend.load(_string_model(tmp_path), LoadOptions(nireq=1))
+    try:
+        big = b"x" * (1 << 20)
+        similar = np.array([big] * 20, dtype=object)  # 20 MiB padded, as much as sent
+        assert run(loaded.infer({"x": similar}))["y"].tolist() == similar.tolist()
+        mixed = np.array([big] * 2 + [b"a"] * 20, dtype=object)  # 22 MiB padded from 2 MiB: over the floor, within 16x
+        assert run(loaded.infer({"x": mixed}))["y"].tolist() == mixed.tolist()
+        bomb = np.array([big] + [b""] * 30_000, dtype=object)  # would be 30 GiB
+        message = (r"^Request is too large - input x: 30001 strings padded to the longest \(1048576 bytes\) would take "
+                   r"31458328576 bytes in the OpenVINO backend, more than 16 times the 1048576 bytes sent")
+        with pytest.raises(DropinError, match=message):
+            run(loaded.infer({"x": bomb}))
+        with pytest.raises(DropinError, match=message):
+            loaded.check_inputs({"x": bomb})
+    finally:
+        loaded.close()
+
+
 def test_64_bit_tensors_are_warned_about(backend: OpenVINOBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     x = ops.parameter(ov.PartialShape([-1]), ov.Type.i64, name="x")
     x.output(0).get_tensor().set_names({"x"})

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
+import grpc
 import pytest
 
 import modelgen
@@ -265,16 +266,87 @@ def test_predict_two_inputs_named_rows_and_columns(server: DropinServer) -> None
 def test_json_numbers_take_the_model_input_dtype(server: DropinServer) -> None:
     names = list(modelgen.IDENTITY_TYPES)
     values = [[1, 2, 3], [4, 5, 6]]
-    reply = post(server, "/v1/models/identity:predict", {"inputs": {f"in_{n}": values for n in names}})
+    bits = [[1, 0, 1], [0, 0, 1]]  # a BOOL input takes the numbers 0 and 1 too
+    inputs = {**{f"in_{n}": values for n in names}, "in_bool": bits}
+    reply = post(server, "/v1/models/identity:predict", {"inputs": inputs})
     assert reply.status == 200, reply.body
     outputs = reply.json["outputs"]
     for name in names:
         if name == "bool":
-            assert outputs["out_bool"] == [[True, True, True], [True, True, True]]
+            assert outputs["out_bool"] == [[True, False, True], [False, False, True]]
         else:
             assert outputs[f"out_{name}"] == values, name  # fp16 answers as JSON numbers too
-    floats = post(server, "/v1/models/identity:predict", {"inputs": {**{f"in_{n}": values for n in names}, "in_i32": [[1.9, -2.9, 3.0]] * 2}})
-    assert floats.json["outputs"]["out_i32"] == [[1, -2, 3]] * 2  # cast as C++ casts: toward zero
+    floats = post(server, "/v1/models/identity:predict", {"inputs": {**inputs, "in_i32": [[1.0, -2.0, 3e0]] * 2}})
+    assert floats.json["outputs"]["out_i32"] == [[1, -2, 3]] * 2  # integral floats are integers
+
+
+VALUE_ROWS = [  # (input, JSON values, what the message says); each used to be answered 200 with other values
+    ("i8", [[300, -200, 1]], "Expected: I8 values, integers in [-128, 127]; Actual: 300"),
+    ("u8", [[1, 256, 1000]], "Expected: U8 values, integers in [0, 255]; Actual: 256"),
+    ("u8", [[-1, 0, 0]], "Expected: U8 values, integers in [0, 255]; Actual: -1"),
+    ("i32", [[1, 1.9, 3]], "Expected: I32 values, integers in [-2147483648, 2147483647]; Actual: 1.9"),
+    ("i64", [[2**70, 1, 1]], "Expected: I64 values, integers in [-9223372036854775808, 9223372036854775807]; "
+                             "Actual: 1.1805916207174113e+21"),
+    ("fp32", [[1e40, 1, 1]], "Expected: FP32 values, in [-3.40282e+38, 3.40282e+38]; Actual: 1e+40"),
+    ("fp16", [[1, 70000, 1]], "Expected: FP16 values, in [-65504, 65504]; Actual: 70000"),
+    ("fp32", [[1, True, 2]], "Expected: FP32 numbers; Actual: true"),
+    ("i32", [[1, 2, 3], [4, 5, False]], "Expected: I32 numbers; Actual: false"),
+]
+
+
+@pytest.mark.parametrize("name,value,message", VALUE_ROWS, ids=[f"{row[0]}-{i}" for i, row in enumerate(VALUE_ROWS)])
+def test_json_numbers_the_input_type_would_change(server: DropinServer, name: str, value: list, message: str) -> None:
+    ones = [[1, 1, 1]] * len(value)
+    body = {"inputs": {**{f"in_{n}": ones for n in modelgen.IDENTITY_TYPES}, f"in_{name}": value}}
+    before = len(server.log_lines)
+    expect(post(server, "/v1/models/identity:predict", body), 400,
+           f"Invalid value for the input type - {message}; input name: in_{name}")
+    assert not [line for line in server.log_lines[before:] if "ERROR" in line]
+    # the same value over gRPC's typed fields, where the field is wider than the input
+    if name in ("i8", "u8"):
+        from test_grpc_api import typed
+        from dropin.dtypes import DType
+
+        dtype = DType[name.upper()]
+        inputs = {f"in_{n}": from_numpy(np.ones((len(value), 3), DType.BOOL.numpy if n == "bool" else DType[n.upper()].numpy))
+                  for n in modelgen.IDENTITY_TYPES}
+        inputs[f"in_{name}"] = typed(dtype, (len(value), 3), [v for row in value for v in row])
+        with pytest.raises(grpc.RpcError) as info:
+            server.predict.Predict(predict_request("identity", inputs), timeout=20)
+        assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, json.loads(
+            post(server, "/v1/models/identity:predict", body).body)["error"])
+
+
+def test_values_at_the_ends_of_the_input_range(server: DropinServer, repo: Path) -> None:
+    given = {n: [[1, 1, 1]] for n in modelgen.IDENTITY_TYPES}
+    given.update({"i8": [[-128, 127, 0]], "u8": [[0, 255, 1]], "u64": [[2**64 - 1, 0, 1]], "fp16": [[65504, -65504, 0.5]],
+                  "fp32": [[2.0**70, 3.4e38, -1.5]], "i64": [[2**63 - 1, -(2**63), 0]]})
+    reply = post(server, "/v1/models/identity:predict", {"inputs": {f"in_{n}": v for n, v in given.items()}})
+    assert reply.status == 200, reply.body
+    arrays = {f"in_{n}": np.array(v, modelgen.IDENTITY_TYPES[n].to_dtype()) for n, v in given.items()}
+    expected = modelgen.run_openvino(repo / "identity" / "1", arrays)  # OpenVINO's CPU plugin moves i64 as i32
+    for name in ("i8", "u8", "u64", "fp16", "fp32", "i64"):
+        got = np.array(reply.json["outputs"][f"out_{name}"], arrays[f"in_{name}"].dtype)
+        np.testing.assert_array_equal(got, expected[f"out_{name}"], err_msg=name)
+
+
+def test_zero_dimension_and_deep_nesting(server: DropinServer) -> None:
+    before = len(server.log_lines)
+    for body, shape in [({"inputs": {"x": [[], []]}}, "(2,0)"), ({"instances": [[]]}, "(1,0)"), ({"inputs": []}, "(0)")]:
+        expect(post(server, "/v1/models/dynamic:predict", body), 400,
+               f"Invalid input shape - Negative or zero dimension size is not acceptable: {shape}; input name: x")
+    # strings nested 1000 deep used to end in RecursionError (500, with a traceback in the log)
+    deep = "[" * 1000 + '"a"' + "]" * 1000
+    expect(post(server, "/v1/models/strings:predict", '{"inputs": {"text": ' + deep + "}}"), 400,
+           "Could not parse input content. Not valid ndarray detected - arrays nested deeper than 32 levels")
+    assert not [line for line in server.log_lines[before:] if "ERROR" in line or "Traceback" in line]
+
+
+def test_inputs_must_agree_on_the_batch_size(server: DropinServer) -> None:
+    before = len(server.log_lines)
+    expect(post(server, "/v1/models/two:predict", {"inputs": {"a": [[1, 1]] * 2, "b": [[1, 1]] * 3}}), 400,
+           "Invalid input batch size - Expected: 2 (the batch size of input a); Actual: 3; input name: b")
+    assert not [line for line in server.log_lines[before:] if "ERROR" in line or "Traceback" in line]
 
 
 def test_validation_messages_are_the_grpc_ones(server: DropinServer) -> None:
@@ -356,7 +428,7 @@ def test_body_errors(server: DropinServer) -> None:
 def test_ragged_and_non_numeric_arrays(server: DropinServer) -> None:
     url = "/v1/models/dynamic:predict"
     row, column = "Could not parse instance content. Not valid ndarray detected", "Could not parse input content. Not valid ndarray detected"
-    for bad in ([[1, 2], [3]], [[1, 2], [3, [4]]], [[1, None]], [[1, "a"]], [[]], [[1, {"x": 1}]], [[True, 1]]):
+    for bad in ([[1, 2], [3]], [[1, 2], [3, [4]]], [[1, None]], [[1, "a"]], [[], [1]], [[1, {"x": 1}]], [[True, 1]]):
         expect_prefix(post(server, url, {"instances": bad}), 400, row)
         expect_prefix(post(server, url, {"inputs": bad}), 400, column)
         expect_prefix(post(server, url, {"inputs": {"x": bad}}), 400, column)
@@ -412,6 +484,33 @@ def test_body_size_limit(server: DropinServer) -> None:
     reply = http(server.rest_port, "POST", "/v1/models/dynamic:predict", chunks)
     expect_prefix(reply, 413, "Request body is too large")
     assert post(server, "/v1/models/dynamic:predict", {"instances": [[0.5] * 5]}).status == 200  # still serving
+
+
+def _memory(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(key)
+
+
+def test_default_body_limit_bounds_decoding_memory(repo: Path, start_server) -> None:
+    """The default --rest_max_body_bytes (64 MiB; it was 1 GiB) times the documented peak multiple
+    of a float body (about 11: a Python float per number while decoding) stays near 1 GB."""
+    srv = start_server("--model_name", "dynamic", "--model_path", str(repo / "dynamic"), "--rest_port", str(free_port()),
+                       "--file_system_poll_wait_seconds", "0")
+    srv.wait_for("dynamic", 1)
+    row = "[" + ",".join(["0.1234"] * 1000) + "]"
+    body = ('{"inputs": {"x": [' + ",".join([row] * (16 * 2**20 // len(row))) + "]}}").encode()
+    assert post(srv, "/v1/models/dynamic:predict", {"inputs": {"x": [[1.0]]}}).status == 200
+    before = _memory(srv.proc.pid, "VmRSS:")
+    reply = post(srv, "/v1/models/dynamic:predict", body)
+    assert reply.status == 200 and reply.body.startswith(b'{"outputs":{"y":[[1.1234,')
+    growth = (_memory(srv.proc.pid, "VmHWM:") - before) / len(body)
+    assert growth < 14, f"peak memory grew by {growth:.1f} times the body"  # measured 10 to 12
+    limit = 64 << 20
+    expect(post(srv, "/v1/models/dynamic:predict", b" " * (limit + 1)), 413,
+           f"Request body is too large - {limit + 1} bytes; the limit is {limit} (--rest_max_body_bytes)")
+    assert post(srv, "/v1/models/dynamic:predict", b" " * (limit - 20) + b'{"inputs": [[1.0]]}').status == 200
 
 
 # -- config status and reload ----------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import re
 import signal
 import ssl
 import subprocess
@@ -25,8 +26,10 @@ from cryptography.x509.oid import NameOID
 
 import modelgen
 from conftest import F32_CONFIG, GIB
+from dropin.cli import build_parser, settings_from_args
+from dropin.config import ConfigError
 from dropin.testing.server import free_port
-from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
+from dropin._proto.tensorflow_serving.apis import model_management_pb2, prediction_service_pb2_grpc
 from test_grpc_api import outputs_of, predict_request
 from test_plugins import install_fake_distribution
 
@@ -267,3 +270,89 @@ def test_a_model_whose_backend_plugin_is_blocked_stops_start_up(start_server, re
         start_server("--model_name", "m", "--model_path", str(repo), "--backend", "openvino",
                      env={"DROPIN_BLOCK_PLUGINS": "openvino"})
     assert "cannot start: Invalid configuration - model 'm' needs backend 'openvino', but its plugin is not usable: blocked by DROPIN_BLOCK_PLUGINS" in str(info.value)
+
+
+# -- HandleReloadConfigRequest: off unless the operator turns it on, then only inside named roots --
+
+
+def _reload_request(*models: tuple[str, str]) -> model_management_pb2.ReloadConfigRequest:
+    request = model_management_pb2.ReloadConfigRequest()
+    for name, base_path in models:
+        entry = request.config.model_config_list.config.add()
+        entry.name, entry.base_path = name, base_path
+    return request
+
+
+def _assert_serving(server, names: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
+    """Each model answers Predict with its factor; "procfs" and models not named do not exist."""
+    for name, factor in names.items():
+        got = outputs_of(server.predict.Predict(predict_request(name, {"x": X}), timeout=20))["y"]
+        np.testing.assert_array_equal(got, X * factor)
+    with pytest.raises(grpc.RpcError) as info:
+        server.client.status("procfs")
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reload_config_request_changes_nothing_by_default(start_server, tmp_path: Path) -> None:
+    modelgen.scale_model(tmp_path / "a" / "1", shape=(-1, 2), factor=2.0)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_config_list": [{"config": {"name": "a", "base_path": "a"}}]}))
+    server = start_server("--config_path", str(config), "--rest_port", str(free_port()), "--plugin_config", F32_CONFIG)
+    server.wait_for("a", 1)
+    response = server.models.HandleReloadConfigRequest(_reload_request(("procfs", "/proc")), timeout=30)
+    assert not response.HasField("status")  # OVMS's answer: OK, an empty response, nothing changed
+    server.wait_for_log(r"reload config request ignored: .*needs --reload_config_enable")
+    _assert_serving(server, {"a": 2.0})
+    # POST /v1/config/reload re-reads the operator's config.json only: nothing in the request points it elsewhere
+    assert server.rest is not None
+    for path, body in (("/v1/config/reload", {"model_config_list": [{"config": {"name": "procfs", "base_path": "/proc"}}]}),
+                       ("/v1/config/reload?config_path=/proc&base_path=/proc", {"config_path": "/proc"})):
+        status, answer = server.rest.request("POST", path, body)
+        assert status == 200 and list(answer) == ["a"], answer
+    _assert_serving(server, {"a": 2.0})
+
+
+def test_reload_config_request_is_confined_to_the_named_roots(start_server, tmp_path: Path) -> None:
+    tmp_path = tmp_path.resolve()  # the messages show resolved paths
+    root = tmp_path / "root"
+    modelgen.scale_model(root / "a" / "1", shape=(-1, 2), factor=2.0)
+    modelgen.scale_model(root / "b" / "1", shape=(-1, 2), factor=3.0)
+    modelgen.scale_model(tmp_path / "outside" / "1", shape=(-1, 2), factor=5.0)
+    (root / "escape").symlink_to(tmp_path / "outside")
+    (root / "b_link").symlink_to(root / "b")
+    server = start_server("--model_name", "a", "--model_path", str(root / "a"), "--plugin_config", F32_CONFIG,
+                          "--reload_config_enable", "--reload_config_roots", str(root))
+    server.wait_for("a", 1)
+    # inside the root: applied, `..` and symlinks resolved first (both stay inside here)
+    request = _reload_request(("a", str(root / "a")), ("b", f"{root}/a/../b_link"))
+    assert server.models.HandleReloadConfigRequest(request, timeout=60).status.error_code == 0
+    server.wait_for("b", 1)
+    _assert_serving(server, {"a": 2.0, "b": 3.0})
+    refused = {
+        "/proc": f"model 'procfs': base_path /proc is outside --reload_config_roots ({root})",
+        f"{root}/../outside": f"model 'procfs': base_path {root}/../outside (resolved: {tmp_path}/outside) is outside "
+                              f"--reload_config_roots ({root})",
+        str(root / "escape"): f"model 'procfs': base_path {root}/escape (resolved: {tmp_path}/outside) is outside "
+                              f"--reload_config_roots ({root})",
+    }
+    for base_path, message in refused.items():
+        with pytest.raises(grpc.RpcError) as info:  # the whole request, with the models inside the root too
+            server.models.HandleReloadConfigRequest(_reload_request(("a", str(root / "a")), ("procfs", base_path)), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == f"Invalid configuration - {message}"
+        _assert_serving(server, {"a": 2.0, "b": 3.0})  # nothing changed
+    assert server.log.count("reload config request refused") == 3 and "Traceback" not in server.log
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--reload_config_enable"], "--reload_config_enable needs --reload_config_roots"),
+        (["--reload_config_roots", "/tmp"], "--reload_config_roots has no effect without --reload_config_enable"),
+        (["--reload_config_enable", "--reload_config_roots", "/no/such/dir"], "--reload_config_roots: '/no/such/dir' is not a directory"),
+    ],
+)
+def test_reload_config_flags_go_together(flags: list[str], message: str) -> None:
+    args = build_parser().parse_args(["serve", "--model_name", "m", "--model_path", "/m", *flags])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings_from_args(args)

@@ -53,6 +53,21 @@ def test_one_typed_value_fills_the_shape(dtype: DType) -> None:
     np.testing.assert_array_equal(back, np.full((3, 2), value[0], dtype=dtype.numpy))
 
 
+@pytest.mark.parametrize(
+    "dtype,values",
+    [(DType.I8, [1, 300, 2]), (DType.I8, [-129]), (DType.U8, [-1, 0, 0]), (DType.U8, [256]),
+     (DType.I16, [0, 0, 32768]), (DType.U16, [65536, 0, 0]), (DType.FP16, [0, -1, 0]), (DType.FP16, [0x10000])],
+    ids=lambda v: str(v),
+)
+def test_typed_values_outside_the_input_type_are_refused(dtype: DType, values: list[int]) -> None:
+    proto = TensorProto(dtype=dtype.tf_enum)
+    getattr(proto, TYPED_FIELD[dtype]).extend(values)
+    with pytest.raises(DropinError) as info:
+        to_numpy(proto, dtype, (1, 3), "x")  # one value would fill the shape: it is checked once
+    assert info.value.status is Status.INVALID_VALUE
+    assert str(info.value).startswith("Invalid value for the input type - Expected: ") and str(info.value).endswith("; input name: x")
+
+
 def test_tensor_content_is_not_copied() -> None:
     array = np.arange(12, dtype=np.float32)
     proto = from_numpy(array)

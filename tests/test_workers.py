@@ -189,7 +189,8 @@ def test_reloads_reach_every_worker_and_a_killed_worker_comes_back(start_server,
     rest_port = free_port()
     # no file watching: only the relays can make every worker agree
     server, pids = start_workers(start_server, "--config_path", str(config), "--file_system_poll_wait_seconds", "0",
-                                 "--rest_port", str(rest_port))
+                                 "--rest_port", str(rest_port),
+                                 "--reload_config_enable", "--reload_config_roots", f"{tmp_path},{DIGITS.parent}")
 
     request = model_management_pb2.ReloadConfigRequest()
     for name, path in (("digits", DIGITS), ("scale", tmp_path / "scale")):
@@ -247,6 +248,27 @@ def test_reloads_reach_every_worker_and_a_killed_worker_comes_back(start_server,
     assert info.value.code == 500 and error.startswith("Reloading config file failed - Invalid configuration - "), error
     assert error.count("Invalid configuration") == 1
     assert [state_on_fresh_connection(server.port, "later") for _ in range(4)] == [AVAILABLE] * 4
+
+
+def test_reload_config_request_reaches_no_worker_unless_enabled_and_inside_the_roots(start_server, tmp_path: Path) -> None:
+    modelgen.scale_model(tmp_path / "scale" / "1", shape=(-1, 2), factor=3.0)
+    procfs = model_management_pb2.ReloadConfigRequest()
+    entry = procfs.config.model_config_list.config.add()
+    entry.name, entry.base_path = "procfs", "/proc"
+    for flags in ([], ["--reload_config_enable", "--reload_config_roots", str(tmp_path)]):
+        server, _ = start_workers(start_server, "--model_name", "scale", "--model_path", str(tmp_path / "scale"), *flags)
+        if flags:
+            with pytest.raises(grpc.RpcError) as info:
+                server.models.HandleReloadConfigRequest(procfs, timeout=30)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details() == (f"Invalid configuration - model 'procfs': base_path /proc is outside "
+                                            f"--reload_config_roots ({tmp_path.resolve()})")
+        else:  # off: OVMS's answer, OK and nothing changed
+            assert not server.models.HandleReloadConfigRequest(procfs, timeout=30).HasField("status")
+        # every worker still serves "scale" alone
+        assert [state_on_fresh_connection(server.port, "scale") for _ in range(16)] == [AVAILABLE] * 16
+        assert [state_on_fresh_connection(server.port, "procfs") for _ in range(16)] == [-1] * 16
+        server.stop()
 
 
 def test_sigterm_answers_requests_in_flight_and_leaves_no_process(start_server, tmp_path: Path) -> None:

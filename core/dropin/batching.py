@@ -11,9 +11,20 @@ model's configuration has `dynamic_batching`. It runs entirely on the event loop
   so that the next group collects meanwhile) and splits every output back by row offsets.
 
 A request whose batch alone is `max_batch_size` or more, or whose inputs disagree on their batch
-size, runs on its own, unchanged. Which way the wrapped backend runs an inference (a thread, or
-inline on the loop for tiny OpenVINO models) does not matter: results are handed out only once
-its `infer` has returned.
+size, runs on its own, unchanged.
+
+One request must never fail the others. Before joining a group, a request passes the wrapped
+model's `check_inputs` (values the backend can never take are refused there, for that request
+alone). A batch that still fails is run again request by request, concurrently, once: each gets
+what it would have got alone, so only a request whose own data fails gets an error. Splitting the
+batch in halves instead would take log2(n) rounds one after the other for one bad request, and
+more inferences than this when several are bad; running each alone takes one round, on the
+backend's parallel infer requests. Not rerun: a batch of one request, a `DropinError` with a
+server status (the backend says the fault is its own, not the data's), and outputs that cannot
+be split (the model's fault). So a request runs at most twice, and only after a failure.
+
+Which way the wrapped backend runs an inference (a thread, or inline on the loop for tiny
+OpenVINO models) does not matter: results are handed out only once its `infer` has returned.
 """
 
 from __future__ import annotations
@@ -161,6 +172,7 @@ class BatchingModel(LoadedModel):
         key, rows = self._key(inputs)
         if key is None or rows >= self.max_batch_size or rows == 0:
             return await self._alone(inputs, rows)
+        self.model.check_inputs(inputs)  # refused here, a bad request fails alone
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -221,20 +233,27 @@ class BatchingModel(LoadedModel):
         try:
             if len(batch) == 1:
                 outputs = await self.model.infer(batch[0].inputs)
-                parts: list[Mapping[str, np.ndarray]] = [outputs]
             else:
                 feed = {name: np.concatenate([p.inputs[name] for p in batch], axis) for name, axis in self._input_axes}
                 outputs = await self.model.infer(feed)
-                parts = self._split(outputs, batch, total)
         except asyncio.CancelledError:  # the loop is shutting down
             for p in batch:
                 p.future.cancel()
             raise
         except Exception as exc:
-            error = self._error(exc, total, len(batch))
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(DropinError(error.status, error.details))
+            if len(batch) == 1 or _server_fault(exc):
+                _fail(batch, exc)
+            else:
+                log.warning(
+                    "%s: a batch of %d rows from %d requests failed (%s: %s); running each request on its own",
+                    self.label, total, len(batch), type(exc).__name__, exc,
+                )
+                await asyncio.gather(*(self._rerun(p) for p in batch))
+            return
+        try:
+            parts = self._split(outputs, batch, total) if len(batch) > 1 else [outputs]
+        except DropinError as exc:
+            _fail(batch, exc)
             return
         wait, infer = _timings(outputs, perf_counter() - started)
         run = BatchRun(total, len(batch))
@@ -243,6 +262,24 @@ class BatchingModel(LoadedModel):
         for p, part in zip(batch, parts):
             if not p.future.done():
                 p.future.set_result(BatchedOutputs(part, wait + (started - p.queued), infer, run))
+
+    async def _rerun(self, pending: _Pending) -> None:
+        """One request of a failed batch, on its own: its result or its own error, final."""
+        if pending.future.done():  # cancelled meanwhile: the client is gone
+            return
+        started = perf_counter()
+        try:
+            result = await self._alone(pending.inputs, pending.rows)
+        except asyncio.CancelledError:
+            pending.future.cancel()
+            raise
+        except Exception as exc:
+            if not pending.future.done():
+                pending.future.set_exception(exc)  # the data plane answers it as for any request
+            return
+        if not pending.future.done():
+            result.wait_seconds += started - pending.queued  # the queue and the failed batch
+            pending.future.set_result(result)
 
     def _split(self, outputs: Mapping[str, np.ndarray], batch: list[_Pending], total: int) -> list[dict[str, np.ndarray]]:
         """Each request's rows of every output (views of the batch's arrays, no copies)."""
@@ -263,13 +300,20 @@ class BatchingModel(LoadedModel):
                 start = end
         return parts
 
-    def _error(self, exc: Exception, total: int, requests: int) -> DropinError:
-        """What every request of a failed batch gets: a DropinError as raised, anything else as
-        the data plane would answer it (logged here once, not once per request)."""
-        if isinstance(exc, DropinError):
-            return exc
-        log.error("%s: inference of a batch of %d (%d requests) failed", self.label, total, requests, exc_info=exc)
-        return DropinError(Status.INFERENCE_ERROR, f"backend {self.backend}: {type(exc).__name__}: {exc}")
+
+def _server_fault(exc: Exception) -> bool:
+    """True when the backend says a failure is its own, not its input's (a DropinError with a
+    server status): rerunning the batch's requests one by one would only fail them again."""
+    return isinstance(exc, DropinError) and exc.status.http_status >= 500
+
+
+def _fail(batch: list[_Pending], exc: Exception) -> None:
+    """Every request of the batch gets the error: a DropinError as raised (each request its own
+    copy: a raised exception carries its traceback), anything else as it is, for the data plane
+    to log and answer as it does for a request without batching."""
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(DropinError(exc.status, exc.details) if isinstance(exc, DropinError) else exc)
 
 
 def timer_delay(loop: asyncio.AbstractEventLoop, seconds: float) -> float:

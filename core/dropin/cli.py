@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__, event_loop
-from .config import ConfigError, DynamicBatching, model_config, parse_plugin_config, read_config_file, read_metrics_config
+from .config import ConfigError, DynamicBatching, model_config, parse_plugin_config, read_config_file, read_metrics_config, reload_roots
 from .errors import DropinError, Status
 from .metrics import FAMILIES
 from .plugins import PluginHost, backend_priority
 from .rest_transport import RestLimits
-from .server import GIB, Server, ServerSettings
+from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
 from .tls import TlsSettings
 from .worker_link import WorkerLink, die_with_parent
 from .workers import serve_workers
@@ -34,8 +34,9 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--rest_port", type=int, default=0, help="REST port (0: REST off)")
     server.add_argument("--rest_bind_address", default="0.0.0.0")
     server.add_argument(
-        "--rest_max_body_bytes", type=int, default=GIB, metavar="BYTES",
-        help="largest REST request body; larger ones are refused with 413 (default 1 GiB, as the gRPC limit)",
+        "--rest_max_body_bytes", type=int, default=REST_MAX_BODY_BYTES, metavar="BYTES",
+        help="largest REST request body; larger ones are refused with 413 (default 64 MiB: decoding JSON takes "
+        "up to ~35 times the body in memory)",
     )
     rest = RestLimits()
     server.add_argument(
@@ -111,6 +112,14 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--log_level", default="INFO", type=str.upper, choices=sorted(LOG_LEVELS))
     server.add_argument("--log_path", default=None)
     server.add_argument("--config_path", default=None, help="OVMS config.json with several models")
+    server.add_argument(
+        "--reload_config_enable", action="store_true",
+        help="let gRPC HandleReloadConfigRequest replace the models served (default off: it answers OK and changes nothing, as OVMS)",
+    )
+    server.add_argument(
+        "--reload_config_roots", default="", metavar="DIRS",
+        help="with --reload_config_enable: comma-separated directories; base paths outside them are refused",
+    )
 
     model = parser.add_argument_group("single model (instead of --config_path)")
     model.add_argument("--model_name")
@@ -214,6 +223,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         tls=_tls_settings(args),
         **_metrics_settings(args),
+        **_reload_settings(args),
     )
 
 
@@ -235,6 +245,18 @@ def _metrics_settings(args: argparse.Namespace) -> dict[str, object]:
     if unknown:
         raise DropinError(Status.INVALID_METRICS_FAMILY_NAME, f"{', '.join(unknown)} (known: {', '.join(FAMILIES)})")
     return {"metrics_enable": True, "metrics_list": families}
+
+
+def _reload_settings(args: argparse.Namespace) -> dict[str, object]:
+    """HandleReloadConfigRequest lets any client that reaches the gRPC port choose the models
+    served, so it needs both flags: on, and the directories it may load from."""
+    if not args.reload_config_enable:
+        if args.reload_config_roots:
+            raise ConfigError("--reload_config_roots has no effect without --reload_config_enable")
+        return {}
+    if not args.reload_config_roots:
+        raise ConfigError("--reload_config_enable needs --reload_config_roots: the directories whose models clients may load")
+    return {"reload_config_enable": True, "reload_config_roots": reload_roots(args.reload_config_roots)}
 
 
 def _number_or_list(text: str, flag: str) -> float | list[float]:

@@ -259,3 +259,37 @@ def read_metrics_config(path: str | Path) -> tuple[bool, list[str]]:
     if not isinstance(enable, bool) or not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{path}: monitoring.metrics needs a boolean 'enable' and a list of names 'metrics_list'")
     return enable, names
+
+
+# -- HandleReloadConfigRequest: which base paths a client may name ---------------------------------
+
+
+def reload_roots(text: str, flag: str = "--reload_config_roots") -> tuple[Path, ...]:
+    """The comma-separated directories of `flag`, each resolved (symlinks, `..`); ConfigError
+    unless each exists and is a directory."""
+    roots = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        root = Path(os.path.realpath(item))
+        if not root.is_dir():
+            raise ConfigError(f"{flag}: {item!r} is not a directory")
+        roots.append(root)
+    if not roots:
+        raise ConfigError(f"{flag} needs at least one directory")
+    return tuple(roots)
+
+
+def base_path_inside(name: str, base_path: str, roots: Iterable[Path]) -> str:
+    """A client's base path, resolved (symlinks and `..`; relative to the working directory)
+    before it is compared, if it lies inside one of `roots`; ConfigError naming it otherwise.
+    The resolved path is what gets served, so a symlink changed later cannot move it out."""
+    roots = tuple(roots)
+    allowed = ", ".join(map(str, roots))
+    if not base_path or "://" in base_path:
+        raise ConfigError(f"model {name!r}: base_path {base_path!r} is not a directory inside --reload_config_roots ({allowed})")
+    resolved = Path(os.path.realpath(base_path))
+    if not any(resolved.is_relative_to(root) for root in roots):
+        shown = base_path if str(resolved) == base_path else f"{base_path} (resolved: {resolved})"
+        raise ConfigError(f"model {name!r}: base_path {shown} is outside --reload_config_roots ({allowed})")
+    return str(resolved)

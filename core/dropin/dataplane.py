@@ -44,10 +44,13 @@ class ModelMetadata:
 
 
 class DataPlane:
-    def __init__(self, manager: ModelManager, max_elements: int = 0, preprocess_threads: int | None = None) -> None:
+    def __init__(
+        self, manager: ModelManager, max_elements: int = 0, preprocess_threads: int | None = None, max_tensor_bytes: int = 0
+    ) -> None:
         self.manager = manager
         self.table = manager.table
         self.max_elements = max_elements
+        self.max_tensor_bytes = max_tensor_bytes  # no input may be larger than a client could send (0: no limit)
         # preprocessors that decode (images) run here, off the event loop
         self._executor = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="dropin-preprocess")
 
@@ -70,7 +73,7 @@ class DataPlane:
         try:
             if callable(inputs):
                 inputs = await inputs(servable.model.inputs)
-            arrays, conversions = validate_request(servable.plans, inputs, self.max_elements)
+            arrays, conversions = validate_request(servable.plans, inputs, self.max_elements, self.max_tensor_bytes)
             if conversions:
                 await self._convert(conversions, arrays)
             outputs_spec = servable.model.outputs

@@ -32,6 +32,7 @@ class Status(enum.Enum):
     INVALID_BATCH_SIZE = ("Invalid input batch size", grpc.StatusCode.INVALID_ARGUMENT, 400)
     INVALID_CONTENT_SIZE = ("Invalid content size of tensor proto", grpc.StatusCode.INVALID_ARGUMENT, 400)
     INVALID_VALUE_COUNT = ("Invalid number of values in tensor proto container", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    INVALID_VALUE = ("Invalid value for the input type", grpc.StatusCode.INVALID_ARGUMENT, 400)
     INVALID_OUTPUT_FILTER = ("Invalid output name in output_filter", grpc.StatusCode.INVALID_ARGUMENT, 400)
     TOO_MANY_ELEMENTS = ("Request is too large", grpc.StatusCode.RESOURCE_EXHAUSTED, 413)
 

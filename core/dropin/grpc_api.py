@@ -159,7 +159,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(
         self,
         dataplane: DataPlane,
-        reload_config: Callable[[Any], Awaitable[tuple[int, str]]],
+        reload_config: Callable[[Any], Awaitable[bool]],
         metrics: Metrics | None = None,
     ) -> None:
         self.dataplane = dataplane
@@ -186,10 +186,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     async def HandleReloadConfigRequest(
         self, request: model_management_pb2.ReloadConfigRequest, context: grpc.aio.ServicerContext
     ) -> model_management_pb2.ReloadConfigResponse:
-        code, message = await self._reload_config(request.config)
+        # A refusal raises (INVALID_ARGUMENT, as TF Serving answers); not enabled: OVMS's empty OK
         response = model_management_pb2.ReloadConfigResponse()
-        response.status.error_code = code
-        response.status.error_message = message
+        if await self._reload_config(request.config):
+            response.status.error_code = 0
+            response.status.error_message = "OK"
         return response
 
 

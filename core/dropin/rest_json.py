@@ -21,11 +21,13 @@ try:  # orjson parses ~3x and writes arrays ~25x faster than json; the stdlib is
 except ImportError:  # pragma: no cover - orjson is a dependency, but a packager may drop it
     orjson = None  # type: ignore[assignment]
 
+from .casting import EXACT_FLOAT_INT, cast, refuse_booleans
 from .dtypes import DType
 from .errors import DropinError, Status
 from .shapes import TensorSpec
 
 ROW, COLUMN = "row", "column"
+MAX_RANK = 32  # the deepest nesting read as a tensor; it also bounds the recursion over string arrays
 _STRING_TF = DType.STRING.tf_enum
 
 
@@ -53,12 +55,24 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _int_as_orjson(text: str) -> int | float:
+    value = int(text)
+    return value if -(1 << 63) <= value < (1 << 64) else _finite_float(text)  # orjson reads wider ones as floats
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # as orjson refuses 1e400
+        raise ValueError(f"number is infinity when parsed as double: {text}")
+    return value
+
+
 def loads(body: bytes) -> Any:
     """Parse a request body; invalid JSON (NaN and Infinity included) is 412 JSON_INVALID."""
     try:
         if orjson is not None:
             return orjson.loads(body)
-        return json.loads(body, parse_constant=_reject_constant)
+        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_int_as_orjson)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise DropinError(Status.JSON_INVALID, str(exc)) from None
 
@@ -77,9 +91,13 @@ def _numpy_default(value: Any) -> Any:
 
 
 class PredictRequest:
-    """A :predict body: its format (row or column) and the JSON given for the inputs."""
+    """A :predict body: its format (row or column) and the JSON given for the inputs.
 
-    def __init__(self, doc: Any) -> None:
+    `may_hold_booleans` is False when the body has no `true` or `false` token at all
+    (`may_hold_booleans(body)`), which spares numeric inputs the check that no boolean hides
+    among their numbers."""
+
+    def __init__(self, doc: Any, may_hold_booleans: bool = True) -> None:
         if not isinstance(doc, dict):
             raise DropinError(Status.REST_BODY_IS_NOT_AN_OBJECT)
         has_instances, has_inputs = "instances" in doc, "inputs" in doc
@@ -87,14 +105,18 @@ class PredictRequest:
             raise DropinError(Status.REST_PREDICT_UNKNOWN_ORDER)
         self.order = ROW if has_instances else COLUMN
         self.node = doc["instances"] if has_instances else doc["inputs"]  # signature_name is ignored
+        self.may_hold_booleans = may_hold_booleans
 
     @classmethod
     def parse(cls, body: bytes) -> "PredictRequest":
-        return cls(loads(body))
+        return cls(loads(body), may_hold_booleans(body))
 
     def tensors(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
-        """The request's tensors, typed after the model's inputs `specs`."""
-        return self._rows(specs) if self.order == ROW else self._columns(specs)
+        """The request's tensors, typed after the model's inputs `specs`. The parsed JSON is let
+        go here: its Python objects take several times the body's size, the tensors far less."""
+        tensors = self._rows(specs) if self.order == ROW else self._columns(specs)
+        self.node = None
+        return tensors
 
     def _rows(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
         node = self.node
@@ -115,10 +137,10 @@ class PredictRequest:
                     columns.setdefault(name, []).append(value)
             if len({len(values) for values in columns.values()}) > 1:
                 raise DropinError(Status.REST_INSTANCES_BATCH_SIZE_DIFFER)
-            return {name: to_tensor(values, specs.get(name), bad) for name, values in columns.items()}
+            return {name: self._tensor(values, name, specs, bad) for name, values in columns.items()}
         if isinstance(first, (list, str, dict)) or _is_number(first):
             name = _only_input(specs)
-            return {name: to_tensor(node, specs[name], bad)}
+            return {name: self._tensor(node, name, specs, bad)}
         raise DropinError(Status.REST_INSTANCES_NOT_NAMED_OR_NONAMED)
 
     def _columns(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
@@ -126,12 +148,33 @@ class PredictRequest:
         bad = Status.REST_COULD_NOT_PARSE_INPUT
         if isinstance(node, list):
             name = _only_input(specs)
-            return {name: to_tensor(node, specs[name], bad)}
+            return {name: self._tensor(node, name, specs, bad)}
         if not isinstance(node, dict):
             raise DropinError(Status.REST_INPUTS_NOT_AN_OBJECT)
         if not node:
             raise DropinError(Status.REST_NO_INPUTS_FOUND)
-        return {name: to_tensor(value, specs.get(name), bad) for name, value in node.items()}
+        return {name: self._tensor(value, name, specs, bad) for name, value in node.items()}
+
+    def _tensor(self, data: Any, name: str, specs: Mapping[str, TensorSpec], bad: Status) -> JsonTensor:
+        return to_tensor(data, specs.get(name), bad, name, self.may_hold_booleans)
+
+
+def may_hold_booleans(body: bytes) -> bool:
+    """Whether `body` may have a `true` or `false` token. Searching for the words costs about
+    0.5 ms per MB; their letters u and l are found by memchr in ~10 us per MB and, in a body of
+    numbers, only in a few keys ("inputs", "serving_default"), so the words are looked for there."""
+    for letter, word in ((b"u", b"true"), (b"l", b"false")):  # the letter is word[2]
+        at = body.find(letter, 2)
+        for _ in range(16):
+            if at < 0:
+                break
+            if body.startswith(word, at - 2):
+                return True
+            at = body.find(letter, at + 1)
+        else:  # the letter is common here (strings): search for the word itself
+            if word in body:
+                return True
+    return False
 
 
 def _only_input(specs: Mapping[str, TensorSpec]) -> str:
@@ -152,16 +195,21 @@ def _is_binary(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
-def to_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:
+def to_tensor(data: Any, spec: TensorSpec | None, bad: Status, name: str = "", may_hold_booleans: bool = True) -> JsonTensor:
     """One input's JSON value (the whole tensor, batch included) as a tensor. Numbers take the
     dtype of the model input `spec` (None: an input the model does not have, typed I32 or FP32
-    as OVMS guesses, for validation to reject); `{"b64": ...}` and, for U8 and STRING inputs,
-    plain strings make a DT_STRING tensor."""
+    as OVMS guesses, for validation to reject), refusing any value that type would change
+    (`casting.cast`); `{"b64": ...}` and, for U8 and STRING inputs, plain strings make a
+    DT_STRING tensor. Empty arrays make a tensor with a zero dim, which validation refuses."""
     leaf = data
-    while isinstance(leaf, list):
+    for _ in range(MAX_RANK + 1):
+        if not isinstance(leaf, list):
+            break
         if not leaf:
-            raise DropinError(bad, "an array is empty")
+            return _empty_tensor(data, spec, bad)
         leaf = leaf[0]
+    else:
+        raise DropinError(bad, f"arrays nested deeper than {MAX_RANK} levels")
     if isinstance(leaf, (dict, str)):
         return _string_tensor(data, spec, bad)
     if isinstance(leaf, bool) and spec is not None and spec.dtype is DType.BOOL:
@@ -176,18 +224,39 @@ def to_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:
         raise DropinError(bad, "arrays of different lengths (ragged) or mixed values") from None
     if raw.dtype.kind not in kinds:
         raise DropinError(bad, "arrays of different lengths (ragged) or values that are not numbers")
-    if 0 in raw.shape:
-        raise DropinError(bad, "an array is empty")
     if spec is None or spec.dtype is DType.STRING:
         if spec is not None:
             raise DropinError(bad, f"numbers given for STRING input {spec.name}")
-        dtype = DType.FP32 if raw.dtype.kind == "f" else DType.I32
-    else:
-        dtype = spec.dtype
-    if raw.dtype != dtype.numpy:
-        with np.errstate(all="ignore"):
-            raw = raw.astype(dtype.numpy)
-    return JsonTensor(dtype, raw, raw.shape)
+        return JsonTensor(DType.FP32 if raw.dtype.kind == "f" else DType.I32, raw, raw.shape)
+    if may_hold_booleans and kinds != "b":  # numpy reads true as 1 among numbers
+        refuse_booleans(np.asarray(data, dtype=object), spec.dtype, name)
+    if raw.dtype.kind == "f" and spec.dtype in (DType.I64, DType.U64) and np.abs(raw).max() > EXACT_FLOAT_INT:
+        raw = _exact_integers(data, spec.dtype, raw)
+    return JsonTensor(spec.dtype, cast(raw, spec.dtype, name), raw.shape)
+
+
+def _exact_integers(data: Any, dtype: DType, floats: np.ndarray) -> np.ndarray:
+    """numpy reads integers beyond int64 mixed with smaller ones as float64, losing digits: read
+    them again as `dtype` when all are integers in its range (else the floats, for `cast` to refuse)."""
+    objects = np.asarray(data, dtype=object).reshape(-1)
+    if set(map(type, objects)) == {int}:
+        try:
+            return np.array(objects.tolist(), dtype=dtype.numpy).reshape(floats.shape)
+        except OverflowError:
+            pass
+    return floats
+
+
+def _empty_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:
+    """Nested empty arrays as a tensor of the shape they have, with a zero dim (`[[], []]`: (2,0))."""
+    try:
+        shape = np.asarray(data).shape
+    except (ValueError, TypeError):
+        shape = ()
+    if 0 not in shape:
+        raise DropinError(bad, "arrays of different lengths (ragged) or an array that is empty")
+    dtype = spec.dtype if spec is not None else DType.FP32
+    return JsonTensor(dtype, np.empty(shape, dtype.numpy), shape)
 
 
 def _string_tensor(data: Any, spec: TensorSpec | None, bad: Status) -> JsonTensor:

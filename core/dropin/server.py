@@ -34,9 +34,9 @@ from .worker_link import ChannelClosed, WorkerLink
 log = logging.getLogger("dropin.server")
 
 GIB = 1 << 30
-
-# tensorflow.error.Code values for ReloadConfigResponse.status
-_OK, _INVALID_ARGUMENT = 0, 3
+# Decoding JSON makes a Python object per number: answering a REST Predict takes up to ~35 times
+# the body's size at its peak (docs/performance.md), so REST bodies are kept far below gRPC's limit.
+REST_MAX_BODY_BYTES = 64 << 20
 
 # --workers: how long the worker that received a reload waits for the others to have applied it
 # too (they do in any case, in order), and how long a scrape waits for their metrics.
@@ -63,13 +63,17 @@ class ServerSettings:
     shutdown_grace_seconds: float = 30.0  # how long in-flight requests may finish after SIGTERM
     tls: TlsSettings | None = None  # TLS on both ports
     defaults: ModelConfig | None = None  # load options for models added by HandleReloadConfigRequest
-    rest_max_body_bytes: int = GIB  # larger REST bodies are refused with 413
+    rest_max_body_bytes: int = REST_MAX_BODY_BYTES  # larger REST bodies are refused with 413
     rest_limits: RestLimits = field(default_factory=RestLimits)  # REST timeouts and connection limit
     grpc_handshake_timeout_seconds: float = 20.0  # TLS and HTTP/2 preface of a new gRPC connection
     grpc_idle_timeout_seconds: float = 300.0  # a gRPC connection with no call this long is closed (GOAWAY)
     grpc_max_connections: int = 1000  # open gRPC connections; more are closed at once
     metrics_enable: bool = False  # Prometheus /metrics on the REST port
     metrics_list: tuple[str, ...] = FAMILIES  # the metric families exposed
+    # HandleReloadConfigRequest replaces the served models only when enabled, and only with base
+    # paths inside these (resolved) directories; off, it answers OK and changes nothing, as OVMS
+    reload_config_enable: bool = False
+    reload_config_roots: tuple[Path, ...] = ()
 
 
 class Server:
@@ -84,7 +88,7 @@ class Server:
             plugins.load()
         self.plugins = plugins
         self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
-        self.dataplane = DataPlane(self.manager, settings.max_elements)
+        self.dataplane = DataPlane(self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes)
         self.grpc: grpc.aio.Server | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -235,9 +239,13 @@ class Server:
             return {"invalid": exc.details}
         return {"changed": await self.manager.sync_all() or changed}
 
-    async def _relayed_reload_config(self, args: dict[str, Any]) -> list[Any]:
+    async def _relayed_reload_config(self, args: dict[str, Any]) -> dict[str, Any]:
         server_config = model_server_config_pb2.ModelServerConfig.FromString(base64.b64decode(args["config"]))
-        return list(await self._reload_config_here(server_config))
+        try:
+            await self._reload_config_here(server_config)
+        except ConfigError as exc:  # checked by the worker that received it: not expected here
+            return {"invalid": exc.details}
+        return {"applied": True}
 
     async def _fanout(self, op: str, args: dict[str, Any]) -> dict[int, Any]:
         assert self.link is not None
@@ -293,32 +301,37 @@ class Server:
         if self.metrics is not None:
             log.info("metrics enabled on http://%s:%d/metrics", _host(s.rest_bind_address), self.rest_port)
 
-    async def reload_config(self, server_config: Any) -> tuple[int, str]:
-        """HandleReloadConfigRequest: serve exactly the models of the given ModelServerConfig.
-        A worker of --workers N checks it, then has every worker apply it (in one order for all)
-        and answers with its own outcome once it applied it."""
-        if self.link is None:
-            return await self._reload_config_here(server_config)
+    async def reload_config(self, server_config: Any) -> bool:
+        """HandleReloadConfigRequest. Off (no --reload_config_enable): changes nothing and returns
+        False, so that the request is answered OK as OVMS did. On: serve exactly the models of
+        the given ModelServerConfig, as TF Serving does, and return True; raises ConfigError,
+        changing nothing, when it is invalid or names a base path outside --reload_config_roots.
+        A worker of --workers N checks it, then has every worker apply it (in one order for
+        all) and answers with its own outcome once it applied it."""
+        if not self.settings.reload_config_enable:
+            log.info("reload config request ignored: the models served change only through config.json "
+                     "(HandleReloadConfigRequest needs --reload_config_enable)")
+            return False
         try:
-            self._models_from_proto(server_config)
+            if self.link is None:
+                await self._reload_config_here(server_config)
+                return True
+            self._models_from_proto(server_config)  # refused here, it reaches no worker
+            config = base64.b64encode(server_config.SerializeToString()).decode()
+            own = (await self._fanout("reload_config", {"config": config})).get(self.link.index) or {}
+            if "invalid" in own:
+                raise ConfigError(own["invalid"])
         except ConfigError as exc:
-            log.error("reload config request refused: %s", exc)
-            return _INVALID_ARGUMENT, str(exc)
-        config = base64.b64encode(server_config.SerializeToString()).decode()
-        own = (await self._fanout("reload_config", {"config": config})).get(self.link.index)
-        if isinstance(own, list):
-            return own[0], own[1]
-        raise RuntimeError(f"reload config request not applied: {own}")
+            log.warning("reload config request refused: %s", exc)
+            raise
+        if "applied" not in own:
+            raise RuntimeError(f"reload config request not applied: {own.get('error')}")
+        return True
 
-    async def _reload_config_here(self, server_config: Any) -> tuple[int, str]:
-        try:
-            models = self._models_from_proto(server_config)
-        except ConfigError as exc:
-            log.error("reload config request refused: %s", exc)
-            return _INVALID_ARGUMENT, str(exc)
+    async def _reload_config_here(self, server_config: Any) -> None:
+        models = self._models_from_proto(server_config)
         await self.manager.apply(models)
         log.info("reload config request applied: %s", ", ".join(m.name for m in models) or "no models")
-        return _OK, "OK"
 
     def _models_from_proto(self, server_config: Any) -> list[ModelConfig]:
         which = server_config.WhichOneof("config")
@@ -326,9 +339,10 @@ class Server:
             raise ConfigError("only model_config_list is supported (custom_model_config is not)")
         models: list[ModelConfig] = []
         for entry in server_config.model_config_list.config:
+            base_path = config_mod.base_path_inside(entry.name, entry.base_path, self.settings.reload_config_roots)
             base = self.manager.table.models.get(entry.name)
             template = base.config if base is not None else self.settings.defaults
-            model = config_mod.model_config({"name": entry.name, "base_path": entry.base_path})
+            model = config_mod.model_config({"name": entry.name, "base_path": base_path})
             policy = _policy_from_proto(entry.model_version_policy)
             if template is not None:
                 model = dataclasses.replace(template, name=model.name, base_path=model.base_path)

@@ -1,7 +1,8 @@
 """TensorProto <-> numpy, both ways.
 
 Requests: `tensor_content` is read with np.frombuffer (no copy); the typed `*_val` fields are
-accepted as TF Serving accepts them, a single value filling the whole shape. Responses carry
+accepted as TF Serving accepts them, a single value filling the whole shape, and converted to the
+input's type only when no value changes (`casting.cast`). Responses carry
 raw little-endian `tensor_content` (strings go to `string_val`).
 """
 
@@ -12,6 +13,7 @@ from math import prod
 import numpy as np
 
 from ._proto.tensorflow.core.framework import tensor_pb2
+from .casting import cast
 from .dtypes import DType
 from .errors import DropinError, Status
 
@@ -93,19 +95,20 @@ def to_numpy(proto: TensorProto, dtype: DType, shape: tuple[int, ...], name: str
     field = TYPED_FIELD[dtype]
     values = getattr(proto, field)
     given = len(values)
-    if given == count:
-        raw = np.array(values, dtype=_FIELD_NUMPY[field])
-    elif given == 1:  # one value fills the whole shape, as in TF Serving
-        raw = np.full(count, values[0], dtype=_FIELD_NUMPY[field])
-    elif given == 0:
-        raise DropinError(
-            Status.INVALID_CONTENT_SIZE, f"Expected: {count * dtype.itemsize} bytes; Actual: 0 bytes; input name: {name}"
-        )
-    else:
+    if given != count and given != 1:
+        if given == 0:
+            raise DropinError(
+                Status.INVALID_CONTENT_SIZE, f"Expected: {count * dtype.itemsize} bytes; Actual: 0 bytes; input name: {name}"
+            )
         raise DropinError(Status.INVALID_VALUE_COUNT, f"Expected: {count}; Actual: {given}; input name: {name}")
+    raw = np.array(values, dtype=_FIELD_NUMPY[field])
     if dtype is DType.FP16:  # half_val holds the fp16 bit patterns in int32s
-        return raw.astype("<u2").view("<f2").reshape(shape)
-    return raw.astype(dtype.numpy, copy=False).reshape(shape)
+        data = cast(raw, DType.U16, name, "FP16 bit patterns in half_val, integers in [0, 65535]").view("<f2")
+    else:  # int_val is wider than I8, U8, I16 and U16: out-of-range values are refused, not wrapped
+        data = cast(raw, dtype, name)
+    if given != count:  # one value fills the whole shape, as in TF Serving (the size was bounded by validation)
+        return np.full(shape, data[0], dtype=data.dtype)
+    return data.reshape(shape)
 
 
 def fill_proto(proto: TensorProto, array: np.ndarray, dtype: DType | None = None) -> None:

@@ -46,12 +46,16 @@ class InputPlan:
     # derived from spec once, because every request reads them
     tf_dtype: int = field(init=False, repr=False, compare=False)
     static_shape: tuple[int, ...] | None = field(init=False, repr=False, compare=False)
+    dynamic_batch_index: int | None = field(init=False, repr=False, compare=False)  # None: no batch dim, or a static one
 
     def __post_init__(self) -> None:
         spec = self.spec
         object.__setattr__(self, "tf_dtype", spec.dtype.tf_enum)
         static = all(d.is_static for d in spec.shape)
         object.__setattr__(self, "static_shape", tuple(d.low for d in spec.shape) if static else None)
+        batch = spec.batch_index
+        dynamic = batch is not None and batch < spec.rank and not spec.shape[batch].is_static
+        object.__setattr__(self, "dynamic_batch_index", batch if dynamic else None)
 
     def check_shape(self, shape: Sequence[int]) -> None:
         """Rank, batch and other dims against the model (steps 6 to 8)."""
@@ -91,9 +95,14 @@ def validate_request(
     plans: Sequence[InputPlan],
     request: Mapping[str, RequestTensor],
     max_elements: int = 0,
+    max_tensor_bytes: int = 0,
 ) -> tuple[dict[str, np.ndarray], list[Conversion]]:
     """Validate a request against a model's inputs (`plans` sorted by name) and return the
-    arrays ready for the backend plus the inputs a preprocessor still has to convert."""
+    arrays ready for the backend plus the inputs a preprocessor still has to convert.
+
+    Every size is checked on the declared shape, before any data is made: an input larger than
+    `max_tensor_bytes` (the largest tensor a client could send in one message; 0: no limit) is
+    refused, so that one typed value filling a huge shape cannot allocate more than that."""
     if len(request) != len(plans):
         raise DropinError(Status.INVALID_NO_OF_INPUTS, f"Expected: {len(plans)}; Actual: {len(request)}")
     for plan in plans:
@@ -103,12 +112,13 @@ def validate_request(
     arrays: dict[str, np.ndarray] = {}
     conversions: list[Conversion] = []
     total_elements = 0
+    batch_seen: tuple[int, str] | None = None  # (batch size, input) of the first input with a dynamic batch dim
     for plan in plans:
         spec = plan.spec
         name = spec.name
         tensor = request[name]
         shape = tensor.shape
-        if shape and min(shape) < 0:
+        if shape and min(shape) <= 0:
             raise DropinError(
                 Status.INVALID_SHAPE,
                 f"Negative or zero dimension size is not acceptable: {format_shape(shape)}; input name: {name}",
@@ -122,6 +132,8 @@ def validate_request(
                 f"brings the request to {total_elements}",
             )
         tf_dtype = tensor.tf_dtype
+        if max_tensor_bytes and elements * _FILLED_ITEMSIZE.get(tf_dtype, 0) > max_tensor_bytes:
+            _too_large(name, shape, elements, tf_dtype, max_tensor_bytes)
         converter = plan.converter
         if converter is not None and tf_dtype != plan.tf_dtype:
             request_dtype = DType.from_tf(tf_dtype)
@@ -135,8 +147,34 @@ def validate_request(
                 f"Expected: {spec.dtype.value}; Actual: {tf_precision_name(tf_dtype)}; input name: {name}",
             )
         plan.check_shape(shape)
+        batch = plan.dynamic_batch_index
+        if batch is not None:
+            # inputs with a dynamic batch dim share one batch size (as --batch_size sets it for all
+            # of them); a disagreement would otherwise fail inside the backend
+            if batch_seen is None:
+                batch_seen = (shape[batch], name)
+            elif shape[batch] != batch_seen[0]:
+                raise DropinError(
+                    Status.INVALID_BATCH_SIZE,
+                    f"Expected: {batch_seen[0]} (the batch size of input {batch_seen[1]}); Actual: {shape[batch]}; "
+                    f"input name: {name}",
+                )
         arrays[name] = tensor.array(name, spec.dtype)
     return arrays, conversions
+
+
+# bytes per element of the numeric types (strings are counted by the values sent, never filled)
+_FILLED_ITEMSIZE: dict[int, int] = {d.tf_enum: d.itemsize for d in DType if d is not DType.STRING}
+
+
+def _too_large(name: str, shape: Sequence[int], elements: int, tf_dtype: int, limit: int) -> None:
+    dtype = DType.from_tf(tf_dtype)
+    assert dtype is not None
+    raise DropinError(
+        Status.TOO_MANY_ELEMENTS,
+        f"Expected: at most {limit} bytes in one input (--grpc_max_message_size); Actual: {elements * dtype.itemsize} "
+        f"bytes ({dtype.value} of shape {format_shape(shape)}); input name: {name}",
+    )
 
 
 def check_converted(conversion: Conversion, array: np.ndarray) -> np.ndarray:

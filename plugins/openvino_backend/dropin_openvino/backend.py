@@ -403,16 +403,50 @@ def layout_letters(layout: ov.Layout | None) -> str | None:
 # -- serving ----------------------------------------------------------------------------------
 
 
+#: STRING inputs reach OpenVINO as numpy fixed-width bytes, every item padded to the longest:
+#: one long string among many short ones would cost gigabytes (1 MiB and 30000 empty strings:
+#: 30 GiB). Refused when the padded array would exceed this multiple of the string bytes sent,
+#: and this floor (below it, any mix of lengths is fine).
+PAD_FACTOR = 16
+PAD_FLOOR_BYTES = 16 << 20
+
+
 def string_tensor(name: str, values: np.ndarray) -> np.ndarray:
-    """A STRING input as OpenVINO's Python API takes it: fixed-width bytes. numpy's fixed-width
-    bytes drop trailing NUL bytes, so values ending in one are refused rather than changed."""
+    """A STRING input as OpenVINO's Python API takes it: fixed-width bytes."""
+    check_strings(name, values)
+    return np.asarray(values, dtype=np.bytes_)
+
+
+def check_strings(name: str, values: np.ndarray) -> None:
+    """Refuse strings OpenVINO cannot be given as they are.
+
+    numpy's fixed-width bytes, the only way strings reach OpenVINO from Python (its `bytes_data`
+    setter too), drop trailing NUL bytes: values ending in one are refused rather than changed.
+    A plain loop: the items are Python objects, which numpy cannot vectorise over (measured: a
+    join of the items plus a numpy index of their last bytes costs the same per item, and more
+    for a few items). And the padding to the longest item must stay within PAD_FACTOR times
+    what was sent."""
     for value in values.flat:
         if value[-1:] == b"\0":
             raise DropinError(
                 Status.UNSUPPORTED_STRING_INPUT,
                 f"input {name}: the OpenVINO backend cannot pass strings that end in a NUL byte",
             )
-    return np.asarray(values, dtype=np.bytes_)
+    count = values.size
+    if count < 2:
+        return
+    longest = max(map(len, values.flat))
+    padded = count * longest
+    if padded <= PAD_FLOOR_BYTES:
+        return
+    sent = sum(map(len, values.flat))
+    if padded > PAD_FACTOR * sent:
+        raise DropinError(
+            Status.TOO_MANY_ELEMENTS,
+            f"input {name}: {count} strings padded to the longest ({longest} bytes) would take {padded} "
+            f"bytes in the OpenVINO backend, more than {PAD_FACTOR} times the {sent} bytes sent; send strings of "
+            f"similar lengths, or fewer in one request",
+        )
 
 
 #: Inferences shorter than this (a moving average) run on the event loop instead of a thread,
@@ -500,6 +534,10 @@ class OpenVINOModel(LoadedModel):
     @property
     def outputs(self) -> Mapping[str, TensorSpec]:
         return self._outputs
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        for name in self._string_inputs:
+            check_strings(name, inputs[name])
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         executor = self._executor
