@@ -149,8 +149,8 @@ class Server:
             ("grpc.max_send_message_length", s.grpc_max_message_bytes),
             # one port for all workers of --workers N; else a second server on the port fails
             ("grpc.so_reuseport", 1 if self.link is not None else 0),
-            # slow or idle clients do not hold connections forever: gRPC's defaults are 120 s to
-            # the HTTP/2 preface, idle connections kept for ever, no connection limit
+            # slow or idle clients do not hold connections forever: gRPC's defaults are a 120 s
+            # handshake timeout, idle connections kept for ever and no connection limit
             ("grpc.server_handshake_timeout_ms", _ms(s.grpc_handshake_timeout_seconds)),
             ("grpc.max_connection_idle_ms", _ms(s.grpc_idle_timeout_seconds)),
             ("grpc.max_allowed_incoming_connections", s.grpc_max_connections),
