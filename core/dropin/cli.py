@@ -18,6 +18,7 @@ from .config import ConfigError, DynamicBatching, model_config, parse_plugin_con
 from .errors import DropinError, Status
 from .metrics import FAMILIES
 from .plugins import PluginHost, backend_priority
+from .rest_transport import RestLimits
 from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
 from .tls import TlsSettings
 from .worker_link import WorkerLink, die_with_parent
@@ -36,6 +37,35 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         "--rest_max_body_bytes", type=int, default=REST_MAX_BODY_BYTES, metavar="BYTES",
         help="largest REST request body; larger ones are refused with 413 (default 64 MiB: decoding JSON takes "
         "up to ~35 times the body in memory)",
+    )
+    rest = RestLimits()
+    server.add_argument(
+        "--rest_header_timeout_seconds", type=_positive, default=rest.header_timeout, metavar="S",
+        help=f"a REST request head must arrive within this time of its first byte, else the connection is closed (default {rest.header_timeout:g})",
+    )
+    server.add_argument(
+        "--rest_body_timeout_seconds", type=_positive, default=rest.body_timeout, metavar="S",
+        help=f"longest pause of a REST client in sending a request body before the connection is closed (default {rest.body_timeout:g})",
+    )
+    server.add_argument(
+        "--rest_idle_timeout_seconds", type=_positive, default=rest.idle_timeout, metavar="S",
+        help=f"an open REST connection that starts no request for this long is closed (keep-alive timeout, default {rest.idle_timeout:g})",
+    )
+    server.add_argument(
+        "--rest_max_connections", type=_positive_int, default=rest.max_connections, metavar="N",
+        help=f"most open REST connections per server process; beyond it new ones are closed at once (default {rest.max_connections})",
+    )
+    server.add_argument(
+        "--grpc_handshake_timeout_seconds", type=_positive, default=20.0, metavar="S",
+        help="a new gRPC connection must complete its TLS and HTTP/2 handshake within this time (default 20)",
+    )
+    server.add_argument(
+        "--grpc_idle_timeout_seconds", type=_positive, default=300.0, metavar="S",
+        help="a gRPC connection without a call for this long is closed gracefully; clients reconnect (default 300)",
+    )
+    server.add_argument(
+        "--grpc_max_connections", type=_positive_int, default=1000, metavar="N",
+        help="most open gRPC connections per server process; beyond it new ones are closed at once (default 1000)",
     )
     server.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics on /metrics of the REST port")
     server.add_argument(
@@ -111,6 +141,20 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dropin", description="TensorFlow Serving API model server")
     parser.add_argument("--version", action="version", version=f"dropin {__version__}")
@@ -167,6 +211,15 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_elements=args.max_elements,
         defaults=defaults,
         rest_max_body_bytes=args.rest_max_body_bytes,
+        rest_limits=RestLimits(
+            header_timeout=args.rest_header_timeout_seconds,
+            body_timeout=args.rest_body_timeout_seconds,
+            idle_timeout=args.rest_idle_timeout_seconds,
+            max_connections=args.rest_max_connections,
+        ),
+        grpc_handshake_timeout_seconds=args.grpc_handshake_timeout_seconds,
+        grpc_idle_timeout_seconds=args.grpc_idle_timeout_seconds,
+        grpc_max_connections=args.grpc_max_connections,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         tls=_tls_settings(args),
         **_metrics_settings(args),

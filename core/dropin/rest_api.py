@@ -4,7 +4,9 @@ aiohttp, on the same event loop as the gRPC server. Requests are routed by OVMS'
 so that unknown URLs (400), wrong methods (406) and unsupported verbs (404) answer as OVMS did,
 and go through the same data plane as gRPC. Every error is `{"error": "<message>"}` with the HTTP
 status of its `Status`. JSON bodies above a few kilobytes are decoded and encoded in a worker
-thread, so a large request does not stall the event loop.
+thread, so a large request does not stall the event loop. Connections are aiohttp's, with the
+timeouts and the connection limit of rest_transport.py. A client that hangs up is not an error of
+the server: one DEBUG line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf import json_format
 
 from .dataplane import DataPlane
@@ -27,6 +30,7 @@ from .health import model_ready
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
 from .rest_json import JsonTensor, PredictRequest, dumps, predict_response
+from .rest_transport import GuardedServer, RestLimits
 from .shapes import TensorSpec
 
 log = logging.getLogger("dropin.rest")
@@ -57,25 +61,26 @@ class RestApi:
         rescan: Callable[[], Awaitable[bool]] | None = None,
         json_threads: int = 2,
         render_metrics: Callable[[], Awaitable[bytes]] | None = None,
+        limits: RestLimits = RestLimits(),
     ) -> None:
         self.dataplane = dataplane
         self.table = dataplane.table
         self.ready = ready
         self.max_body_bytes = max_body_bytes
+        self.limits = limits
         self.metrics = metrics
         self._reload_config = reload_config  # None: the server has no config.json
         self._rescan = rescan
         self._render_metrics = render_metrics  # --workers N: every worker's metrics, not only ours
         self._executor = ThreadPoolExecutor(json_threads, thread_name_prefix="dropin-json")
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self.port = 0
 
     # -- server ------------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body_bytes)
-        app.router.add_route("*", "/{tail:.*}", self.dispatch)
-        return app
+    def server(self) -> GuardedServer:
+        """aiohttp's low-level server: every URL goes to `dispatch`, which reads bodies itself."""
+        return GuardedServer(self.dispatch, self.limits, access_log=None)
 
     async def start(
         self, host: str, port: int, shutdown_timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None,
@@ -83,7 +88,7 @@ class RestApi:
     ) -> int:
         """Listen on host:port (with SO_REUSEPORT when `reuse_port`: the workers of --workers N
         share the port); the port listened on."""
-        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=shutdown_timeout)
+        runner = web.ServerRunner(self.server(), shutdown_timeout=shutdown_timeout)
         await runner.setup()
         site = web.TCPSite(runner, host, port, shutdown_timeout=shutdown_timeout, ssl_context=ssl_context,
                            reuse_port=reuse_port or None)
@@ -104,16 +109,19 @@ class RestApi:
 
     # -- routing -----------------------------------------------------------------------------
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             return await self._route(request)
         except DropinError as exc:
             return error_response(exc)
+        except ClientGone as exc:  # nobody reads what is answered
+            log.debug("%s %s: client gone while sending its body (%s)", request.method, request.path, exc)
+            return web.Response(status=400)
         except Exception as exc:
             log.exception("%s %s failed", request.method, request.path)
             return error_response(DropinError(Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
 
-    async def _route(self, request: web.Request) -> web.StreamResponse:
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         raw = request.raw_path.split("?", 1)[0]
         if "../" in raw or "/.." in raw:
             raise DropinError(Status.PATH_INVALID, "'..' is not allowed in the URL")
@@ -155,7 +163,7 @@ class RestApi:
 
     # -- TF Serving API ----------------------------------------------------------------------
 
-    async def predict(self, request: web.Request, name: str, version: int) -> web.StreamResponse:
+    async def predict(self, request: web.BaseRequest, name: str, version: int) -> web.StreamResponse:
         body = await self._read_body(request)
         probe = self.metrics.probe(REST, PREDICT) if self.metrics is not None else None
         parsed: list[PredictRequest] = []
@@ -231,15 +239,26 @@ class RestApi:
             return web.Response(status=200)
         return error_response(not_ready, status=503)
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.max_body_bytes
         length = request.content_length
         if length is not None and length > limit:
             raise DropinError(Status.REST_BODY_TOO_LARGE, f"{length} bytes; the limit is {limit} (--rest_max_body_bytes)")
+        body = bytearray()
         try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise DropinError(Status.REST_BODY_TOO_LARGE, f"more than {limit} bytes (--rest_max_body_bytes)") from None
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > limit:
+                    raise DropinError(Status.REST_BODY_TOO_LARGE, f"more than {limit} bytes (--rest_max_body_bytes)")
+        except RequestPayloadError as exc:  # e.g. a malformed chunked encoding
+            raise DropinError(Status.INVALID_REQUEST_MESSAGE, f"request body: {exc}") from None
+        except ConnectionError as exc:  # the client hung up (or was cut by a timeout) mid-body
+            raise ClientGone(str(exc) or type(exc).__name__) from None
+        return bytes(body)
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its request was complete."""
 
 
 def _version(text: str | None) -> int:

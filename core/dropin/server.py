@@ -29,6 +29,7 @@ from .metrics_merge import merged, snapshot
 from .plugins import PluginHost
 from .tls import TlsSettings
 from .rest_api import RestApi
+from .rest_transport import RestLimits
 from .worker_link import ChannelClosed, WorkerLink
 
 log = logging.getLogger("dropin.server")
@@ -64,6 +65,10 @@ class ServerSettings:
     tls: TlsSettings | None = None  # TLS on both ports
     defaults: ModelConfig | None = None  # load options for models added by HandleReloadConfigRequest
     rest_max_body_bytes: int = REST_MAX_BODY_BYTES  # larger REST bodies are refused with 413
+    rest_limits: RestLimits = field(default_factory=RestLimits)  # REST timeouts and connection limit
+    grpc_handshake_timeout_seconds: float = 20.0  # TLS and HTTP/2 preface of a new gRPC connection
+    grpc_idle_timeout_seconds: float = 300.0  # a gRPC connection with no call this long is closed (GOAWAY)
+    grpc_max_connections: int = 1000  # open gRPC connections; more are closed at once
     metrics_enable: bool = False  # Prometheus /metrics on the REST port
     metrics_list: tuple[str, ...] = FAMILIES  # the metric families exposed
     # HandleReloadConfigRequest replaces the served models only when enabled, and only with base
@@ -146,6 +151,11 @@ class Server:
             ("grpc.max_send_message_length", s.grpc_max_message_bytes),
             # one port for all workers of --workers N; else a second server on the port fails
             ("grpc.so_reuseport", 1 if self.link is not None else 0),
+            # slow or idle clients do not hold connections forever: gRPC's defaults are a 120 s
+            # handshake timeout, idle connections kept for ever and no connection limit
+            ("grpc.server_handshake_timeout_ms", _ms(s.grpc_handshake_timeout_seconds)),
+            ("grpc.max_connection_idle_ms", _ms(s.grpc_idle_timeout_seconds)),
+            ("grpc.max_allowed_incoming_connections", s.grpc_max_connections),
         ]
         self.grpc = grpc.aio.server(options=options)
         add_services(
@@ -292,6 +302,7 @@ class Server:
             reload_config=reload,
             rescan=rescan,
             render_metrics=self._render_all_metrics if self.link is not None and self.metrics is not None else None,
+            limits=s.rest_limits,
         )
         self.rest_port = await self.rest.start(
             s.rest_bind_address, s.rest_port, s.shutdown_grace_seconds, s.tls.ssl_context() if s.tls else None,
@@ -397,6 +408,10 @@ def _policy_from_proto(policy: Any) -> VersionPolicy:
     if which == "latest":
         return VersionPolicy("latest", num_versions=policy.latest.num_versions or 1)
     return VersionPolicy()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _host(address: str) -> str:
