@@ -19,7 +19,7 @@ from typing import Callable, Hashable, Iterable
 
 from .config import ModelConfig
 from .errors import DropinError
-from .loader import LoadError, Loader
+from .loader import Loader, LoadError
 from .models import Model, ModelTable, ModelVersion, Servable, State
 from .plugins import Registries
 from .settle import ATOMIC_GRACE_SECONDS, SettleTracker
