@@ -24,7 +24,7 @@ from .preprocess import Preprocessor
 from .private_copy import CopyError, private_copy
 from .validation import InputPlan
 
-log = logging.getLogger("dropin.manager")
+log = logging.getLogger("dropin.manager")  # one log for a version's whole lifecycle, loads included
 
 
 class LoadError(Exception):

@@ -23,7 +23,7 @@ from .metrics_merge import merged, snapshot
 if TYPE_CHECKING:
     from ..server import Server
 
-log = logging.getLogger("dropin.server")
+log = logging.getLogger("dropin.server")  # reported by the worker's server
 
 # How long the worker that received a reload waits for the others to have applied it too (they
 # do in any case, in order), and how long a scrape waits for their metrics.
