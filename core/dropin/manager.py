@@ -1,12 +1,14 @@
 """Loads and retires model versions so that what is served follows the repository and config.
 
 For each model, a sync pass lists the versions on disk, applies the version policy, loads what
-is new (through the loader, loader.py, in a worker thread, never on the event loop) and only
-then retires what is no longer wanted, by TF Serving's availability-preserving rule
-(`held_until_successor`): a model never goes without a version while a successor settles, loads
-or fails to load, even when the directory of the version it replaces is gone. A version that
-fails to load stays LOADING with its reason, the previous version keeps serving, and the next
-pass retries it.
+is new (in a worker thread, never on the event loop) and only then retires what is no longer
+wanted, by TF Serving's availability-preserving rule (`held_until_successor`): a model never goes
+without a version while a successor settles, loads or fails to load, even when the directory of
+the version it replaces is gone. A version that fails to load stays LOADING with its reason, the
+previous version keeps serving, and the next pass retries it.
+
+Loading one version (choosing its backend, loading a private copy, planning its inputs, dynamic
+batching) is the loader's work: loader.py.
 """
 
 from __future__ import annotations
