@@ -42,7 +42,8 @@ import numpy as np
 import openvino as ov
 from dropin.backend import LoadOptions
 from dropin.private_copy import private_copy
-from dropin_openvino.backend import OpenVINOBackend, OpenVINOModel
+from dropin_openvino.backend import OpenVINOBackend
+from dropin_openvino.serving import OpenVINOModel
 
 def status():
     fields = {}

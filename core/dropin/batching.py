@@ -1,6 +1,6 @@
 """Server-side dynamic batching: concurrent requests to one model version run as one inference.
 
-`BatchingModel` wraps any backend's `LoadedModel`; the manager applies it at load time when a
+`BatchingModel` wraps any backend's `LoadedModel`; the loader applies it at load time when a
 model's configuration has `dynamic_batching`. It runs entirely on the event loop (no locks):
 
 - a request joins the open group of requests whose inputs have the same dtypes and the same
