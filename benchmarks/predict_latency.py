@@ -15,10 +15,10 @@ import statistics
 import time
 from pathlib import Path
 
-import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
 import numpy as np
 import openvino as ov
 
+import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
 from dropin._proto.tensorflow_serving.apis import predict_pb2
 from dropin.tensor_proto import from_numpy
 from dropin.testing.server import DropinServer
@@ -45,12 +45,15 @@ def in_process(image: np.ndarray, n: int) -> list[float]:
 
 
 def served(image: np.ndarray, n: int) -> list[float]:
-    server = DropinServer(["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"])
+    server = DropinServer(
+        ["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"]
+    )
     try:
         server.wait_for("digits", 1)
         call = server.channel.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
-            request_serializer=None, response_deserializer=predict_pb2.PredictResponse.FromString,
+            request_serializer=None,
+            response_deserializer=predict_pb2.PredictResponse.FromString,
         )
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "digits"

@@ -19,7 +19,8 @@ from dropin._proto.tensorflow_serving.apis import (
     predict_pb2,
 )
 from dropin.dtypes import DType
-from dropin.tensor_proto import TYPED_FIELD, from_numpy, to_numpy, to_typed_proto
+from dropin.tensor_proto import TYPED_FIELD, from_numpy, to_numpy
+from dropin.testing.client import to_typed_proto
 
 SIGNATURE_DEF_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
