@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Serving overhead against the physical limits, from one run, side by side (issue 8).
+"""Serving overhead against the physical limits, from one run, side by side.
 
 Builds two models without downloads (a ResNet-50 with random weights, from image_throughput.py,
 and a 1x10 model), starts `dropin serve` on both as a user would (a subprocess, no special

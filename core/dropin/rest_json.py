@@ -1,4 +1,4 @@
-"""TF Serving REST JSON <-> tensors (spec §7): the :predict body in row (`instances`) and column
+"""TF Serving REST JSON <-> tensors (docs/wire-contract.md#rest): the :predict body in row (`instances`) and column
 (`inputs`) formats, `{"b64": ...}` binary values, and the `predictions` / `outputs` answers.
 
 Parsing follows OVMS's TFSRestParser: JSON numbers take the model input's dtype (so REST never

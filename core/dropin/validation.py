@@ -1,4 +1,4 @@
-"""Predict request validation, in OVMS's order (spec §2.2), protocol-neutral.
+"""Predict request validation, in OVMS's order (docs/wire-contract.md#validation-order), protocol-neutral.
 
 `InputPlan` holds what can be computed once per model version (the expected dtype, the batch
 position, the converter a preprocessor claimed), so the per-request work is a few comparisons.
