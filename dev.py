@@ -39,6 +39,18 @@ def installed() -> tuple[str, set[str]]:
         return "", set()
 
 
+def install_settings(pyproject: str) -> str:
+    """The lines of a pyproject.toml that change what gets installed: all but the [tool.*] tables
+    of other tools than setuptools (editing the ruff, mypy or pytest settings installs nothing)."""
+    kept, keep = [], True
+    for line in pyproject.splitlines(keepends=True):
+        if line.startswith("["):
+            keep = not line.startswith(("[tool.", "[[tool.")) or line.startswith("[tool.setuptools")
+        if keep:
+            kept.append(line)
+    return "".join(kept)
+
+
 def setup(extras: set[str]) -> None:
     """Create .venv and install the core and plugins (editable) with `extras`.
 
@@ -49,7 +61,7 @@ def setup(extras: set[str]) -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
         pip_install("--upgrade", "pip")
     inputs = [ROOT / "pyproject.toml", *(ROOT / p / "pyproject.toml" for p in PLUGINS)]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in inputs)).hexdigest()
+    digest = hashlib.sha256("".join(install_settings(p.read_text()) for p in inputs).encode()).hexdigest()
     old_digest, old_extras = installed()
     if digest == old_digest and extras <= old_extras:
         return
