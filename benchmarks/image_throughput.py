@@ -27,13 +27,15 @@ import threading
 import time
 from pathlib import Path
 
+import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off; first)
+
+# isort: split
 import cv2
 import grpc
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
 from dropin._proto.tensorflow.core.framework import tensor_pb2
 from dropin._proto.tensorflow_serving.apis import predict_pb2
 from dropin.tensor_proto import from_numpy

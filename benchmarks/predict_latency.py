@@ -15,10 +15,12 @@ import statistics
 import time
 from pathlib import Path
 
+import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off; first)
+
+# isort: split
 import numpy as np
 import openvino as ov
 
-import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
 from dropin._proto.tensorflow_serving.apis import predict_pb2
 from dropin.tensor_proto import from_numpy
 from dropin.testing.server import DropinServer

@@ -25,12 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off; first)
+
+# isort: split
 import grpc
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
 from dropin.testing.server import DropinServer
 
 AVAILABLE, END = 30, 50
