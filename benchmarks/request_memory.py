@@ -36,7 +36,9 @@ def model(version_dir: Path) -> None:
     total = ops.reduce_sum(x, ops.constant(np.array([1], dtype=np.int64)), keep_dims=False)
     total.output(0).get_tensor().set_names({"total"})
     version_dir.mkdir(parents=True)
-    ov.save_model(ov.Model([ops.result(y, name="y"), ops.result(total, name="total")], [x], "m"), str(version_dir / "model.xml"))
+    ov.save_model(
+        ov.Model([ops.result(y, name="y"), ops.result(total, name="total")], [x], "m"), str(version_dir / "model.xml")
+    )
 
 
 def memory(pid: int, key: str) -> int:
@@ -53,8 +55,11 @@ def _held(pid: int, before: int) -> int:
 
 
 def rest_body(kind: str, size: int) -> bytes:
-    row = {"floats": "[" + ",".join(["0.1234"] * 1000) + "]", "small ints": "[" + ",".join(["1"] * 1000) + "]",
-           "one-element rows": "[1]"}[kind]
+    row = {
+        "floats": "[" + ",".join(["0.1234"] * 1000) + "]",
+        "small ints": "[" + ",".join(["1"] * 1000) + "]",
+        "one-element rows": "[1]",
+    }[kind]
     return ('{"inputs": {"x": [' + ",".join([row] * max(1, size // (len(row) + 1))) + "]}}").encode()
 
 
@@ -70,7 +75,9 @@ def main() -> None:
         model(base / "1")
 
         def start(*extra: str) -> DropinServer:
-            srv = DropinServer(["--model_name", "m", "--model_path", str(base), "--file_system_poll_wait_seconds", "0", *extra])
+            srv = DropinServer(
+                ["--model_name", "m", "--model_path", str(base), "--file_system_poll_wait_seconds", "0", *extra]
+            )
             srv.wait_for("m", 1)
             return srv
 
@@ -90,8 +97,8 @@ def main() -> None:
                     reply.read()
                     grown = memory(srv.proc.pid, "VmHWM:") - before
                     held = _held(srv.proc.pid, before)
-                    print(f"| {kind} | {len(body) / MIB:.0f} MiB | {reply.status} | {grown / MIB:.0f} MiB | {grown / len(body):.1f} "
-                          f"| {held / MIB:.0f} MiB |", flush=True)
+                    row = f"| {kind} | {len(body) / MIB:.0f} MiB | {reply.status} | {grown / MIB:.0f} MiB"
+                    print(f"{row} | {grown / len(body):.1f} | {held / MIB:.0f} MiB |", flush=True)
                     conn.close()
                 finally:
                     srv.stop()
