@@ -1,5 +1,6 @@
 """The first-party backends and the test kit's numpy backend pass the backend conformance suite,
-run exactly as a plugin author runs it: `pytest --dropin-backend=NAME --pyargs dropin.testing.conformance`, in a fresh process."""
+run exactly as a plugin author runs it: `pytest --dropin-backend=NAME --pyargs
+dropin.testing.conformance`, in a fresh process."""
 
 from __future__ import annotations
 
