@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dropin_openvino  # noqa: F401  (the first import of openvino, with its telemetry off)
 import pytest
 
 from dropin.testing.server import DropinServer, free_port  # noqa: F401  (imported from here by tests)
