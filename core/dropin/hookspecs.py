@@ -15,7 +15,7 @@ docs/plugins.md has a section for every hook below; tests/test_core_boundaries.p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pluggy
 
@@ -25,10 +25,40 @@ if TYPE_CHECKING:
     from .registry import Registry
     from .sources import ModelSource
     from .testing.models import ConformanceModels
+    from .vocabulary import Vocabulary
 
 PROJECT = "dropin"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- vocabulary: called once at start-up, before the command line is parsed ---------------------
+
+
+@hookspec
+def dropin_declare_vocabulary(vocabulary: "Vocabulary") -> None:
+    """Declare what the plugin adds to dropin's vocabulary (see dropin/vocabulary.py):
+
+    - ``vocabulary.model_key("mean", check=..., flag=True)``: a config.json model key, with its
+      values checked by ``check`` when the configuration is read, and optionally the
+      single-model flag ``--mean``;
+    - ``vocabulary.server_option("greeting", default=...)``: a server-wide flag of ``dropin
+      serve``, whose value ``dropin_configure`` receives;
+    - ``vocabulary.error(MY_ERROR)``: an ``ErrorStatus`` the plugin raises.
+
+    Called once per process, before the command line and config.json are read (also for
+    ``dropin --help`` and ``dropin plugins``): declare, import nothing heavy. Return nothing.
+    """
+
+
+@hookspec
+def dropin_configure(options: Mapping[str, Any]) -> None:
+    """Receive the values of the server options plugins declared (every one, by name; the
+    default where the flag was not given). Called once at server start-up, after the command
+    line was read and before any registration hook: the place for work a setting decides
+    (an environment variable a runtime reads when it loads, a limit kept for later). Raise
+    ValueError, with a message naming the setting, to refuse to start. Return nothing.
+    """
 
 
 # -- registration: called once at start-up, in plugin load order --------------------------------

@@ -12,7 +12,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import grpc
 
@@ -75,6 +75,7 @@ class ServerSettings:
     # paths inside these (resolved) directories; off, it answers OK and changes nothing, as OVMS
     reload_config_enable: bool = False
     reload_config_roots: tuple[Path, ...] = ()
+    plugin_options: Mapping[str, Any] = field(default_factory=dict)  # server options plugins declared, by name
 
 
 class Server:
@@ -88,6 +89,7 @@ class Server:
             plugins = PluginHost()
             plugins.load()
         self.plugins = plugins
+        plugins.configure(settings.plugin_options)
         self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
         self.dataplane = DataPlane(self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes)
         self.grpc: grpc.aio.Server | None = None
@@ -99,7 +101,7 @@ class Server:
         self.health: GrpcHealth | None = None
         self.rest: RestApi | None = None
         self.rest_port = 0
-        self.config_file = ConfigFile(settings.config_path, self._apply_config_file) if settings.config_path else None
+        self.config_file = ConfigFile(settings.config_path, self._apply_config_file, plugins.vocabulary()) if settings.config_path else None
         if link is not None:
             link.handlers.update({
                 "reload_config": self._relayed_reload_config,
