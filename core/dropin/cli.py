@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import __version__, event_loop
 from .config import ConfigError, DynamicBatching, model_config, parse_plugin_config, read_config_file, read_metrics_config, reload_roots
@@ -140,12 +140,10 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | Non
         help='batch concurrent requests server-side, e.g. {"max_batch_size":16,"batch_timeout_micros":500} (default off)',
     )
     if vocabulary is not None:
-        _plugin_flags(parser, vocabulary, server, model)
+        _plugin_flags(vocabulary, server, model)
 
 
-def _plugin_flags(
-    parser: argparse.ArgumentParser, vocabulary: "Vocabulary", server: argparse._ArgumentGroup, model: argparse._ArgumentGroup
-) -> None:
+def _plugin_flags(vocabulary: "Vocabulary", server: argparse._ArgumentGroup, model: argparse._ArgumentGroup) -> None:
     """The flags plugins declared: per-model ones among the single-model flags, server-wide ones
     among the server's. Their text is converted by settings_from_args, so that a bad value is a
     configuration error naming the flag, as the core's own flags are."""
@@ -155,12 +153,11 @@ def _plugin_flags(
         per_model = isinstance(item, ModelKey)
         kind = "model key" if per_model else "server option"
         owner = vocabulary.owner(kind, item.name)
-        flag = f"--{item.name}"
-        if flag in parser._option_string_actions:
-            logging.getLogger("dropin.plugins").error("plugin %s declares %s, a flag of the core's; ignored", owner, flag)
-            continue
         group = model if per_model else server
-        group.add_argument(flag, default=None, metavar=item.metavar, help=f"{item.help} (plugin {owner})".lstrip())
+        try:
+            group.add_argument(f"--{item.name}", default=None, metavar=item.metavar, help=f"{item.help} (plugin {owner})".lstrip())
+        except argparse.ArgumentError:  # the core's own flag: the core's meaning stays
+            logging.getLogger("dropin.plugins").error("plugin %s declares --%s, a flag of the core's; ignored", owner, item.name)
 
 
 def _positive(text: str) -> float:
@@ -307,7 +304,7 @@ def _plugin_server_flags(args: argparse.Namespace, vocabulary: "Vocabulary | Non
     return values
 
 
-def _from_text(convert: Any, text: str, flag: str) -> Any:
+def _from_text(convert: Callable[[str], Any], text: str, flag: str) -> Any:
     try:
         return convert(text)
     except ValueError as exc:
