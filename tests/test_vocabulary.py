@@ -318,3 +318,15 @@ def test_image_pixel_limit_is_read_when_the_server_starts(site: Path, model: Pat
     env = {"PATH": "/usr/bin:/bin", "DROPIN_IMAGE_MAX_PIXELS": "12345"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["12345", "12345"]
+
+
+def test_a_plugin_check_that_crashes_refuses_the_configuration_naming_the_plugin() -> None:
+    from dropin.config import ConfigError, model_config
+    from dropin.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary()
+    vocabulary.current_plugin = "buggy"
+    vocabulary.model_key("size", check=lambda value: value["oops"])
+    with pytest.raises(ConfigError, match=r"model 'm': size: plugin buggy failed to check it: TypeError: "):
+        model_config({"name": "m", "base_path": "/m", "size": 3}, vocabulary=vocabulary)
+    assert model_config({"name": "m", "base_path": "/m"}, vocabulary=vocabulary).options == {}

@@ -309,6 +309,8 @@ def _from_text(convert: Callable[[str], Any], text: str, flag: str) -> Any:
         return convert(text)
     except ValueError as exc:
         raise ConfigError(f"--{flag} {exc}") from None
+    except Exception as exc:  # a bug in the plugin's conversion: refused all the same
+        raise ConfigError(f"--{flag}: the plugin failed to read {text!r}: {type(exc).__name__}: {exc}") from None
 
 
 def setup_logging(level: str, path: str | None = None, worker: int = 0) -> None:
