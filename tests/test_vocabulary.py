@@ -171,7 +171,8 @@ def test_third_party_flag_model_key_and_error_reach_the_real_server(dropin_serve
 
 def test_third_party_model_key_in_config_json(dropin_server, site: Path, model: Path, tmp_path: Path) -> None:
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"model_config_list": [{"config": {"name": "m", "base_path": str(model), "shout_weight": 3}}]}))
+    entry = {"name": "m", "base_path": str(model), "shout_weight": 3}
+    config.write_text(json.dumps({"model_config_list": [{"config": entry}]}))
     server = dropin_server("--config_path", str(config), env={"PYTHONPATH": str(site)})
     server.wait_for("m", 1)
     np.testing.assert_array_equal(server.client.predict("m", {"x": np.array([b"abc"], dtype=object)})["y"], [9.0])
@@ -191,7 +192,8 @@ def test_declared_keys_are_checked_by_their_plugin_and_unknown_keys_refused(
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"model_config_list": [{"config": {"name": "m", "base_path": str(model), **entry}}]}))
     if message is None:
-        out = run_dropin(site, "serve", "--config_path", str(config), "--port", "0", env={"DROPIN_BLOCK_PLUGINS": "image"})
+        out = run_dropin(site, "serve", "--config_path", str(config), "--port", "0",
+                         env={"DROPIN_BLOCK_PLUGINS": "image"})
         assert out.returncode == 2 and "unknown key(s) max_pixels" in out.stderr, out.stderr
         return
     out = run_dropin(site, "serve", "--config_path", str(config), "--port", "0")
@@ -200,9 +202,11 @@ def test_declared_keys_are_checked_by_their_plugin_and_unknown_keys_refused(
 
 
 def test_bad_flag_values_and_the_flags_of_a_blocked_plugin(site: Path, model: Path) -> None:
-    out = run_dropin(site, "serve", "--model_name", "m", "--model_path", str(model), "--port", "0", "--shout_bonus", "lots")
-    assert out.returncode == 2 and "Invalid configuration - --shout_bonus could not convert string to float: 'lots'" in out.stderr
-    out = run_dropin(site, "serve", "--model_name", "m", "--model_path", str(model), "--port", "0", "--shout_weight", "0")
+    serve = ["serve", "--model_name", "m", "--model_path", str(model), "--port", "0"]
+    out = run_dropin(site, *serve, "--shout_bonus", "lots")
+    assert out.returncode == 2
+    assert "Invalid configuration - --shout_bonus could not convert string to float: 'lots'" in out.stderr
+    out = run_dropin(site, *serve, "--shout_weight", "0")
     assert out.returncode == 2 and "model 'm': shout_weight: must be a positive number, got 0.0" in out.stderr
     out = run_dropin(site, "serve", "--model_name", "m", "--model_path", str(model), "--shout_weight", "2",
                      env={"DROPIN_BLOCK_PLUGINS": "shout"})
@@ -216,7 +220,8 @@ def test_help_and_dropin_plugins_show_what_each_plugin_declared(site: Path) -> N
     out = run_dropin(site, "plugins").stdout
     assert (
         "shout (dropin_shout 1.0)\n  module: shout_plugin\n"
-        "  hooks: dropin_configure, dropin_declare_vocabulary, dropin_register_backends, dropin_register_preprocessors\n"
+        "  hooks: dropin_configure, dropin_declare_vocabulary, dropin_register_backends, "
+        "dropin_register_preprocessors\n"
         "  model keys: shout_weight (--shout_weight)\n  server options: --shout_bonus\n"
         "  errors: SHOUT_TOO_LONG (RESOURCE_EXHAUSTED, 413)\n  backends: tally\n  preprocessors: shout\n"
     ) in out
@@ -307,7 +312,8 @@ def test_image_pixel_limit_is_read_when_the_server_starts(site: Path, model: Pat
     out = run_dropin(site, "serve", "--model_name", "m", "--model_path", str(model), "--port", "0",
                      env={"DROPIN_IMAGE_MAX_PIXELS": "lots"})
     assert out.returncode == 2, out.stderr
-    assert "Invalid configuration - plugin image: DROPIN_IMAGE_MAX_PIXELS must be a positive number of pixels, got 'lots'" in out.stderr
+    assert ("Invalid configuration - plugin image: DROPIN_IMAGE_MAX_PIXELS must be a positive number of pixels, "
+            "got 'lots'") in out.stderr
     code = (
         "import os\n"
         "from dropin.plugins import PluginHost\n"

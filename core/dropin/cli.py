@@ -155,9 +155,10 @@ def _plugin_flags(vocabulary: "Vocabulary", server: argparse._ArgumentGroup, mod
         owner = vocabulary.owner(kind, item.name)
         group = model if per_model else server
         try:
-            group.add_argument(f"--{item.name}", default=None, metavar=item.metavar, help=f"{item.help} (plugin {owner})".lstrip())
+            group.add_argument(f"--{item.name}", metavar=item.metavar, help=f"{item.help} (plugin {owner})".lstrip())
         except argparse.ArgumentError:  # the core's own flag: the core's meaning stays
-            logging.getLogger("dropin.plugins").error("plugin %s declares --%s, a flag of the core's; ignored", owner, item.name)
+            log = logging.getLogger("dropin.plugins")
+            log.error("plugin %s declares --%s, a flag of the core's; ignored", owner, item.name)
 
 
 def _positive(text: str) -> float:
@@ -189,7 +190,9 @@ def settings_from_args(args: argparse.Namespace, vocabulary: "Vocabulary | None"
     server options plugins declared in `vocabulary`."""
     single = {
         key: getattr(args, key)
-        for key in ("model_version_policy", "nireq", "plugin_config", "batch_size", "shape", "layout", "backend", "dynamic_batching")
+        for key in (
+            "model_version_policy", "nireq", "plugin_config", "batch_size", "shape", "layout", "backend", "dynamic_batching"
+        )
         if getattr(args, key) not in (None, 0)
     }
     if args.target_device != "CPU":
@@ -212,7 +215,8 @@ def settings_from_args(args: argparse.Namespace, vocabulary: "Vocabulary | None"
     elif args.model_name or args.model_path:
         if not (args.model_name and args.model_path):
             raise ConfigError("--model_name and --model_path go together")
-        models = [model_config({"name": args.model_name, "base_path": args.model_path, **single}, Path.cwd(), vocabulary)]
+        entry = {"name": args.model_name, "base_path": args.model_path, **single}
+        models = [model_config(entry, Path.cwd(), vocabulary)]
     else:
         raise ConfigError("nothing to serve: give --model_name and --model_path, or --config_path")
     defaults = model_config({"name": "defaults", "base_path": ".", **single}, vocabulary=vocabulary)

@@ -222,7 +222,8 @@ def model_config(
         except Exception as exc:  # a bug in the plugin's check: the configuration is refused all the same
             assert vocabulary is not None
             owner = vocabulary.owner("model key", key)
-            raise ConfigError(f"model {name!r}: {key}: plugin {owner} failed to check it: {type(exc).__name__}: {exc}") from None
+            why = f"{type(exc).__name__}: {exc}"
+            raise ConfigError(f"model {name!r}: {key}: plugin {owner} failed to check it: {why}") from None
     return ModelConfig(
         name=name,
         base_path=base_path,

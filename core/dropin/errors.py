@@ -127,9 +127,9 @@ class ErrorStatus:
         if not isinstance(self.message, str) or not self.message:
             raise ValueError(f"error {self.name} needs a base message")
         if not isinstance(self.grpc_code, grpc.StatusCode) or self.grpc_code is grpc.StatusCode.OK:
-            raise ValueError(f"error {self.name}: grpc_code must be a grpc.StatusCode other than OK, got {self.grpc_code!r}")
+            raise ValueError(f"error {self.name}: grpc_code must be a grpc.StatusCode but OK, got {self.grpc_code!r}")
         if not isinstance(self.http_status, int) or not 400 <= self.http_status <= 599:
-            raise ValueError(f"error {self.name}: http_status must be an HTTP error status (400-599), got {self.http_status!r}")
+            raise ValueError(f"error {self.name}: http_status must be an HTTP error status (400-599), not {self.http_status!r}")
 
 
 #: what a `DropinError` carries: one of the core's statuses or one a plugin declared

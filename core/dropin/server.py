@@ -101,7 +101,9 @@ class Server:
         self.health: GrpcHealth | None = None
         self.rest: RestApi | None = None
         self.rest_port = 0
-        self.config_file = ConfigFile(settings.config_path, self._apply_config_file, plugins.vocabulary()) if settings.config_path else None
+        self.config_file = (
+            ConfigFile(settings.config_path, self._apply_config_file, plugins.vocabulary()) if settings.config_path else None
+        )
         if link is not None:
             link.handlers.update({
                 "reload_config": self._relayed_reload_config,

@@ -26,7 +26,8 @@ declaration with both owners named; a flag the core has is refused when the pars
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
+from collections.abc import Callable, Iterator, Mapping
 
 from .errors import ErrorStatus, Status
 
@@ -124,7 +125,8 @@ class Vocabulary:
             raise ValueError(f"{kind} {name!r} must be an identifier (letters, digits and _)")
         owner = self._owners.get((kind, name))
         if owner is not None:
-            raise ValueError(f"{kind} {name!r} is declared twice: by plugin {owner!r} and by plugin {self.current_plugin!r}")
+            by = f"by plugin {owner!r} and by plugin {self.current_plugin!r}"
+            raise ValueError(f"{kind} {name!r} is declared twice: {by}")
         self._owners[(kind, name)] = self.current_plugin
 
     # -- reading ----------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ import grpc
 
 from dropin.errors import ErrorStatus
 
-IMAGE_PARSING_FAILED = ErrorStatus("IMAGE_PARSING_FAILED", "Image parsing failed", grpc.StatusCode.INVALID_ARGUMENT, 400)
+IMAGE_PARSING_FAILED = ErrorStatus(
+    "IMAGE_PARSING_FAILED", "Image parsing failed", grpc.StatusCode.INVALID_ARGUMENT, 400
+)
 INVALID_NO_OF_CHANNELS = ErrorStatus(
     "INVALID_NO_OF_CHANNELS", "Invalid number of channels in binary input", grpc.StatusCode.INVALID_ARGUMENT, 400
 )

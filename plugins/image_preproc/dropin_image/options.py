@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import numbers
 import os
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from . import DEFAULT_MAX_PIXELS, ENV_MAX_PIXELS
 
@@ -36,7 +37,9 @@ def _is_number(value: Any) -> bool:
 
 
 def _number_or_numbers(value: Any) -> bool:
-    return value is None or _is_number(value) or (isinstance(value, list) and bool(value) and all(map(_is_number, value)))
+    if isinstance(value, list):
+        return bool(value) and all(map(_is_number, value))
+    return value is None or _is_number(value)
 
 
 def check_mean_or_scale(value: Any) -> Any:

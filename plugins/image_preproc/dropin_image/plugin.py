@@ -11,7 +11,8 @@ only, after the limit it reads when it loads was set.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
 
 import pluggy
 
@@ -27,20 +28,23 @@ hookimpl = pluggy.HookimplMarker("dropin")
 
 
 @hookimpl
-def dropin_declare_vocabulary(vocabulary: "Vocabulary") -> None:
+def dropin_declare_vocabulary(vocabulary: Vocabulary) -> None:
     vocabulary.model_key(
         "color_format", check=image_options.check_color_format, flag=True, metavar="BGR|RGB|GRAY",
         help="convert binary images to these channels (default: as decoded, BGR order)",
     )
+    check, from_text = image_options.check_mean_or_scale, image_options.number_or_list
     vocabulary.model_key(
-        "mean", check=image_options.check_mean_or_scale, flag=True, from_text=image_options.number_or_list, metavar="NUMBERS",
+        "mean", check=check, flag=True, from_text=from_text, metavar="NUMBERS",
         help="subtracted from binary images' pixels: a number or a JSON list, one per channel",
     )
     vocabulary.model_key(
-        "scale", check=image_options.check_mean_or_scale, flag=True, from_text=image_options.number_or_list, metavar="NUMBERS",
+        "scale", check=check, flag=True, from_text=from_text, metavar="NUMBERS",
         help="binary images' pixels are divided by it, after mean: a number or a JSON list, one per channel",
     )
-    vocabulary.model_key("max_pixels", check=image_options.check_max_pixels, help="this model's largest image, in pixels")
+    vocabulary.model_key(
+        "max_pixels", check=image_options.check_max_pixels, help="this model's largest image, in pixels"
+    )
     for status in errors.ALL:
         vocabulary.error(status)
 
@@ -57,7 +61,7 @@ def dropin_configure(options: Mapping[str, Any]) -> None:
 
 
 @hookimpl
-def dropin_register_preprocessors(registry: "Registry[Preprocessor]") -> None:
+def dropin_register_preprocessors(registry: Registry[Preprocessor]) -> None:
     from .preprocessor import ImagePreprocessor
 
     registry.add("image", ImagePreprocessor)

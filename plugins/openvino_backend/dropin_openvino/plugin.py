@@ -22,7 +22,7 @@ hookimpl = pluggy.HookimplMarker("dropin")
 
 
 @hookimpl
-def dropin_register_backends(registry: "Registry[Backend]") -> None:
+def dropin_register_backends(registry: Registry[Backend]) -> None:
     import_openvino()
     from .backend import OpenVINOBackend
 
@@ -30,7 +30,7 @@ def dropin_register_backends(registry: "Registry[Backend]") -> None:
 
 
 @hookimpl
-def dropin_register_conformance_models(registry: "Registry[ConformanceModels]") -> None:
+def dropin_register_conformance_models(registry: Registry[ConformanceModels]) -> None:
     # only the test kit calls this hook; the import stays out of the server's start-up
     import_openvino()
     from .testing import OpenVINOConformanceModels
