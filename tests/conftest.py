@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dropin_openvino
+import dropin_openvino.runtime  # noqa: F401  (the first import of openvino, with its telemetry off)
 import pytest
 
 from dropin.testing.server import DropinServer, free_port  # noqa: F401  (imported from here by tests)
-
-dropin_openvino.import_openvino()  # the first import of openvino, with its telemetry off
 
 F32_CONFIG = '{"INFERENCE_PRECISION_HINT":"f32"}'
 GIB = 1 << 30

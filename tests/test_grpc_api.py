@@ -1,5 +1,5 @@
 """End to end over gRPC: a real `dropin serve` process, Predict compared with OpenVINO run directly,
-GetModelMetadata, GetModelStatus, and every error row of spec §2 with its code and message."""
+GetModelMetadata, GetModelStatus, and every error of docs/wire-contract.md with its code and message."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from dropin._proto.tensorflow_serving.apis import (
     predict_pb2,
 )
 from dropin.dtypes import DType
-from dropin.tensor_proto import TYPED_FIELD, from_numpy, to_numpy, to_typed_proto
+from dropin.tensor_proto import TYPED_FIELD, from_numpy, to_numpy
+from dropin.testing.client import to_typed_proto
 
 SIGNATURE_DEF_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
@@ -176,7 +177,7 @@ def test_unimplemented_methods(server: DropinServer) -> None:
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-# -- Predict errors, in the spec's order (§2.1, §2.2) -----------------------------------------
+# -- Predict errors, in the order of docs/wire-contract.md ------------------------------------
 
 
 def test_unknown_model(server: DropinServer) -> None:

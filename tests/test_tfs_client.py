@@ -1,7 +1,7 @@
 """The official TF Serving client (tensorflow-serving-api, with TensorFlow) against a real server.
 
 The client runs in its own process: TensorFlow's generated protos and dropin's register the same
-proto file names, so one Python process cannot import both (spec §1.3).
+proto file names, so one Python process cannot import both.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import modelgen
 from conftest import DropinServer, free_port
 from dropin.metrics import GRPC, PREDICT, Metrics
-from dropin.metrics_merge import WorkerCounters, merged, requests_total, snapshot
+from dropin.workers.metrics_merge import WorkerCounters, merged, requests_total, snapshot
 from dropin._proto.tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,

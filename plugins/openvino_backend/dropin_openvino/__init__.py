@@ -17,8 +17,8 @@ def import_openvino() -> ModuleType:
     a process that sends events to an analytics service. A model server must not phone home, so
     the first import happens with the opt-out OpenVINO honours for CI jobs (CI=true); its
     telemetry singleton then stays declined for the life of the process, and the environment is
-    restored. Call it before anything imports openvino: the plugin's hooks do, and so should a
-    test process that imports openvino itself."""
+    restored. Call it before anything imports openvino: the plugin's hooks do; a test or
+    benchmark process that imports openvino itself imports `dropin_openvino.runtime` first."""
     previous = _os.environ.get("CI")
     _os.environ["CI"] = "true"
     try:

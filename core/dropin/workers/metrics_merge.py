@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable
 
-from .metrics import Histogram, Metrics, ModelMetrics
+from ..metrics import Histogram, Metrics, ModelMetrics
 
 NOT_SUMMED = frozenset({"streams"})
 GAUGES = frozenset({"current_requests", "streams"})  # what a worker that exited leaves behind: not these

@@ -6,7 +6,7 @@ the workers. The supervisor loads no model and serves no request. It
 
 - checks the ports are free (port 0: picks one for all) and keeps them bound, not listening, with
   SO_REUSEPORT, so that no unrelated server takes them while a worker restarts;
-- starts the workers with a control channel each (worker_link.py) and logs "server ready" when
+- starts the workers with a control channel each (link.py) and logs "server ready" when
   every worker is ready;
 - relays what must reach every worker: HandleReloadConfigRequest and POST /v1/config/reload
   (sent to all workers in one global order, and replayed to a restarted worker), and /metrics
@@ -27,11 +27,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Sequence
 
+from .link import ORDERED_OPS, Channel, ChannelClosed
 from .metrics_merge import WorkerCounters
-from .worker_link import ORDERED_OPS, Channel, ChannelClosed
 
 if TYPE_CHECKING:
-    from .server import ServerSettings
+    from ..server import ServerSettings
 
 log = logging.getLogger("dropin.workers")
 
