@@ -186,7 +186,7 @@ def model_config(
     Keys beyond the core's and OVMS's are those plugins declared in `vocabulary`, each value
     checked by its plugin."""
     declared = vocabulary.model_keys if vocabulary is not None else {}
-    _only(entry, CORE_MODEL_KEYS | OVMS_MODEL_KEYS | set(declared), f"model {entry.get('name', '?')!r}")
+    _only(entry, {*CORE_MODEL_KEYS, *OVMS_MODEL_KEYS, *declared}, f"model {entry.get('name', '?')!r}")
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError("every model needs a non-empty string 'name'")

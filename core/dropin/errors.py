@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Union
 
 import grpc
 
@@ -129,11 +128,11 @@ class ErrorStatus:
         if not isinstance(self.grpc_code, grpc.StatusCode) or self.grpc_code is grpc.StatusCode.OK:
             raise ValueError(f"error {self.name}: grpc_code must be a grpc.StatusCode but OK, got {self.grpc_code!r}")
         if not isinstance(self.http_status, int) or not 400 <= self.http_status <= 599:
-            raise ValueError(f"error {self.name}: http_status must be an HTTP error status (400-599), not {self.http_status!r}")
+            raise ValueError(f"error {self.name}: http_status must be an HTTP error status, 400-599, not {self.http_status!r}")
 
 
 #: what a `DropinError` carries: one of the core's statuses or one a plugin declared
-AnyStatus = Union[Status, ErrorStatus]
+AnyStatus = Status | ErrorStatus
 
 
 class DropinError(Exception):

@@ -15,7 +15,8 @@ docs/plugins.md has a section for every hook below; tests/test_core_boundaries.p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -36,7 +37,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def dropin_declare_vocabulary(vocabulary: "Vocabulary") -> None:
+def dropin_declare_vocabulary(vocabulary: Vocabulary) -> None:
     """Declare what the plugin adds to dropin's vocabulary (see dropin/vocabulary.py):
 
     - ``vocabulary.model_key("mean", check=..., flag=True)``: a config.json model key, with its
@@ -65,7 +66,7 @@ def dropin_configure(options: Mapping[str, Any]) -> None:
 
 
 @hookspec
-def dropin_register_backends(registry: "Registry[Backend]") -> None:
+def dropin_register_backends(registry: Registry[Backend]) -> None:
     """Add backend classes by name: ``registry.add("openvino", OpenVINOBackend)``.
 
     Called once at start-up, before any model loads. A model configuration may name its backend
@@ -76,7 +77,7 @@ def dropin_register_backends(registry: "Registry[Backend]") -> None:
 
 
 @hookspec
-def dropin_register_preprocessors(registry: "Registry[Preprocessor]") -> None:
+def dropin_register_preprocessors(registry: Registry[Preprocessor]) -> None:
     """Add preprocessor classes by name: ``registry.add("image", ImagePreprocessor)``.
 
     Called once at start-up. At each model version load, every input is offered to each
@@ -86,7 +87,7 @@ def dropin_register_preprocessors(registry: "Registry[Preprocessor]") -> None:
 
 
 @hookspec
-def dropin_register_sources(registry: "Registry[ModelSource]") -> None:
+def dropin_register_sources(registry: Registry[ModelSource]) -> None:
     """Add model repository source classes by name: ``registry.add("local", LocalSource)``.
 
     Called once at start-up. For every model, the first source in registration order whose
@@ -98,7 +99,7 @@ def dropin_register_sources(registry: "Registry[ModelSource]") -> None:
 
 
 @hookspec
-def dropin_register_conformance_models(registry: "Registry[ConformanceModels]") -> None:
+def dropin_register_conformance_models(registry: Registry[ConformanceModels]) -> None:
     """Add, under a backend's name, the class that writes test models in that backend's format:
     ``registry.add("openvino", OpenVINOConformanceModels)`` (a ``dropin.testing.ConformanceModels``
     subclass).

@@ -13,9 +13,10 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -156,7 +157,7 @@ class PluginHost:
         self._collect("dropin_register_sources", result.sources)
         return result
 
-    def conformance_models(self) -> "Registry[ConformanceModels]":
+    def conformance_models(self) -> Registry[ConformanceModels]:
         """Call `dropin_register_conformance_models`: the test-model writers by backend name.
         Only the test kit and `dropin plugins` ask for them, never the server."""
         from .testing.models import ConformanceModels

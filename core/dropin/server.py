@@ -6,9 +6,10 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import grpc
 
@@ -21,9 +22,9 @@ from .health import GrpcHealth, add_reflection
 from .manager import ModelManager
 from .metrics import FAMILIES, Metrics
 from .plugins import PluginHost
-from .tls import TlsSettings
 from .rest_api import RestApi
 from .rest_transport import RestLimits
+from .tls import TlsSettings
 from .workers.link import WorkerLink
 from .workers.relay import WorkerRelay
 

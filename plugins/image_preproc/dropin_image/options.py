@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import numbers
 import os
-from typing import Any
 from collections.abc import Mapping
+from typing import Any
 
 from . import DEFAULT_MAX_PIXELS, ENV_MAX_PIXELS
 
@@ -59,7 +59,7 @@ def number_or_list(text: str) -> float | list[float]:
     except json.JSONDecodeError:
         value = None
     if _is_number(value) or (isinstance(value, list) and all(map(_is_number, value))):
-        return value  # type: ignore[no-any-return]
+        return value
     raise ValueError(f"must be a number or a JSON list of numbers, got {text!r}")
 
 

@@ -11,8 +11,8 @@ only, after the limit it reads when it loads was set.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
