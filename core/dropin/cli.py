@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import __version__, event_loop
 from .config import ConfigError, DynamicBatching, model_config, parse_plugin_config, read_config_file, read_metrics_config, reload_roots
@@ -140,25 +140,7 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | Non
         help='batch concurrent requests server-side, e.g. {"max_batch_size":16,"batch_timeout_micros":500} (default off)',
     )
     if vocabulary is not None:
-        _plugin_flags(vocabulary, server, model)
-
-
-def _plugin_flags(vocabulary: "Vocabulary", server: argparse._ArgumentGroup, model: argparse._ArgumentGroup) -> None:
-    """The flags plugins declared: per-model ones among the single-model flags, server-wide ones
-    among the server's. Their text is converted by settings_from_args, so that a bad value is a
-    configuration error naming the flag, as the core's own flags are."""
-    from .vocabulary import ModelKey
-
-    for item in vocabulary.flags():
-        per_model = isinstance(item, ModelKey)
-        kind = "model key" if per_model else "server option"
-        owner = vocabulary.owner(kind, item.name)
-        group = model if per_model else server
-        try:
-            group.add_argument(f"--{item.name}", metavar=item.metavar, help=f"{item.help} (plugin {owner})".lstrip())
-        except argparse.ArgumentError:  # the core's own flag: the core's meaning stays
-            log = logging.getLogger("dropin.plugins")
-            log.error("plugin %s declares --%s, a flag of the core's; ignored", owner, item.name)
+        vocabulary.add_flags(server, model)
 
 
 def _positive(text: str) -> float:
@@ -201,7 +183,8 @@ def settings_from_args(args: argparse.Namespace, vocabulary: "Vocabulary | None"
         single["plugin_config"] = parse_plugin_config(single["plugin_config"], "--plugin_config")
     if "dynamic_batching" in single:  # parsed here so that errors name the flag
         single["dynamic_batching"] = DynamicBatching.parse(single["dynamic_batching"], "--dynamic_batching")
-    single.update(_plugin_model_flags(args, vocabulary))
+    if vocabulary is not None:
+        single.update(vocabulary.model_flag_values(args))
     if args.config_path and (args.model_name or args.model_path):
         raise ConfigError("--config_path cannot be combined with --model_name / --model_path")
     models = []
@@ -246,7 +229,7 @@ def settings_from_args(args: argparse.Namespace, vocabulary: "Vocabulary | None"
         grpc_max_connections=args.grpc_max_connections,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         tls=_tls_settings(args),
-        plugin_options=_plugin_server_flags(args, vocabulary),
+        plugin_options=vocabulary.server_flag_values(args) if vocabulary is not None else {},
         **_metrics_settings(args),
         **_reload_settings(args),
     )
@@ -282,39 +265,6 @@ def _reload_settings(args: argparse.Namespace) -> dict[str, object]:
     if not args.reload_config_roots:
         raise ConfigError("--reload_config_enable needs --reload_config_roots: the directories whose models clients may load")
     return {"reload_config_enable": True, "reload_config_roots": reload_roots(args.reload_config_roots)}
-
-
-def _plugin_model_flags(args: argparse.Namespace, vocabulary: "Vocabulary | None") -> dict[str, Any]:
-    """The per-model flags plugins declared that were given, as config values."""
-    if vocabulary is None:
-        return {}
-    values = {}
-    for key in vocabulary.model_keys.values():
-        text = getattr(args, key.name, None) if key.flag else None
-        if text is not None:
-            values[key.name] = _from_text(key.from_text, text, key.name)
-    return values
-
-
-def _plugin_server_flags(args: argparse.Namespace, vocabulary: "Vocabulary | None") -> dict[str, Any]:
-    """The server options plugins declared that were given, converted (the rest keep their defaults)."""
-    if vocabulary is None:
-        return {}
-    values = {}
-    for option in vocabulary.server_options.values():
-        text = getattr(args, option.name, None)
-        if text is not None:
-            values[option.name] = _from_text(option.from_text, text, option.name)
-    return values
-
-
-def _from_text(convert: Callable[[str], Any], text: str, flag: str) -> Any:
-    try:
-        return convert(text)
-    except ValueError as exc:
-        raise ConfigError(f"--{flag} {exc}") from None
-    except Exception as exc:  # a bug in the plugin's conversion: refused all the same
-        raise ConfigError(f"--{flag}: the plugin failed to read {text!r}: {type(exc).__name__}: {exc}") from None
 
 
 def setup_logging(level: str, path: str | None = None, worker: int = 0) -> None:

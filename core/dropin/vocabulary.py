@@ -26,9 +26,12 @@ declaration with both owners named; a flag the core has is refused when the pars
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+import argparse
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .config import ConfigError
 from .errors import ErrorStatus, Status
 
 
@@ -157,3 +160,44 @@ class Vocabulary:
     def server_values(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every server option's value: `given` (already converted), else its default."""
         return {name: given.get(name, option.default) for name, option in self.server_options.items()}
+
+    # -- the command line (cli.py) ----------------------------------------------------------------
+
+    def add_flags(self, server: argparse._ArgumentGroup, model: argparse._ArgumentGroup) -> None:
+        """Add the declared flags: per-model ones to the single-model group, server options to the
+        server's. Their text is converted by `model_flag_values` and `server_flag_values`, so
+        that a bad value is a configuration error naming the flag, as the core's own flags are."""
+        for item in self.flags():
+            per_model = isinstance(item, ModelKey)
+            owner = self.owner("model key" if per_model else "server option", item.name)
+            group = model if per_model else server
+            try:
+                group.add_argument(f"--{item.name}", metavar=item.metavar, help=f"{item.help} (plugin {owner})".lstrip())
+            except argparse.ArgumentError:  # the core's own flag: the core's meaning stays
+                log = logging.getLogger("dropin.plugins")
+                log.error("plugin %s declares --%s, a flag of the core's; ignored", owner, item.name)
+
+    def model_flag_values(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The per-model flags given, as config values (checked with the model's config)."""
+        return {
+            key.name: _from_text(key.from_text, getattr(args, key.name), key.name)
+            for key in self.model_keys.values()
+            if key.flag and getattr(args, key.name, None) is not None
+        }
+
+    def server_flag_values(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The server options given, converted (the others keep their defaults)."""
+        return {
+            option.name: _from_text(option.from_text, getattr(args, option.name), option.name)
+            for option in self.server_options.values()
+            if getattr(args, option.name, None) is not None
+        }
+
+
+def _from_text(convert: Callable[[str], Any], text: str, flag: str) -> Any:
+    try:
+        return convert(text)
+    except ValueError as exc:
+        raise ConfigError(f"--{flag} {exc}") from None
+    except Exception as exc:  # a bug in the plugin's conversion: refused all the same
+        raise ConfigError(f"--{flag}: the plugin failed to read {text!r}: {type(exc).__name__}: {exc}") from None
