@@ -16,6 +16,8 @@ import grpc
 import numpy as np
 import pytest
 
+from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
+from dropin.testing.client import outputs_of, predict_request
 from dropin.testing.server import DropinServer
 
 # A backend (y = x * scale, from tally.json) and a preprocessor that turns strings into numbers:
@@ -336,3 +338,17 @@ def test_a_plugin_check_that_crashes_refuses_the_configuration_naming_the_plugin
     with pytest.raises(ConfigError, match=r"model 'm': size: plugin buggy failed to check it: TypeError: "):
         model_config({"name": "m", "base_path": "/m", "size": 3}, vocabulary=vocabulary)
     assert model_config({"name": "m", "base_path": "/m"}, vocabulary=vocabulary).options == {}
+
+
+def test_every_worker_of_workers_2_gets_the_plugin_flags(dropin_server, site: Path, model: Path) -> None:
+    """--workers N hands the command line on: each worker reads the plugin's flags and is configured."""
+    server = dropin_server(
+        "--workers", "2", "--model_name", "m", "--model_path", str(model),
+        "--shout_weight", "2", "--shout_bonus", "0.5", env={"PYTHONPATH": str(site)},
+    )
+    server.wait_for_log(r"initial model loading finished: server ready \(2 workers", timeout=60)
+    request = predict_request("m", {"x": np.array([b"ab", b"abcd"], dtype=object)})
+    for _ in range(6):  # a new connection each time, which the kernel hands to either worker
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            response = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(request, timeout=30)
+            np.testing.assert_array_equal(outputs_of(response)["y"], np.float32([4.5, 8.5]))
