@@ -25,9 +25,9 @@ declaration with both owners named; a flag the core has is refused when the pars
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
 import argparse
 import logging
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
