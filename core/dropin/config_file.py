@@ -7,8 +7,9 @@ import asyncio
 import hashlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
@@ -26,7 +27,7 @@ DEBOUNCE_SECONDS = 0.05
 
 class ConfigFile:
     def __init__(
-        self, path: Path, apply: Callable[[list[ModelConfig]], Awaitable[bool]], vocabulary: "Vocabulary | None" = None
+        self, path: Path, apply: Callable[[list[ModelConfig]], Awaitable[bool]], vocabulary: Vocabulary | None = None
     ) -> None:
         self.path = path
         self._vocabulary = vocabulary  # the model keys plugins declared

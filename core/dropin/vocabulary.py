@@ -172,7 +172,8 @@ class Vocabulary:
             owner = self.owner("model key" if per_model else "server option", item.name)
             group = model if per_model else server
             try:
-                group.add_argument(f"--{item.name}", metavar=item.metavar, help=f"{item.help} (plugin {owner})".lstrip())
+                text = f"{item.help} (plugin {owner})".lstrip()
+                group.add_argument(f"--{item.name}", metavar=item.metavar, help=text)
             except argparse.ArgumentError:  # the core's own flag: the core's meaning stays
                 log = logging.getLogger("dropin.plugins")
                 log.error("plugin %s declares --%s, a flag of the core's; ignored", owner, item.name)
