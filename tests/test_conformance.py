@@ -1,5 +1,6 @@
-"""Both first-party backends pass the backend conformance suite, run exactly as a plugin author
-runs it: `pytest --dropin-backend=NAME --pyargs dropin.testing.conformance`, in a fresh process."""
+"""The first-party backends and the test kit's numpy backend pass the backend conformance suite,
+run exactly as a plugin author runs it: `pytest --dropin-backend=NAME --pyargs
+dropin.testing.conformance`, in a fresh process."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 EXPECTED_SKIPS = {
     "openvino": 6,  # I64, U64, FP64 x (in-process, server): the CPU plugin computes them in 32 bits
     "onnxruntime": 0,
+    "numpy": 0,
 }
 
 

@@ -8,8 +8,9 @@ Base paths must lie inside --reload_config_roots (`config.base_path_inside`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import config as config_mod
 from .config import ConfigError, ModelConfig, VersionPolicy

@@ -70,7 +70,13 @@ class Loader:
                 if cls.claims(path):
                     return name
             except Exception as exc:
-                log.error("backend %s (plugin %s) failed to inspect %s: %s", name, self.registries.backends.owner(name), path, exc)
+                log.error(
+                    "backend %s (plugin %s) failed to inspect %s: %s",
+                    name,
+                    self.registries.backends.owner(name),
+                    path,
+                    exc,
+                )
         files = sorted(p.name for p in path.iterdir())[:10]
         installed = ", ".join(self.registries.backends.names()) or "none"
         raise LoadError(
@@ -100,7 +106,9 @@ class Loader:
                 try:
                     loaded = backend.load(copy, config.load)
                 except Exception as exc:
-                    raise LoadError(f"backend {backend_name} could not load {path}: {str(exc).replace(str(copy), str(path))}") from exc
+                    raise LoadError(
+                        f"backend {backend_name} could not load {path}: {str(exc).replace(str(copy), str(path))}"
+                    ) from exc
         except CopyError as exc:
             raise LoadError(str(exc)) from None
         try:

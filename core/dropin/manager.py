@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
-from typing import Callable, Hashable, Iterable
 
 from .config import ModelConfig
 from .errors import DropinError
@@ -30,7 +30,7 @@ from .sources import Change, ModelSource
 log = logging.getLogger("dropin.manager")
 
 
-def _log_failure(task: "asyncio.Task[bool]") -> None:
+def _log_failure(task: asyncio.Task[bool]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("model sync failed", exc_info=task.exception())
 
@@ -85,7 +85,9 @@ class ModelManager:
             if model is None:
                 model = Model(config)
                 self.table.models[config.name] = model
-                log.info("model %s: serving %s (version policy: %s)", config.name, config.base_path, config.version_policy)
+                log.info(
+                    "model %s: serving %s (version policy: %s)", config.name, config.base_path, config.version_policy
+                )
                 changed.append(model)
             elif model.removed or model.config != config:
                 async with model.lock:
@@ -99,7 +101,8 @@ class ModelManager:
                     )
                     log.info(
                         "model %s: configuration changed%s",
-                        config.name, ", reloading its versions" if reload else f" (version policy: {config.version_policy})",
+                        config.name,
+                        ", reloading its versions" if reload else f" (version policy: {config.version_policy})",
                     )
                     if reload:
                         for version in model.versions.values():
@@ -221,7 +224,9 @@ class ModelManager:
 
     def _failed(self, model: Model, number: int) -> bool:
         version = model.versions.get(number)
-        return version is not None and version.state == State.LOADING and not version.loading and version.error is not None
+        return (
+            version is not None and version.state == State.LOADING and not version.loading and version.error is not None
+        )
 
     def _needs_load(self, model: Model, number: int) -> bool:
         version = model.versions.get(number)
@@ -264,7 +269,9 @@ class ModelManager:
         version.end_load()
         model.update_default()
         if replacing is not None:
-            log.info("model %s version %d: reloaded, the previous files retire after their requests", model.name, number)
+            log.info(
+                "model %s version %d: reloaded, the previous files retire after their requests", model.name, number
+            )
             asyncio.get_running_loop().create_task(self._close_when_drained(replacing))
         return True
 
@@ -286,7 +293,11 @@ class ModelManager:
             log.info("model %s: removed from the configuration, retiring its versions", model.name)
             self._drop_source(model.name)
             await asyncio.gather(
-                *(self._retire(model, v) for v in model.versions.values() if v.state in (State.AVAILABLE, State.LOADING))
+                *(
+                    self._retire(model, v)
+                    for v in model.versions.values()
+                    if v.state in (State.AVAILABLE, State.LOADING)
+                )
             )
             return True
 
@@ -295,7 +306,13 @@ class ModelManager:
         try:
             await asyncio.to_thread(servable.model.close)
         except Exception as exc:
-            log.error("model %s version %d: backend %s failed to close it: %s", servable.model_name, servable.version, servable.backend, exc)
+            log.error(
+                "model %s version %d: backend %s failed to close it: %s",
+                servable.model_name,
+                servable.version,
+                servable.backend,
+                exc,
+            )
 
     async def close(self) -> None:
         """Stop watching and retire everything (at shutdown)."""
@@ -384,6 +401,8 @@ class ModelManager:
                     source = cls(base_path)
                     break
             else:
-                raise LookupError(f"no model source serves {base_path!r} (installed: {', '.join(self.registries.sources.names())})")
+                raise LookupError(
+                    f"no model source serves {base_path!r} (installed: {', '.join(self.registries.sources.names())})"
+                )
             self._sources[model.name] = source
         return source

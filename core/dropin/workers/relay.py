@@ -34,7 +34,7 @@ METRICS_WAIT_SECONDS = 2.0
 class WorkerRelay:
     """Relays reloads and metrics between this worker's `server` and the others, over `link`."""
 
-    def __init__(self, server: "Server", link: WorkerLink) -> None:
+    def __init__(self, server: Server, link: WorkerLink) -> None:
         self.server = server
         self.link = link
         self._snapshots = itertools.count(1)  # numbers this worker's metrics snapshots
@@ -85,7 +85,9 @@ class WorkerRelay:
         results = await self.link.fanout(op, args, include_self=True, wait=RELAY_WAIT_SECONDS)
         late = [i for i, r in results.items() if i != self.link.index and isinstance(r, dict) and "error" in r]
         if late:
-            log.warning("%s: workers %s report %s", op, ", ".join(map(str, late)), "; ".join(results[i]["error"] for i in late))
+            log.warning(
+                "%s: workers %s report %s", op, ", ".join(map(str, late)), "; ".join(results[i]["error"] for i in late)
+            )
         return results
 
     async def _metrics_snapshot(self, args: dict[str, Any]) -> dict[str, Any] | None:

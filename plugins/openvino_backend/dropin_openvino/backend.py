@@ -84,7 +84,7 @@ class OpenVINOBackend(Backend):
     def claims(cls, version_dir: Path) -> bool:
         return find_model_file(version_dir) is not None
 
-    def load(self, version_dir: Path, options: LoadOptions) -> "OpenVINOModel":
+    def load(self, version_dir: Path, options: LoadOptions) -> OpenVINOModel:
         version_dir = Path(version_dir)
         model_file = find_model_file(version_dir)
         if model_file is None:
@@ -142,7 +142,7 @@ def replace_string_identities(model: ov.Model) -> None:
 _NARROWED = {DType.I64: "32-bit integers", DType.U64: "32-bit integers", DType.FP64: "32-bit floats"}
 
 
-def warn_about_64_bit_types(model: "OpenVINOModel", device: str, version_dir: Path) -> None:
+def warn_about_64_bit_types(model: OpenVINOModel, device: str, version_dir: Path) -> None:
     """OpenVINO's CPU plugin computes I64/U64 in 32-bit integers and FP64 in 32-bit floats, inside
     every operation (even a Reshape): values outside their range come back changed. Say so once
     per version, naming the tensors."""

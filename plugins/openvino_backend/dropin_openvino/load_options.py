@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import openvino as ov
 from openvino.preprocess import PrePostProcessor
@@ -52,7 +52,9 @@ def _by_index(value: str | Mapping[str, str], names: Sequence[str], what: str) -
     indexed: dict[int, str] = {}
     for name, item in value.items():
         if name not in names:
-            raise ValueError(f"{what} is given for {name!r}, which is not an input of the model (inputs: {', '.join(names)})")
+            raise ValueError(
+                f"{what} is given for {name!r}, which is not an input of the model (inputs: {', '.join(names)})"
+            )
         indexed[names.index(name)] = item
     return indexed
 
@@ -109,7 +111,9 @@ def parse_shape(text: str) -> ov.PartialShape:
     try:
         return ov.PartialShape([_parse_dim(item) for item in body.split(",")] if body.strip() else [])
     except ValueError:
-        raise ValueError(f"invalid shape {text!r}: expected e.g. (1,3,224,224), -1 for any size, 1:8 for a range") from None
+        raise ValueError(
+            f"invalid shape {text!r}: expected e.g. (1,3,224,224), -1 for any size, 1:8 for a range"
+        ) from None
 
 
 def _parse_batch(value: str | int) -> ov.Dimension | None:

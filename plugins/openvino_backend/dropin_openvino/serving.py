@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import queue
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
-from typing import Mapping, Sequence
 
 import numpy as np
 import openvino as ov
@@ -140,17 +140,19 @@ class OpenVINOModel(LoadedModel):
         results = model.get_results()
         self._inputs = {
             name: tensor_spec(name, port, parameters[i].get_layout(), "input")
-            for i, (name, port) in enumerate(zip(input_names, compiled.inputs))
+            for i, (name, port) in enumerate(zip(input_names, compiled.inputs, strict=True))
         }
         self._outputs = {
             name: tensor_spec(name, port, results[i].get_layout(), "output")
-            for i, (name, port) in enumerate(zip(output_names, compiled.outputs))
+            for i, (name, port) in enumerate(zip(output_names, compiled.outputs, strict=True))
         }
         # Prepared once: request names -> input port index, and which inputs/outputs hold strings.
         self._input_index = {name: i for i, name in enumerate(input_names)}
         self._string_inputs = frozenset(n for n, s in self._inputs.items() if s.dtype is DType.STRING)
         self._output_names = tuple(output_names)
-        self._string_outputs = frozenset(i for i, n in enumerate(output_names) if self._outputs[n].dtype is DType.STRING)
+        self._string_outputs = frozenset(
+            i for i, n in enumerate(output_names) if self._outputs[n].dtype is DType.STRING
+        )
         self.nireq = nireq
         self.label = label
         try:
@@ -257,7 +259,7 @@ class OpenVINOModel(LoadedModel):
         self._observe(request.latency * 1e-3)
         if self._string_outputs:
             results = tuple(r.astype(object) if i in self._string_outputs else r for i, r in enumerate(results))
-        return InferOutputs(zip(self._output_names, results), 0.0, 0.0)
+        return InferOutputs(zip(self._output_names, results, strict=False), 0.0, 0.0)
 
     def close(self) -> None:
         """Wait for the requests in flight, then release the threads, requests and compiled model."""
