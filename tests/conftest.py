@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import dropin_openvino.runtime  # noqa: F401  (the first import of openvino, with its telemetry off)
 from dropin.testing.server import DropinServer, free_port  # noqa: F401  (imported from here by tests)
 
 F32_CONFIG = '{"INFERENCE_PRECISION_HINT":"f32"}'
