@@ -176,7 +176,7 @@ class PluginHost:
             for name in added:
                 registry_entry = registry.get(name)
                 if not getattr(registry_entry, "name", None):
-                    registry_entry.name = name  # type: ignore[attr-defined]
+                    registry_entry.name = name
             if added:
                 self._info[impl.plugin_name].registered.setdefault(registry.kind, []).extend(added)
             if self.trace:
