@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import dropin_openvino  # noqa: F401  (the first import of openvino, with its telemetry off)
+import dropin_openvino.runtime  # noqa: F401  (the first import of openvino, with its telemetry off)
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
