@@ -4,7 +4,7 @@ Family names, labels and histogram buckets are OVMS's, so existing dashboards ke
 Counting is cheap: each (model, version) gets one `ModelMetrics` holding plain counters and
 histograms, looked up once per request; everything runs on the event loop thread, so there are
 no locks. A collector in a dedicated `CollectorRegistry` turns them into metric families when
-/metrics is scraped. When metrics are off the front ends hold `None` and do no metric work.
+/metrics is scraped. When metrics are off the data plane holds `None` and does no metric work.
 """
 
 from __future__ import annotations
@@ -107,9 +107,9 @@ class ModelMetrics:
 
 
 class RequestProbe:
-    """One request being measured: started by a front end, told by the data plane which model
-    version serves it, finished by the front end. A request whose model was never resolved
-    (unknown name or version) is not counted, as in OVMS."""
+    """One request being measured: started when the data plane opens its request scope, told
+    which model version serves it, and done (success or failure) when the scope closes. A
+    request whose model was never resolved (unknown name or version) is not counted, as in OVMS."""
 
     __slots__ = ("_metrics", "interface", "method", "started", "model")
 

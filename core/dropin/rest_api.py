@@ -25,13 +25,13 @@ from google.protobuf import json_format
 
 from .dataplane import DataPlane
 from .errors import DropinError, Status
-from .grpc_api import metadata_response, status_response
 from .health import model_ready
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
 from .rest_json import JsonTensor, PredictRequest, dumps, predict_response
 from .rest_transport import GuardedServer, RestLimits
 from .shapes import TensorSpec
+from .tfs_messages import metadata_response, status_response
 
 log = logging.getLogger("dropin.rest")
 
@@ -165,52 +165,33 @@ class RestApi:
 
     async def predict(self, request: web.BaseRequest, name: str, version: int) -> web.StreamResponse:
         body = await self._read_body(request)
-        probe = self.metrics.probe(REST, PREDICT) if self.metrics is not None else None
-        parsed: list[PredictRequest] = []
-
-        async def decode(specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
-            # runs once the version is resolved, as OVMS parses with the model's inputs at hand
+        with self.dataplane.request(REST, PREDICT) as scope:
+            # decoded once the version is resolved, as OVMS parses with the model's inputs at hand
+            specs = await scope.resolve(name, version)
             if len(body) <= INLINE_JSON_BYTES:
-                req, tensors = _decode(body, specs)
+                parsed, tensors = _decode(body, specs)
             else:
-                req, tensors = await asyncio.get_running_loop().run_in_executor(self._executor, _decode, body, specs)
-            parsed.append(req)
-            return tensors
-
-        try:
-            result = await self.dataplane.predict(name, version, decode, (), probe)
-            order = parsed[0].order
+                parsed, tensors = await asyncio.get_running_loop().run_in_executor(self._executor, _decode, body, specs)
+            result = await scope.infer(tensors)
+            # the answer's format (rows or columns) follows the request's
             if sum(a.size for a in result.outputs.values()) <= INLINE_JSON_ELEMENTS:
-                payload = _encode(order, result.outputs)
+                payload = _encode(parsed.order, result.outputs)
             else:
-                payload = await asyncio.get_running_loop().run_in_executor(self._executor, _encode, order, result.outputs)
-        except Exception:
-            if probe is not None:
-                probe.done(False)
-            raise
-        if probe is not None:
-            probe.done(True)
+                payload = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _encode, parsed.order, result.outputs
+                )
         return web.Response(body=payload, content_type=JSON_TYPE)
 
     async def model_metadata(self, name: str, version: int) -> web.StreamResponse:
-        probe = self.metrics.probe(REST, METADATA) if self.metrics is not None else None
-        meta = await self.dataplane.metadata(name, version, probe)
-        text = json_format.MessageToJson(metadata_response(meta), always_print_fields_with_no_presence=True, indent=1)
-        if probe is not None:
-            probe.done(True)
+        with self.dataplane.request(REST, METADATA) as scope:
+            meta = metadata_response(await scope.metadata(name, version))
+            text = json_format.MessageToJson(meta, always_print_fields_with_no_presence=True, indent=1)
         return web.Response(text=text, content_type=JSON_TYPE)
 
     def model_status(self, name: str, version: int) -> web.StreamResponse:
-        probe = self.metrics.probe(REST, STATUS) if self.metrics is not None else None
-        try:
-            versions = self.dataplane.status(name, version, probe)
-        except DropinError:
-            if probe is not None:
-                probe.done(False)
-            raise
-        if probe is not None:
-            probe.done(True)
-        return web.Response(text=_status_json(versions), content_type=JSON_TYPE)
+        with self.dataplane.request(REST, STATUS) as scope:
+            text = _status_json(scope.status(name, version))
+        return web.Response(text=text, content_type=JSON_TYPE)
 
     def all_statuses(self) -> dict[str, Any]:
         """{model: GetModelStatusResponse as JSON} for every model (GET /v1/config)."""
