@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import DropinError, Status
 from .manager import ModelManager
-from .metrics import Metrics, ModelMetrics, RequestProbe
+from .metrics import Metrics, RequestProbe
 from .models import Model, ModelVersion, Servable
 from .shapes import TensorSpec
 from .validation import Conversion, RequestTensor, check_converted, validate_request
@@ -109,13 +109,12 @@ class Request:
     it raised. As in OVMS, a request is counted only once its model (Predict, GetModelMetadata: its
     version) is known; an unknown name or version, or a malformed request, is not counted."""
 
-    __slots__ = ("_plane", "_probe", "_servable", "_counted")
+    __slots__ = ("_plane", "_probe", "_servable")
 
     def __init__(self, plane: DataPlane, probe: RequestProbe | None) -> None:
         self._plane = plane
-        self._probe = probe
-        self._servable: Servable | None = None
-        self._counted: ModelMetrics | None = None  # the served version's metrics (Predict, metrics on)
+        self._probe = probe  # None: metrics off
+        self._servable: Servable | None = None  # the version serving a Predict, once resolved
 
     def __enter__(self) -> "Request":
         return self
@@ -124,11 +123,10 @@ class Request:
         servable = self._servable
         if servable is not None:
             servable.release()
-            self._servable = None
         probe = self._probe
         if probe is not None:
-            if self._counted is not None:
-                self._counted.current_requests -= 1
+            if servable is not None and probe.model is not None:
+                probe.model.current_requests -= 1
             probe.done(exc_type is None)
 
     # -- Predict -----------------------------------------------------------------------------
@@ -140,8 +138,7 @@ class Request:
         servable = self._servable = await self._plane.table.acquire(model_name, version)
         probe = self._probe
         if probe is not None:
-            counted = self._counted = probe.served(servable.model_name, servable.version, getattr(servable.model, "streams", None))
-            counted.current_requests += 1
+            probe.served(servable.model_name, servable.version, getattr(servable.model, "streams", None)).current_requests += 1
         return servable.model.inputs
 
     async def infer(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult:
@@ -153,21 +150,22 @@ class Request:
         arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
         if conversions:
             await plane._convert(conversions, arrays)
-        outputs_spec = servable.model.outputs
-        for name in output_filter:
-            if name not in outputs_spec:
-                raise DropinError(
-                    Status.INVALID_OUTPUT_FILTER,
-                    f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
-                )
-        counted = self._counted
+        if output_filter:
+            outputs_spec = servable.model.outputs
+            for name in output_filter:
+                if name not in outputs_spec:
+                    raise DropinError(
+                        Status.INVALID_OUTPUT_FILTER,
+                        f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
+                    )
+        probe = self._probe
         try:
-            if counted is None:
+            if probe is None or probe.model is None:
                 outputs = await servable.model.infer(arrays)
             else:
                 started = perf_counter()
                 outputs = await servable.model.infer(arrays)
-                counted.observe_inference(outputs, perf_counter() - started)
+                probe.model.observe_inference(outputs, perf_counter() - started)
         except DropinError:
             raise
         except Exception as exc:

@@ -77,7 +77,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         with self.dataplane.request(GRPC, PREDICT) as scope:
             await scope.resolve(spec.name, spec.version.value)
             tensors = request.inputs  # iterated by key: a protobuf map's items() is a Python-level view
-            result = await scope.infer({name: ProtoTensor(tensors[name]) for name in tensors}, request.output_filter)
+            inputs = {name: ProtoTensor(tensors[name]) for name in tensors}
+            result = await scope.infer(inputs, request.output_filter)
             return predict_response(result)
 
     @_rpc

@@ -26,9 +26,10 @@ METADATA_FIELD = "signature_def"  # the only metadata field a GetModelMetadataRe
 def predict_response(result: PredictResult) -> predict_pb2.PredictResponse:
     """PredictResponse: the model spec that served, and every output as a TensorProto."""
     response = predict_pb2.PredictResponse()
-    response.model_spec.name = result.model_name
-    response.model_spec.version.value = result.version
-    response.model_spec.signature_name = SIGNATURE_KEY
+    spec = response.model_spec
+    spec.name = result.model_name
+    spec.version.value = result.version
+    spec.signature_name = SIGNATURE_KEY
     outputs = response.outputs
     for name, array in result.outputs.items():
         try:
