@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -78,11 +79,12 @@ class DataPlane:
                 log.exception("preprocessor %s failed on input %s", plan.converter_plugin, plan.spec.name)
                 raise DropinError(
                     Status.PLUGIN_ERROR,
-                    f"preprocessor {plan.converter_plugin!r} failed on input {plan.spec.name}: {type(exc).__name__}: {exc}",
+                    f"preprocessor {plan.converter_plugin!r} failed on input {plan.spec.name}: "
+                    f"{type(exc).__name__}: {exc}",
                 ) from exc
             arrays[plan.spec.name] = check_converted(conversion, array)
 
-    def request(self, interface: int, method: int) -> "Request":
+    def request(self, interface: int, method: int) -> Request:
         """The scope of one request on a front end (`interface`: GRPC or REST; `method`: PREDICT,
         METADATA or STATUS): use it as `with dataplane.request(...) as request:`."""
         return Request(self, self.metrics.probe(interface, method) if self.metrics is not None else None)
@@ -116,10 +118,12 @@ class Request:
         self._probe = probe  # None: metrics off
         self._servable: Servable | None = None  # the version serving a Predict, once resolved
 
-    def __enter__(self) -> "Request":
+    def __enter__(self) -> Request:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         servable = self._servable
         if servable is not None:
             servable.release()
@@ -138,7 +142,8 @@ class Request:
         servable = self._servable = await self._plane.table.acquire(model_name, version)
         probe = self._probe
         if probe is not None:
-            probe.served(servable.model_name, servable.version, getattr(servable.model, "streams", None)).current_requests += 1
+            streams = getattr(servable.model, "streams", None)
+            probe.served(servable.model_name, servable.version, streams).current_requests += 1
         return servable.model.inputs
 
     async def infer(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult:

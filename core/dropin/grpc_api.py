@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import message_factory
@@ -34,6 +35,7 @@ from .tfs_messages import METADATA_FIELD, metadata_response, predict_response, s
 log = logging.getLogger("dropin.grpc")
 
 R = TypeVar("R")
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class Undecodable:
@@ -50,7 +52,7 @@ def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Turn DropinError into its gRPC status, and anything unexpected into INTERNAL."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+    async def wrapper(self: Any, request: Any, context: Context) -> R:
         try:
             if type(request) is Undecodable:
                 raise DropinError(Status.INVALID_REQUEST_MESSAGE, request.reason)
@@ -72,7 +74,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.dataplane = dataplane
 
     @_rpc
-    async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext) -> predict_pb2.PredictResponse:
+    async def Predict(self, request: predict_pb2.PredictRequest, context: Context) -> predict_pb2.PredictResponse:
         spec = request.model_spec
         with self.dataplane.request(GRPC, PREDICT) as scope:
             await scope.resolve(spec.name, spec.version.value)
@@ -83,7 +85,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc
     async def GetModelMetadata(
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: Context
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.HasField("model_spec"):
             raise DropinError(Status.MODEL_SPEC_MISSING)
@@ -100,7 +102,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     @_rpc
     async def GetModelStatus(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: Context
     ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
         with self.dataplane.request(GRPC, STATUS) as scope:
@@ -108,12 +110,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     @_rpc
     async def HandleReloadConfigRequest(
-        self, request: model_management_pb2.ReloadConfigRequest, context: grpc.aio.ServicerContext
+        self, request: model_management_pb2.ReloadConfigRequest, context: Context
     ) -> model_management_pb2.ReloadConfigResponse:
         # A refusal raises (INVALID_ARGUMENT, as TF Serving answers); not enabled: OVMS's empty OK
         response = model_management_pb2.ReloadConfigResponse()
         if await self._reload_config(request.config):
-            response.status.error_code = 0
+            response.status.error_code = 0  # type: ignore[assignment]  # the stubs want a Code, an int
             response.status.error_message = "OK"
         return response
 

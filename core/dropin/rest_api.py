@@ -16,8 +16,9 @@ import json
 import logging
 import re
 import ssl
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -61,13 +62,13 @@ class RestApi:
         rescan: Callable[[], Awaitable[bool]] | None = None,
         json_threads: int = 2,
         render_metrics: Callable[[], Awaitable[bytes]] | None = None,
-        limits: RestLimits = RestLimits(),
+        limits: RestLimits | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.table = dataplane.table
         self.ready = ready
         self.max_body_bytes = max_body_bytes
-        self.limits = limits
+        self.limits = limits if limits is not None else RestLimits()
         self.metrics = metrics
         self._reload_config = reload_config  # None: the server has no config.json
         self._rescan = rescan
@@ -224,7 +225,9 @@ class RestApi:
         limit = self.max_body_bytes
         length = request.content_length
         if length is not None and length > limit:
-            raise DropinError(Status.REST_BODY_TOO_LARGE, f"{length} bytes; the limit is {limit} (--rest_max_body_bytes)")
+            raise DropinError(
+                Status.REST_BODY_TOO_LARGE, f"{length} bytes; the limit is {limit} (--rest_max_body_bytes)"
+            )
         body = bytearray()
         try:
             async for chunk in request.content.iter_any():

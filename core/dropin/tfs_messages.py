@@ -8,7 +8,7 @@ rest_json.py).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
@@ -41,7 +41,7 @@ def predict_response(result: PredictResult) -> predict_pb2.PredictResponse:
 
 
 def _tensor_info(spec: TensorSpec) -> meta_graph_pb2.TensorInfo:
-    info = meta_graph_pb2.TensorInfo(name=spec.name, dtype=spec.dtype.tf_enum)
+    info = meta_graph_pb2.TensorInfo(name=spec.name, dtype=spec.dtype.tf_enum)  # type: ignore[arg-type]  # an int
     for d in spec.shape:
         info.tensor_shape.dim.add().size = d.metadata_size
     return info
@@ -70,7 +70,8 @@ def status_response(versions: Iterable[ModelVersion]) -> get_model_status_pb2.Ge
     for version in versions:
         entry = response.model_version_status.add()
         entry.version = version.number
-        entry.state = int(version.state)
-        entry.status.error_code = version.error_code
+        # the stubs want the enums' own types (State, Code), which are ints
+        entry.state = int(version.state)  # type: ignore[assignment]
+        entry.status.error_code = version.error_code  # type: ignore[assignment]
         entry.status.error_message = version.error_message
     return response
