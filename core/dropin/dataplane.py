@@ -1,6 +1,6 @@
 """The protocol-neutral data plane: Predict, GetModelMetadata and GetModelStatus.
 
-Each front end (gRPC, REST) handles a request the same way: it opens a `Request` scope, resolves
+Each front end (gRPC, REST) handles a request the same way: it opens a `RequestScope`, resolves
 the model version, decodes its wire format into `RequestTensor`s, has the scope infer, and encodes
 what it returns (TF Serving's messages: tfs_messages.py). The scope records the request's outcome
 in the metrics when it closes. Errors are raised as `DropinError`.
@@ -84,10 +84,10 @@ class DataPlane:
                 ) from exc
             arrays[plan.spec.name] = check_converted(conversion, array)
 
-    def request(self, interface: int, method: int) -> Request:
+    def request(self, interface: int, method: int) -> RequestScope:
         """The scope of one request on a front end (`interface`: GRPC or REST; `method`: PREDICT,
-        METADATA or STATUS): use it as `with dataplane.request(...) as request:`."""
-        return Request(self, self.metrics.probe(interface, method) if self.metrics is not None else None)
+        METADATA or STATUS): use it as `with dataplane.request(...) as scope:`."""
+        return RequestScope(self, self.metrics.probe(interface, method) if self.metrics is not None else None)
 
     def status(self, model_name: str, version: int) -> list[ModelVersion]:
         """One version, or (version 0) every registered version in ascending order; not counted
@@ -98,18 +98,18 @@ class DataPlane:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class Request:
+class RequestScope:
     """One request through the data plane, used the same way by every front end:
 
-        with dataplane.request(GRPC, PREDICT) as request:
-            specs = await request.resolve(name, version)   # the model version that serves it
-            result = await request.infer(decode(body, specs))
+        with dataplane.request(GRPC, PREDICT) as scope:
+            specs = await scope.resolve(name, version)   # the model version that serves it
+            result = await scope.infer(decode(body, specs))
             response = encode(result)
 
     Leaving the block releases the model version and records the request's outcome in the
     metrics, once: a success if the block finished (decoding and encoding included), a failure if
-    it raised. As in OVMS, a request is counted only once its model (Predict, GetModelMetadata: its
-    version) is known; an unknown name or version, or a malformed request, is not counted."""
+    it raised. As in OVMS, a request counts only once its model (Predict, GetModelMetadata: its
+    version) is known: one for an unknown name or version is not counted."""
 
     __slots__ = ("_plane", "_probe", "_servable")
 
@@ -118,7 +118,7 @@ class Request:
         self._probe = probe  # None: metrics off
         self._servable: Servable | None = None  # the version serving a Predict, once resolved
 
-    def __enter__(self) -> Request:
+    def __enter__(self) -> RequestScope:
         return self
 
     def __exit__(

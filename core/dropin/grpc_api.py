@@ -1,9 +1,9 @@
 """Thin gRPC servicers for tensorflow.serving.PredictionService and ModelService.
 
-Each decodes its request within a data plane request scope and encodes the result as TF
-Serving's message (tfs_messages.py); every error becomes a gRPC
-status through the one table in errors.py. Classify, Regress and MultiInference are not
-declared, so gRPC answers them UNIMPLEMENTED.
+Each opens a data plane request scope, decodes its request there and encodes the result as TF
+Serving's message (tfs_messages.py); every error becomes a gRPC status through the one table in
+errors.py. Classify, Regress and MultiInference are not declared, so gRPC answers them
+UNIMPLEMENTED.
 """
 
 from __future__ import annotations
