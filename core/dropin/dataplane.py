@@ -1,32 +1,32 @@
 """The protocol-neutral data plane: Predict, GetModelMetadata and GetModelStatus.
 
-The gRPC servicers (and the REST handlers) decode their wire format into `RequestTensor`s,
-call these methods, and encode what they return. Errors are raised as `DropinError`.
+Each front end (gRPC, REST) handles a request the same way: it opens a `RequestScope`, resolves
+the model version, decodes its wire format into `RequestTensor`s, has the scope infer, and encodes
+what it returns (TF Serving's messages: tfs_messages.py). The scope records the request's outcome
+in the metrics when it closes. Errors are raised as `DropinError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Awaitable, Callable, Mapping, NamedTuple, Sequence
+from types import TracebackType
+from typing import NamedTuple
 
 import numpy as np
 
 from .errors import DropinError, Status
 from .manager import ModelManager
-from .metrics import RequestProbe
-from .models import ModelVersion, Servable
+from .metrics import Metrics, RequestProbe
+from .models import Model, ModelVersion, Servable
 from .shapes import TensorSpec
 from .validation import Conversion, RequestTensor, check_converted, validate_request
 
 log = logging.getLogger("dropin.dataplane")
-
-
-# Makes a request's tensors from the model's inputs (by name), once the version is resolved.
-InputDecoder = Callable[[Mapping[str, TensorSpec]], Awaitable[Mapping[str, RequestTensor]]]
 
 
 class PredictResult(NamedTuple):  # a tuple: made for every request, cheaply
@@ -45,65 +45,20 @@ class ModelMetadata:
 
 class DataPlane:
     def __init__(
-        self, manager: ModelManager, max_elements: int = 0, preprocess_threads: int | None = None, max_tensor_bytes: int = 0
+        self,
+        manager: ModelManager,
+        max_elements: int = 0,
+        preprocess_threads: int | None = None,
+        max_tensor_bytes: int = 0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.manager = manager
         self.table = manager.table
         self.max_elements = max_elements
         self.max_tensor_bytes = max_tensor_bytes  # no input may be larger than a client could send (0: no limit)
+        self.metrics = metrics  # None: metrics off, no metric work per request
         # preprocessors that decode (images) run here, off the event loop
         self._executor = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="dropin-preprocess")
-
-    async def predict(
-        self,
-        model_name: str,
-        version: int,
-        inputs: Mapping[str, RequestTensor] | InputDecoder,
-        output_filter: Sequence[str] = (),
-        probe: RequestProbe | None = None,
-    ) -> PredictResult:
-        """Run one request. `inputs` are the request's tensors, or a decoder that makes them once
-        the model's inputs are known (REST: JSON numbers take the model input's dtype). `probe`
-        (metrics on) learns which version served and times the inference."""
-        servable = await self.table.acquire(model_name, version)
-        counted = None
-        if probe is not None:
-            counted = probe.served(servable.model_name, servable.version, getattr(servable.model, "streams", None))
-            counted.current_requests += 1
-        try:
-            if callable(inputs):
-                inputs = await inputs(servable.model.inputs)
-            arrays, conversions = validate_request(servable.plans, inputs, self.max_elements, self.max_tensor_bytes)
-            if conversions:
-                await self._convert(conversions, arrays)
-            outputs_spec = servable.model.outputs
-            for name in output_filter:
-                if name not in outputs_spec:
-                    raise DropinError(
-                        Status.INVALID_OUTPUT_FILTER,
-                        f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
-                    )
-            try:
-                if counted is None:
-                    outputs = await servable.model.infer(arrays)
-                else:
-                    started = perf_counter()
-                    outputs = await servable.model.infer(arrays)
-                    counted.observe_inference(outputs, perf_counter() - started)
-            except DropinError:
-                raise
-            except Exception as exc:
-                log.exception("model %s version %d: inference failed", model_name, servable.version)
-                raise DropinError(
-                    Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}"
-                ) from exc
-            if output_filter:
-                outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
-            return PredictResult(servable.model_name, servable.version, outputs)
-        finally:
-            servable.release()
-            if counted is not None:
-                counted.current_requests -= 1
 
     async def _convert(self, conversions: list[Conversion], arrays: dict[str, np.ndarray]) -> None:
         loop = asyncio.get_running_loop()
@@ -124,29 +79,134 @@ class DataPlane:
                 log.exception("preprocessor %s failed on input %s", plan.converter_plugin, plan.spec.name)
                 raise DropinError(
                     Status.PLUGIN_ERROR,
-                    f"preprocessor {plan.converter_plugin!r} failed on input {plan.spec.name}: {type(exc).__name__}: {exc}",
+                    f"preprocessor {plan.converter_plugin!r} failed on input {plan.spec.name}: "
+                    f"{type(exc).__name__}: {exc}",
                 ) from exc
             arrays[plan.spec.name] = check_converted(conversion, array)
 
-    async def metadata(self, model_name: str, version: int, probe: RequestProbe | None = None) -> ModelMetadata:
-        # metadata is answered only by an AVAILABLE version, without waiting for a load
-        servable: Servable = await self.table.acquire(model_name, version, wait=False)
-        servable.release()
-        if probe is not None:
-            probe.served(servable.model_name, servable.version)
-        return ModelMetadata(servable.model_name, servable.version, servable.model.inputs, servable.model.outputs)
+    def request(self, interface: int, method: int) -> RequestScope:
+        """The scope of one request on a front end (`interface`: GRPC or REST; `method`: PREDICT,
+        METADATA or STATUS): use it as `with dataplane.request(...) as scope:`."""
+        return RequestScope(self, self.metrics.probe(interface, method) if self.metrics is not None else None)
 
-    def status(self, model_name: str, version: int, probe: RequestProbe | None = None) -> list[ModelVersion]:
-        """One version, or (version 0) every registered version in ascending order."""
-        model = self.table.get(model_name)
-        if probe is not None:
-            probe.served(model.name, None)  # OVMS counts status requests per model, without a version
-        if version:
-            found = model.versions.get(version)
-            if found is None:
-                raise DropinError(Status.MODEL_VERSION_MISSING)
-            return [found]
-        return [model.versions[n] for n in sorted(model.versions)]
+    def status(self, model_name: str, version: int) -> list[ModelVersion]:
+        """One version, or (version 0) every registered version in ascending order; not counted
+        in the metrics (GET /v1/config)."""
+        return _versions(self.table.get(model_name), version)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class RequestScope:
+    """One request through the data plane, used the same way by every front end:
+
+        with dataplane.request(GRPC, PREDICT) as scope:
+            specs = await scope.resolve(name, version)   # the model version that serves it
+            result = await scope.infer(decode(body, specs))
+            response = encode(result)
+
+    Leaving the block releases the model version and records the request's outcome in the
+    metrics, once: a success if the block finished (decoding and encoding included), a failure if
+    it raised. As in OVMS, a request counts only once its model (Predict, GetModelMetadata: its
+    version) is known: one for an unknown name or version is not counted."""
+
+    __slots__ = ("_plane", "_probe", "_servable")
+
+    def __init__(self, plane: DataPlane, probe: RequestProbe | None) -> None:
+        self._plane = plane
+        self._probe = probe  # None: metrics off
+        self._servable: Servable | None = None  # the version serving a Predict, once resolved
+
+    def __enter__(self) -> RequestScope:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        servable = self._servable
+        if servable is not None:
+            servable.release()
+        probe = self._probe
+        if probe is not None:
+            if servable is not None and probe.model is not None:
+                probe.model.current_requests -= 1
+            probe.done(exc_type is None)
+
+    # -- Predict -----------------------------------------------------------------------------
+
+    async def resolve(self, model_name: str, version: int) -> Mapping[str, TensorSpec]:
+        """Take the AVAILABLE version (0: the default) that serves this Predict, waiting for one
+        being loaded; its inputs by name, for front ends whose decoding depends on them (REST:
+        JSON numbers take the input's dtype)."""
+        servable = self._servable = await self._plane.table.acquire(model_name, version)
+        probe = self._probe
+        if probe is not None:
+            streams = getattr(servable.model, "streams", None)
+            probe.served(servable.model_name, servable.version, streams).current_requests += 1
+        return servable.model.inputs
+
+    async def infer(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult:
+        """Validate the decoded inputs against the resolved version, run it, and return its
+        outputs (only those of `output_filter`, in its order, when given)."""
+        servable = self._servable
+        assert servable is not None, "resolve() first"
+        plane = self._plane
+        arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
+        if conversions:
+            await plane._convert(conversions, arrays)
+        if output_filter:
+            outputs_spec = servable.model.outputs
+            for name in output_filter:
+                if name not in outputs_spec:
+                    raise DropinError(
+                        Status.INVALID_OUTPUT_FILTER,
+                        f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
+                    )
+        probe = self._probe
+        try:
+            if probe is None or probe.model is None:
+                outputs = await servable.model.infer(arrays)
+            else:
+                started = perf_counter()
+                outputs = await servable.model.infer(arrays)
+                probe.model.observe_inference(outputs, perf_counter() - started)
+        except DropinError:
+            raise
+        except Exception as exc:
+            log.exception("model %s version %d: inference failed", servable.model_name, servable.version)
+            raise DropinError(
+                Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if output_filter:
+            outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
+        return PredictResult(servable.model_name, servable.version, outputs)
+
+    # -- GetModelMetadata, GetModelStatus ----------------------------------------------------
+
+    async def metadata(self, model_name: str, version: int) -> ModelMetadata:
+        """The inputs and outputs of an AVAILABLE version (0: the default), without waiting for a
+        load. A registered version that is not AVAILABLE is a counted failure, as in OVMS."""
+        table = self._plane.table
+        found = table.find(model_name, version)  # an unknown name or version is not counted
+        if self._probe is not None:
+            self._probe.served(found.model_name, found.number)
+        servable = await table.acquire(model_name, version, wait=False)
+        servable.release()
+        return ModelMetadata(servable.model_name, servable.version, servable.model.inputs, servable.model.outputs)
+
+    def status(self, model_name: str, version: int) -> list[ModelVersion]:
+        """One version, or (version 0) every registered version in ascending order."""
+        model = self._plane.table.get(model_name)
+        if self._probe is not None:
+            self._probe.served(model.name, None)  # OVMS counts status requests per model, without a version
+        return _versions(model, version)
+
+
+def _versions(model: Model, version: int) -> list[ModelVersion]:
+    if version:
+        found = model.versions.get(version)
+        if found is None:
+            raise DropinError(Status.MODEL_VERSION_MISSING)
+        return [found]
+    return [model.versions[n] for n in sorted(model.versions)]

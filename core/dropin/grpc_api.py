@@ -1,20 +1,21 @@
 """Thin gRPC servicers for tensorflow.serving.PredictionService and ModelService.
 
-They decode protos, call the data plane, and encode its results; every error becomes a gRPC
-status through the one table in errors.py. Classify, Regress and MultiInference are not
-declared, so gRPC answers them UNIMPLEMENTED.
+Each opens a data plane request scope, decodes its request there and encodes the result as TF
+Serving's message (tfs_messages.py); every error becomes a gRPC status through the one table in
+errors.py. Classify, Regress and MultiInference are not declared, so gRPC answers them
+UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Awaitable, Callable, Iterable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import message_factory
 
-from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -25,20 +26,16 @@ from ._proto.tensorflow_serving.apis import (
     prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
-from .dataplane import DataPlane, ModelMetadata
-from .dtypes import DType
+from .dataplane import DataPlane
 from .errors import DropinError, Status
-from .metrics import GRPC, METADATA, PREDICT, STATUS, Metrics
-from .models import ModelVersion
-from .shapes import TensorSpec
-from .tensor_proto import ProtoTensor, fill_proto
+from .metrics import GRPC, METADATA, PREDICT, STATUS
+from .tensor_proto import ProtoTensor
+from .tfs_messages import METADATA_FIELD, metadata_response, predict_response, status_response
 
 log = logging.getLogger("dropin.grpc")
 
-SIGNATURE_KEY = "serving_default"
-METADATA_FIELD = "signature_def"
-
 R = TypeVar("R")
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class Undecodable:
@@ -55,7 +52,7 @@ def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Turn DropinError into its gRPC status, and anything unexpected into INTERNAL."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+    async def wrapper(self: Any, request: Any, context: Context) -> R:
         try:
             if type(request) is Undecodable:
                 raise DropinError(Status.INVALID_REQUEST_MESSAGE, request.reason)
@@ -72,124 +69,53 @@ def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     return wrapper
 
 
-def _tensor_info(spec: TensorSpec) -> meta_graph_pb2.TensorInfo:
-    info = meta_graph_pb2.TensorInfo(name=spec.name, dtype=spec.dtype.tf_enum)
-    for d in spec.shape:
-        info.tensor_shape.dim.add().size = d.metadata_size
-    return info
-
-
-def metadata_response(meta: ModelMetadata) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    """GetModelMetadataResponse as OVMS builds it (docs/wire-contract.md); REST prints it as JSON."""
-    signature = meta_graph_pb2.SignatureDef()
-    for name, spec in meta.inputs.items():
-        signature.inputs[name].CopyFrom(_tensor_info(spec))
-    for name, spec in meta.outputs.items():
-        signature.outputs[name].CopyFrom(_tensor_info(spec))
-    signatures = get_model_metadata_pb2.SignatureDefMap()
-    signatures.signature_def[SIGNATURE_KEY].CopyFrom(signature)
-    response = get_model_metadata_pb2.GetModelMetadataResponse()
-    response.model_spec.name = meta.model_name
-    response.model_spec.version.value = meta.version
-    response.metadata[METADATA_FIELD].Pack(signatures)
-    return response
-
-
-def status_response(versions: Iterable[ModelVersion]) -> get_model_status_pb2.GetModelStatusResponse:
-    """GetModelStatusResponse for these versions (docs/wire-contract.md); REST prints it as JSON."""
-    response = get_model_status_pb2.GetModelStatusResponse()
-    for version in versions:
-        entry = response.model_version_status.add()
-        entry.version = version.number
-        entry.state = int(version.state)
-        entry.status.error_code = version.error_code
-        entry.status.error_message = version.error_message
-    return response
-
-
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, dataplane: DataPlane, metrics: Metrics | None = None) -> None:
+    def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
-        self.metrics = metrics
 
     @_rpc
-    async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext) -> predict_pb2.PredictResponse:
-        probe = self.metrics.probe(GRPC, PREDICT) if self.metrics is not None else None
-        try:
-            spec = request.model_spec
+    async def Predict(self, request: predict_pb2.PredictRequest, context: Context) -> predict_pb2.PredictResponse:
+        spec = request.model_spec
+        with self.dataplane.request(GRPC, PREDICT) as scope:
+            await scope.resolve(spec.name, spec.version.value)
             tensors = request.inputs  # iterated by key: a protobuf map's items() is a Python-level view
             inputs = {name: ProtoTensor(tensors[name]) for name in tensors}
-            result = await self.dataplane.predict(spec.name, spec.version.value, inputs, request.output_filter, probe)
-            response = predict_pb2.PredictResponse()
-            response.model_spec.name = result.model_name
-            response.model_spec.version.value = result.version
-            response.model_spec.signature_name = SIGNATURE_KEY
-            outputs = response.outputs
-            for name, array in result.outputs.items():
-                try:
-                    dtype = DType.from_numpy(array.dtype) if array.dtype != object else DType.STRING
-                except ValueError:
-                    raise DropinError(Status.UNSUPPORTED_OUTPUT_PRECISION, f"output {name} has type {array.dtype}") from None
-                fill_proto(outputs[name], array, dtype)
-        except Exception:
-            if probe is not None:
-                probe.done(False)
-            raise
-        if probe is not None:
-            probe.done(True)
-        return response
+            result = await scope.infer(inputs, request.output_filter)
+            return predict_response(result)
 
     @_rpc
     async def GetModelMetadata(
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: Context
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.HasField("model_spec"):
             raise DropinError(Status.MODEL_SPEC_MISSING)
         if list(request.metadata_field) != [METADATA_FIELD]:
             raise DropinError(Status.INVALID_SIGNATURE_DEF)
-        probe = self.metrics.probe(GRPC, METADATA) if self.metrics is not None else None
-        meta = await self.dataplane.metadata(request.model_spec.name, request.model_spec.version.value, probe)
-        response = metadata_response(meta)
-        if probe is not None:
-            probe.done(True)
-        return response
+        with self.dataplane.request(GRPC, METADATA) as scope:
+            return metadata_response(await scope.metadata(request.model_spec.name, request.model_spec.version.value))
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(
-        self,
-        dataplane: DataPlane,
-        reload_config: Callable[[Any], Awaitable[bool]],
-        metrics: Metrics | None = None,
-    ) -> None:
+    def __init__(self, dataplane: DataPlane, reload_config: Callable[[Any], Awaitable[bool]]) -> None:
         self.dataplane = dataplane
         self._reload_config = reload_config
-        self.metrics = metrics
 
     @_rpc
     async def GetModelStatus(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: Context
     ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
-        probe = self.metrics.probe(GRPC, STATUS) if self.metrics is not None else None
-        try:
-            response = status_response(self.dataplane.status(spec.name, spec.version.value, probe))
-        except Exception:
-            if probe is not None:
-                probe.done(False)
-            raise
-        if probe is not None:
-            probe.done(True)
-        return response
+        with self.dataplane.request(GRPC, STATUS) as scope:
+            return status_response(scope.status(spec.name, spec.version.value))
 
     @_rpc
     async def HandleReloadConfigRequest(
-        self, request: model_management_pb2.ReloadConfigRequest, context: grpc.aio.ServicerContext
+        self, request: model_management_pb2.ReloadConfigRequest, context: Context
     ) -> model_management_pb2.ReloadConfigResponse:
         # A refusal raises (INVALID_ARGUMENT, as TF Serving answers); not enabled: OVMS's empty OK
         response = model_management_pb2.ReloadConfigResponse()
         if await self._reload_config(request.config):
-            response.status.error_code = 0
+            response.status.error_code = 0  # type: ignore[assignment]  # the stubs want a Code, an int
             response.status.error_message = "OK"
         return response
 

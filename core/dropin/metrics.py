@@ -4,26 +4,29 @@ Family names, labels and histogram buckets are OVMS's, so existing dashboards ke
 Counting is cheap: each (model, version) gets one `ModelMetrics` holding plain counters and
 histograms, looked up once per request; everything runs on the event loop thread, so there are
 no locks. A collector in a dedicated `CollectorRegistry` turns them into metric families when
-/metrics is scraped. When metrics are off the front ends hold `None` and do no metric work.
+/metrics is scraped. When metrics are off the data plane holds `None` and does no metric work.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from time import perf_counter
-from typing import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from .errors import DropinError, Status
 
+# prometheus_client's number format ("1e+06", "+Inf"); the function is untyped there
+_go_float: Callable[[float], str] = _untyped_float_to_go_string
+
 # floor(10 * 1.8^i) microseconds, i = 0..32 (OVMS model_metric_reporter.cpp); +Inf is added
 BUCKETS_US: tuple[float, ...] = tuple(float(math.floor(10 * 1.8**i)) for i in range(33))
-_LE = tuple(floatToGoString(b) for b in BUCKETS_US) + ("+Inf",)
+_LE = tuple(_go_float(b) for b in BUCKETS_US) + ("+Inf",)
 
 API = "TensorFlowServing"
 GRPC, REST = 0, 1
@@ -41,7 +44,7 @@ STREAMS = "ovms_streams"
 BATCH_SIZE = "dropin_batch_size"  # dropin's own: batch sizes run by dynamic batching
 FAMILIES = (SUCCESS, FAIL, REQUEST_TIME, INFERENCE_TIME, WAIT_TIME, CURRENT_REQUESTS, STREAMS, BATCH_SIZE)
 BATCH_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(11))  # 1 .. 1024 rows
-_BATCH_LE = tuple(floatToGoString(b) for b in BATCH_BUCKETS) + ("+Inf",)
+_BATCH_LE = tuple(_go_float(b) for b in BATCH_BUCKETS) + ("+Inf",)
 
 _HELP = {
     SUCCESS: "Number of successful requests to a model or a DAG.",
@@ -74,7 +77,9 @@ class ModelMetrics:
     """What is counted for one model version (or, with version None, for a model's
     GetModelStatus requests, which OVMS labels without a version)."""
 
-    __slots__ = ("success", "fail", "request_time", "inference_time", "wait_time", "current_requests", "streams", "batch_size")
+    __slots__ = (
+        "success", "fail", "request_time", "inference_time", "wait_time", "current_requests", "streams", "batch_size"
+    )
 
     def __init__(self) -> None:
         self.success = [[0] * len(METHODS) for _ in INTERFACES]  # [interface][method]
@@ -107,13 +112,13 @@ class ModelMetrics:
 
 
 class RequestProbe:
-    """One request being measured: started by a front end, told by the data plane which model
-    version serves it, finished by the front end. A request whose model was never resolved
-    (unknown name or version) is not counted, as in OVMS."""
+    """One request being measured: started when the data plane opens its request scope, told
+    which model version serves it, and done (success or failure) when the scope closes. A
+    request whose model was never resolved (unknown name or version) is not counted, as in OVMS."""
 
     __slots__ = ("_metrics", "interface", "method", "started", "model")
 
-    def __init__(self, metrics: "Metrics", interface: int, method: int) -> None:
+    def __init__(self, metrics: Metrics, interface: int, method: int) -> None:
         self._metrics = metrics
         self.interface = interface
         self.method = method
@@ -206,7 +211,7 @@ class Metrics(Collector):
                 labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
                 out.append(f"{sample.name}{{{labels}}} " if labels else f"{sample.name} ")
                 v = sample.value
-                out.append(f"{v if isinstance(v, int) else floatToGoString(v)}\n")
+                out.append(f"{v if isinstance(v, int) else _go_float(v)}\n")
         return "".join(out).encode()
 
 
@@ -216,7 +221,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def _add_histogram(family: Metric, labels: dict[str, str], histogram: Histogram, les: tuple[str, ...] = _LE) -> None:
     name = family.name
     total = 0
-    for le, count in zip(les, histogram.counts):
+    for le, count in zip(les, histogram.counts, strict=True):
         total += count
         family.add_sample(f"{name}_bucket", {**labels, "le": le}, total)
     family.add_sample(f"{name}_sum", labels, histogram.sum)

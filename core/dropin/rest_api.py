@@ -16,8 +16,9 @@ import json
 import logging
 import re
 import ssl
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -25,13 +26,13 @@ from google.protobuf import json_format
 
 from .dataplane import DataPlane
 from .errors import DropinError, Status
-from .grpc_api import metadata_response, status_response
 from .health import model_ready
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
 from .rest_json import JsonTensor, PredictRequest, dumps, predict_response
 from .rest_transport import GuardedServer, RestLimits
 from .shapes import TensorSpec
+from .tfs_messages import metadata_response, status_response
 
 log = logging.getLogger("dropin.rest")
 
@@ -61,13 +62,13 @@ class RestApi:
         rescan: Callable[[], Awaitable[bool]] | None = None,
         json_threads: int = 2,
         render_metrics: Callable[[], Awaitable[bytes]] | None = None,
-        limits: RestLimits = RestLimits(),
+        limits: RestLimits | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.table = dataplane.table
         self.ready = ready
         self.max_body_bytes = max_body_bytes
-        self.limits = limits
+        self.limits = limits if limits is not None else RestLimits()
         self.metrics = metrics
         self._reload_config = reload_config  # None: the server has no config.json
         self._rescan = rescan
@@ -165,52 +166,36 @@ class RestApi:
 
     async def predict(self, request: web.BaseRequest, name: str, version: int) -> web.StreamResponse:
         body = await self._read_body(request)
-        probe = self.metrics.probe(REST, PREDICT) if self.metrics is not None else None
-        parsed: list[PredictRequest] = []
-
-        async def decode(specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
-            # runs once the version is resolved, as OVMS parses with the model's inputs at hand
+        with self.dataplane.request(REST, PREDICT) as scope:
+            # decoded once the version is resolved, as OVMS parses with the model's inputs at hand
+            specs = await scope.resolve(name, version)
             if len(body) <= INLINE_JSON_BYTES:
-                req, tensors = _decode(body, specs)
+                parsed, tensors = _decode(body, specs)
             else:
-                req, tensors = await asyncio.get_running_loop().run_in_executor(self._executor, _decode, body, specs)
-            parsed.append(req)
-            return tensors
-
-        try:
-            result = await self.dataplane.predict(name, version, decode, (), probe)
-            order = parsed[0].order
-            if sum(a.size for a in result.outputs.values()) <= INLINE_JSON_ELEMENTS:
-                payload = _encode(order, result.outputs)
+                parsed, tensors = await asyncio.get_running_loop().run_in_executor(self._executor, _decode, body, specs)
+            result = await scope.infer(tensors)
+            elements = 0  # a plain loop: cheaper per request than sum() over a generator
+            for array in result.outputs.values():
+                elements += array.size
+            # the answer's format (rows or columns) follows the request's
+            if elements <= INLINE_JSON_ELEMENTS:
+                payload = _encode(parsed.order, result.outputs)
             else:
-                payload = await asyncio.get_running_loop().run_in_executor(self._executor, _encode, order, result.outputs)
-        except Exception:
-            if probe is not None:
-                probe.done(False)
-            raise
-        if probe is not None:
-            probe.done(True)
+                payload = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _encode, parsed.order, result.outputs
+                )
         return web.Response(body=payload, content_type=JSON_TYPE)
 
     async def model_metadata(self, name: str, version: int) -> web.StreamResponse:
-        probe = self.metrics.probe(REST, METADATA) if self.metrics is not None else None
-        meta = await self.dataplane.metadata(name, version, probe)
-        text = json_format.MessageToJson(metadata_response(meta), always_print_fields_with_no_presence=True, indent=1)
-        if probe is not None:
-            probe.done(True)
+        with self.dataplane.request(REST, METADATA) as scope:
+            meta = metadata_response(await scope.metadata(name, version))
+            text = json_format.MessageToJson(meta, always_print_fields_with_no_presence=True, indent=1)
         return web.Response(text=text, content_type=JSON_TYPE)
 
     def model_status(self, name: str, version: int) -> web.StreamResponse:
-        probe = self.metrics.probe(REST, STATUS) if self.metrics is not None else None
-        try:
-            versions = self.dataplane.status(name, version, probe)
-        except DropinError:
-            if probe is not None:
-                probe.done(False)
-            raise
-        if probe is not None:
-            probe.done(True)
-        return web.Response(text=_status_json(versions), content_type=JSON_TYPE)
+        with self.dataplane.request(REST, STATUS) as scope:
+            text = _status_json(scope.status(name, version))
+        return web.Response(text=text, content_type=JSON_TYPE)
 
     def all_statuses(self) -> dict[str, Any]:
         """{model: GetModelStatusResponse as JSON} for every model (GET /v1/config)."""
@@ -243,7 +228,9 @@ class RestApi:
         limit = self.max_body_bytes
         length = request.content_length
         if length is not None and length > limit:
-            raise DropinError(Status.REST_BODY_TOO_LARGE, f"{length} bytes; the limit is {limit} (--rest_max_body_bytes)")
+            raise DropinError(
+                Status.REST_BODY_TOO_LARGE, f"{length} bytes; the limit is {limit} (--rest_max_body_bytes)"
+            )
         body = bytearray()
         try:
             async for chunk in request.content.iter_any():

@@ -84,14 +84,14 @@ class Server:
         self.plugins = plugins
         plugins.configure(settings.plugin_options)
         self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
+        self.metrics = Metrics(settings.metrics_list) if settings.metrics_enable else None
         self.dataplane = DataPlane(
-            self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes
+            self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes, metrics=self.metrics
         )
         self.grpc: grpc.aio.Server | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.port = settings.port
-        self.metrics = Metrics(settings.metrics_list) if settings.metrics_enable else None
         self.health: GrpcHealth | None = None
         self.rest: RestApi | None = None
         self.rest_port = 0
@@ -156,8 +156,8 @@ class Server:
         self.grpc = grpc.aio.server(options=options)
         add_services(
             self.grpc,
-            PredictionService(self.dataplane, self.metrics),
-            ModelService(self.dataplane, self.reload_config, self.metrics),
+            PredictionService(self.dataplane),
+            ModelService(self.dataplane, self.reload_config),
         )
         self.health = GrpcHealth(self.grpc)
         await self.health.set_serving(False)

@@ -8,11 +8,12 @@ raw little-endian `tensor_content` (strings go to `string_val`).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import prod
 
 import numpy as np
 
-from ._proto.tensorflow.core.framework import tensor_pb2
+from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from .casting import cast
 from .dtypes import DType
 from .errors import DropinError, Status
@@ -120,13 +121,22 @@ def fill_proto(proto: TensorProto, array: np.ndarray, dtype: DType | None = None
     if dtype is None:
         dtype = DType.STRING if array.dtype == object or array.dtype.kind in "SU" else DType.from_numpy(array.dtype)
     proto.dtype = dtype.tf_enum  # type: ignore[assignment]  # the stubs want DataType, a subclass of int
-    dims = proto.tensor_shape.dim
-    for size in array.shape:
-        dims.add().size = size
+    if array.ndim:  # a scalar's TensorProto has no tensor_shape at all
+        proto.tensor_shape.MergeFromString(_shape_bytes(array.shape))
     if dtype is DType.STRING:
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1))
     else:
-        proto.tensor_content = np.ascontiguousarray(array, dtype=dtype.numpy).tobytes()
+        # tobytes() writes C order whatever the strides: a copy first only to change the type
+        numpy_dtype = dtype.numpy
+        proto.tensor_content = (array if array.dtype == numpy_dtype else array.astype(numpy_dtype)).tobytes()
+
+
+@lru_cache(maxsize=256)
+def _shape_bytes(shape: tuple[int, ...]) -> bytes:
+    """A serialized TensorShapeProto: merging it costs less than adding the dims one by one, and
+    a model answers with few distinct shapes."""
+    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in shape]
+    return tensor_shape_pb2.TensorShapeProto(dim=dims).SerializeToString()
 
 
 def from_numpy(array: np.ndarray, dtype: DType | None = None) -> TensorProto:
