@@ -23,8 +23,9 @@ import openvino.opset13 as ops
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import modelgen
-from conftest import F32_CONFIG, DropinServer, free_port
+from dropin_openvino import modelgen
+from dropin.testing.server import DropinServer, free_port
+from dropin_openvino.modelgen import F32_CONFIG
 from dropin.backend import InferOutputs, LoadedModel
 from dropin.batching import BatchedOutputs, BatchingError, BatchingModel, BatchRun
 from dropin.cli import build_parser, settings_from_args

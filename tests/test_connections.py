@@ -15,12 +15,13 @@ import grpc
 import numpy as np
 import pytest
 
-import modelgen
-from conftest import F32_CONFIG, DropinServer, free_port
+from dropin_openvino import modelgen
+from dropin.testing.server import DropinServer, free_port
+from dropin_openvino.modelgen import F32_CONFIG
 from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
-from test_grpc_api import outputs_of, predict_request
-from test_plugins import install_fake_distribution
-from test_shutdown_security import SLOW_PLUGIN
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.fake_plugins import install_fake_distribution
+from dropin.testing.fake_plugins import SLOW_PLUGIN
 
 HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT = 1.0, 1.0, 4.0
 SLACK = 2.0  # the event loop's and this machine's lateness under load

@@ -12,10 +12,11 @@ import grpc
 import numpy as np
 import pytest
 
-import modelgen
-from conftest import F32_CONFIG, DropinServer
+from dropin_openvino import modelgen
+from dropin.testing.server import DropinServer
+from dropin_openvino.modelgen import F32_CONFIG
 from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
-from test_grpc_api import outputs_of, predict_request
+from dropin.testing.client import outputs_of, predict_request
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,29 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-import modelgen
-from conftest import F32_CONFIG, DropinServer
-from test_grpc_api import outputs_of, predict_request
-from test_plugins import install_fake_distribution
-from test_repository import make_version, served_factor, states, wait_until
+from dropin_openvino import modelgen
+from dropin.testing.server import DropinServer
+from dropin_openvino.modelgen import F32_CONFIG
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.fake_plugins import install_fake_distribution
+from dropin.testing.status import states, wait_until
 
 AVAILABLE, LOADING, END = 30, 20, 50
 X = np.ones((1, 2), np.float32)
+
+
+def make_version(repo: Path, number: int, factor: float, staging: Path) -> Path:
+    """Build a version in a staging directory and rename it into place, as deployment tools do."""
+    staged = staging / f"{repo.name}-{number}-{time.monotonic_ns()}"
+    modelgen.scale_model(staged, shape=(-1, 2), factor=factor)
+    target = repo / str(number)
+    os.rename(staged, target)
+    return target
+
+
+def served_factor(server: DropinServer, name: str = "m", version: int = 0) -> float:
+    response = server.predict.Predict(predict_request(name, {"x": X}, version=version), timeout=20)
+    return float(outputs_of(response)["y"][0, 0])
 
 
 def failing_model(version_dir: Path) -> Path:

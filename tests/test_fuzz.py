@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import modelgen
-from conftest import DropinServer, free_port
+from dropin_openvino import modelgen
+from dropin.testing.server import DropinServer, free_port
 from dropin._proto.tensorflow.core.framework import tensor_pb2
 from dropin._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 from dropin.dtypes import DType

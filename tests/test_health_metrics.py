@@ -17,11 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client.parser import text_string_to_metric_families
 
-import modelgen
-from conftest import F32_CONFIG, DropinServer, free_port
-from test_grpc_api import predict_request
-from test_plugins import install_fake_distribution
-from test_rest_api import expect, expect_prefix, get, http, post
+from dropin_openvino import modelgen
+from dropin.testing.server import DropinServer, free_port
+from dropin_openvino.modelgen import F32_CONFIG
+from dropin.testing.client import predict_request
+from dropin.testing.fake_plugins import install_fake_distribution
+from dropin.testing.expect import expect, expect_prefix
+from dropin.testing.raw_http import get, http, post
 
 # A backend whose load waits for the file named in the version's "gated" file (outside the version
 # directory: the backend loads a private copy of it): the server stays not-ready for as long as

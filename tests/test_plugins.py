@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import modelgen
-from conftest import F32_CONFIG
+from dropin_openvino import modelgen
+from dropin_openvino.modelgen import F32_CONFIG
 from dropin.backend import Backend, LoadedModel, LoadOptions
 from dropin.hookspecs import hookimpl
 from dropin.plugins import PluginHost
 from dropin.preprocess import InputConverter, Preprocessor
 from dropin.sources import LocalSource, ModelSource
+from dropin.testing.fake_plugins import install_fake_distribution
 
 
 class EchoModel(LoadedModel):
@@ -141,17 +142,6 @@ def dropin_register_sources(registry):
 '''
 
 
-def install_fake_distribution(site: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
-    """Write a minimal installed distribution (dist-info with entry points) into `site`."""
-    info = site / f"{dist}-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[dropin]\n{lines}\n")
-    for name, source in modules.items():
-        (site / f"{name}.py").write_text(textwrap.dedent(source))
-
-
 @pytest.fixture
 def plugin_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
@@ -204,7 +194,7 @@ def test_server_uses_a_third_party_source_and_survives_a_broken_plugin(start_ser
     )
     server.wait_for("m", 1)
     assert "plugin broken (dropin_broken 1.0) failed to load: ModuleNotFoundError" in server.log
-    from test_grpc_api import outputs_of, predict_request
+    from dropin.testing.client import outputs_of, predict_request
 
     response = server.predict.Predict(predict_request("m", {"x": np.ones((1, 2), np.float32)}), timeout=20)
     np.testing.assert_array_equal(outputs_of(response)["y"], [[7.0, 7.0]])

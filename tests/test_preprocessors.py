@@ -10,14 +10,15 @@ import grpc
 import numpy as np
 import pytest
 
-import modelgen
-from conftest import F32_CONFIG
+from dropin_openvino import modelgen
+from dropin_openvino.modelgen import F32_CONFIG
 from dropin._proto.tensorflow.core.framework import tensor_pb2
 from dropin.errors import DropinError, Status
 from dropin.preprocess import check_binary_batch, input_option
 from dropin.shapes import Dim
-from test_grpc_api import expect_error, outputs_of, predict_request
-from test_plugins import install_fake_distribution
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.expect import expect_error
+from dropin.testing.fake_plugins import install_fake_distribution
 
 # What a third party ships: a module with a hook, a Preprocessor and an InputConverter.
 TOKENIZER_PLUGIN = '''
@@ -79,7 +80,7 @@ def dropin_register_preprocessors(registry):
 
 @pytest.fixture(scope="module")
 def tokens_server(tmp_path_factory: pytest.TempPathFactory):
-    from conftest import DropinServer
+    from dropin.testing.server import DropinServer
 
     root = tmp_path_factory.mktemp("tokens")
     site = root / "site"

@@ -15,11 +15,12 @@ import grpc
 import numpy as np
 import pytest
 
-import modelgen
-from conftest import F32_CONFIG, DropinServer
-from test_grpc_api import outputs_of, predict_request
+from dropin_openvino import modelgen
+from dropin.testing.server import DropinServer
+from dropin_openvino.modelgen import F32_CONFIG
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.status import AVAILABLE, END, LOADING, states, wait_until
 
-AVAILABLE, LOADING, END = 30, 20, 50
 X = np.ones((1, 2), np.float32)
 
 
@@ -35,22 +36,6 @@ def make_version(repo: Path, number: int, factor: float, staging: Path) -> Path:
 def served_factor(server: DropinServer, name: str = "m", version: int = 0) -> float:
     response = server.predict.Predict(predict_request(name, {"x": X}, version=version), timeout=20)
     return float(outputs_of(response)["y"][0, 0])
-
-
-def states(server: DropinServer, name: str = "m") -> dict[int, tuple[int, int, str]]:
-    return {
-        v.version: (v.state, v.status.error_code, v.status.error_message)
-        for v in server.status(name).model_version_status
-    }
-
-
-def wait_until(condition, timeout: float = 30, message: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise TimeoutError(message or "condition never held")
 
 
 def seconds_until(server: DropinServer, version: int, state: int, timeout: float = 10, name: str = "m") -> float:

@@ -24,48 +24,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import modelgen
-from conftest import F32_CONFIG, GIB
+from dropin_openvino import modelgen
+from dropin.testing.client import GIB
+from dropin_openvino.modelgen import F32_CONFIG
 from dropin.cli import build_parser, settings_from_args
 from dropin.config import ConfigError
 from dropin.testing.server import free_port
 from dropin._proto.tensorflow_serving.apis import model_management_pb2, prediction_service_pb2_grpc
-from test_grpc_api import outputs_of, predict_request
-from test_plugins import install_fake_distribution
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.fake_plugins import SLOW_PLUGIN, install_fake_distribution
 
 X = np.ones((1, 2), np.float32)
-
-SLOW_PLUGIN = '''
-import asyncio
-from dropin.backend import Backend, LoadedModel
-from dropin.dtypes import DType
-from dropin.hookspecs import hookimpl
-from dropin.shapes import TensorSpec
-
-class SlowModel(LoadedModel):
-    inputs = {"x": TensorSpec.of("x", DType.FP32, [-1, 2])}
-    outputs = {"y": TensorSpec.of("y", DType.FP32, [-1, 2])}
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-
-    async def infer(self, inputs):
-        await asyncio.sleep(self.seconds)
-        return {"y": inputs["x"] * 2}
-
-class SlowBackend(Backend):
-    @classmethod
-    def claims(cls, version_dir):
-        return (version_dir / "slow.txt").exists()
-
-    def load(self, version_dir, options):
-        return SlowModel(float((version_dir / "slow.txt").read_text()))
-
-@hookimpl
-def dropin_register_backends(registry):
-    registry.add("slow", SlowBackend)
-'''
-
 
 @pytest.fixture
 def slow_repo(tmp_path: Path) -> tuple[Path, dict[str, str]]:

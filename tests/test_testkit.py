@@ -142,7 +142,7 @@ def test_conformance_suite_with_an_unknown_backend_fails_and_says_why(tmp_path: 
 
 
 def test_grpc_and_rest_clients_against_a_server(dropin_server, dropin_repository, dropin_grpc_client, dropin_rest_client) -> None:  # type: ignore[no-untyped-def]
-    import modelgen
+    from dropin_openvino import modelgen
     from dropin.testing import free_port
 
     dropin_repository.add("m", 1, lambda d: modelgen.scale_model(d, shape=(-1, 2), factor=3.0))

@@ -23,8 +23,8 @@ import openvino as ov
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import modelgen
-from conftest import DropinServer, free_port
+from dropin_openvino import modelgen
+from dropin.testing.server import DropinServer, free_port
 from dropin.metrics import GRPC, PREDICT, Metrics
 from dropin.metrics_merge import WorkerCounters, merged, requests_total, snapshot
 from dropin._proto.tensorflow_serving.apis import (
@@ -33,9 +33,9 @@ from dropin._proto.tensorflow_serving.apis import (
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
-from test_grpc_api import outputs_of, predict_request
-from test_plugins import install_fake_distribution
-from test_shutdown_security import SLOW_PLUGIN
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.fake_plugins import install_fake_distribution
+from dropin.testing.fake_plugins import SLOW_PLUGIN
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "models" / "digits"
