@@ -165,7 +165,7 @@ def test_dropin_plugins_lists_installed_plugins(plugin_site: Path) -> None:
     ) in out
     assert "onnxruntime (dropin-onnxruntime 0.1.0)\n  module: dropin_onnxruntime.plugin\n" in out
     assert "builtin (dropin 0.1.0)\n  module: dropin.builtin\n  hooks: dropin_register_sources\n  sources: local\n" in out
-    assert out.endswith("backend claim order (priority): openvino (100), onnxruntime (50)\n")
+    assert out.endswith("backend claim order (priority): openvino (100), onnxruntime (50), numpy (0)\n")
 
 
 def test_blocked_plugin_is_not_loaded(plugin_site: Path) -> None:
@@ -183,7 +183,7 @@ def test_blocking_openvino_leaves_onnxruntime_to_claim_onnx_files() -> None:
         env={"PATH": "/usr/bin:/bin", "DROPIN_BLOCK_PLUGINS": "openvino"},
     ).stdout
     assert "openvino (dropin-openvino 0.1.0)\n  module: dropin_openvino.plugin\n  error: blocked by DROPIN_BLOCK_PLUGINS\n" in out
-    assert out.endswith("backend claim order (priority): onnxruntime (50)\n")
+    assert out.endswith("backend claim order (priority): onnxruntime (50), numpy (0)\n")
 
 
 def test_server_uses_a_third_party_source_and_survives_a_broken_plugin(start_server, plugin_site: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dropin_openvino  # noqa: F401  (the first import of openvino, with its telemetry off)
 import numpy as np
 import openvino as ov
 import pytest

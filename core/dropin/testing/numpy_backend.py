@@ -1,0 +1,384 @@
+"""The numpy backend: a real dropin backend with no runtime but numpy, so that the core's tests
+(and a plugin author's) run without OpenVINO or ONNX Runtime installed.
+
+Its model format is a version directory holding `numpy_model.json` (the graph) and, optionally,
+`.npy` weight files next to it. Weights are opened with `np.load(mmap_mode="r")`: like real
+runtimes, the backend maps them from the files it loaded. The graph:
+
+    {"inputs":  {"x": {"dtype": "FP32", "shape": [-1, 2], "layout": "NC"}},
+     "outputs": {"y": {"dtype": "FP32", "shape": [-1, 2]}},
+     "weights": {"w": "w.npy"},
+     "nodes":   [{"op": "mul", "args": ["x", {"const": 2.0}], "out": "y"}],
+     "reject":  [{"input": "x", "equals": 13, "message": "13 is unlucky"}],
+     "delay_seconds": 0.0, "gate": null, "load_delay_seconds": 0.0, "load_gate": null}
+
+Dims are sizes, -1 (any size) or [low, high] ranges (high -1: unbounded). A node's args name an
+input, a weight or an earlier node's `out`, or are constants `{"const": value, "dtype": "I32"}`
+(FP32 by default for floats, I64 for integers); other keys of a node are the op's attributes.
+Every output must be some node's `out`; results are cast to the output's declared dtype.
+`OPS` lists the ops. `reject` rules refuse requests with a client error (`check_inputs`);
+the `fail_if` op fails inference itself (an internal error). `delay_seconds` and `gate` (a file
+that must exist before inference runs) slow inference down; `load_delay_seconds` and `load_gate`
+do the same for loading. plugin_config may set `delay_seconds` too.
+
+Inference runs in a pool of `nireq` threads (default: the usable CPUs), so the event loop never
+blocks. `dropin.testing.numpy_models` writes these models; `evaluate` is the reference the tests
+compare the server's answers with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..backend import Backend, InferOutputs, LoadedModel, LoadOptions
+from ..dtypes import DType
+from ..errors import DropinError, Status
+from ..shapes import TensorSpec, dim
+
+#: the file that makes a version directory a numpy model (the only file name this backend claims)
+GRAPH_FILE = "numpy_model.json"
+
+#: how long `gate` / `load_gate` wait for their file before giving up
+GATE_TIMEOUT_SECONDS = 60.0
+
+Array = np.ndarray
+
+
+def _sum(a: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
+    return np.sum(a, axis=_axis(axis), keepdims=keepdims)
+
+
+def _axis(axis: int | Sequence[int] | None) -> int | tuple[int, ...] | None:
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+def _fail_if(a: Array, equals: Any = None, message: str = "fail_if: the input holds the failing value") -> Array:
+    if equals is None or np.any(a == equals):
+        raise RuntimeError(message)
+    return a
+
+
+def _dense(x: Array, w: Array, b: Array | None = None) -> Array:
+    y = np.matmul(x, w)
+    return y if b is None else y + b
+
+
+#: op name -> numpy function of (args..., **attributes)
+OPS: dict[str, Callable[..., Array]] = {
+    "identity": lambda a: np.array(a, copy=True),
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.divide,
+    "matmul": np.matmul,
+    "dense": _dense,  # x @ w (+ b)
+    "gather": lambda table, ids, axis=0: np.take(table, ids, axis=axis),
+    "argmax": lambda a, axis=-1: np.argmax(a, axis=axis).astype(np.int64),
+    "sum": _sum,
+    "reshape": lambda a, shape: np.reshape(a, shape),
+    "cast": lambda a, dtype: np.asarray(a).astype(DType(dtype).numpy),
+    "relu": lambda a: np.maximum(a, 0),
+    "fail_if": _fail_if,  # raises when any item equals `equals` (always, without it)
+}
+
+
+class ModelFormatError(ValueError):
+    """The graph file is not a model this backend can load (the message says where and why)."""
+
+
+@dataclass(frozen=True)
+class Node:
+    op: str
+    args: tuple[Any, ...]  # a name (str) or a constant array
+    attrs: Mapping[str, Any]
+    out: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A `reject` rule: requests whose input holds `equals` are refused with `message`."""
+
+    input: str
+    equals: Any
+    message: str
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A parsed numpy model, weights mapped."""
+
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+    weights: Mapping[str, Array]
+    nodes: tuple[Node, ...]
+    reject: tuple[Rule, ...] = ()
+    delay_seconds: float = 0.0
+    gate: Path | None = None
+    load_delay_seconds: float = 0.0
+    load_gate: Path | None = None
+
+
+def claims(version_dir: Path) -> bool:
+    return (Path(version_dir) / GRAPH_FILE).is_file()
+
+
+def read_graph(version_dir: Path | str) -> Graph:
+    """Parse and check `numpy_model.json` and map its weights; raises `ModelFormatError`
+    (or OSError for unreadable files) with a message naming the problem."""
+    version_dir = Path(version_dir)
+    path = version_dir / GRAPH_FILE
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ModelFormatError(f"no {GRAPH_FILE} in {version_dir}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{GRAPH_FILE} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ModelFormatError(f"{GRAPH_FILE} must hold a JSON object")
+    inputs = _specs(doc.get("inputs"), "input")
+    outputs = _specs(doc.get("outputs"), "output")
+    if not inputs or not outputs:
+        raise ModelFormatError(f"{GRAPH_FILE}: a model needs at least one input and one output")
+    weights: dict[str, Array] = {}
+    for name, file in dict(doc.get("weights") or {}).items():
+        weight_path = version_dir / str(file)
+        if weight_path.parent != version_dir:
+            raise ModelFormatError(f"weight {name!r}: {file!r} must be a file of the version directory")
+        try:
+            weights[name] = np.load(weight_path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise ModelFormatError(f"weight {name!r}: {file} not found") from None
+        except ValueError as exc:  # not an .npy file, truncated, object dtype
+            raise ModelFormatError(f"weight {name!r}: {file} is not a readable .npy file: {exc}") from None
+    known = set(inputs) | set(weights)
+    nodes = []
+    for index, raw in enumerate(doc.get("nodes") or []):
+        node = _node(index, raw, known)
+        known.add(node.out)
+        nodes.append(node)
+    missing = [name for name in outputs if name not in known]
+    if missing:
+        raise ModelFormatError(f"output(s) {', '.join(missing)} are computed by no node")
+    reject = []
+    for raw in doc.get("reject") or []:
+        if not isinstance(raw, dict) or raw.get("input") not in inputs or "equals" not in raw:
+            raise ModelFormatError(f"reject rule {raw!r}: expected {{\"input\": <an input>, \"equals\": <value>}}")
+        reject.append(Rule(raw["input"], raw["equals"], str(raw.get("message") or f"value {raw['equals']!r} is refused")))
+    return Graph(
+        inputs,
+        outputs,
+        weights,
+        tuple(nodes),
+        tuple(reject),
+        _seconds(doc, "delay_seconds"),
+        _gate(version_dir, doc.get("gate")),
+        _seconds(doc, "load_delay_seconds"),
+        _gate(version_dir, doc.get("load_gate")),
+    )
+
+
+def _specs(raw: Any, kind: str) -> dict[str, TensorSpec]:
+    if not isinstance(raw, dict):
+        raise ModelFormatError(f"{GRAPH_FILE}: {kind}s must be an object of name -> {{dtype, shape}}")
+    specs = {}
+    for name, entry in raw.items():
+        try:
+            dtype = DType(str(entry["dtype"]).upper())
+            shape = tuple(dim(tuple(d) if isinstance(d, list) else int(d)) for d in entry["shape"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{kind} {name!r}: expected {{\"dtype\": \"FP32\", \"shape\": [-1, 2]}} ({exc})") from None
+        layout = entry.get("layout")
+        if layout is not None and len(layout) != len(shape):
+            raise ModelFormatError(f"{kind} {name!r}: layout {layout!r} does not fit rank {len(shape)}")
+        specs[name] = TensorSpec(name, dtype, shape, layout)
+    return specs
+
+
+def _node(index: int, raw: Any, known: set[str]) -> Node:
+    if not isinstance(raw, dict) or "op" not in raw or "out" not in raw:
+        raise ModelFormatError(f"node {index}: expected {{\"op\": ..., \"args\": [...], \"out\": ...}}")
+    op = raw["op"]
+    if op not in OPS:
+        raise ModelFormatError(f"node {index}: unknown op {op!r} (ops: {', '.join(OPS)})")
+    args: list[Any] = []
+    for arg in raw.get("args") or []:
+        if isinstance(arg, str):
+            if arg not in known:
+                raise ModelFormatError(f"node {index} ({op}): {arg!r} is not an input, a weight or an earlier node's out")
+            args.append(arg)
+        elif isinstance(arg, dict) and "const" in arg:
+            args.append(_const(arg["const"], arg.get("dtype")))
+        else:
+            raise ModelFormatError(f"node {index} ({op}): argument {arg!r} is neither a name nor {{\"const\": ...}}")
+    attrs = {k: v for k, v in raw.items() if k not in ("op", "args", "out")}
+    return Node(op, tuple(args), attrs, str(raw["out"]))
+
+
+def _const(value: Any, dtype: str | None) -> Array:
+    if dtype is None:
+        dtype = "FP32" if isinstance(value, float) or (isinstance(value, list) and _has_float(value)) else "I64"
+    return np.asarray(value, dtype=DType(dtype.upper()).numpy)
+
+
+def _has_float(values: list[Any]) -> bool:
+    return any(_has_float(v) if isinstance(v, list) else isinstance(v, float) for v in values)
+
+
+def _seconds(doc: Mapping[str, Any], key: str) -> float:
+    value = doc.get(key) or 0.0
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ModelFormatError(f"{key} {value!r}: expected a number of seconds >= 0")
+    return float(value)
+
+
+def _gate(version_dir: Path, value: Any) -> Path | None:
+    return None if value is None else version_dir / str(value)  # an absolute path stays absolute
+
+
+def _wait_for(gate: Path, what: str) -> None:
+    deadline = time.monotonic() + GATE_TIMEOUT_SECONDS
+    while not gate.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} gate {gate} did not open within {GATE_TIMEOUT_SECONDS:.0f} s")
+        time.sleep(0.01)
+
+
+def evaluate(graph: Graph, inputs: Mapping[str, Array]) -> dict[str, Array]:
+    """Run the graph on `inputs` with numpy: what the backend computes, without the server."""
+    values: dict[str, Any] = {**graph.weights, **inputs}
+    for node in graph.nodes:
+        args = [values[a] if isinstance(a, str) else a for a in node.args]
+        values[node.out] = OPS[node.op](*args, **node.attrs)
+    outputs = {}
+    for name, spec in graph.outputs.items():
+        result = np.asarray(values[name])
+        if spec.dtype is DType.STRING:
+            outputs[name] = result.astype(object, copy=False)
+        else:
+            outputs[name] = result.astype(spec.dtype.numpy, copy=False)
+    return outputs
+
+
+def check_rules(graph: Graph, inputs: Mapping[str, Array]) -> None:
+    """Refuse a request that a `reject` rule names (vectorised: one comparison per rule)."""
+    for rule in graph.reject:
+        if np.any(inputs[rule.input] == rule.equals):
+            raise DropinError(Status.INVALID_VALUE, f"input {rule.input}: {rule.message}")
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class NumpyBackend(Backend):
+    """Loads `numpy_model.json` version directories. Claims nothing else (never IR or ONNX)."""
+
+    @classmethod
+    def claims(cls, version_dir: Path) -> bool:
+        return claims(version_dir)
+
+    def load(self, version_dir: Path, options: LoadOptions) -> "NumpyModel":
+        if options.target_device.upper() != "CPU":
+            raise ValueError(f"target_device {options.target_device!r} is not served by the numpy backend (devices: CPU)")
+        for key in ("shape", "batch_size"):
+            value = getattr(options, key)
+            if value is not None and value != "auto":
+                raise ValueError(f"{key} {value!r}: the numpy backend cannot reshape models; write the model with the shape it needs")
+        delay = 0.0
+        for key, value in options.plugin_config.items():
+            if key != "delay_seconds":
+                raise ValueError(f"plugin_config {key}={value!r}: unknown key (known: delay_seconds)")
+            delay = _seconds(options.plugin_config, key)
+        graph = read_graph(version_dir)
+        if graph.load_gate is not None:
+            _wait_for(graph.load_gate, "load")
+        if graph.load_delay_seconds:
+            time.sleep(graph.load_delay_seconds)
+        nireq = options.nireq if options.nireq > 0 else cpu_count()
+        return NumpyModel(graph, nireq, options.layout, extra_delay=delay, label=str(version_dir))
+
+
+def _layouts(layout: str | Mapping[str, str] | None, inputs: Mapping[str, TensorSpec]) -> dict[str, str]:
+    """The `layout` option as letters per input ("NHWC"); the numpy backend cannot transpose."""
+    if layout is None:
+        return {}
+    if isinstance(layout, str):
+        if len(inputs) != 1:
+            raise ValueError(f"layout {layout!r} is given for the whole model, but it has {len(inputs)} inputs; give it per input")
+        layout = {next(iter(inputs)): layout}
+    for name, text in layout.items():
+        if name not in inputs:
+            raise ValueError(f"layout is given for {name!r}, which is not an input of the model (inputs: {', '.join(inputs)})")
+        if ":" in text:
+            raise ValueError(f"layout {text!r}: the numpy backend cannot transpose inputs; give the model's own layout")
+        if len(text) != inputs[name].rank:
+            raise ValueError(f"layout {text!r} does not fit input {name!r} of rank {inputs[name].rank}")
+    return {name: text.upper() for name, text in layout.items()}
+
+
+class NumpyModel(LoadedModel):
+    """A numpy graph and a pool of `nireq` threads that evaluate it."""
+
+    def __init__(
+        self, graph: Graph, nireq: int, layout: str | Mapping[str, str] | None = None, extra_delay: float = 0.0, label: str = ""
+    ) -> None:
+        layouts = _layouts(layout, graph.inputs)
+        self._inputs = {n: TensorSpec(s.name, s.dtype, s.shape, layouts.get(n, s.layout)) for n, s in graph.inputs.items()}
+        self.graph = graph
+        self.delay = graph.delay_seconds + extra_delay
+        self.streams = nireq
+        self.label = label
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(nireq, thread_name_prefix="dropin-numpy")
+
+    @property
+    def inputs(self) -> Mapping[str, TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> Mapping[str, TensorSpec]:
+        return self.graph.outputs
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        check_rules(self.graph, inputs)
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError(f"model {self.label} is closed")
+        if set(inputs) != set(self._inputs):
+            raise KeyError(f"the model's inputs are {', '.join(self._inputs)}, got {', '.join(inputs) or 'none'}")
+        check_rules(self.graph, inputs)  # also here: check_inputs runs only for batched requests
+        return await asyncio.get_running_loop().run_in_executor(executor, self._run, inputs, perf_counter())
+
+    def _run(self, inputs: Mapping[str, np.ndarray], submitted: float) -> InferOutputs:
+        """Runs in a pool thread; the time queued for a thread is the wait for an infer request."""
+        started = perf_counter()
+        if self.graph.gate is not None:
+            _wait_for(self.graph.gate, "inference")
+        if self.delay:
+            time.sleep(self.delay)
+        outputs = evaluate(self.graph, inputs)
+        return InferOutputs(outputs, started - submitted, perf_counter() - started)
+
+    def close(self) -> None:
+        """Wait for the requests in flight, then release the threads (the weights go with the graph)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+
+__all__ = ["GRAPH_FILE", "OPS", "Graph", "ModelFormatError", "NumpyBackend", "NumpyModel", "evaluate", "read_graph"]

@@ -1,0 +1,31 @@
+"""The numpy backend's plugin module: entry point `numpy` in group "dropin", shipped with the core
+so that dropin's own tests (and a plugin author's) need no runtime besides numpy.
+
+It claims only version directories holding `numpy_model.json`, never IR or ONNX files, so it
+changes nothing for real models. Block it with DROPIN_BLOCK_PLUGINS=numpy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from ..backend import Backend
+    from ..registry import Registry
+    from .models import ConformanceModels
+
+
+@hookimpl
+def dropin_register_backends(registry: "Registry[Backend]") -> None:
+    from .numpy_backend import NumpyBackend
+
+    registry.add("numpy", NumpyBackend)
+
+
+@hookimpl
+def dropin_register_conformance_models(registry: "Registry[ConformanceModels]") -> None:
+    from .numpy_models import NumpyConformanceModels
+
+    registry.add("numpy", NumpyConformanceModels)
