@@ -10,12 +10,11 @@ import grpc
 import numpy as np
 import pytest
 
-from dropin_openvino import modelgen
-from dropin_openvino.modelgen import F32_CONFIG
 from dropin._proto.tensorflow.core.framework import tensor_pb2
 from dropin.errors import DropinError, Status
 from dropin.preprocess import check_binary_batch, input_option
 from dropin.shapes import Dim
+from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import outputs_of, predict_request
 from dropin.testing.expect import expect_error
 from dropin.testing.fake_plugins import install_fake_distribution
@@ -91,7 +90,7 @@ def tokens_server(tmp_path_factory: pytest.TempPathFactory):
     config.write_text(
         '{"model_config_list": ['
         '{"config": {"name": "tokens", "base_path": "tokens"}},'
-        '{"config": {"name": "dynamic", "base_path": "dynamic", "plugin_config": ' + F32_CONFIG + "}}]}"
+        '{"config": {"name": "dynamic", "base_path": "dynamic"}}]}'
     )
     server = DropinServer(["--config_path", str(config), "--file_system_poll_wait_seconds", "0"], env={"PYTHONPATH": str(site)})
     try:

@@ -45,3 +45,10 @@ def test_openvino_registers_its_conformance_models() -> None:
     host.load()
     provider = host.conformance_models().get("openvino")
     assert issubclass(provider, ConformanceModels) and provider.plugin_config
+
+
+def test_allow_list_loads_only_the_named_plugins() -> None:
+    out = dropin_plugins(DROPIN_ALLOW_PLUGINS="image")
+    assert "openvino (dropin-openvino" in out and "error: blocked by DROPIN_ALLOW_PLUGINS" in out
+    assert "backends: openvino" not in out and "preprocessors: image" in out
+    assert "builtin (dropin" in out and "sources: local" in out  # the core's own plugin always loads
