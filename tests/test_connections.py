@@ -15,13 +15,11 @@ import grpc
 import numpy as np
 import pytest
 
-from dropin_openvino import modelgen
-from dropin.testing.server import DropinServer, free_port
-from dropin_openvino.modelgen import F32_CONFIG
 from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
+from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import outputs_of, predict_request
-from dropin.testing.fake_plugins import install_fake_distribution
-from dropin.testing.fake_plugins import SLOW_PLUGIN
+from dropin.testing.fake_plugins import SLOW_PLUGIN, install_fake_distribution
+from dropin.testing.server import DropinServer, free_port
 
 HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT = 1.0, 1.0, 4.0
 SLACK = 2.0  # the event loop's and this machine's lateness under load
@@ -39,7 +37,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repo: Path) -> DropinServer:
     """Short timeouts, so that the tests are quick."""
     srv = DropinServer([
-        "--model_name", "m", "--model_path", str(repo / "m"), "--plugin_config", F32_CONFIG,
+        "--model_name", "m", "--model_path", str(repo / "m"),
         "--file_system_poll_wait_seconds", "0", "--rest_port", str(free_port()), "--rest_bind_address", "127.0.0.1",
         "--rest_header_timeout_seconds", str(HEADER_TIMEOUT), "--rest_body_timeout_seconds", str(BODY_TIMEOUT),
         "--rest_idle_timeout_seconds", str(IDLE_TIMEOUT),
@@ -113,7 +111,7 @@ def read_response(sock: socket.socket) -> dict:
 
 
 def expected(rows: list[list[float]], repo: Path) -> list[list[float]]:
-    return modelgen.run_openvino(repo / "m" / "1", {"x": np.array(rows, np.float32)})["y"].tolist()
+    return modelgen.run_numpy(repo / "m" / "1", {"x": np.array(rows, np.float32)})["y"].tolist()
 
 
 def hard_close(sock: socket.socket) -> None:
@@ -213,7 +211,7 @@ def test_an_idle_keepalive_connection_is_closed_after_the_idle_timeout(server: D
 def test_connections_beyond_the_limit_are_closed_while_existing_ones_are_served(start_server, repo: Path) -> None:
     limit = 10
     srv = start_server(
-        "--model_name", "m", "--model_path", str(repo / "m"), "--plugin_config", F32_CONFIG,
+        "--model_name", "m", "--model_path", str(repo / "m"),
         "--file_system_poll_wait_seconds", "0", "--rest_port", str(free_port()), "--rest_bind_address", "127.0.0.1",
         "--rest_max_connections", str(limit),
     )
@@ -362,7 +360,7 @@ def test_normal_clients_are_unaffected(server: DropinServer, repo: Path) -> None
     client = make_http_client(f"127.0.0.1:{server.rest_port}")
     x = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32)
     outputs = client.predict({"x": x}, "m")
-    np.testing.assert_array_equal(np.asarray(outputs, np.float32), modelgen.run_openvino(repo / "m" / "1", {"x": x})["y"])
+    np.testing.assert_array_equal(np.asarray(outputs, np.float32), modelgen.run_numpy(repo / "m" / "1", {"x": x})["y"])
     # a large body sent at full speed: far more than one read, well within the timeouts
     rows = np.random.default_rng(4).standard_normal((100_000, 10)).astype(np.float32)
     body = json.dumps({"inputs": rows.tolist()}).encode()
@@ -370,7 +368,7 @@ def test_normal_clients_are_unaffected(server: DropinServer, repo: Path) -> None
     with connect(server.rest_port) as sock:
         sock.sendall(head(length=len(body)) + body)
         got = np.asarray(read_response(sock)["outputs"], np.float32)
-        np.testing.assert_array_equal(got, modelgen.run_openvino(repo / "m" / "1", {"x": rows})["y"])
+        np.testing.assert_array_equal(got, modelgen.run_numpy(repo / "m" / "1", {"x": rows})["y"])
         # the same connection, kept alive, serves more requests
         assert rest_predict(sock, [[1.0, 1.0]])["predictions"] == expected([[1.0, 1.0]], repo)
     # a head that arrives in several pieces, quickly, is served
@@ -388,7 +386,7 @@ def test_normal_clients_are_unaffected(server: DropinServer, repo: Path) -> None
 
 def test_grpc_handshake_and_idle_timeouts(start_server, repo: Path) -> None:
     srv = start_server(
-        "--model_name", "m", "--model_path", str(repo / "m"), "--plugin_config", F32_CONFIG,
+        "--model_name", "m", "--model_path", str(repo / "m"),
         "--file_system_poll_wait_seconds", "0", "--grpc_handshake_timeout_seconds", "1", "--grpc_idle_timeout_seconds", "1",
     )
     srv.wait_for("m", 1)
@@ -419,7 +417,7 @@ def test_grpc_handshake_and_idle_timeouts(start_server, repo: Path) -> None:
 def test_grpc_connections_beyond_the_limit_are_closed_while_existing_ones_are_served(start_server, repo: Path) -> None:
     limit = 5
     srv = start_server(
-        "--model_name", "m", "--model_path", str(repo / "m"), "--plugin_config", F32_CONFIG,
+        "--model_name", "m", "--model_path", str(repo / "m"),
         "--file_system_poll_wait_seconds", "0", "--grpc_max_connections", str(limit),
     )
     srv.wait_for("m", 1)  # over the test kit's channel: one connection
