@@ -1,8 +1,10 @@
-"""Weights rewritten in place under a served version (`cp other/model.bin m/1/model.bin`,
-`truncate -s 0`), on the real server under Predict load: the runtimes memory-map weights, and the
-server must never read them from the user's files (it used to die of SIGBUS). A rewrite is a
-reload like any other change; a broken rewrite leaves the last good files serving, with the reason
-in the version's status. Also the private copy the core loads from, on its own."""
+"""Weights rewritten in place under a served version (`cp other/table.npy m/1/table.npy`,
+`truncate -s 0`), on the real server under Predict load: backends memory-map weights (the numpy
+backend maps its .npy files, as OpenVINO and ONNX Runtime map theirs), and the server must never
+read them from the user's files (it used to die of SIGBUS). A rewrite is a reload like any other
+change; a broken rewrite leaves the last good files serving, with the reason in the version's
+status. Also the private copy the core loads from, on its own. (Each backend plugin runs the same
+check with its own weights files: dropin.testing.rewrite.)"""
 
 from __future__ import annotations
 
@@ -12,44 +14,49 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import numpy as np
-import openvino as ov
 import pytest
 
-from dropin_openvino import modelgen
-from dropin_openvino.modelgen import F32_CONFIG
 from dropin import private_copy as private_copy_module
 from dropin.private_copy import CopyError, private_copy
+from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import outputs_of, predict_request
-from dropin.testing.rewrite import ROWS, WIDTH
+from dropin.testing.rewrite import ROWS, WIDTH, check_weights_rewritten_in_place
 from dropin.testing.status import AVAILABLE, states, wait_until
 
 
-def openvino_reference(version_dir: Path, ids: np.ndarray) -> np.ndarray:
-    """OpenVINO run directly on the files of `version_dir`."""
-    compiled = ov.Core().compile_model(str(version_dir / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.array(compiled.infer_new_request({"ids": ids})[compiled.output(0)])
+def numpy_gather(version_dir: Path, seed: int) -> str:
+    modelgen.gather_model(version_dir, ROWS, WIDTH, seed)
+    return "table.npy"
+
+
+def numpy_reference(version_dir: Path, ids: np.ndarray) -> np.ndarray:
+    """numpy run directly on the files of `version_dir`."""
+    return modelgen.run_numpy(version_dir, {"ids": ids})["emb"]
+
+
+def test_weights_rewritten_in_place_under_load_reload_and_never_crash(start_server, tmp_path: Path) -> None:
+    check_weights_rewritten_in_place(start_server, tmp_path, numpy_gather, (), numpy_reference)
 
 
 def test_a_version_read_while_it_is_being_written_loads_once_the_writes_end(start_server, tmp_path: Path) -> None:
-    """The torn copy: the server starts (and loads at once) while model.bin is rewritten in place,
+    """The torn copy: the server starts (and loads at once) while table.npy is rewritten in place,
     again and again, between two sets of weights. The copy taken meanwhile is refused, with the
     reason in the status; once the writes end and the files settle, the last weights written load.
     No answer ever comes from a mix of the two."""
     repo, weights = tmp_path / "m", {}
     for name, seed in (("a", 1), ("b", 2)):
         modelgen.gather_model(tmp_path / name, ROWS, WIDTH, seed)
-        weights[name] = (tmp_path / name / "model.bin").read_bytes()
+        weights[name] = (tmp_path / name / "table.npy").read_bytes()
     shutil.copytree(tmp_path / "a", repo / "1")
     refused = threading.Event()
     written: list[str] = []
 
-    def writer() -> None:  # rewrites model.bin in place (same size), a -> b -> a ..., 64 KiB at a time
+    def writer() -> None:  # rewrites table.npy in place (same size), a -> b -> a ..., 64 KiB at a time
         deadline = time.monotonic() + 20
-        with open(repo / "1" / "model.bin", "r+b") as f:
+        with open(repo / "1" / "table.npy", "r+b") as f:
             while not written or (not refused.is_set() and time.monotonic() < deadline):
                 name = "b" if not written or written[-1] == "a" else "a"
                 f.seek(0)
@@ -62,10 +69,9 @@ def test_a_version_read_while_it_is_being_written_loads_once_the_writes_end(star
     writing = threading.Thread(target=writer)
     writing.start()
     try:
-        server = start_server("--model_name", "m", "--model_path", str(repo), "--plugin_config", F32_CONFIG,
-                              "--version_settle_seconds", "0.2")
+        server = start_server("--model_name", "m", "--model_path", str(repo), "--version_settle_seconds", "0.2")
         ids = np.arange(0, ROWS, 997, dtype=np.int32)
-        expected = {name: openvino_reference(tmp_path / name, ids) for name in ("a", "b")}
+        expected = {name: numpy_reference(tmp_path / name, ids) for name in ("a", "b")}
         answers: list[str] = []
 
         def answered() -> bool:
