@@ -1,4 +1,4 @@
-"""End to end over gRPC: a real `dropin serve` process, Predict compared with OpenVINO run directly,
+"""End to end over gRPC: a real `dropin serve` process, Predict compared with numpy run directly,
 GetModelMetadata, GetModelStatus, and every error row of spec §2 with its code and message."""
 
 from __future__ import annotations
@@ -10,10 +10,6 @@ import grpc
 import numpy as np
 import pytest
 
-from dropin_openvino import modelgen
-from dropin.testing.client import GIB
-from dropin.testing.server import DropinServer
-from dropin_openvino.modelgen import F32_CONFIG
 from dropin._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -21,9 +17,11 @@ from dropin._proto.tensorflow_serving.apis import (
     predict_pb2,
 )
 from dropin.dtypes import DType
-from dropin.tensor_proto import from_numpy, to_numpy
-from dropin.testing.client import outputs_of, predict_request
+from dropin.tensor_proto import from_numpy, to_numpy, to_typed_proto
+from dropin.testing import numpy_models
+from dropin.testing.client import GIB, outputs_of, predict_request
 from dropin.testing.expect import expect_error
+from dropin.testing.server import DropinServer
 from dropin.testing.typed_protos import typed
 
 SIGNATURE_DEF_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
@@ -32,23 +30,21 @@ SIGNATURE_DEF_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repo")
-    modelgen.scale_model(root / "scale" / "1", shape=(1, 3, 4), factor=2.0)
-    modelgen.scale_model(root / "scale" / "2", shape=(1, 3, 4), factor=3.0)
-    modelgen.dynamic_model(root / "dynamic" / "1")
-    modelgen.two_input_model(root / "two" / "1")
-    modelgen.identity_model(root / "identity" / "1")
+    numpy_models.scale_model(root / "scale" / "1", shape=(1, 3, 4), factor=2.0)
+    numpy_models.scale_model(root / "scale" / "2", shape=(1, 3, 4), factor=3.0)
+    numpy_models.dynamic_model(root / "dynamic" / "1")
+    numpy_models.two_input_model(root / "two" / "1")
+    numpy_models.identity_model(root / "identity" / "1")
     (root / "broken" / "1").mkdir(parents=True)
-    modelgen.scale_model(root / "broken" / "1", shape=(-1, 2), factor=5.0)
+    numpy_models.scale_model(root / "broken" / "1", shape=(-1, 2), factor=5.0)
     (root / "broken" / "2").mkdir(parents=True)
-    (root / "broken" / "2" / "model.xml").write_text("<net>this is not IR</net>")
-    (root / "broken" / "2" / "model.bin").write_bytes(b"")
+    (root / "broken" / "2" / "numpy_model.json").write_text("this is not a graph")
     config = {
         "model_config_list": [
-            {"config": {"name": "scale", "base_path": "scale", "model_version_policy": {"all": {}},
-                        "plugin_config": {"INFERENCE_PRECISION_HINT": "f32"}}},
-            {"config": {"name": "dynamic", "base_path": "dynamic", "plugin_config": {"INFERENCE_PRECISION_HINT": "f32"}}},
-            {"config": {"name": "two", "base_path": "two", "plugin_config": {"INFERENCE_PRECISION_HINT": "f32"}}},
-            {"config": {"name": "identity", "base_path": "identity", "plugin_config": {"INFERENCE_PRECISION_HINT": "f32"}}},
+            {"config": {"name": "scale", "base_path": "scale", "model_version_policy": {"all": {}}}},
+            {"config": {"name": "dynamic", "base_path": "dynamic"}},
+            {"config": {"name": "two", "base_path": "two"}},
+            {"config": {"name": "identity", "base_path": "identity"}},
             {"config": {"name": "broken", "base_path": "broken", "model_version_policy": {"all": {}}}},
         ]
     }
@@ -70,10 +66,10 @@ def server(repo: Path) -> DropinServer:
 # -- Predict --------------------------------------------------------------------------------
 
 
-def test_predict_matches_openvino(server: DropinServer, repo: Path) -> None:
+def test_predict_matches_numpy(server: DropinServer, repo: Path) -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 4)).astype(np.float32)
     response = server.predict.Predict(predict_request("scale", {"x": x}), timeout=20)
-    expected = modelgen.run_openvino(repo / "scale" / "2", {"x": x})
+    expected = numpy_models.run_numpy(repo / "scale" / "2", {"x": x})
     np.testing.assert_array_equal(outputs_of(response)["y"], expected["y"])
     assert response.model_spec.name == "scale"
     assert response.model_spec.version.value == 2  # version 0 means the highest AVAILABLE
@@ -82,7 +78,7 @@ def test_predict_matches_openvino(server: DropinServer, repo: Path) -> None:
 def test_predict_explicit_version(server: DropinServer, repo: Path) -> None:
     x = np.ones((1, 3, 4), np.float32)
     response = server.predict.Predict(predict_request("scale", {"x": x}, version=1), timeout=20)
-    np.testing.assert_array_equal(outputs_of(response)["y"], modelgen.run_openvino(repo / "scale" / "1", {"x": x})["y"])
+    np.testing.assert_array_equal(outputs_of(response)["y"], numpy_models.run_numpy(repo / "scale" / "1", {"x": x})["y"])
     assert response.model_spec.version.value == 1
 
 
@@ -90,7 +86,7 @@ def test_predict_explicit_version(server: DropinServer, repo: Path) -> None:
 def test_dynamic_shapes(server: DropinServer, repo: Path, shape: tuple[int, int]) -> None:
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     got = outputs_of(server.predict.Predict(predict_request("dynamic", {"x": x}), timeout=20))
-    expected = modelgen.run_openvino(repo / "dynamic" / "1", {"x": x})
+    expected = numpy_models.run_numpy(repo / "dynamic" / "1", {"x": x})
     np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-6)
     np.testing.assert_allclose(got["total"], expected["total"], rtol=1e-6)
 
@@ -116,7 +112,7 @@ def test_typed_values_and_single_value_fill(server: DropinServer) -> None:
 def _identity_arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(2)
     arrays = {}
-    for name in modelgen.IDENTITY_TYPES:
+    for name in numpy_models.IDENTITY_TYPES:
         dtype = DType[name.upper()] if name != "bool" else DType.BOOL
         if dtype is DType.BOOL:
             arrays[name] = rng.integers(0, 2, (2, 3)).astype(bool)
@@ -136,13 +132,11 @@ def test_every_dtype_round_trips(server: DropinServer, repo: Path, form: str) ->
         dtype = DType.from_numpy(array.dtype)
         inputs[f"in_{name}"] = from_numpy(array) if form == "tensor_content" else to_typed_proto(array, dtype)
     got = outputs_of(server.predict.Predict(predict_request("identity", inputs), timeout=20))
-    # OpenVINO's CPU plugin computes f64 in f32, so the reference is OpenVINO on the same input
-    expected = modelgen.run_openvino(repo / "identity" / "1", {f"in_{n}": a for n, a in arrays.items()})
+    expected = numpy_models.run_numpy(repo / "identity" / "1", {f"in_{n}": a for n, a in arrays.items()})
     for name, array in arrays.items():
         assert got[f"out_{name}"].dtype == array.dtype, name
         np.testing.assert_array_equal(got[f"out_{name}"], expected[f"out_{name}"], err_msg=name)
-        if name != "fp64":
-            np.testing.assert_array_equal(got[f"out_{name}"], array, err_msg=name)
+        np.testing.assert_array_equal(got[f"out_{name}"], array, err_msg=name)
 
 
 def test_unimplemented_methods(server: DropinServer) -> None:
@@ -172,7 +166,7 @@ def test_failed_version_is_not_loaded_and_older_serves(server: DropinServer) -> 
     assert states[1].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
     assert states[2].state == get_model_status_pb2.ModelVersionStatus.LOADING
     assert states[2].status.error_code == 2  # UNKNOWN
-    assert "model.xml" in states[2].status.error_message or "2" in states[2].status.error_message
+    assert "numpy_model.json" in states[2].status.error_message
     expect_error(server.predict.Predict, predict_request("broken", {"x": np.ones((1, 2), np.float32)}, version=2),
                  grpc.StatusCode.UNAVAILABLE, "Model with requested version is not loaded yet")
     response = server.predict.Predict(predict_request("broken", {"x": np.ones((1, 2), np.float32)}), timeout=20)
@@ -244,7 +238,7 @@ def test_inputs_must_agree_on_the_batch_size(server: DropinServer) -> None:
 
 def _identity_zeros(**given: predict_pb2.TensorProto) -> dict:
     inputs = {f"in_{n}": from_numpy(np.zeros((1, 3), DType.BOOL.numpy if n == "bool" else DType[n.upper()].numpy))
-              for n in modelgen.IDENTITY_TYPES}
+              for n in numpy_models.IDENTITY_TYPES}
     inputs.update({f"in_{n}": proto for n, proto in given.items()})
     return inputs
 
@@ -405,10 +399,9 @@ def test_status_errors(server: DropinServer) -> None:
 
 
 def test_reload_config_request(start_server, tmp_path: Path) -> None:
-    modelgen.scale_model(tmp_path / "a" / "1", shape=(-1, 2), factor=2.0)
-    modelgen.scale_model(tmp_path / "b" / "1", shape=(-1, 2), factor=4.0)
-    server = start_server("--model_name", "a", "--model_path", str(tmp_path / "a"), "--plugin_config", F32_CONFIG,
-                          "--reload_config_enable", "--reload_config_roots", str(tmp_path))
+    numpy_models.scale_model(tmp_path / "a" / "1", shape=(-1, 2), factor=2.0)
+    numpy_models.scale_model(tmp_path / "b" / "1", shape=(-1, 2), factor=4.0)
+    server = start_server("--model_name", "a", "--model_path", str(tmp_path / "a"), "--reload_config_enable", "--reload_config_roots", str(tmp_path))
     server.wait_for("a", 1)
     request = model_management_pb2.ReloadConfigRequest()
     for name in ("a", "b"):
