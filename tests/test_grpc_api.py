@@ -18,7 +18,7 @@ from dropin._proto.tensorflow_serving.apis import (
 )
 from dropin.dtypes import DType
 from dropin.tensor_proto import from_numpy, to_numpy, to_typed_proto
-from dropin.testing import numpy_models
+from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import GIB, outputs_of, predict_request
 from dropin.testing.expect import expect_error
 from dropin.testing.server import DropinServer
@@ -30,13 +30,13 @@ SIGNATURE_DEF_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repo")
-    numpy_models.scale_model(root / "scale" / "1", shape=(1, 3, 4), factor=2.0)
-    numpy_models.scale_model(root / "scale" / "2", shape=(1, 3, 4), factor=3.0)
-    numpy_models.dynamic_model(root / "dynamic" / "1")
-    numpy_models.two_input_model(root / "two" / "1")
-    numpy_models.identity_model(root / "identity" / "1")
+    modelgen.scale_model(root / "scale" / "1", shape=(1, 3, 4), factor=2.0)
+    modelgen.scale_model(root / "scale" / "2", shape=(1, 3, 4), factor=3.0)
+    modelgen.dynamic_model(root / "dynamic" / "1")
+    modelgen.two_input_model(root / "two" / "1")
+    modelgen.identity_model(root / "identity" / "1")
     (root / "broken" / "1").mkdir(parents=True)
-    numpy_models.scale_model(root / "broken" / "1", shape=(-1, 2), factor=5.0)
+    modelgen.scale_model(root / "broken" / "1", shape=(-1, 2), factor=5.0)
     (root / "broken" / "2").mkdir(parents=True)
     (root / "broken" / "2" / "numpy_model.json").write_text("this is not a graph")
     config = {
@@ -69,7 +69,7 @@ def server(repo: Path) -> DropinServer:
 def test_predict_matches_numpy(server: DropinServer, repo: Path) -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 4)).astype(np.float32)
     response = server.predict.Predict(predict_request("scale", {"x": x}), timeout=20)
-    expected = numpy_models.run_numpy(repo / "scale" / "2", {"x": x})
+    expected = modelgen.run_numpy(repo / "scale" / "2", {"x": x})
     np.testing.assert_array_equal(outputs_of(response)["y"], expected["y"])
     assert response.model_spec.name == "scale"
     assert response.model_spec.version.value == 2  # version 0 means the highest AVAILABLE
@@ -78,7 +78,7 @@ def test_predict_matches_numpy(server: DropinServer, repo: Path) -> None:
 def test_predict_explicit_version(server: DropinServer, repo: Path) -> None:
     x = np.ones((1, 3, 4), np.float32)
     response = server.predict.Predict(predict_request("scale", {"x": x}, version=1), timeout=20)
-    np.testing.assert_array_equal(outputs_of(response)["y"], numpy_models.run_numpy(repo / "scale" / "1", {"x": x})["y"])
+    np.testing.assert_array_equal(outputs_of(response)["y"], modelgen.run_numpy(repo / "scale" / "1", {"x": x})["y"])
     assert response.model_spec.version.value == 1
 
 
@@ -86,7 +86,7 @@ def test_predict_explicit_version(server: DropinServer, repo: Path) -> None:
 def test_dynamic_shapes(server: DropinServer, repo: Path, shape: tuple[int, int]) -> None:
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     got = outputs_of(server.predict.Predict(predict_request("dynamic", {"x": x}), timeout=20))
-    expected = numpy_models.run_numpy(repo / "dynamic" / "1", {"x": x})
+    expected = modelgen.run_numpy(repo / "dynamic" / "1", {"x": x})
     np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-6)
     np.testing.assert_allclose(got["total"], expected["total"], rtol=1e-6)
 
@@ -112,7 +112,7 @@ def test_typed_values_and_single_value_fill(server: DropinServer) -> None:
 def _identity_arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(2)
     arrays = {}
-    for name in numpy_models.IDENTITY_TYPES:
+    for name in modelgen.IDENTITY_TYPES:
         dtype = DType[name.upper()] if name != "bool" else DType.BOOL
         if dtype is DType.BOOL:
             arrays[name] = rng.integers(0, 2, (2, 3)).astype(bool)
@@ -132,7 +132,7 @@ def test_every_dtype_round_trips(server: DropinServer, repo: Path, form: str) ->
         dtype = DType.from_numpy(array.dtype)
         inputs[f"in_{name}"] = from_numpy(array) if form == "tensor_content" else to_typed_proto(array, dtype)
     got = outputs_of(server.predict.Predict(predict_request("identity", inputs), timeout=20))
-    expected = numpy_models.run_numpy(repo / "identity" / "1", {f"in_{n}": a for n, a in arrays.items()})
+    expected = modelgen.run_numpy(repo / "identity" / "1", {f"in_{n}": a for n, a in arrays.items()})
     for name, array in arrays.items():
         assert got[f"out_{name}"].dtype == array.dtype, name
         np.testing.assert_array_equal(got[f"out_{name}"], expected[f"out_{name}"], err_msg=name)
@@ -238,7 +238,7 @@ def test_inputs_must_agree_on_the_batch_size(server: DropinServer) -> None:
 
 def _identity_zeros(**given: predict_pb2.TensorProto) -> dict:
     inputs = {f"in_{n}": from_numpy(np.zeros((1, 3), DType.BOOL.numpy if n == "bool" else DType[n.upper()].numpy))
-              for n in numpy_models.IDENTITY_TYPES}
+              for n in modelgen.IDENTITY_TYPES}
     inputs.update({f"in_{n}": proto for n, proto in given.items()})
     return inputs
 
@@ -399,9 +399,10 @@ def test_status_errors(server: DropinServer) -> None:
 
 
 def test_reload_config_request(start_server, tmp_path: Path) -> None:
-    numpy_models.scale_model(tmp_path / "a" / "1", shape=(-1, 2), factor=2.0)
-    numpy_models.scale_model(tmp_path / "b" / "1", shape=(-1, 2), factor=4.0)
-    server = start_server("--model_name", "a", "--model_path", str(tmp_path / "a"), "--reload_config_enable", "--reload_config_roots", str(tmp_path))
+    modelgen.scale_model(tmp_path / "a" / "1", shape=(-1, 2), factor=2.0)
+    modelgen.scale_model(tmp_path / "b" / "1", shape=(-1, 2), factor=4.0)
+    server = start_server("--model_name", "a", "--model_path", str(tmp_path / "a"),
+                          "--reload_config_enable", "--reload_config_roots", str(tmp_path))
     server.wait_for("a", 1)
     request = model_management_pb2.ReloadConfigRequest()
     for name in ("a", "b"):
