@@ -1,7 +1,7 @@
 """End to end over REST: a real `dropin serve --rest_port` process and a real HTTP client over TCP.
 
 Status and metadata JSON as OVMS prints them, predict in row and column formats compared with
-OpenVINO run directly, binary ({"b64": ...}) inputs, every error of spec §7 with its HTTP status
+numpy run directly, binary ({"b64": ...}) inputs, every error of spec §7 with its HTTP status
 and message, config status and reload, and ovmsclient's HTTP client."""
 
 from __future__ import annotations
@@ -9,49 +9,52 @@ from __future__ import annotations
 import base64
 import http.client as httpclient
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import openvino as ov
-import openvino.opset13 as ops
 import grpc
 import pytest
 
-from dropin_openvino import modelgen
-from dropin.testing.server import DropinServer, free_port
-from dropin_openvino.modelgen import F32_CONFIG
+from dropin.dtypes import DType
 from dropin.tensor_proto import from_numpy
+from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import predict_request
 from dropin.testing.expect import expect, expect_prefix
+from dropin.testing.numpy_models import NumpyModelWriter
 from dropin.testing.raw_http import get, http, post
+from dropin.testing.server import DropinServer, free_port
 
-F32 = {"INFERENCE_PRECISION_HINT": "f32"}
-DIGITS = Path(__file__).parent.parent / "models" / "digits"
 SAMPLES = Path(__file__).parent.parent / "examples" / "digits"
 BODY_LIMIT = 100_000
 
 
 def string_model(version_dir: Path) -> Path:
     """text: STRING [-1] -> echo_bytes: the same strings (an output named *_bytes comes back as b64)."""
-    text = ops.parameter(ov.PartialShape([-1]), ov.Type.string, name="text")
-    text.output(0).get_tensor().set_names({"text"})
-    same = ops.reshape(text, ops.constant(np.array([-1], dtype=np.int64)), special_zero=False)
-    same.output(0).get_tensor().set_names({"echo_bytes"})
-    return modelgen.save(ov.Model([ops.result(same, name="echo_bytes")], [text], "strings"), version_dir)
+    return modelgen.string_model(version_dir, "text", "echo_bytes")
 
 
 def uneven_model(version_dir: Path) -> Path:
     """x: FP32 [-1,2] -> y = x [N,2] and colsum = sum over the batch [2]: outputs with different dim 0."""
-    x = ops.parameter(ov.PartialShape([-1, 2]), ov.Type.f32, name="x")
-    x.output(0).get_tensor().set_names({"x"})
-    y = ops.multiply(x, ops.constant(np.float32(1.0)))
-    y.output(0).get_tensor().set_names({"y"})
-    colsum = ops.reduce_sum(x, ops.constant(np.array([0], dtype=np.int64)), keep_dims=False)
-    colsum.output(0).get_tensor().set_names({"colsum"})
-    return modelgen.save(ov.Model([ops.result(y, name="y"), ops.result(colsum, name="colsum")], [x], "uneven"), version_dir)
+    m = NumpyModelWriter()
+    x = m.input("x", DType.FP32, (-1, 2))
+    m.output(m.node("mul", x, m.const(1.0)), "y", DType.FP32, (-1, 2))
+    m.output(m.node("sum", x, axis=0), "colsum", DType.FP32, (2,))
+    return m.save(version_dir)
+
+
+def digits_model(version_dir: Path) -> Path:
+    """image: FP32 [-1,8,8,1] -> probabilities = softmax(dense(image)) [-1,10], label = argmax (I64 [-1]),
+    with random weights: the shape of models/digits."""
+    m = NumpyModelWriter()
+    rng = np.random.default_rng(8)
+    flat = m.node("reshape", m.input("image", DType.FP32, (-1, 8, 8, 1)), shape=[-1, 64])
+    logits = m.node("dense", flat, m.weight("w", rng.standard_normal((64, 10)).astype(np.float32)),
+                    m.weight("b", rng.standard_normal(10).astype(np.float32)))
+    m.output(m.node("argmax", logits), "label", DType.I64, (-1,))
+    m.output(m.node("softmax", logits), "probabilities", DType.FP32, (-1, 10))
+    return m.save(version_dir)
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +67,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     modelgen.identity_model(root / "identity" / "1")
     string_model(root / "strings" / "1")
     uneven_model(root / "uneven" / "1")
-    shutil.copytree(DIGITS, root / "digits")
+    digits_model(root / "digits" / "1")
     modelgen.scale_model(root / "broken" / "1", shape=(-1, 2), factor=5.0)
     (root / "broken" / "2").mkdir(parents=True)
-    (root / "broken" / "2" / "model.xml").write_text("<net>this is not IR</net>")
-    (root / "broken" / "2" / "model.bin").write_bytes(b"")
+    (root / "broken" / "2" / "numpy_model.json").write_text("this is not a graph")
     models = [
         {"name": "scale", "base_path": "scale", "model_version_policy": {"all": {}}},
         {"name": "dynamic", "base_path": "dynamic"},
@@ -79,7 +81,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"name": "digits", "base_path": "digits"},
         {"name": "broken", "base_path": "broken", "model_version_policy": {"all": {}}},
     ]
-    config = {"model_config_list": [{"config": {**m, "plugin_config": F32}} for m in models]}
+    config = {"model_config_list": [{"config": m} for m in models]}
     (root / "config.json").write_text(json.dumps(config))
     return root
 
@@ -123,7 +125,7 @@ def test_status_of_a_version_that_failed_to_load(server: DropinServer) -> None:
     assert entries[0] == status_entry(1)
     assert entries[1]["version"] == "2" and entries[1]["state"] == "LOADING"
     assert entries[1]["status"]["error_code"] == "UNKNOWN"
-    assert "model.xml" in entries[1]["status"]["error_message"]
+    assert "numpy_model.json" in entries[1]["status"]["error_message"]
 
 
 def test_status_errors(server: DropinServer) -> None:
@@ -179,9 +181,9 @@ def test_metadata_errors(server: DropinServer) -> None:
 # -- Predict ---------------------------------------------------------------------------------
 
 
-def test_predict_row_and_column_match_openvino(server: DropinServer, repo: Path) -> None:
+def test_predict_row_and_column_match_numpy(server: DropinServer, repo: Path) -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 4)).astype(np.float32)
-    expected = modelgen.run_openvino(repo / "scale" / "2", {"x": x})["y"]
+    expected = modelgen.run_numpy(repo / "scale" / "2", {"x": x})["y"]
     row = post(server, "/v1/models/scale:predict", {"instances": x.tolist()})
     assert row.status == 200, row.body
     assert list(row.json) == ["predictions"]
@@ -190,14 +192,14 @@ def test_predict_row_and_column_match_openvino(server: DropinServer, repo: Path)
     assert list(column.json) == ["outputs"]
     np.testing.assert_array_equal(np.array(column.json["outputs"], np.float32), expected)
     named = post(server, "/v1/models/scale/versions/1:predict", {"inputs": {"x": x.tolist()}})
-    np.testing.assert_array_equal(np.array(named.json["outputs"], np.float32), modelgen.run_openvino(repo / "scale" / "1", {"x": x})["y"])
+    np.testing.assert_array_equal(np.array(named.json["outputs"], np.float32), modelgen.run_numpy(repo / "scale" / "1", {"x": x})["y"])
     labelled = post(server, "/v1/models/scale/labels/stable:predict", {"instances": [{"x": x[0].tolist()}]})
     np.testing.assert_array_equal(np.array(labelled.json["predictions"], np.float32), expected)
 
 
 def test_predict_several_outputs(server: DropinServer, repo: Path) -> None:
     x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
-    expected = modelgen.run_openvino(repo / "dynamic" / "1", {"x": x})
+    expected = modelgen.run_numpy(repo / "dynamic" / "1", {"x": x})
     rows = post(server, "/v1/models/dynamic:predict", {"instances": x.tolist()}).json["predictions"]
     assert len(rows) == 3 and all(set(r) == {"y", "total"} for r in rows)
     np.testing.assert_allclose(np.array([r["y"] for r in rows], np.float32), expected["y"], rtol=1e-6)
@@ -277,8 +279,8 @@ def test_values_at_the_ends_of_the_input_range(server: DropinServer, repo: Path)
                   "fp32": [[2.0**70, 3.4e38, -1.5]], "i64": [[2**63 - 1, -(2**63), 0]]})
     reply = post(server, "/v1/models/identity:predict", {"inputs": {f"in_{n}": v for n, v in given.items()}})
     assert reply.status == 200, reply.body
-    arrays = {f"in_{n}": np.array(v, modelgen.IDENTITY_TYPES[n].to_dtype()) for n, v in given.items()}
-    expected = modelgen.run_openvino(repo / "identity" / "1", arrays)  # OpenVINO's CPU plugin moves i64 as i32
+    arrays = {f"in_{n}": np.array(v, modelgen.IDENTITY_TYPES[n].numpy) for n, v in given.items()}
+    expected = modelgen.run_numpy(repo / "identity" / "1", arrays)
     for name in ("i8", "u8", "u64", "fp16", "fp32", "i64"):
         got = np.array(reply.json["outputs"][f"out_{name}"], arrays[f"in_{name}"].dtype)
         np.testing.assert_array_equal(got, expected[f"out_{name}"], err_msg=name)
@@ -334,21 +336,9 @@ def test_binary_input_reaches_a_string_model_as_dt_string(server: DropinServer) 
     assert [base64.b64decode(v["b64"]) for v in plain.json["predictions"]] == [b"plain", b"text"]
 
 
-def test_binary_image_input_through_the_image_plugin(server: DropinServer, repo: Path) -> None:
-    samples = json.loads((SAMPLES / "samples.json").read_text())
-    images = [{"b64": base64.b64encode((SAMPLES / s["file"]).read_bytes()).decode()} for s in samples]
-    reply = post(server, "/v1/models/digits:predict", {"instances": [{"image": image} for image in images]})
-    assert reply.status == 200, reply.body
-    pixels = np.array([s["pixels"] for s in samples], np.float32)[..., None]
-    expected = modelgen.run_openvino(repo / "digits" / "1", {"image": pixels})
-    rows = reply.json["predictions"]
-    assert [r["label"] for r in rows] == expected["label"].tolist() == [s["label"] for s in samples]
-    np.testing.assert_allclose(np.array([r["probabilities"] for r in rows]), expected["probabilities"], rtol=1e-5, atol=1e-7)
-
-
 def test_binary_input_without_the_image_plugin(repo: Path, start_server) -> None:
     srv = start_server(
-        "--model_name", "digits", "--model_path", str(repo / "digits"), "--plugin_config", F32_CONFIG,
+        "--model_name", "digits", "--model_path", str(repo / "digits"),
         "--rest_port", str(free_port()), "--file_system_poll_wait_seconds", "0",
         env={"DROPIN_BLOCK_PLUGINS": "image"},
     )
@@ -483,7 +473,7 @@ def test_config_reload(start_server, tmp_path: Path) -> None:
     modelgen.scale_model(tmp_path / "b" / "1", shape=(-1, 2), factor=3.0)
     config = tmp_path / "config.json"
     write = lambda names: config.write_text(json.dumps(  # noqa: E731
-        {"model_config_list": [{"config": {"name": n, "base_path": n, "plugin_config": F32}} for n in names]}))
+        {"model_config_list": [{"config": {"name": n, "base_path": n}} for n in names]}))
     write(["a"])
     srv = start_server(
         "--config_path", str(config), "--file_system_poll_wait_seconds", "0", "--version_settle_seconds", "0",
@@ -519,9 +509,9 @@ def test_ovmsclient_http(server: DropinServer, repo: Path) -> None:
     x = np.random.default_rng(2).standard_normal((1, 3, 4)).astype(np.float32)
     # JSON numbers are float32 values written in their shortest form: exact once read back as float32
     got = client.predict({"x": x}, "scale").astype(np.float32)
-    np.testing.assert_array_equal(got, modelgen.run_openvino(repo / "scale" / "2", {"x": x})["y"])
+    np.testing.assert_array_equal(got, modelgen.run_numpy(repo / "scale" / "2", {"x": x})["y"])
     got = client.predict({"x": x}, "scale", 1).astype(np.float32)
-    np.testing.assert_array_equal(got, modelgen.run_openvino(repo / "scale" / "1", {"x": x})["y"])
+    np.testing.assert_array_equal(got, modelgen.run_numpy(repo / "scale" / "1", {"x": x})["y"])
     outputs = client.predict({"x": np.ones((2, 3), np.float32)}, "dynamic")
     np.testing.assert_array_equal(outputs["total"], [3.0, 3.0])
     assert client.get_model_metadata("scale") == {

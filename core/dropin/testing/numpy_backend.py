@@ -69,6 +69,11 @@ def _fail_if(a: Array, equals: Any = None, message: str = "fail_if: the input ho
     return a
 
 
+def _softmax(a: Array, axis: int = -1) -> Array:
+    e = np.exp(a - np.max(a, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
 def _dense(x: Array, w: Array, b: Array | None = None) -> Array:
     y = np.matmul(x, w)
     return y if b is None else y + b
@@ -89,6 +94,7 @@ OPS: dict[str, Callable[..., Array]] = {
     "reshape": lambda a, shape: np.reshape(a, shape),
     "cast": lambda a, dtype: np.asarray(a).astype(DType(dtype).numpy),
     "relu": lambda a: np.maximum(a, 0),
+    "softmax": _softmax,
     "fail_if": _fail_if,  # raises when any item equals `equals` (always, without it)
 }
 
