@@ -15,10 +15,9 @@ import grpc
 import numpy as np
 import pytest
 
-from dropin_openvino import modelgen
-from dropin.testing.server import DropinServer
-from dropin_openvino.modelgen import F32_CONFIG
+from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.server import DropinServer
 from dropin.testing.status import AVAILABLE, END, LOADING, states, wait_until
 
 X = np.ones((1, 2), np.float32)
@@ -92,7 +91,7 @@ def staging(tmp_path: Path) -> Path:
 
 
 def serve(start_server, repo: Path, *args: str) -> DropinServer:
-    return start_server("--model_name", "m", "--model_path", str(repo), "--plugin_config", F32_CONFIG, *args)
+    return start_server("--model_name", "m", "--model_path", str(repo), *args)
 
 
 # -- versions come and go ---------------------------------------------------------------------
@@ -135,12 +134,11 @@ def test_failed_version_keeps_the_old_one_serving_until_fixed(start_server, repo
     server.wait_for("m", 1)
     broken = staging / "broken"
     broken.mkdir()
-    (broken / "model.xml").write_text("<net>not IR</net>")
-    (broken / "model.bin").write_bytes(b"\0")
+    (broken / "numpy_model.json").write_text("not a graph")
     os.rename(broken, repo / "2")
     wait_until(lambda: states(server).get(2, (0,))[0] == LOADING and states(server)[2][1] != 0)
     state, code, message = states(server)[2]
-    assert code == 2 and "model.xml" in message  # the real reason, not just "UNKNOWN"
+    assert code == 2 and "numpy_model.json" in message  # the real reason, not just "UNKNOWN"
     assert served_factor(server) == 1.0
     assert states(server)[1] == (AVAILABLE, 0, "OK")
     # fix it in place: the load is retried once the files have settled
@@ -156,7 +154,7 @@ def test_changed_files_reload_the_version(start_server, repo: Path, staging: Pat
     server = serve(start_server, repo)
     server.wait_for("m", 1)
     modelgen.scale_model(staging / "new", shape=(-1, 2), factor=3.0)
-    for name in ("model.bin", "model.xml"):
+    for name in modelgen.SCALE_FILES:
         os.replace(staging / "new" / name, repo / "1" / name)
     wait_until(lambda: served_factor(server) == 3.0, message="the changed files were never served")
     assert states(server) == {1: (AVAILABLE, 0, "OK")}
@@ -168,8 +166,8 @@ def test_slow_copy_never_shows_a_failed_load(start_server, repo: Path, staging: 
     server = serve(start_server, repo, "--version_settle_seconds", "0.5")
     server.wait_for("m", 1)
     source = modelgen.scale_model(staging / "big", shape=(-1, 2), factor=2.0)
-    # pad the weights file so that the copy takes a while: OpenVINO ignores trailing bytes
-    with open(source / "model.bin", "ab") as f:
+    # pad the weights file so that the copy takes a while: np.load maps only the array's bytes
+    with open(source / "factor.npy", "ab") as f:
         f.write(b"\0" * (2 << 20))
     errors: list[dict] = []
     stop = threading.Event()
@@ -186,7 +184,7 @@ def test_slow_copy_never_shows_a_failed_load(start_server, repo: Path, staging: 
     try:
         target = repo / "2"
         target.mkdir()
-        for name in ("model.xml", "model.bin"):  # a slow writer: 64 KiB every 10 ms
+        for name in reversed(modelgen.SCALE_FILES):  # a slow writer: 64 KiB every 10 ms
             data = (source / name).read_bytes()
             with open(target / name, "wb") as f:
                 for start in range(0, len(data), 64 << 10):
@@ -259,8 +257,7 @@ def test_successor_that_fails_to_load_keeps_the_deleted_version_serving(start_se
     server.wait_for("m", 1)
     broken = staging / "broken"
     broken.mkdir()
-    (broken / "model.xml").write_text("<net>not IR</net>")
-    (broken / "model.bin").write_bytes(b"\0")
+    (broken / "numpy_model.json").write_text("not a graph")
     with Client(server) as client:
         os.rename(broken, repo / "2")
         shutil.rmtree(repo / "1")
@@ -270,7 +267,7 @@ def test_successor_that_fails_to_load_keeps_the_deleted_version_serving(start_se
         assert served_factor(server) == 1.0
         # fixed in place: the new version loads, and only then does the old one retire
         fixed = modelgen.scale_model(staging / "fixed", shape=(-1, 2), factor=2.0)
-        for name in ("model.bin", "model.xml"):
+        for name in modelgen.SCALE_FILES:
             os.replace(fixed / name, repo / "2" / name)
         server.wait_for("m", 2)
         server.wait_for("m", 1, END)
@@ -380,7 +377,7 @@ def test_version_policies(start_server, repo: Path, staging: Path, policy: str, 
 
 
 def write_config(path: Path, models: dict[str, dict]) -> None:
-    entries = [{"config": {"name": name, "plugin_config": {"INFERENCE_PRECISION_HINT": "f32"}, **cfg}} for name, cfg in models.items()]
+    entries = [{"config": {"name": name, **cfg}} for name, cfg in models.items()]
     staged = path.with_suffix(".tmp")
     staged.write_text(json.dumps({"model_config_list": entries}))
     os.replace(staged, path)
@@ -441,13 +438,12 @@ def test_zero_failed_requests_while_versions_change(start_server, repo: Path, st
             server.wait_for("m", n)
             server.wait_for("m", n - 1, END)
             modelgen.scale_model(staging / f"v{n}b", shape=(-1, 2), factor=n + 0.5)  # replace its files in place
-            for name in ("model.bin", "model.xml"):
+            for name in modelgen.SCALE_FILES:
                 os.replace(staging / f"v{n}b" / name, repo / str(n) / name)
             wait_until(lambda: served_factor(server) == n + 0.5)
             broken = staging / f"broken{n}"  # a corrupt newer version
             broken.mkdir()
-            (broken / "model.xml").write_text("garbage")
-            (broken / "model.bin").write_bytes(b"")
+            (broken / "numpy_model.json").write_text("garbage")
             os.rename(broken, repo / str(n + 1))
             wait_until(lambda: states(server).get(n + 1, (0, 0))[1] != 0)
             shutil.rmtree(repo / str(n + 1))  # restored: a good one
@@ -472,10 +468,10 @@ def test_zero_failed_requests_while_versions_change(start_server, repo: Path, st
         shutil.rmtree(repo)
         shutil.copytree(staging / "base9", repo)
         switched_to(9, 8, 9.0)
-        # model.bin overwritten in place (same size, other weights)
+        # the weights file overwritten in place (same size, other weights)
         other = modelgen.scale_model(staging / "v9b", shape=(-1, 2), factor=9.5)
-        assert (other / "model.bin").stat().st_size == (repo / "9" / "model.bin").stat().st_size
-        shutil.copyfile(other / "model.bin", repo / "9" / "model.bin")
+        assert (other / "factor.npy").stat().st_size == (repo / "9" / "factor.npy").stat().st_size
+        shutil.copyfile(other / "factor.npy", repo / "9" / "factor.npy")
         wait_until(lambda: served_factor(server) == 9.5)
         swaps += 4
     print(f"{swaps} version changes, {client.sent} requests during them, {len(client.failures)} failed")

@@ -97,11 +97,16 @@ def run_numpy(version_dir: Path | str, inputs: Mapping[str, np.ndarray]) -> dict
 # -- the core tests' models (the names of tests/modelgen.py's OpenVINO models) -----------------------
 
 
+#: the files of a `scale_model`: its weights first, the graph last (the order a deployment writes them)
+SCALE_FILES = ("factor.npy", "numpy_model.json")
+
+
 def scale_model(version_dir: Path, shape: Sequence[DimSpec] = (1, 3, 4), factor: float = 2.0, offset: float = 0.0) -> Path:
-    """y = x * factor + offset, FP32, input "x", output "y"."""
+    """y = x * factor + offset, FP32, input "x", output "y"; the factor is a weight (factor.npy,
+    the same size whatever its value, so that tests can overwrite it in place)."""
     m = NumpyModelWriter()
     x = m.input("x", DType.FP32, shape)
-    y = m.node("add", m.node("mul", x, m.const(float(factor))), m.const(float(offset)))
+    y = m.node("add", m.node("mul", x, m.weight("factor", np.array(factor, np.float32))), m.const(float(offset)))
     m.output(y, "y", DType.FP32, shape)
     return m.save(version_dir)
 
