@@ -133,8 +133,8 @@ def test_load_gate_holds_the_load(tmp_path: Path) -> None:
     m = NumpyModelWriter()
     m.output(m.node("identity", m.input("x", DType.FP32, [-1])), "y", DType.FP32, [-1])
     version = m.set(load_gate=str(tmp_path / "release")).save(tmp_path / "1")
-    threading.Timer(0.2, (tmp_path / "release").write_text, [""]).start()
     started = time.monotonic()
+    threading.Timer(0.2, (tmp_path / "release").write_text, [""]).start()
     load(version).close()
     assert time.monotonic() - started >= 0.2
 
