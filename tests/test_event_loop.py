@@ -12,11 +12,10 @@ import grpc
 import numpy as np
 import pytest
 
-from dropin_openvino import modelgen
-from dropin.testing.server import DropinServer
-from dropin_openvino.modelgen import F32_CONFIG
 from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
+from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.server import DropinServer
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_each_loop_serves_the_same_answers(model_dir: Path, kind: str) -> None:
     server = DropinServer([
         "--model_name", "scale", "--model_path", str(model_dir), "--event_loop", kind,
-        "--plugin_config", F32_CONFIG,
     ])
     try:
         server.wait_for("scale", 1)
@@ -41,7 +39,7 @@ def test_each_loop_serves_the_same_answers(model_dir: Path, kind: str) -> None:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             for _ in range(20):
                 got = outputs_of(stub.Predict(predict_request("scale", {"x": x}), timeout=10))
-                np.testing.assert_array_equal(got["y"], modelgen.run_openvino(model_dir / "1", {"x": x})["y"])
+                np.testing.assert_array_equal(got["y"], modelgen.run_numpy(model_dir / "1", {"x": x})["y"])
     finally:
         server.stop()
 
