@@ -11,15 +11,12 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import openvino as ov
-import openvino.opset13 as ops
 import pytest
 
-from dropin_openvino import modelgen
-from dropin.testing.server import DropinServer
-from dropin_openvino.modelgen import F32_CONFIG
+from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import outputs_of, predict_request
 from dropin.testing.fake_plugins import install_fake_distribution
+from dropin.testing.server import DropinServer
 from dropin.testing.status import states, wait_until
 
 AVAILABLE, LOADING, END = 30, 20, 50
@@ -41,22 +38,19 @@ def served_factor(server: DropinServer, name: str = "m", version: int = 0) -> fl
 
 
 def failing_model(version_dir: Path) -> Path:
-    """Compiles, but inference fails for inputs whose length is not a multiple of 3."""
-    x = ops.parameter([-1], ov.Type.f32, name="x")
-    x.output(0).get_tensor().set_names({"x"})
-    y = ops.reshape(x, ops.constant(np.array([3, -1], np.int64)), special_zero=False)
-    y.output(0).get_tensor().set_names({"y"})
-    return modelgen.save(ov.Model([ops.result(y)], [x], "failing"), version_dir)
+    """Loads, but inference fails for inputs whose length is not a multiple of 3."""
+    return modelgen.failing_model(version_dir)
 
 
+GRAPH = "numpy_model.json"
 FAULTS = {
-    "corrupt_ir": lambda d: ((d / "model.xml").write_text("<net version='11'><layers><layer"), (d / "model.bin").write_bytes(b"\1\2")),
-    "missing_bin": lambda d: (modelgen.scale_model(d, shape=(-1, 2)), (d / "model.bin").unlink()),
+    "corrupt_graph": lambda d: ((d / GRAPH).write_text('{"inputs": {"x": {"dtype": "FP32", "sh'), (d / "factor.npy").write_bytes(b"\1\2")),
+    "missing_weights": lambda d: (modelgen.scale_model(d, shape=(-1, 2)), (d / "factor.npy").unlink()),
     "empty": lambda d: None,
-    "truncated_bin": lambda d: (modelgen.scale_model(d, shape=(-1, 2)), (d / "model.bin").write_bytes(b"\0" * 3)),
-    "fifo": lambda d: os.mkfifo(d / "model.onnx"),
-    "symlink_loop": lambda d: (os.symlink(d / "loop", d / "loop"), os.symlink(d / "a.onnx", d / "a.onnx")),
-    "garbage_onnx": lambda d: (d / "model.onnx").write_bytes(os.urandom(256)),
+    "truncated_weights": lambda d: (modelgen.scale_model(d, shape=(-1, 2)), (d / "factor.npy").write_bytes(b"\0" * 3)),
+    "fifo": lambda d: os.mkfifo(d / GRAPH),
+    "symlink_loop": lambda d: (os.symlink(d / "loop", d / "loop"), os.symlink(d / GRAPH, d / GRAPH)),
+    "garbage_graph": lambda d: (d / GRAPH).write_bytes(os.urandom(256)),
 }
 
 
@@ -72,10 +66,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> tuple[DropinServer, Path
         broken.mkdir()
         make(broken)
     failing_model(root / "failing" / "1")
-    config = {"model_config_list": [
-        {"config": {"name": n, "base_path": n, "plugin_config": {"INFERENCE_PRECISION_HINT": "f32"}}}
-        for n in [*FAULTS, "failing"]
-    ]}
+    config = {"model_config_list": [{"config": {"name": n, "base_path": n}} for n in [*FAULTS, "failing"]]}
     (root / "config.json").write_text(json.dumps(config))
     server = DropinServer(["--config_path", str(root / "config.json"), "--file_system_poll_wait_seconds", "0"])
     try:
@@ -108,7 +99,7 @@ def test_inference_failure_is_internal_and_the_model_keeps_serving(faulty) -> No
     with pytest.raises(grpc.RpcError) as info:
         server.predict.Predict(request, timeout=20)
     assert info.value.code() == grpc.StatusCode.INTERNAL
-    assert info.value.details().startswith("Internal inference error - backend openvino: ")
+    assert info.value.details().startswith("Internal inference error - backend numpy: ")
     assert "\n" not in info.value.details() and ".cpp" not in info.value.details()
     good = outputs_of(server.predict.Predict(predict_request("failing", {"x": np.arange(6, dtype=np.float32)}), timeout=20))
     np.testing.assert_array_equal(good["y"], np.arange(6, dtype=np.float32).reshape(3, 2))
@@ -116,7 +107,7 @@ def test_inference_failure_is_internal_and_the_model_keeps_serving(faulty) -> No
 
 def test_model_names_never_become_paths(faulty) -> None:
     server, root = faulty
-    for name in ("../faults", "/etc/passwd", "..", "corrupt_ir/../empty", "corrupt_ir/1"):
+    for name in ("../faults", "/etc/passwd", "..", "corrupt_graph/../empty", "corrupt_graph/1"):
         with pytest.raises(grpc.RpcError) as info:
             server.predict.Predict(predict_request(name, {"x": X}), timeout=10)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND

@@ -158,6 +158,9 @@ def test_load_gate_holds_the_load(tmp_path: Path) -> None:
         ('{"inputs": {"x": {"dtype": "FP32", "shape": [1]}}, "outputs": {"y": {"dtype": "FP32", "shape": [1]}},'
          ' "weights": {"w": "w.npy"}, "nodes": [{"op": "add", "args": ["x", "w"], "out": "y"}]}', {"w.npy": b"\x93NUMPY"},
          "weight 'w': w.npy is not a readable .npy file"),
+        ('{"inputs": {"x": {"dtype": "FP32", "shape": [1]}}, "outputs": {"y": {"dtype": "FP32", "shape": [1]}},'
+         ' "weights": {"w": "w.npy"}, "nodes": [{"op": "add", "args": ["x", "w"], "out": "y"}]}', {"w.npy": b"\0\0\0"},
+         "weight 'w': w.npy is not an .npy file (no .npy header)"),
     ],
 )
 def test_a_broken_model_fails_to_load_with_the_reason(tmp_path: Path, graph: str, files: dict[str, bytes], message: str) -> None:

@@ -54,6 +54,8 @@ GATE_TIMEOUT_SECONDS = 60.0
 
 Array = np.ndarray
 
+_NPY_MAGIC = b"\x93NUMPY"
+
 
 def _sum(a: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
     return np.sum(a, axis=_axis(axis), keepdims=keepdims)
@@ -162,10 +164,15 @@ def read_graph(version_dir: Path | str) -> Graph:
         if weight_path.parent != version_dir:
             raise ModelFormatError(f"weight {name!r}: {file!r} must be a file of the version directory")
         try:
+            with open(weight_path, "rb") as f:
+                if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:  # np.load would take it for a pickle
+                    raise ModelFormatError(f"weight {name!r}: {file} is not an .npy file (no .npy header)")
             weights[name] = np.load(weight_path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise ModelFormatError(f"weight {name!r}: {file} not found") from None
-        except ValueError as exc:  # not an .npy file, truncated, object dtype
+        except (ValueError, EOFError) as exc:  # truncated, object dtype
+            if isinstance(exc, ModelFormatError):
+                raise
             raise ModelFormatError(f"weight {name!r}: {file} is not a readable .npy file: {exc}") from None
     known = set(inputs) | set(weights)
     nodes = []
