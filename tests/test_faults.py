@@ -44,7 +44,7 @@ def failing_model(version_dir: Path) -> Path:
 
 GRAPH = "numpy_model.json"
 FAULTS = {
-    "corrupt_graph": lambda d: ((d / GRAPH).write_text('{"inputs": {"x": {"dtype": "FP32", "sh'), (d / "factor.npy").write_bytes(b"\1\2")),
+    "corrupt_graph": lambda d: ((d / GRAPH).write_text('{"inputs": {"x": {"dty'), (d / "factor.npy").write_bytes(b"\1\2")),
     "missing_weights": lambda d: (modelgen.scale_model(d, shape=(-1, 2)), (d / "factor.npy").unlink()),
     "empty": lambda d: None,
     "truncated_weights": lambda d: (modelgen.scale_model(d, shape=(-1, 2)), (d / "factor.npy").write_bytes(b"\0" * 3)),
