@@ -17,49 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client.parser import text_string_to_metric_families
 
-from dropin_openvino import modelgen
-from dropin.testing.server import DropinServer, free_port
-from dropin_openvino.modelgen import F32_CONFIG
+from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import predict_request
-from dropin.testing.fake_plugins import install_fake_distribution
 from dropin.testing.expect import expect, expect_prefix
 from dropin.testing.raw_http import get, http, post
-
-# A backend whose load waits for the file named in the version's "gated" file (outside the version
-# directory: the backend loads a private copy of it): the server stays not-ready for as long as
-# the test wants.
-GATED_BACKEND = '''
-import time
-from pathlib import Path
-import numpy as np
-from dropin.backend import Backend, LoadedModel
-from dropin.dtypes import DType
-from dropin.hookspecs import hookimpl
-from dropin.shapes import TensorSpec
-
-class GatedModel(LoadedModel):
-    inputs = property(lambda self: {"x": TensorSpec.of("x", DType.FP32, [-1, 2])})
-    outputs = property(lambda self: {"y": TensorSpec.of("y", DType.FP32, [-1, 2])})
-
-    async def infer(self, inputs):
-        return {"y": inputs["x"] * 2}
-
-class GatedBackend(Backend):
-    @classmethod
-    def claims(cls, version_dir):
-        return (version_dir / "gated").exists()
-
-    def load(self, version_dir, options):
-        deadline = time.monotonic() + 60
-        release = Path((version_dir / "gated").read_text())
-        while not release.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return GatedModel()
-
-@hookimpl
-def dropin_register_backends(registry):
-    registry.add("gated", GatedBackend)
-'''
+from dropin.testing.server import DropinServer, free_port
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -85,12 +47,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     modelgen.scale_model(root / "scale" / "2", shape=(-1, 2), factor=3.0)
     modelgen.scale_model(root / "broken" / "1", shape=(-1, 2), factor=5.0)
     (root / "broken" / "2").mkdir(parents=True)
-    (root / "broken" / "2" / "model.xml").write_text("<net>this is not IR</net>")
-    (root / "broken" / "2" / "model.bin").write_bytes(b"")
-    f32 = json.loads(F32_CONFIG)
+    (root / "broken" / "2" / "numpy_model.json").write_text("this is not a graph")
     config = {"model_config_list": [
-        {"config": {"name": "scale", "base_path": "scale", "model_version_policy": {"all": {}}, "plugin_config": f32}},
-        {"config": {"name": "broken", "base_path": "broken", "model_version_policy": {"all": {}}, "plugin_config": f32}},
+        {"config": {"name": "scale", "base_path": "scale", "model_version_policy": {"all": {}}}},
+        {"config": {"name": "broken", "base_path": "broken", "model_version_policy": {"all": {}}}},
     ]}
     (root / "config.json").write_text(json.dumps(config))
     return root
@@ -147,14 +107,12 @@ def test_grpc_reflection_lists_the_services(server: DropinServer) -> None:
 
 
 def test_not_ready_until_the_initial_loading_is_done(start_server, tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    install_fake_distribution(site, "dropin_gated", {"gated": "gated_plugin"}, {"gated_plugin": GATED_BACKEND})
-    version = tmp_path / "slow" / "1"
-    version.mkdir(parents=True)
-    (version / "gated").write_text(str(tmp_path / "release"))
+    # the numpy backend's load waits for the file "release" (outside the version directory: the
+    # backend loads a private copy of it): the server stays not-ready for as long as the test wants
+    modelgen.scale_model(tmp_path / "slow" / "1", shape=(-1, 2), factor=2.0, load_gate=str(tmp_path / "release"))
     srv = start_server(
         "--model_name", "slow", "--model_path", str(tmp_path / "slow"), "--file_system_poll_wait_seconds", "0",
-        "--rest_port", str(free_port()), env={"PYTHONPATH": str(site)},
+        "--rest_port", str(free_port()),
     )
     assert get(srv, "/v2/health/live").status == 200
     expect_prefix(get(srv, "/v2/health/ready"), 503, "Server is not ready")

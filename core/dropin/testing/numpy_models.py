@@ -101,10 +101,13 @@ def run_numpy(version_dir: Path | str, inputs: Mapping[str, np.ndarray]) -> dict
 SCALE_FILES = ("factor.npy", "numpy_model.json")
 
 
-def scale_model(version_dir: Path, shape: Sequence[DimSpec] = (1, 3, 4), factor: float = 2.0, offset: float = 0.0) -> Path:
+def scale_model(
+    version_dir: Path, shape: Sequence[DimSpec] = (1, 3, 4), factor: float = 2.0, offset: float = 0.0, **model_keys: Any
+) -> Path:
     """y = x * factor + offset, FP32, input "x", output "y"; the factor is a weight (factor.npy,
-    the same size whatever its value, so that tests can overwrite it in place)."""
-    m = NumpyModelWriter()
+    the same size whatever its value, so that tests can overwrite it in place). `model_keys`:
+    see `NumpyModelWriter.set` (delay_seconds, gate, load_gate, ...)."""
+    m = NumpyModelWriter().set(**model_keys)
     x = m.input("x", DType.FP32, shape)
     y = m.node("add", m.node("mul", x, m.weight("factor", np.array(factor, np.float32))), m.const(float(offset)))
     m.output(y, "y", DType.FP32, shape)
