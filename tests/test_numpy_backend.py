@@ -154,16 +154,20 @@ def test_load_gate_holds_the_load(tmp_path: Path) -> None:
         ('{"inputs": {"x": {"dtype": "FP32", "shape": [1]}}, "outputs": {"y": {"dtype": "FP32", "shape": [1]}},'
          ' "nodes": [{"op": "add", "args": ["x", "z"], "out": "y"}]}', {}, "node 0 (add): 'z' is not an input"),
         ('{"inputs": {"x": {"dtype": "FP32", "shape": [1]}}, "outputs": {"y": {"dtype": "FP32", "shape": [1]}},'
-         ' "weights": {"w": "w.npy"}, "nodes": [{"op": "add", "args": ["x", "w"], "out": "y"}]}', {}, "weight 'w': w.npy not found"),
+         ' "weights": {"w": "w.npy"}, "nodes": [{"op": "add", "args": ["x", "w"], "out": "y"}]}', {},
+         "weight 'w': w.npy not found"),
         ('{"inputs": {"x": {"dtype": "FP32", "shape": [1]}}, "outputs": {"y": {"dtype": "FP32", "shape": [1]}},'
-         ' "weights": {"w": "w.npy"}, "nodes": [{"op": "add", "args": ["x", "w"], "out": "y"}]}', {"w.npy": b"\x93NUMPY"},
+         ' "weights": {"w": "w.npy"}, "nodes": [{"op": "add", "args": ["x", "w"], "out": "y"}]}',
+         {"w.npy": b"\x93NUMPY"},
          "weight 'w': w.npy is not a readable .npy file"),
         ('{"inputs": {"x": {"dtype": "FP32", "shape": [1]}}, "outputs": {"y": {"dtype": "FP32", "shape": [1]}},'
          ' "weights": {"w": "w.npy"}, "nodes": [{"op": "add", "args": ["x", "w"], "out": "y"}]}', {"w.npy": b"\0\0\0"},
          "weight 'w': w.npy is not an .npy file (no .npy header)"),
     ],
 )
-def test_a_broken_model_fails_to_load_with_the_reason(tmp_path: Path, graph: str, files: dict[str, bytes], message: str) -> None:
+def test_a_broken_model_fails_to_load_with_the_reason(
+    tmp_path: Path, graph: str, files: dict[str, bytes], message: str
+) -> None:
     (tmp_path / GRAPH_FILE).write_text(graph)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)

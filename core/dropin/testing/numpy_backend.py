@@ -33,11 +33,12 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,11 +59,11 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 
 def _sum(a: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
-    return np.sum(a, axis=_axis(axis), keepdims=keepdims)
+    return np.asarray(np.sum(a, axis=_axis(axis), keepdims=keepdims))
 
 
 def _axis(axis: int | Sequence[int] | None) -> int | tuple[int, ...] | None:
-    return tuple(axis) if isinstance(axis, list) else axis
+    return axis if axis is None or isinstance(axis, int) else tuple(axis)  # JSON gives lists
 
 
 def _fail_if(a: Array, equals: Any = None, message: str = "fail_if: the input holds the failing value") -> Array:
@@ -73,16 +74,16 @@ def _fail_if(a: Array, equals: Any = None, message: str = "fail_if: the input ho
 
 def _softmax(a: Array, axis: int = -1) -> Array:
     e = np.exp(a - np.max(a, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    return np.asarray(e / np.sum(e, axis=axis, keepdims=True))
 
 
 def _dense(x: Array, w: Array, b: Array | None = None) -> Array:
     y = np.matmul(x, w)
-    return y if b is None else y + b
+    return np.asarray(y if b is None else y + b)
 
 
 #: op name -> numpy function of (args..., **attributes)
-OPS: dict[str, Callable[..., Array]] = {
+OPS: dict[str, Callable[..., Any]] = {
     "identity": lambda a: np.array(a, copy=True),
     "add": np.add,
     "sub": np.subtract,
@@ -187,7 +188,8 @@ def read_graph(version_dir: Path | str) -> Graph:
     for raw in doc.get("reject") or []:
         if not isinstance(raw, dict) or raw.get("input") not in inputs or "equals" not in raw:
             raise ModelFormatError(f"reject rule {raw!r}: expected {{\"input\": <an input>, \"equals\": <value>}}")
-        reject.append(Rule(raw["input"], raw["equals"], str(raw.get("message") or f"value {raw['equals']!r} is refused")))
+        message = str(raw.get("message") or f"value {raw['equals']!r} is refused")
+        reject.append(Rule(raw["input"], raw["equals"], message))
     return Graph(
         inputs,
         outputs,
@@ -210,7 +212,8 @@ def _specs(raw: Any, kind: str) -> dict[str, TensorSpec]:
             dtype = DType(str(entry["dtype"]).upper())
             shape = tuple(dim(tuple(d) if isinstance(d, list) else int(d)) for d in entry["shape"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFormatError(f"{kind} {name!r}: expected {{\"dtype\": \"FP32\", \"shape\": [-1, 2]}} ({exc})") from None
+            expected = '{"dtype": "FP32", "shape": [-1, 2]}'
+            raise ModelFormatError(f"{kind} {name!r}: expected {expected} ({exc})") from None
         layout = entry.get("layout")
         if layout is not None and len(layout) != len(shape):
             raise ModelFormatError(f"{kind} {name!r}: layout {layout!r} does not fit rank {len(shape)}")
@@ -228,7 +231,9 @@ def _node(index: int, raw: Any, known: set[str]) -> Node:
     for arg in raw.get("args") or []:
         if isinstance(arg, str):
             if arg not in known:
-                raise ModelFormatError(f"node {index} ({op}): {arg!r} is not an input, a weight or an earlier node's out")
+                raise ModelFormatError(
+                    f"node {index} ({op}): {arg!r} is not an input, a weight or an earlier node's out"
+                )
             args.append(arg)
         elif isinstance(arg, dict) and "const" in arg:
             args.append(_const(arg["const"], arg.get("dtype")))
@@ -304,13 +309,17 @@ class NumpyBackend(Backend):
     def claims(cls, version_dir: Path) -> bool:
         return claims(version_dir)
 
-    def load(self, version_dir: Path, options: LoadOptions) -> "NumpyModel":
+    def load(self, version_dir: Path, options: LoadOptions) -> NumpyModel:
         if options.target_device.upper() != "CPU":
-            raise ValueError(f"target_device {options.target_device!r} is not served by the numpy backend (devices: CPU)")
+            raise ValueError(
+                f"target_device {options.target_device!r} is not served by the numpy backend (devices: CPU)"
+            )
         for key in ("shape", "batch_size"):
             value = getattr(options, key)
             if value is not None and value != "auto":
-                raise ValueError(f"{key} {value!r}: the numpy backend cannot reshape models; write the model with the shape it needs")
+                raise ValueError(
+                    f"{key} {value!r}: the numpy backend cannot reshape models; write the model with the shape it needs"
+                )
         delay = 0.0
         for key, value in options.plugin_config.items():
             if key != "delay_seconds":
@@ -331,11 +340,15 @@ def _layouts(layout: str | Mapping[str, str] | None, inputs: Mapping[str, Tensor
         return {}
     if isinstance(layout, str):
         if len(inputs) != 1:
-            raise ValueError(f"layout {layout!r} is given for the whole model, but it has {len(inputs)} inputs; give it per input")
+            raise ValueError(
+                f"layout {layout!r} is given for the whole model, but it has {len(inputs)} inputs; give it per input"
+            )
         layout = {next(iter(inputs)): layout}
     for name, text in layout.items():
         if name not in inputs:
-            raise ValueError(f"layout is given for {name!r}, which is not an input of the model (inputs: {', '.join(inputs)})")
+            raise ValueError(
+                f"layout is given for {name!r}, which is not an input of the model (inputs: {', '.join(inputs)})"
+            )
         if ":" in text:
             raise ValueError(f"layout {text!r}: the numpy backend cannot transpose inputs; give the model's own layout")
         if len(text) != inputs[name].rank:
@@ -347,10 +360,17 @@ class NumpyModel(LoadedModel):
     """A numpy graph and a pool of `nireq` threads that evaluate it."""
 
     def __init__(
-        self, graph: Graph, nireq: int, layout: str | Mapping[str, str] | None = None, extra_delay: float = 0.0, label: str = ""
+        self,
+        graph: Graph,
+        nireq: int,
+        layout: str | Mapping[str, str] | None = None,
+        extra_delay: float = 0.0,
+        label: str = "",
     ) -> None:
         layouts = _layouts(layout, graph.inputs)
-        self._inputs = {n: TensorSpec(s.name, s.dtype, s.shape, layouts.get(n, s.layout)) for n, s in graph.inputs.items()}
+        self._inputs = {
+            n: TensorSpec(s.name, s.dtype, s.shape, layouts.get(n, s.layout)) for n, s in graph.inputs.items()
+        }
         self.graph = graph
         self.delay = graph.delay_seconds + extra_delay
         self.streams = nireq

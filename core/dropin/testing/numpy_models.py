@@ -11,8 +11,9 @@ the tests compare the server's outputs with (numpy run directly on the same inpu
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class NumpyModelWriter:
         self.doc["outputs"][name] = _spec(dtype, shape)
         return name
 
-    def set(self, **model_keys: Any) -> "NumpyModelWriter":
+    def set(self, **model_keys: Any) -> NumpyModelWriter:
         """Model-level keys: reject, delay_seconds, gate, load_delay_seconds, load_gate."""
         self.doc.update(model_keys)
         return self
@@ -150,7 +151,9 @@ IDENTITY_TYPES: dict[str, DType] = {
 }
 
 
-def identity_model(version_dir: Path, names: Sequence[str] = tuple(IDENTITY_TYPES), types: Mapping[str, DType] = IDENTITY_TYPES) -> Path:
+def identity_model(
+    version_dir: Path, names: Sequence[str] = tuple(IDENTITY_TYPES), types: Mapping[str, DType] = IDENTITY_TYPES
+) -> Path:
     """One pass-through input/output pair per element type (STRING too, with `types`)."""
     m = NumpyModelWriter()
     for name in names:

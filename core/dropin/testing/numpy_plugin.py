@@ -18,14 +18,14 @@ if TYPE_CHECKING:
 
 
 @hookimpl
-def dropin_register_backends(registry: "Registry[Backend]") -> None:
+def dropin_register_backends(registry: Registry[Backend]) -> None:
     from .numpy_backend import NumpyBackend
 
     registry.add("numpy", NumpyBackend)
 
 
 @hookimpl
-def dropin_register_conformance_models(registry: "Registry[ConformanceModels]") -> None:
+def dropin_register_conformance_models(registry: Registry[ConformanceModels]) -> None:
     from .numpy_models import NumpyConformanceModels
 
     registry.add("numpy", NumpyConformanceModels)

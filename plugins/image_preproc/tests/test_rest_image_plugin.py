@@ -22,7 +22,8 @@ SAMPLES = ROOT / "examples" / "digits"
 def test_binary_image_input_through_the_image_plugin(dropin_server, dropin_rest_client, tmp_path: Path) -> None:
     shutil.copytree(DIGITS, tmp_path / "digits")
     srv = dropin_server("--model_name", "digits", "--model_path", str(tmp_path / "digits"),
-                        "--plugin_config", F32_CONFIG, "--rest_port", str(free_port()), "--file_system_poll_wait_seconds", "0")
+                        "--plugin_config", F32_CONFIG, "--rest_port", str(free_port()),
+                        "--file_system_poll_wait_seconds", "0")
     srv.wait_for("digits", 1)
     samples = json.loads((SAMPLES / "samples.json").read_text())
     images = [{"b64": base64.b64encode((SAMPLES / s["file"]).read_bytes()).decode()} for s in samples]

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import grpc
+import modelgen
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -31,7 +32,9 @@ def failing_model(version_dir: Path) -> Path:
 
 
 FAULTS = {
-    "corrupt_ir": lambda d: ((d / "model.xml").write_text("<net version='11'><layers><layer"), (d / "model.bin").write_bytes(b"\1\2")),
+    "corrupt_ir": lambda d: (
+        (d / "model.xml").write_text("<net version='11'><layers><layer"), (d / "model.bin").write_bytes(b"\1\2")
+    ),
     "missing_bin": lambda d: (modelgen.scale_model(d, shape=(-1, 2)), (d / "model.bin").unlink()),
     "truncated_bin": lambda d: (modelgen.scale_model(d, shape=(-1, 2)), (d / "model.bin").write_bytes(b"\0" * 3)),
     "fifo": lambda d: os.mkfifo(d / "model.onnx"),
