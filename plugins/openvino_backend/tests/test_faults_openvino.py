@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import grpc
-import modelgen
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
