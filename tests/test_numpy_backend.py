@@ -84,6 +84,15 @@ def test_dims_ranges_layouts_and_strings(tmp_path: Path) -> None:
         load(tmp_path / "1", layout="NC:CN")
 
 
+def test_image_model_keeps_ranges_and_layout(tmp_path: Path) -> None:
+    model = load(numpy_models.image_model(tmp_path / "1", (1, (16, 64), -1, 3), layout="NHWC", dtype=DType.U8))
+    spec = model.inputs["x"]
+    assert (spec.dtype, spec.shape_text(), spec.layout) == (DType.U8, "(1,[16~64],-1,3)", "NHWC")
+    x = np.arange(1 * 16 * 2 * 3, dtype=np.uint8).reshape(1, 16, 2, 3)
+    np.testing.assert_array_equal(infer(model, {"x": x})["y"], x)
+    model.close()
+
+
 def test_reject_rules_are_client_errors_in_check_inputs_and_infer(tmp_path: Path) -> None:
     m = NumpyModelWriter()
     m.output(m.node("identity", m.input("x", DType.I32, [-1])), "y", DType.I32, [-1])

@@ -169,6 +169,16 @@ def string_model(version_dir: Path, name: str = "text", out: str = "echo", shape
     return m.save(version_dir)
 
 
+def image_model(
+    version_dir: Path, shape: Sequence[DimSpec], layout: str | None = None, dtype: DType = DType.FP32
+) -> Path:
+    """x (4-D, any dims: ints, -1 or (low, high) ranges; optional layout) -> y = x, unchanged: the
+    output is exactly the tensor the server built from the images."""
+    m = NumpyModelWriter()
+    m.output(m.node("identity", m.input("x", dtype, shape, layout)), "y", dtype, shape)
+    return m.save(version_dir)
+
+
 def token_model(version_dir: Path, length: int = 8) -> Path:
     """ids: I32 [-1, length] -> echo = ids, total = sum of each row (I32 [-1])."""
     m = NumpyModelWriter()
