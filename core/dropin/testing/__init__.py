@@ -8,6 +8,10 @@ tests get these fixtures without any import:
 - `dropin_grpc_client`, `dropin_rest_client`: clients for a server or an address;
 - `dropin_conformance_models`: the test-model writer of the backend under `--dropin-backend`.
 
+A backend of its own, `numpy` (`numpy_backend`, an entry point of dropin that claims only
+`numpy_model.json` directories), serves the models `numpy_models` writes, with no runtime but
+numpy: dropin's core tests run on it.
+
 And the backend conformance suite, which any backend plugin runs against itself:
 
     pytest --dropin-backend=NAME --pyargs dropin.testing.conformance
