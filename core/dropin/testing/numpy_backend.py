@@ -169,11 +169,11 @@ def read_graph(version_dir: Path | str) -> Graph:
                 if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:  # np.load would take it for a pickle
                     raise ModelFormatError(f"weight {name!r}: {file} is not an .npy file (no .npy header)")
             weights[name] = np.load(weight_path, mmap_mode="r", allow_pickle=False)
+        except ModelFormatError:
+            raise
         except FileNotFoundError:
             raise ModelFormatError(f"weight {name!r}: {file} not found") from None
         except (ValueError, EOFError) as exc:  # truncated, object dtype
-            if isinstance(exc, ModelFormatError):
-                raise
             raise ModelFormatError(f"weight {name!r}: {file} is not a readable .npy file: {exc}") from None
     known = set(inputs) | set(weights)
     nodes = []
