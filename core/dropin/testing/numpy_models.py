@@ -19,7 +19,7 @@ import numpy as np
 
 from ..dtypes import DType
 from .models import ALL_DTYPES, ConformanceModels
-from .numpy_backend import GRAPH_FILE, evaluate, read_graph
+from .numpy_graph import GRAPH_FILE, evaluate, read_graph
 
 DimSpec = Any  # an int (-1: any size) or a (low, high) pair
 
