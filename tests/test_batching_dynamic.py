@@ -30,7 +30,7 @@ from dropin.errors import DropinError, Status
 from dropin.metrics import ModelMetrics
 from dropin.shapes import TensorSpec
 from dropin.testing import numpy_models as modelgen
-from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.client import outputs_of
 from dropin.testing.numpy_models import NumpyModelWriter
 from dropin.testing.server import DropinServer, free_port
 

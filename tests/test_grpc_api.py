@@ -17,7 +17,7 @@ from dropin._proto.tensorflow_serving.apis import (
     predict_pb2,
 )
 from dropin.dtypes import DType
-from dropin.tensor_proto import from_numpy, to_numpy, to_typed_proto
+from dropin.tensor_proto import from_numpy, to_typed_proto
 from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import GIB, outputs_of, predict_request
 from dropin.testing.expect import expect_error

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from dropin.backend import Backend, LoadedModel, LoadOptions
 from dropin.hookspecs import hookimpl
 from dropin.plugins import PluginHost
 from dropin.preprocess import InputConverter, Preprocessor
-from dropin.sources import LocalSource, ModelSource
+from dropin.sources import LocalSource
 from dropin.testing import numpy_models as modelgen
 from dropin.testing.fake_plugins import install_fake_distribution
 

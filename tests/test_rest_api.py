@@ -7,14 +7,13 @@ and message, config status and reload, and ovmsclient's HTTP client."""
 from __future__ import annotations
 
 import base64
-import http.client as httpclient
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import grpc
+import numpy as np
 import pytest
 
 from dropin.dtypes import DType
@@ -260,8 +259,8 @@ def test_json_numbers_the_input_type_would_change(server: DropinServer, name: st
     assert not [line for line in server.log_lines[before:] if "ERROR" in line]
     # the same value over gRPC's typed fields, where the field is wider than the input
     if name in ("i8", "u8"):
-        from dropin.testing.typed_protos import typed
         from dropin.dtypes import DType
+        from dropin.testing.typed_protos import typed
 
         dtype = DType[name.upper()]
         inputs = {f"in_{n}": from_numpy(np.ones((len(value), 3), DType.BOOL.numpy if n == "bool" else DType[n.upper()].numpy))

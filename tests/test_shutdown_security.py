@@ -24,14 +24,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from dropin._proto.tensorflow_serving.apis import model_management_pb2, prediction_service_pb2_grpc
 from dropin.cli import build_parser, settings_from_args
 from dropin.config import ConfigError
 from dropin.testing import numpy_models as modelgen
-from dropin.testing.client import GIB
-from dropin.testing.server import free_port
-from dropin._proto.tensorflow_serving.apis import model_management_pb2, prediction_service_pb2_grpc
-from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.client import GIB, outputs_of, predict_request
 from dropin.testing.fake_plugins import SLOW_PLUGIN, install_fake_distribution
+from dropin.testing.server import free_port
 
 X = np.ones((1, 2), np.float32)
 

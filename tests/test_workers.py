@@ -22,8 +22,6 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dropin.metrics import GRPC, PREDICT, Metrics
-from dropin.metrics_merge import WorkerCounters, merged, requests_total, snapshot
 from dropin._proto.tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,
@@ -31,6 +29,8 @@ from dropin._proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from dropin.dtypes import DType
+from dropin.metrics import GRPC, PREDICT, Metrics
+from dropin.metrics_merge import WorkerCounters, merged, requests_total, snapshot
 from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import outputs_of, predict_request
 from dropin.testing.fake_plugins import SLOW_PLUGIN, install_fake_distribution

@@ -44,9 +44,9 @@ def http(port: int, method: str, path: str, body: Any = None, headers: dict[str,
         conn.close()
 
 
-def get(server: "DropinServer", path: str) -> Reply:
+def get(server: DropinServer, path: str) -> Reply:
     return http(server.rest_port, "GET", path)
 
 
-def post(server: "DropinServer", path: str, body: Any) -> Reply:
+def post(server: DropinServer, path: str, body: Any) -> Reply:
     return http(server.rest_port, "POST", path, body)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import numpy as np
@@ -89,7 +89,8 @@ def check_weights_rewritten_in_place(start_server: Callable[..., DropinServer], 
         wait_until(lambda: states(server)[1][1] != 0, message="the failed reload never showed in the status")
         state, code, message = states(server)[1]
         assert state == AVAILABLE and code == 2, states(server)
-        assert message.startswith("reload failed, the previously loaded files keep serving: ") and str(repo / "1") in message
+        assert message.startswith("reload failed, the previously loaded files keep serving: ")
+        assert str(repo / "1") in message
         time.sleep(0.5)
         assert serving("other")
         # fixed by another rewrite in place: reloaded, and the status is OK again

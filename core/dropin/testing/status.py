@@ -4,7 +4,8 @@ versions as GetModelStatus reports them."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .server import DropinServer
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
 AVAILABLE, LOADING, END = 30, 20, 50
 
 
-def states(server: "DropinServer", name: str = "m") -> dict[int, tuple[int, int, str]]:
+def states(server: DropinServer, name: str = "m") -> dict[int, tuple[int, int, str]]:
     """version -> (state, error code, error message), from GetModelStatus."""
     return {
         v.version: (v.state, v.status.error_code, v.status.error_message)

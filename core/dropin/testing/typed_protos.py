@@ -3,7 +3,7 @@ send them, rather than in tensor_content."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

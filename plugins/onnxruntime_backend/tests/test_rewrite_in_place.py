@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dropin.testing.rewrite import ROWS, WIDTH, check_weights_rewritten_in_place, table
+from dropin.testing.rewrite import WIDTH, check_weights_rewritten_in_place, table
 
 
 def onnx_gather(version_dir: Path, seed: int) -> str:
@@ -35,4 +35,6 @@ def onnxruntime_reference(version_dir: Path, ids: np.ndarray) -> np.ndarray:
 
 
 def test_weights_rewritten_in_place_under_load_reload_and_never_crash(dropin_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    check_weights_rewritten_in_place(dropin_server, tmp_path, onnx_gather, ("--backend", "onnxruntime"), onnxruntime_reference)
+    check_weights_rewritten_in_place(
+        dropin_server, tmp_path, onnx_gather, ("--backend", "onnxruntime"), onnxruntime_reference
+    )

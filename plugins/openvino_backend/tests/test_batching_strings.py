@@ -61,7 +61,7 @@ def test_a_string_the_backend_refuses_fails_only_its_own_request(server: DropinS
     inputs = [np.array([f"text {i}".encode(), b"in\x00side"][: 1 + i % 2], dtype=object) for i in range(8)]
     inputs[3] = np.array([b"fine", b"ends in NUL\x00"], dtype=object)
     futures = [server.client.predict_future("strings", {"x": x}) for x in inputs]
-    for i, (x, future) in enumerate(zip(inputs, futures)):
+    for i, (x, future) in enumerate(zip(inputs, futures, strict=True)):
         if i == 3:
             with pytest.raises(grpc.RpcError) as info:
                 future.result()
@@ -81,7 +81,8 @@ def test_strings_that_only_batched_together_are_too_large_are_answered_alone(ser
     # request runs on its own
     inputs = [np.array([b"x" * (1 << 20)], dtype=object), np.array([b"short %d" % i for i in range(40)], dtype=object)]
     futures = [server.client.predict_future("strings", {"x": x}) for x in inputs]
-    for x, future in zip(inputs, futures):
+    for x, future in zip(inputs, futures, strict=True):
         assert outputs_of(future.result())["y"].tolist() == x.tolist()
-    server.wait_for_log(r"model strings version 1: a batch of 41 rows from 2 requests failed \(DropinError: Request is too "
-                        r"large - input x: 41 strings padded to the longest \(1048576 bytes\).*\); running each request on its own")
+    server.wait_for_log(r"model strings version 1: a batch of 41 rows from 2 requests failed \(DropinError: "
+                        r"Request is too large - input x: 41 strings padded to the longest \(1048576 bytes\).*\); "
+                        r"running each request on its own")

@@ -29,7 +29,9 @@ def test_dropin_plugins_lists_the_openvino_plugin() -> None:
 
 def test_blocking_openvino_leaves_onnxruntime_to_claim_onnx_files() -> None:
     out = dropin_plugins(DROPIN_BLOCK_PLUGINS="openvino")
-    assert "openvino (dropin-openvino 0.1.0)\n  module: dropin_openvino.plugin\n  error: blocked by DROPIN_BLOCK_PLUGINS\n" in out
+    assert (
+        "openvino (dropin-openvino 0.1.0)\n  module: dropin_openvino.plugin\n  error: blocked by DROPIN_BLOCK_PLUGINS\n"
+    ) in out
     assert out.endswith("backend claim order (priority): onnxruntime (50), numpy (0)\n")
 
 

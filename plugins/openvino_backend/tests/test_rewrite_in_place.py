@@ -25,4 +25,6 @@ def openvino_reference(version_dir: Path, ids: np.ndarray) -> np.ndarray:
 
 
 def test_weights_rewritten_in_place_under_load_reload_and_never_crash(dropin_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    check_weights_rewritten_in_place(dropin_server, tmp_path, ir_gather, ("--plugin_config", F32_CONFIG), openvino_reference)
+    check_weights_rewritten_in_place(
+        dropin_server, tmp_path, ir_gather, ("--plugin_config", F32_CONFIG), openvino_reference
+    )

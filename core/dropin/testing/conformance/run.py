@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 
-def run_suite(backend: str, cwd: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
+def run_suite(
+    backend: str, cwd: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
     """The finished pytest process (its output captured) and its wall time in seconds."""
     started = time.monotonic()
     out = subprocess.run(
