@@ -227,7 +227,7 @@ def _plugins(env: dict[str, str]) -> str:
 def test_allow_list_loads_only_the_named_plugins(tmp_path: Path) -> None:
     install_fake_distribution(tmp_path, "dropin_slow", {"slow": "slow_plugin"}, {"slow_plugin": SLOW_PLUGIN})
     out = _plugins({"DROPIN_ALLOW_PLUGINS": "numpy", "PYTHONPATH": str(tmp_path)})
-    assert "slow (dropin_slow" in out and "error: blocked by DROPIN_ALLOW_PLUGINS" in out
+    assert "slow (dropin_slow 1.0)\n  module: slow_plugin\n  error: blocked by DROPIN_ALLOW_PLUGINS\n" in out
     assert "backends: slow" not in out and "backends: numpy" in out
     assert "builtin (dropin" in out and "sources: local" in out  # the core's own plugin always loads
 
