@@ -58,7 +58,7 @@ def dense_model(path: Path, sizes: tuple[int, ...] = (512, 2048, 2048, 512)) -> 
     x = ops.parameter(ov.PartialShape([-1, sizes[0]]), ov.Type.f32, name="x")
     x.output(0).get_tensor().set_names({"x"})
     node = x
-    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
         weights = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
         node = ops.add(ops.matmul(node, ops.constant(weights), False, False), ops.constant(np.zeros(n_out, np.float32)))
         if i < len(sizes) - 2:
@@ -92,8 +92,9 @@ def main() -> None:
     parser.add_argument("--timeout-micros", type=int, default=500)
     args = parser.parse_args()
 
-    import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
     import numpy as np
+
+    import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
 
     raise_malloc_thresholds()
     began = time.monotonic()
@@ -110,15 +111,24 @@ def main() -> None:
         entries = []
         for name in ("small", "dense"):
             entries.append({"config": {"name": f"{name}_off", "base_path": str(repo / name)}})
-            entries.append({"config": {"name": f"{name}_on", "base_path": str(repo / name), "dynamic_batching": batching}})
+            entries.append(
+                {"config": {"name": f"{name}_on", "base_path": str(repo / name), "dynamic_batching": batching}}
+            )
         config = repo / "config.json"
         config.write_text(json.dumps({"model_config_list": entries}))
         from dropin.testing.server import DropinServer, free_port
 
-        server = DropinServer([
-            "--config_path", str(config), "--file_system_poll_wait_seconds", "0",
-            "--rest_port", str(free_port()), "--metrics_enable",
-        ])
+        server = DropinServer(
+            [
+                "--config_path",
+                str(config),
+                "--file_system_poll_wait_seconds",
+                "0",
+                "--rest_port",
+                str(free_port()),
+                "--metrics_enable",
+            ]
+        )
         server.wait_for_log("server ready", timeout=300)
         port = server.port
         mean_batch: dict[str, float] = {}

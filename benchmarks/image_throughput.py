@@ -27,7 +27,9 @@ import threading
 import time
 from pathlib import Path
 
-import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
+import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off; first)
+
+# isort: split
 import cv2
 import grpc
 import numpy as np
@@ -59,7 +61,9 @@ class Weights:
 
     def conv(self, x: ov.Output, out_ch: int, kernel: int, stride: int = 1, relu: bool = True) -> ov.Output:
         in_ch = x.get_partial_shape()[1].get_length()
-        w = (self.rng.standard_normal((out_ch, in_ch, kernel, kernel)) * np.sqrt(2.0 / (in_ch * kernel * kernel))).astype(np.float32)
+        w = (
+            self.rng.standard_normal((out_ch, in_ch, kernel, kernel)) * np.sqrt(2.0 / (in_ch * kernel * kernel))
+        ).astype(np.float32)
         b = np.zeros((1, out_ch, 1, 1), np.float32)
         self.count += w.size + out_ch
         pad = kernel // 2
@@ -104,7 +108,9 @@ def photo(size: int = 224) -> np.ndarray:
     """A photo-like BGR image: smooth gradients with mild noise (JPEG ~10-20 KB at quality 90)."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     rng = np.random.default_rng(1)
-    planes = [127 + 100 * np.sin(x / (13 + 7 * c) + y / (19 + 5 * c) + c) + rng.normal(0, 6, (size, size)) for c in range(3)]
+    planes = [
+        127 + 100 * np.sin(x / (13 + 7 * c) + y / (19 + 5 * c) + c) + rng.normal(0, 6, (size, size)) for c in range(3)
+    ]
     return np.clip(np.stack(planes, axis=-1), 0, 255).astype(np.uint8)
 
 
@@ -168,11 +174,13 @@ def main() -> None:
         port = server.port
         try:
             channel = grpc.insecure_channel(
-                f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
+                f"127.0.0.1:{port}",
+                options=[("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)],
             )
             call = channel.unary_unary(
                 "/tensorflow.serving.PredictionService/Predict",
-                request_serializer=None, response_deserializer=predict_pb2.PredictResponse.FromString,
+                request_serializer=None,
+                response_deserializer=predict_pb2.PredictResponse.FromString,
             )
             same = [call(payloads[kind], timeout=120).outputs["probabilities"] for kind in ("tensor", "jpeg")]
             assert same[0] == same[1], "the JPEG path must give the same result as the tensor path"
@@ -187,7 +195,9 @@ def main() -> None:
 
     tensor_rps = sum(rates["tensor"]) / 2
     jpeg_rps = sum(rates["jpeg"]) / 2
-    print(f"ResNet-50, random weights ({params / 1e6:.1f} M parameters, built in {built:.1f} s), NCHW f32 [1,3,224,224]")
+    print(
+        f"ResNet-50, random weights ({params / 1e6:.1f} M parameters, built in {built:.1f} s), NCHW f32 [1,3,224,224]"
+    )
     print(f"{args.clients} client threads, batch 1, {args.seconds:.0f} s per path, alternating phases")
     print(f"request size: tensor {len(payloads['tensor'])} bytes, JPEG {len(payloads['jpeg'])} bytes")
     print(f"{'tensor_content f32':24}{tensor_rps:>10.1f} req/s   ({', '.join(f'{r:.1f}' for r in rates['tensor'])})")

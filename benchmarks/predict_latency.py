@@ -15,7 +15,9 @@ import statistics
 import time
 from pathlib import Path
 
-import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
+import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off; first)
+
+# isort: split
 import numpy as np
 import openvino as ov
 
@@ -45,12 +47,15 @@ def in_process(image: np.ndarray, n: int) -> list[float]:
 
 
 def served(image: np.ndarray, n: int) -> list[float]:
-    server = DropinServer(["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"])
+    server = DropinServer(
+        ["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"]
+    )
     try:
         server.wait_for("digits", 1)
         call = server.channel.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
-            request_serializer=None, response_deserializer=predict_pb2.PredictResponse.FromString,
+            request_serializer=None,
+            response_deserializer=predict_pb2.PredictResponse.FromString,
         )
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "digits"

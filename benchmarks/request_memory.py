@@ -3,7 +3,8 @@
 
 Builds a model with dynamic dims (x [-1,-1] f32 -> y = x + 1, total = sum over dim 1; no
 downloads) and, for each case, starts a fresh `dropin serve` through the test kit, sends one
-request and reads the server's VmRSS before and VmHWM (peak RSS) after from /proc:
+request and reads the server's VmRSS before, VmHWM (peak RSS) after, and VmRSS again 2 s later (what
+it did not give back), from /proc:
 
 - REST :predict bodies of three shapes (floats `0.1234`; small integers `1`; one-element rows
   `[1]`, a list object per number) of `--rest-mib` MiB each, with the body limit raised to fit;
@@ -35,7 +36,9 @@ def model(version_dir: Path) -> None:
     total = ops.reduce_sum(x, ops.constant(np.array([1], dtype=np.int64)), keep_dims=False)
     total.output(0).get_tensor().set_names({"total"})
     version_dir.mkdir(parents=True)
-    ov.save_model(ov.Model([ops.result(y, name="y"), ops.result(total, name="total")], [x], "m"), str(version_dir / "model.xml"))
+    ov.save_model(
+        ov.Model([ops.result(y, name="y"), ops.result(total, name="total")], [x], "m"), str(version_dir / "model.xml")
+    )
 
 
 def memory(pid: int, key: str) -> int:
@@ -45,9 +48,18 @@ def memory(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def _held(pid: int, before: int) -> int:
+    """RSS above `before` once the answer is out and the server idle again (memory not returned)."""
+    time.sleep(2)
+    return memory(pid, "VmRSS:") - before
+
+
 def rest_body(kind: str, size: int) -> bytes:
-    row = {"floats": "[" + ",".join(["0.1234"] * 1000) + "]", "small ints": "[" + ",".join(["1"] * 1000) + "]",
-           "one-element rows": "[1]"}[kind]
+    row = {
+        "floats": "[" + ",".join(["0.1234"] * 1000) + "]",
+        "small ints": "[" + ",".join(["1"] * 1000) + "]",
+        "one-element rows": "[1]",
+    }[kind]
     return ('{"inputs": {"x": [' + ",".join([row] * max(1, size // (len(row) + 1))) + "]}}").encode()
 
 
@@ -63,11 +75,14 @@ def main() -> None:
         model(base / "1")
 
         def start(*extra: str) -> DropinServer:
-            srv = DropinServer(["--model_name", "m", "--model_path", str(base), "--file_system_poll_wait_seconds", "0", *extra])
+            srv = DropinServer(
+                ["--model_name", "m", "--model_path", str(base), "--file_system_poll_wait_seconds", "0", *extra]
+            )
             srv.wait_for("m", 1)
             return srv
 
-        print("| REST body | size | status | peak RSS above idle | per body byte |\n|---|---|---|---|---|")
+        print("| REST body | size | status | peak RSS above idle | per body byte | held 2 s later |")
+        print("|---|---|---|---|---|---|")
         for kind in ("floats", "small ints", "one-element rows"):
             for mib in (int(m) for m in args.rest_mib.split(",")):
                 body = rest_body(kind, mib * MIB)
@@ -82,8 +97,9 @@ def main() -> None:
                     reply = conn.getresponse()
                     reply.read()
                     grown = memory(srv.proc.pid, "VmHWM:") - before
-                    print(f"| {kind} | {len(body) / MIB:.0f} MiB | {reply.status} | {grown / MIB:.0f} MiB | {grown / len(body):.1f} |",
-                          flush=True)
+                    held = _held(srv.proc.pid, before)
+                    row = f"| {kind} | {len(body) / MIB:.0f} MiB | {reply.status} | {grown / MIB:.0f} MiB"
+                    print(f"{row} | {grown / len(body):.1f} | {held / MIB:.0f} MiB |", flush=True)
                     conn.close()
                 finally:
                     srv.stop()
@@ -92,7 +108,9 @@ def main() -> None:
 
         from dropin._proto.tensorflow_serving.apis import predict_pb2
 
-        print("\n| gRPC float_val fill | request | answer | peak RSS above idle |\n|---|---|---|---|")
+        print(
+            "\n| gRPC float_val fill | request | answer | peak RSS above idle | held 2 s later |\n|---|---|---|---|---|"
+        )
         for rows in (int(r) for r in args.fill_rows.split(",")):
             srv = start()
             try:
@@ -110,7 +128,9 @@ def main() -> None:
                 except grpc.RpcError as exc:
                     answer = exc.code().name
                 grown = memory(srv.proc.pid, "VmHWM:") - before
-                print(f"| [{rows}, 10] | {request.ByteSize()} bytes | {answer} | {grown / MIB:.0f} MiB |", flush=True)
+                held = _held(srv.proc.pid, before)
+                row = f"| [{rows}, 10] | {request.ByteSize()} bytes | {answer} | {grown / MIB:.0f} MiB"
+                print(f"{row} | {held / MIB:.0f} MiB |", flush=True)
             finally:
                 srv.stop()
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Serving overhead against the physical limits, from one run, side by side (issue 8).
+"""Serving overhead against the physical limits, from one run, side by side.
 
 Builds two models without downloads (a ResNet-50 with random weights, from image_throughput.py,
 and a 1x10 model), starts `dropin serve` on both as a user would (a subprocess, no special
@@ -33,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -143,7 +144,7 @@ class Measured:
         self.seconds = 0.0
         self.cpu = 0.0
 
-    def run(self, gen: "LoadGenerator", port: int, payload: bytes, concurrency: int, seconds: float) -> None:
+    def run(self, gen: LoadGenerator, port: int, payload: bytes, concurrency: int, seconds: float) -> None:
         before = main_thread_seconds(self.pid)
         rate = gen.rate(port, payload, concurrency, seconds)
         self.cpu += main_thread_seconds(self.pid) - before
@@ -271,7 +272,8 @@ def minimal_server(model_xml: str, threaded: bool) -> None:
 
 
 def start_minimal(model_xml: Path, threaded: bool = False) -> tuple[subprocess.Popen, int]:
-    command = [sys.executable, __file__, "--minimal-server", str(model_xml), *(["--minimal-threaded"] if threaded else [])]
+    command = [sys.executable, __file__, "--minimal-server", str(model_xml)]
+    command += ["--minimal-threaded"] if threaded else []
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
@@ -288,13 +290,15 @@ def start_echo(kind: str) -> tuple[subprocess.Popen, int]:
 
 def tiny_model(path: Path) -> None:
     """[1,10] f32 -> [1,10] f32 (x * 2 + 1)."""
+    import numpy as np
     import openvino as ov
     import openvino.opset13 as ops
-    import numpy as np
 
     x = ops.parameter([1, 10], ov.Type.f32, name="x")
     x.output(0).get_tensor().set_names({"x"})
-    y = ops.add(ops.multiply(x, ops.constant(np.full((1, 10), 2, np.float32))), ops.constant(np.ones((1, 10), np.float32)))
+    y = ops.add(
+        ops.multiply(x, ops.constant(np.full((1, 10), 2, np.float32))), ops.constant(np.ones((1, 10), np.float32))
+    )
     y.output(0).get_tensor().set_names({"y"})
     path.mkdir(parents=True, exist_ok=True)
     ov.save_model(ov.Model([ops.result(y)], [x], "tiny"), str(path / "model.xml"), compress_to_fp16=False)
@@ -380,10 +384,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput phase")
     parser.add_argument("--processes", type=int, default=2, help="client processes of the load generator")
-    parser.add_argument("--latency-requests", type=int, default=3000, help="1x10 requests at concurrency 1 (ResNet: a tenth)")
+    parser.add_argument(
+        "--latency-requests", type=int, default=3000, help="1x10 requests at concurrency 1 (ResNet: a tenth)"
+    )
     parser.add_argument("--markdown", type=Path, help="also write the results table to this file")
     parser.add_argument(
-        "--dropin-arg", action="append", default=[], metavar="ARG",
+        "--dropin-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
         help="an extra argument for dropin serve, e.g. --dropin-arg=--event_loop --dropin-arg=asyncio",
     )
     parser.add_argument("--echo-server", choices=ECHO_KINDS, help=argparse.SUPPRESS)
@@ -397,8 +406,9 @@ def main() -> None:
         minimal_server(args.minimal_server, args.minimal_threaded)
         return
 
-    import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
     import numpy as np
+
+    import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
 
     sys.path.insert(0, str(HERE))
     from image_throughput import resnet50
@@ -409,20 +419,31 @@ def main() -> None:
     image = rng.random((1, 3, 224, 224), dtype=np.float32)
     vector = rng.random((1, 10), dtype=np.float32)
     n_tiny, n_resnet = args.latency_requests, max(args.latency_requests // 10, 50)
-    results: dict[str, object] = {}
     gen = LoadGenerator(args.processes)
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         resnet50(repo / "resnet" / "1")
         tiny_model(repo / "tiny" / "1")
         config = repo / "config.json"
-        config.write_text(json.dumps({"model_config_list": [
-            {"config": {"name": "resnet", "base_path": str(repo / "resnet")}},
-            {"config": {"name": "tiny", "base_path": str(repo / "tiny")}},
-            # the same files with a dynamic batch and dropin's optional server-side batching
-            {"config": {"name": "tiny_batched", "base_path": str(repo / "tiny"), "batch_size": "-1",
-                        "dynamic_batching": BATCHING}},
-        ]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "model_config_list": [
+                        {"config": {"name": "resnet", "base_path": str(repo / "resnet")}},
+                        {"config": {"name": "tiny", "base_path": str(repo / "tiny")}},
+                        # the same files with a dynamic batch and dropin's optional server-side batching
+                        {
+                            "config": {
+                                "name": "tiny_batched",
+                                "base_path": str(repo / "tiny"),
+                                "batch_size": "-1",
+                                "dynamic_batching": BATCHING,
+                            }
+                        },
+                    ]
+                }
+            )
+        )
         resnet_payload = request_bytes("resnet", "image", image)
         tiny_payload = request_bytes("tiny", "x", vector)
         batched_payload = request_bytes("tiny_batched", "x", vector)
@@ -499,33 +520,45 @@ def main() -> None:
     ms = lambda s: f"{s * 1e3:.3f}"  # noqa: E731
     diff = lambda s: f"{s * 1e3:+.3f}"  # noqa: E731
     lines = [
-        f"{os.cpu_count()} CPU cores, {args.processes} client processes, {args.seconds:g} s per throughput measure (two alternating halves); "
-        f"request sizes: ResNet-50 {len(resnet_payload)} B, 1x10 {len(tiny_payload)} B; whole run {time.monotonic() - began:.0f} s"
+        f"{os.cpu_count()} CPU cores, {args.processes} client processes, {args.seconds:g} s per throughput measure "
+        f"(two alternating halves); "
+        f"request sizes: ResNet-50 {len(resnet_payload)} B, 1x10 {len(tiny_payload)} B; whole run "
+        f"{time.monotonic() - began:.0f} s"
         + (f"; dropin serve {' '.join(args.dropin_arg)}" if args.dropin_arg else ""),
         "",
         "| measure | dropin | reference | ratio / difference | goal | bare gRPC echo of the same bytes |",
         "|---|---|---|---|---|---|",
-        f"| (a) ResNet-50 req/s, concurrency 4 | {resnet_rate:.1f} | {ov_resnet_rate:.1f} (AsyncInferQueue in-process) | **{ratio_a:.3f}** | >= 0.95 | |",
+        f"| (a) ResNet-50 req/s, concurrency 4 | {resnet_rate:.1f} | {ov_resnet_rate:.1f} (AsyncInferQueue in-process) "
+        f"| **{ratio_a:.3f}** | >= 0.95 | |",
         f"| (b) 1x10 req/s, concurrency 16 | {tiny_rate:.0f} | {echo_rates[best]:.0f} ({ECHO_NAMES[best]} echo; "
-        + ", ".join(f"{ECHO_NAMES[k]} {r:.0f}" for k, r in echo_rates.items()) + f") | **{ratio_b:.3f}** | >= 0.8 | |",
+        + ", ".join(f"{ECHO_NAMES[k]} {r:.0f}" for k, r in echo_rates.items())
+        + f") | **{ratio_b:.3f}** | >= 0.8 | |",
         f"| (b) the same with dynamic batching (batch_size -1, max_batch_size {BATCHING['max_batch_size']}, "
-        f"batch_timeout_micros {BATCHING['batch_timeout_micros']}) | {batched_measured.rate:.0f} | {echo_rates[best]:.0f} | "
+        f"batch_timeout_micros {BATCHING['batch_timeout_micros']}) | {batched_measured.rate:.0f} | "
+        f"{echo_rates[best]:.0f} | "
         f"**{batched_measured.rate / echo_rates[best]:.3f}** | >= 0.8 | p50 / p99 at concurrency 1: "
         f"{ms(lat['tiny batched'][0])} / {ms(lat['tiny batched'][1])} ms (every request waits the timeout); "
         f"event-loop CPU {batched_measured.cpu_us:.0f} us per request |",
         f"| (c) 1x10 p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
         f"{ms(lat['tiny in-process'][0])} / {ms(lat['tiny in-process'][1])} (in-process infer) | "
-        f"{diff(lat['tiny dropin'][0] - lat['tiny in-process'][0])} / {diff(lat['tiny dropin'][1] - lat['tiny in-process'][1])} | p50 < 0.150 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} ({echo_name}) |",
-        f"| (c) ResNet-50 p50 / p99 ms, concurrency 1 | {ms(lat['resnet dropin'][0])} / {ms(lat['resnet dropin'][1])} | "
+        f"{diff(lat['tiny dropin'][0] - lat['tiny in-process'][0])} / "
+        f"{diff(lat['tiny dropin'][1] - lat['tiny in-process'][1])} | p50 < 0.150 | {ms(echo_tiny[0])} / "
+        f"{ms(echo_tiny[1])} ({echo_name}) |",
+        f"| (c) ResNet-50 p50 / p99 ms, concurrency 1 | {ms(lat['resnet dropin'][0])} / {ms(lat['resnet dropin'][1])} "
+        f"| "
         f"{ms(lat['resnet in-process'][0])} / {ms(lat['resnet in-process'][1])} (in-process infer) | "
-        f"{diff(lat['resnet dropin'][0] - lat['resnet in-process'][0])} / {diff(lat['resnet dropin'][1] - lat['resnet in-process'][1])} | p50 within +0.500 | {ms(echo_resnet[0])} / {ms(echo_resnet[1])} |",
+        f"{diff(lat['resnet dropin'][0] - lat['resnet in-process'][0])} / "
+        f"{diff(lat['resnet dropin'][1] - lat['resnet in-process'][1])} | p50 within +0.500 | {ms(echo_resnet[0])} / "
+        f"{ms(echo_resnet[1])} |",
         "",
         f"(a) CPU per ResNet-50 request outside OpenVINO at concurrency 4: dropin's event-loop thread "
         f"{resnet_measured.cpu_us / 1e3:.2f} ms, the load generator's processes {resnet_client_ms:.2f} ms; "
         f"together {(resnet_measured.cpu_us / 1e3 + resnet_client_ms) / (2e3 / resnet_rate) * 100:.1f} % of the "
-        f"{os.cpu_count()} cores' time per request ({os.cpu_count() * 1e3 / resnet_rate:.1f} ms), which in-process OpenVINO has for itself. "
+        f"{os.cpu_count()} cores' time per request ({os.cpu_count() * 1e3 / resnet_rate:.1f} ms), which in-process "
+        f"OpenVINO has for itself. "
         f"A minimal server (parse, OpenVINO in a thread, serialize) serves {resnet_minimal.rate:.1f} req/s: "
-        f"minimal / in-process {resnet_minimal.rate / ov_resnet_rate:.3f}, dropin / minimal {resnet_rate / resnet_minimal.rate:.3f}; "
+        f"minimal / in-process {resnet_minimal.rate / ov_resnet_rate:.3f}, dropin / minimal "
+        f"{resnet_rate / resnet_minimal.rate:.3f}; "
         f"its event-loop thread {resnet_minimal.cpu_us / 1e3:.2f} ms per request; its p50 / p99 at concurrency 1 "
         f"{ms(lat['resnet minimal'][0])} / {ms(lat['resnet minimal'][1])} ms.",
         "",
@@ -534,11 +567,15 @@ def main() -> None:
         "",
         "| 1x10 model | dropin | minimal server | dropin / minimal | bare echo |",
         "|---|---|---|---|---|",
-        f"| req/s, concurrency 16 | {tiny_rate:.0f} | {minimal_rate:.0f} | {tiny_rate / minimal_rate:.3f} | {echo_rates[best]:.0f} (minimal / echo {minimal_rate / echo_rates[best]:.3f}) |",
-        f"| event-loop thread CPU per request, concurrency 16 | {tiny_measured.cpu_us:.0f} us | {minimal_measured.cpu_us:.0f} us | "
-        f"{tiny_measured.cpu_us - minimal_measured.cpu_us:+.0f} us | {echoes_measured['uvloop'].cpu_us:.0f} us (grpc.aio on uvloop; {echoes_measured['aio'].cpu_us:.0f} us on asyncio's loop) |",
+        f"| req/s, concurrency 16 | {tiny_rate:.0f} | {minimal_rate:.0f} | {tiny_rate / minimal_rate:.3f} | "
+        f"{echo_rates[best]:.0f} (minimal / echo {minimal_rate / echo_rates[best]:.3f}) |",
+        f"| event-loop thread CPU per request, concurrency 16 | {tiny_measured.cpu_us:.0f} us | "
+        f"{minimal_measured.cpu_us:.0f} us | "
+        f"{tiny_measured.cpu_us - minimal_measured.cpu_us:+.0f} us | {echoes_measured['uvloop'].cpu_us:.0f} us "
+        f"(grpc.aio on uvloop; {echoes_measured['aio'].cpu_us:.0f} us on asyncio's loop) |",
         f"| p50 / p99 ms, concurrency 1 | {ms(lat['tiny dropin'][0])} / {ms(lat['tiny dropin'][1])} | "
-        f"{ms(lat['tiny minimal'][0])} / {ms(lat['tiny minimal'][1])} | {diff(lat['tiny dropin'][0] - lat['tiny minimal'][0])} ms at p50 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} |",
+        f"{ms(lat['tiny minimal'][0])} / {ms(lat['tiny minimal'][1])} | "
+        f"{diff(lat['tiny dropin'][0] - lat['tiny minimal'][0])} ms at p50 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} |",
     ]
     text = "\n".join(lines)
     print(text)

@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=4)
     options = parser.parse_args()
-    server = DropinServer(["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"])
+    server = DropinServer(
+        ["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"]
+    )
     server.wait_for("digits", 1)
     proc = server.proc
     good, bad = payloads()

@@ -25,7 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
+import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off; first)
+
+# isort: split
 import grpc
 import numpy as np
 import openvino as ov
@@ -97,7 +99,9 @@ def measure_removals(args: list[str], removals: int, label: str) -> dict[str, li
         repo.mkdir()
         gone.mkdir()
         build_model(repo / "1", 1.0)
-        server = DropinServer(["--model_name", "m", "--model_path", str(repo), "--model_version_policy", '{"all":{}}', *args])
+        server = DropinServer(
+            ["--model_name", "m", "--model_path", str(repo), "--model_version_policy", '{"all":{}}', *args]
+        )
         server.wait_for("m", 1)
         rng = random.Random(0)
         try:
@@ -131,7 +135,8 @@ def main() -> None:
     events = measure([], options.swaps, "dropin (events + 1 s rescans)")
     polling = measure(
         ["--file_system_watch", "off", "--version_settle_seconds", "0", "--file_system_poll_wait_seconds", "1"],
-        max(options.swaps // 2, 5), "1 s polling loop (OVMS / TF Serving default)",
+        max(options.swaps // 2, 5),
+        "1 s polling loop (OVMS / TF Serving default)",
     )
     print(f"p50 ratio polling / events: {statistics.median(polling) / statistics.median(events):.1f}x")
     print(f"\nremoval -> END, {options.swaps} removals each (ms)")
@@ -139,7 +144,8 @@ def main() -> None:
     measure_removals([], options.swaps, "dropin")
     measure_removals(
         ["--file_system_watch", "off", "--version_settle_seconds", "0", "--file_system_poll_wait_seconds", "1"],
-        max(options.swaps // 2, 5), "1 s polling loop",
+        max(options.swaps // 2, 5),
+        "1 s polling loop",
     )
 
 

@@ -42,7 +42,8 @@ import numpy as np
 import openvino as ov
 from dropin.backend import LoadOptions
 from dropin.private_copy import private_copy
-from dropin_openvino.backend import OpenVINOBackend, OpenVINOModel
+from dropin_openvino.backend import OpenVINOBackend
+from dropin_openvino.serving import OpenVINOModel
 
 def status():
     fields = {}
@@ -58,7 +59,8 @@ def deleted_mapped_bytes():
         parts = line.split(None, 5)
         if len(parts) == 6 and parts[5].strip().endswith("(deleted)") and parts[5] not in seen:
             seen.add(parts[5])
-            total += os.stat(f"/proc/self/map_files/{parts[0]}").st_size if os.path.exists(f"/proc/self/map_files/{parts[0]}") else 0
+            mapped = f"/proc/self/map_files/{parts[0]}"
+            total += os.stat(mapped).st_size if os.path.exists(mapped) else 0
     return total
 
 option, version_dir = sys.argv[1], Path(sys.argv[2])
@@ -73,7 +75,8 @@ elif option == "private copy":
     with private_copy(version_dir) as copy:
         loaded = backend.load(copy, options)
 elif option == "in memory":
-    loaded = backend.load(version_dir, LoadOptions(plugin_config={**options.plugin_config, "ENABLE_MMAP": False}, nireq=1))
+    in_memory = LoadOptions(plugin_config={**options.plugin_config, "ENABLE_MMAP": False}, nireq=1)
+    loaded = backend.load(version_dir, in_memory)
 else:
     xml = (version_dir / "model.xml").read_text()
     weights = ov.Tensor(np.fromfile(version_dir / "model.bin", dtype=np.uint8), shared_memory=True)
@@ -101,20 +104,29 @@ def main() -> None:
         version_dir = Path(tmp) / "resnet" / "1"
         params = resnet50(version_dir)
         size = (version_dir / "model.bin").stat().st_size
-        print(f"ResNet-50: {params / 1e6:.1f} M parameters, model.bin {size / 1e6:.0f} MB; {args.rounds} rounds, medians")
+        print(
+            f"ResNet-50: {params / 1e6:.1f} M parameters, model.bin {size / 1e6:.0f} MB; {args.rounds} rounds, medians"
+        )
         runs: dict[str, list[dict[str, float]]] = {o: [] for o in OPTIONS}
         for _ in range(args.rounds):
             for option in OPTIONS:
-                child = subprocess.run([sys.executable, "-c", CHILD, option, str(version_dir)], capture_output=True, text=True)
+                child = subprocess.run(
+                    [sys.executable, "-c", CHILD, option, str(version_dir)], capture_output=True, text=True
+                )
                 if child.returncode != 0:
                     sys.exit(f"{option}: {child.stderr}")
                 runs[option].append(json.loads(child.stdout.strip().splitlines()[-1]))
     mb = 1e6
-    print(f"{'option':<20} {'load ms':>8} {'1st infer ms':>12} {'peak +MB':>9} {'anon MB':>8} {'file MB':>8} {'deleted mapped MB':>18}")
+    print(
+        f"{'option':<20} {'load ms':>8} {'1st infer ms':>12} {'peak +MB':>9} {'anon MB':>8} {'file MB':>8} "
+        f"{'deleted mapped MB':>18}"
+    )
     for option, results in runs.items():
         med = {k: statistics.median(r[k] for r in results) for k in results[0]}
-        print(f"{option:<20} {med['load_ms']:>8.0f} {med['infer_ms']:>12.0f} {med['peak_added'] / mb:>9.0f} "
-              f"{med['anon'] / mb:>8.0f} {med['file'] / mb:>8.0f} {med['deleted_mapped'] / mb:>18.0f}")
+        print(
+            f"{option:<20} {med['load_ms']:>8.0f} {med['infer_ms']:>12.0f} {med['peak_added'] / mb:>9.0f} "
+            f"{med['anon'] / mb:>8.0f} {med['file'] / mb:>8.0f} {med['deleted_mapped'] / mb:>18.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
     import numpy as np
 
+    import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
     from dropin.testing.server import DropinServer
 
     gen = LoadGenerator(args.processes)
@@ -39,12 +39,15 @@ def main() -> None:
         repo = Path(tmp)
         tiny_model(repo / "tiny" / "1")
         config = repo / "config.json"
-        config.write_text(json.dumps({"model_config_list": [{"config": {"name": "tiny", "base_path": str(repo / "tiny")}}]}))
+        config.write_text(
+            json.dumps({"model_config_list": [{"config": {"name": "tiny", "base_path": str(repo / "tiny")}}]})
+        )
         payload = request_bytes("tiny", "x", np.random.default_rng(0).random((1, 10), dtype=np.float32))
         for _ in range(args.rounds):
             for workers in args.workers:
-                server = DropinServer(["--config_path", str(config), "--file_system_poll_wait_seconds", "0",
-                                       "--workers", str(workers)])
+                server = DropinServer(
+                    ["--config_path", str(config), "--file_system_poll_wait_seconds", "0", "--workers", str(workers)]
+                )
                 try:
                     server.wait_for_log("server ready", timeout=300)
                     gen.rate(server.port, payload, args.concurrency, 1.0)  # warm up

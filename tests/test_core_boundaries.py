@@ -125,3 +125,21 @@ def test_the_plugin_guide_links_resolve() -> None:
     assert not broken, f"links to no heading in docs/plugins.md: {broken}"
     for path in re.findall(r"\]\((\.\./[^)#]+)\)", text):
         assert (GUIDE.parent / path).exists(), path
+
+
+# -- module size: rooms a newcomer finds in one guess -----------------------------------------
+
+MAX_MODULE_LINES = 400
+
+
+def long_modules(root: Path) -> dict[str, int]:
+    """The modules of the core and the plugins' packages (generated code and tests aside) over
+    MAX_MODULE_LINES lines, by path under `root`."""
+    paths = [*(root / "core" / "dropin").rglob("*.py"), *(root / "plugins").glob("*/dropin_*/**/*.py")]
+    counts = {str(p.relative_to(root)): len(p.read_text().splitlines()) for p in paths if "_proto" not in p.parts}
+    return {path: n for path, n in sorted(counts.items()) if n > MAX_MODULE_LINES}
+
+
+def test_no_module_is_over_400_lines() -> None:
+    # a module that outgrows this is split along its sections, each named by what it does
+    assert not long_modules(TESTS.parent), long_modules(TESTS.parent)

@@ -3,6 +3,7 @@ answers on both, and a clear start-up error for a loop that is not available."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -64,3 +65,19 @@ def test_an_unknown_loop_is_refused_by_the_command_line(model_dir: Path) -> None
     )
     assert proc.returncode == 2
     assert "invalid choice: 'tokio'" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_the_python_3_10_path_runs_and_cleans_up_like_asyncio_runner(kind: str) -> None:
+    """Python 3.10 has no asyncio.Runner: `_run_on` does its work (run, cancel leftovers, close)."""
+    from dropin.event_loop import _run_on, loop_factory
+
+    left: list[asyncio.Task[None]] = []
+
+    async def main() -> int:
+        left.append(asyncio.get_running_loop().create_task(asyncio.sleep(3600)))
+        return 42
+
+    loop = (loop_factory(kind) or asyncio.new_event_loop)()
+    assert _run_on(main(), loop) == 42
+    assert left[0].cancelled() and loop.is_closed()

@@ -1,5 +1,5 @@
 """End to end over gRPC: a real `dropin serve` process, Predict compared with numpy run directly,
-GetModelMetadata, GetModelStatus, and every error row of spec §2 with its code and message."""
+GetModelMetadata, GetModelStatus, and every error of docs/wire-contract.md with its code and message."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from dropin._proto.tensorflow_serving.apis import (
     predict_pb2,
 )
 from dropin.dtypes import DType
-from dropin.tensor_proto import from_numpy, to_typed_proto
+from dropin.tensor_proto import from_numpy
 from dropin.testing import numpy_models as modelgen
-from dropin.testing.client import GIB, outputs_of, predict_request
+from dropin.testing.client import GIB, outputs_of, predict_request, to_typed_proto
 from dropin.testing.expect import expect_error
 from dropin.testing.server import DropinServer
 from dropin.testing.typed_protos import typed
@@ -147,7 +147,7 @@ def test_unimplemented_methods(server: DropinServer) -> None:
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-# -- Predict errors, in the spec's order (§2.1, §2.2) -----------------------------------------
+# -- Predict errors, in the order of docs/wire-contract.md ------------------------------------
 
 
 def test_unknown_model(server: DropinServer) -> None:

@@ -1,7 +1,7 @@
 """End to end over REST: a real `dropin serve --rest_port` process and a real HTTP client over TCP.
 
 Status and metadata JSON as OVMS prints them, predict in row and column formats compared with
-numpy run directly, binary ({"b64": ...}) inputs, every error of spec §7 with its HTTP status
+numpy run directly, binary ({"b64": ...}) inputs, every REST error with its HTTP status (docs/wire-contract.md)
 and message, config status and reload, and ovmsclient's HTTP client."""
 
 from __future__ import annotations
@@ -347,7 +347,7 @@ def test_binary_input_without_the_image_plugin(repo: Path, start_server) -> None
            "Invalid input precision - Expected: FP32; Actual: STRING; input name: image")
 
 
-# -- errors of spec §7 -----------------------------------------------------------------------
+# -- REST errors (docs/wire-contract.md#errors) ----------------------------------------------
 
 
 def test_body_errors(server: DropinServer) -> None:

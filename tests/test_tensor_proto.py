@@ -7,7 +7,8 @@ import pytest
 
 from dropin.dtypes import DType, tf_precision_name
 from dropin.errors import DropinError, Status
-from dropin.tensor_proto import TYPED_FIELD, ProtoTensor, TensorProto, from_numpy, to_numpy, to_typed_proto
+from dropin.tensor_proto import TYPED_FIELD, ProtoTensor, TensorProto, from_numpy, to_numpy
+from dropin.testing.client import to_typed_proto
 
 NUMERIC = [d for d in DType if d is not DType.STRING]
 

@@ -30,12 +30,12 @@ from dropin._proto.tensorflow_serving.apis import (
 )
 from dropin.dtypes import DType
 from dropin.metrics import GRPC, PREDICT, Metrics
-from dropin.metrics_merge import WorkerCounters, merged, requests_total, snapshot
 from dropin.testing import numpy_models as modelgen
 from dropin.testing.client import outputs_of, predict_request
 from dropin.testing.fake_plugins import SLOW_PLUGIN, install_fake_distribution
 from dropin.testing.numpy_models import NumpyModelWriter
 from dropin.testing.server import DropinServer, free_port
+from dropin.workers.metrics_merge import WorkerCounters, merged, requests_total, snapshot
 
 READY = r"initial model loading finished: server ready \(2 workers: pids (\d+), (\d+)\)"
 AVAILABLE = 30

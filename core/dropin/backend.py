@@ -15,9 +15,10 @@ A plugin registers its backend class by name from `dropin_register_backends`:
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -85,14 +86,14 @@ class LoadedModel(abc.ABC):
         message). Anything else is logged and answered as INTERNAL "Internal inference error -
         backend <name>: <ExceptionType>: <message>", so make the message say what went wrong."""
 
-    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:  # noqa: B027  (optional: accepts all)
         """Refuse, with a `DropinError`, a request this model cannot run whatever it is batched
         with (values the runtime cannot take). Dynamic batching calls it for each request before
         the request joins a batch, so that only the bad request fails; `infer` is not told
         whether it ran, so it must still refuse such inputs itself. Called on the event loop for
         every batched request: keep it cheap. The default accepts everything."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: nothing to release)
         """Release the model. Called once, after the last request using it has finished, in a
         worker thread (not on the event loop): it may block, e.g. to join the backend's threads."""
 

@@ -1,6 +1,6 @@
 """Server-side dynamic batching: concurrent requests to one model version run as one inference.
 
-`BatchingModel` wraps any backend's `LoadedModel`; the manager applies it at load time when a
+`BatchingModel` wraps any backend's `LoadedModel`; the loader applies it at load time when a
 model's configuration has `dynamic_batching`. It runs entirely on the event loop (no locks):
 
 - a request joins the open group of requests whose inputs have the same dtypes and the same
@@ -32,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Hashable, Mapping
 from time import perf_counter
-from typing import Any, Hashable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,9 @@ class BatchedOutputs(InferOutputs):
 
     __slots__ = ("batch_run",)
 
-    def __init__(self, outputs: Mapping[str, np.ndarray], wait_seconds: float, infer_seconds: float, batch_run: BatchRun) -> None:
+    def __init__(
+        self, outputs: Mapping[str, np.ndarray], wait_seconds: float, infer_seconds: float, batch_run: BatchRun
+    ) -> None:
         super().__init__(outputs, wait_seconds, infer_seconds)
         self.batch_run = batch_run
 
@@ -114,7 +117,7 @@ class _Pending:
 
     __slots__ = ("inputs", "rows", "future", "queued")
 
-    def __init__(self, inputs: Mapping[str, np.ndarray], rows: int, future: "asyncio.Future[BatchedOutputs]") -> None:
+    def __init__(self, inputs: Mapping[str, np.ndarray], rows: int, future: asyncio.Future[BatchedOutputs]) -> None:
         self.inputs = inputs
         self.rows = rows
         self.future = future
@@ -259,7 +262,7 @@ class BatchingModel(LoadedModel):
         run = BatchRun(total, len(batch))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: ran a batch of %d from %d requests", self.label, total, len(batch))
-        for p, part in zip(batch, parts):
+        for p, part in zip(batch, parts, strict=True):
             if not p.future.done():
                 p.future.set_result(BatchedOutputs(part, wait + (started - p.queued), infer, run))
 
@@ -281,7 +284,9 @@ class BatchingModel(LoadedModel):
             result.wait_seconds += started - pending.queued  # the queue and the failed batch
             pending.future.set_result(result)
 
-    def _split(self, outputs: Mapping[str, np.ndarray], batch: list[_Pending], total: int) -> list[dict[str, np.ndarray]]:
+    def _split(
+        self, outputs: Mapping[str, np.ndarray], batch: list[_Pending], total: int
+    ) -> list[dict[str, np.ndarray]]:
         """Each request's rows of every output (views of the batch's arrays, no copies)."""
         parts: list[dict[str, np.ndarray]] = [{} for _ in batch]
         for name, axis, before in self._output_slices:
@@ -294,7 +299,7 @@ class BatchingModel(LoadedModel):
                     f"so it cannot be split by request; serve this model without dynamic_batching",
                 )
             start = 0
-            for part, p in zip(parts, batch):
+            for part, p in zip(parts, batch, strict=True):
                 end = start + p.rows
                 part[name] = array[start:end] if axis == 0 else array[before + (slice(start, end),)]
                 start = end

@@ -51,7 +51,8 @@ def cast(values: np.ndarray, dtype: DType, name: str, expected: str | None = Non
                 exact = " (numbers written with a fraction or exponent: within +-2^53)" if in_range else ""
                 _refuse(values, ~ok, name, expected or f"{dtype.value} values, integers in [{low}, {high}]{exact}")
         elif values.size and (int(values.min()) < low or int(values.max()) > high):
-            _refuse(values, (values < low) | (values > high), name, expected or f"{dtype.value} values, integers in [{low}, {high}]")
+            outside = (values < low) | (values > high)
+            _refuse(values, outside, name, expected or f"{dtype.value} values, integers in [{low}, {high}]")
         return values.astype(target)
     # a float input: only a finite value that becomes infinite is refused (NaN and inf given as
     # such in float_val stay what they are)
@@ -70,7 +71,8 @@ def refuse_booleans(values: np.ndarray, dtype: DType, name: str) -> None:
     numpy would read as 1 or 0. Types are compared in C (`map(type, ...)`), not value by value."""
     flat = values.reshape(-1)
     if bool in set(map(type, flat)):
-        _refuse(flat, np.fromiter(map(type, flat), object, flat.size) == bool, name, f"{dtype.value} numbers")
+        is_bool = np.fromiter(map(type, flat), object, flat.size) == bool  # noqa: E721  (elementwise, numpy)
+        _refuse(flat, is_bool, name, f"{dtype.value} numbers")
 
 
 def _refuse(values: np.ndarray, bad: np.ndarray, name: str, expected: str) -> None:

@@ -21,7 +21,7 @@ from .plugins import PluginHost, backend_priority
 from .rest_transport import RestLimits
 from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
 from .tls import TlsSettings
-from .worker_link import WorkerLink, die_with_parent
+from .workers.link import WorkerLink, die_with_parent
 from .workers import serve_workers
 
 LOG_LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}

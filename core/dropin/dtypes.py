@@ -31,12 +31,11 @@ class DType(enum.Enum):
     # every tensor of every request (a property plus a dict lookup on an Enum costs more).
     numpy: np.dtype  #: the numpy dtype (little-endian, as on the wire); object for STRING
     tf_enum: int  #: the `tensorflow.DataType` enum value
-    tf_name: str  #: the `tensorflow.DataType` enum name, as REST metadata prints it
     itemsize: int
 
     @classmethod
-    def from_numpy(cls, dtype: np.dtype | type) -> "DType":
-        found = _FROM_NUMPY.get(dtype)  # type: ignore[call-overload]  # a numpy dtype: no conversion
+    def from_numpy(cls, dtype: np.dtype | type) -> DType:
+        found = _FROM_NUMPY.get(dtype)  # a numpy dtype: no conversion
         if found is not None:
             return found
         try:
@@ -45,7 +44,7 @@ class DType(enum.Enum):
             raise ValueError(f"numpy dtype {np.dtype(dtype)} has no dropin equivalent") from None
 
     @classmethod
-    def from_tf(cls, tf_enum: int) -> "DType | None":
+    def from_tf(cls, tf_enum: int) -> DType | None:
         """The DType of a `tensorflow.DataType` value, or None when dropin does not serve it."""
         return _FROM_TF.get(tf_enum)
 
@@ -83,35 +82,21 @@ _TF: dict[DType, int] = {
     DType.U64: 23,
 }
 
-_TF_NAMES: dict[int, str] = {
-    0: "DT_INVALID", 1: "DT_FLOAT", 2: "DT_DOUBLE", 3: "DT_INT32", 4: "DT_UINT8", 5: "DT_INT16",
-    6: "DT_INT8", 7: "DT_STRING", 8: "DT_COMPLEX64", 9: "DT_INT64", 10: "DT_BOOL", 11: "DT_QINT8",
-    12: "DT_QUINT8", 13: "DT_QINT32", 14: "DT_BFLOAT16", 15: "DT_QINT16", 16: "DT_QUINT16",
-    17: "DT_UINT16", 18: "DT_COMPLEX128", 19: "DT_HALF", 20: "DT_RESOURCE", 21: "DT_VARIANT",
-    22: "DT_UINT32", 23: "DT_UINT64",
-}
-
 # What OVMS prints for request dtypes it has no precision for.
 _OVMS_NAMES_OF_OTHER_TF_TYPES: dict[int, str] = {14: "BF16", 8: "UNDEFINED", 18: "UNDEFINED"}
 
 for _member in DType:
     _member.numpy = _NUMPY[_member]
     _member.tf_enum = _TF[_member]
-    _member.tf_name = _TF_NAMES[_TF[_member]]
     _member.itemsize = _NUMPY[_member].itemsize
 
 _FROM_TF = {v: k for k, v in _TF.items()}
-_FROM_NUMPY = {v: k for k, v in _NUMPY.items() if k is not DType.STRING}
+_FROM_NUMPY: dict[object, DType] = {v: k for k, v in _NUMPY.items() if k is not DType.STRING}
 
 
 def tf_precision_name(tf_enum: int) -> str:
     """The OVMS precision name of a request dtype, for 'Actual: ...' in error messages."""
     dtype = _FROM_TF.get(tf_enum)
     if dtype is not None:
-        return dtype.value
+        return str(dtype.value)
     return _OVMS_NAMES_OF_OTHER_TF_TYPES.get(tf_enum, "UNDEFINED")
-
-
-def tf_type_name(tf_enum: int) -> str:
-    """The `tensorflow.DataType` name of an enum value (DT_FLOAT, ...)."""
-    return _TF_NAMES.get(tf_enum, f"DT_{tf_enum}")

@@ -23,7 +23,7 @@ class Status(enum.Enum):
     MODEL_SPEC_MISSING = ("model_spec missing in request", grpc.StatusCode.INVALID_ARGUMENT, 400)
     INVALID_SIGNATURE_DEF = ("Invalid signature name", grpc.StatusCode.INVALID_ARGUMENT, 400)
 
-    # request validation (spec §2.2), in the order it runs
+    # request validation, in the order it runs (docs/wire-contract.md#validation-order)
     INVALID_NO_OF_INPUTS = ("Invalid number of inputs", grpc.StatusCode.INVALID_ARGUMENT, 400)
     INVALID_MISSING_INPUT = ("Missing input with specific name", grpc.StatusCode.INVALID_ARGUMENT, 400)
     INVALID_SHAPE = ("Invalid input shape", grpc.StatusCode.INVALID_ARGUMENT, 400)
@@ -36,7 +36,7 @@ class Status(enum.Enum):
     INVALID_OUTPUT_FILTER = ("Invalid output name in output_filter", grpc.StatusCode.INVALID_ARGUMENT, 400)
     TOO_MANY_ELEMENTS = ("Request is too large", grpc.StatusCode.RESOURCE_EXHAUSTED, 413)
 
-    # binary (encoded image) and string inputs (spec §6)
+    # binary (encoded image) and string inputs
     STRING_VAL_EMPTY = ("String val is empty", grpc.StatusCode.INVALID_ARGUMENT, 400)
     IMAGE_PARSING_FAILED = ("Image parsing failed", grpc.StatusCode.INVALID_ARGUMENT, 400)
     INVALID_NO_OF_CHANNELS = ("Invalid number of channels in binary input", grpc.StatusCode.INVALID_ARGUMENT, 400)
@@ -63,7 +63,7 @@ class Status(enum.Enum):
     METRICS_REST_PORT_MISSING = ("Missing rest_port parameter in server CLI", grpc.StatusCode.INVALID_ARGUMENT, 400)
     INVALID_METRICS_FAMILY_NAME = ("Invalid name in metrics_list", grpc.StatusCode.INVALID_ARGUMENT, 400)
 
-    # REST front end (spec §7): URL, method and body. The gRPC codes are used only in logs.
+    # REST front end: URL, method and body. The gRPC codes are used only in logs.
     REST_INVALID_URL = ("Invalid request URL", grpc.StatusCode.INVALID_ARGUMENT, 400)
     REST_UNSUPPORTED_METHOD = ("Unsupported method", grpc.StatusCode.UNIMPLEMENTED, 406)
     REST_NOT_FOUND = ("Requested REST resource not found", grpc.StatusCode.UNIMPLEMENTED, 404)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Coroutine, TypeVar
+import sys
+from collections.abc import Callable, Coroutine
+from typing import TypeVar
 
 from .config import ConfigError
 
@@ -37,9 +39,29 @@ def loop_factory(kind: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] 
 
 def run(main: Coroutine[object, object, T], kind: str = "auto") -> T:
     """asyncio.run on the chosen loop."""
-    with asyncio.Runner(loop_factory=loop_factory(kind)) as runner:
+    factory = loop_factory(kind)
+    if sys.version_info < (3, 11):  # no asyncio.Runner
+        return _run_on(main, (factory or asyncio.new_event_loop)())
+    with asyncio.Runner(loop_factory=factory) as runner:
         logging.getLogger("dropin").info("event loop: %s", loop_name(runner.get_loop()))
         return runner.run(main)
+
+
+def _run_on(main: Coroutine[object, object, T], loop: asyncio.AbstractEventLoop) -> T:
+    """What asyncio.Runner does, for Python 3.10: run `main`, cancel what it left, close the loop."""
+    logging.getLogger("dropin").info("event loop: %s", loop_name(loop))
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in left:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:

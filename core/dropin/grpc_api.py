@@ -80,7 +80,7 @@ def _tensor_info(spec: TensorSpec) -> meta_graph_pb2.TensorInfo:
 
 
 def metadata_response(meta: ModelMetadata) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    """GetModelMetadataResponse as OVMS builds it (spec §4); REST prints it as JSON."""
+    """GetModelMetadataResponse as OVMS builds it (docs/wire-contract.md); REST prints it as JSON."""
     signature = meta_graph_pb2.SignatureDef()
     for name, spec in meta.inputs.items():
         signature.inputs[name].CopyFrom(_tensor_info(spec))
@@ -96,7 +96,7 @@ def metadata_response(meta: ModelMetadata) -> get_model_metadata_pb2.GetModelMet
 
 
 def status_response(versions: Iterable[ModelVersion]) -> get_model_status_pb2.GetModelStatusResponse:
-    """GetModelStatusResponse for these versions (spec §3); REST prints it as JSON."""
+    """GetModelStatusResponse for these versions (docs/wire-contract.md); REST prints it as JSON."""
     response = get_model_status_pb2.GetModelStatusResponse()
     for version in versions:
         entry = response.model_version_status.add()

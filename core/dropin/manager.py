@@ -6,40 +6,33 @@ wanted, by TF Serving's availability-preserving rule (`held_until_successor`): a
 without a version while a successor settles, loads or fails to load, even when the directory of
 the version it replaces is gone. A version that fails to load stays LOADING with its reason, the
 previous version keeps serving, and the next pass retries it.
+
+Loading one version (choosing its backend, loading a private copy, planning its inputs, dynamic
+batching) is the loader's work: loader.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import threading
 import time
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
-from typing import Callable, Hashable, Iterable
 
-from .backend import Backend, LoadedModel
-from .batching import BatchingError, BatchingModel
 from .config import ModelConfig
 from .errors import DropinError
+from .loader import Loader, LoadError
 from .models import Model, ModelTable, ModelVersion, Servable, State
 from .plugins import Registries
-from .preprocess import Preprocessor
-from .private_copy import CopyError, private_copy
 from .settle import ATOMIC_GRACE_SECONDS, SettleTracker
 from .sources import Change, ModelSource
-from .validation import InputPlan
 
 log = logging.getLogger("dropin.manager")
 
 
-def _log_failure(task: "asyncio.Task[bool]") -> None:
+def _log_failure(task: asyncio.Task[bool]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("model sync failed", exc_info=task.exception())
-
-
-class LoadError(Exception):
-    """A version could not be loaded; the message is shown in GetModelStatus."""
 
 
 def held_until_successor(
@@ -77,10 +70,7 @@ class ModelManager:
         self._unwatch: dict[str, Callable[[], None]] = {}
         self._wakeups: dict[str, asyncio.TimerHandle] = {}
         self._synced: set[str] = set()  # models past their first sync (start-up loads at once)
-        self._backends: dict[str, Backend] = {}
-        self._preprocessors: list[tuple[str, Preprocessor]] = []
-        self._instances_lock = threading.Lock()
-        self._preprocessors_made = False
+        self.loader = Loader(registries)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -95,7 +85,9 @@ class ModelManager:
             if model is None:
                 model = Model(config)
                 self.table.models[config.name] = model
-                log.info("model %s: serving %s (version policy: %s)", config.name, config.base_path, config.version_policy)
+                log.info(
+                    "model %s: serving %s (version policy: %s)", config.name, config.base_path, config.version_policy
+                )
                 changed.append(model)
             elif model.removed or model.config != config:
                 async with model.lock:
@@ -109,7 +101,8 @@ class ModelManager:
                     )
                     log.info(
                         "model %s: configuration changed%s",
-                        config.name, ", reloading its versions" if reload else f" (version policy: {config.version_policy})",
+                        config.name,
+                        ", reloading its versions" if reload else f" (version policy: {config.version_policy})",
                     )
                     if reload:
                         for version in model.versions.values():
@@ -231,7 +224,9 @@ class ModelManager:
 
     def _failed(self, model: Model, number: int) -> bool:
         version = model.versions.get(number)
-        return version is not None and version.state == State.LOADING and not version.loading and version.error is not None
+        return (
+            version is not None and version.state == State.LOADING and not version.loading and version.error is not None
+        )
 
     def _needs_load(self, model: Model, number: int) -> bool:
         version = model.versions.get(number)
@@ -257,7 +252,7 @@ class ModelManager:
             log.info("model %s version %d: reloading from %s", model.name, number, path)
         started = time.monotonic()
         try:
-            servable = await asyncio.to_thread(self._load_blocking, model.config, number, path)
+            servable = await asyncio.to_thread(self.loader.load, model.config, number, path)
         except Exception as exc:  # any failure becomes the version's status, never a crash
             reason = str(exc) if isinstance(exc, (LoadError, DropinError)) else f"{type(exc).__name__}: {exc}"
             version.error = reason
@@ -274,7 +269,9 @@ class ModelManager:
         version.end_load()
         model.update_default()
         if replacing is not None:
-            log.info("model %s version %d: reloaded, the previous files retire after their requests", model.name, number)
+            log.info(
+                "model %s version %d: reloaded, the previous files retire after their requests", model.name, number
+            )
             asyncio.get_running_loop().create_task(self._close_when_drained(replacing))
         return True
 
@@ -296,7 +293,11 @@ class ModelManager:
             log.info("model %s: removed from the configuration, retiring its versions", model.name)
             self._drop_source(model.name)
             await asyncio.gather(
-                *(self._retire(model, v) for v in model.versions.values() if v.state in (State.AVAILABLE, State.LOADING))
+                *(
+                    self._retire(model, v)
+                    for v in model.versions.values()
+                    if v.state in (State.AVAILABLE, State.LOADING)
+                )
             )
             return True
 
@@ -305,7 +306,13 @@ class ModelManager:
         try:
             await asyncio.to_thread(servable.model.close)
         except Exception as exc:
-            log.error("model %s version %d: backend %s failed to close it: %s", servable.model_name, servable.version, servable.backend, exc)
+            log.error(
+                "model %s version %d: backend %s failed to close it: %s",
+                servable.model_name,
+                servable.version,
+                servable.backend,
+                exc,
+            )
 
     async def close(self) -> None:
         """Stop watching and retire everything (at shutdown)."""
@@ -383,7 +390,7 @@ class ModelManager:
         if wakeup is not None:
             wakeup.cancel()
 
-    # -- blocking work, in worker threads ----------------------------------------------------
+    # -- the model's source ------------------------------------------------------------------
 
     def _source(self, model: Model) -> ModelSource:
         source = self._sources.get(model.name)
@@ -394,99 +401,8 @@ class ModelManager:
                     source = cls(base_path)
                     break
             else:
-                raise LookupError(f"no model source serves {base_path!r} (installed: {', '.join(self.registries.sources.names())})")
+                raise LookupError(
+                    f"no model source serves {base_path!r} (installed: {', '.join(self.registries.sources.names())})"
+                )
             self._sources[model.name] = source
         return source
-
-    def _backend(self, name: str) -> Backend:
-        with self._instances_lock:
-            backend = self._backends.get(name)
-            if backend is None:
-                try:
-                    cls = self.registries.backends.get(name)
-                except KeyError as exc:
-                    raise LoadError(exc.args[0]) from None
-                try:
-                    backend = cls()
-                except Exception as exc:
-                    raise LoadError(
-                        f"backend {name!r} (plugin {self.registries.backends.owner(name)}) failed to start: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                self._backends[name] = backend
-            return backend
-
-    def _choose_backend(self, config: ModelConfig, path: Path) -> str:
-        if config.backend:
-            return config.backend
-        if not os.path.isdir(path):
-            raise LoadError(f"{path} is not a directory")
-        for name, cls in self.registries.backends.items():
-            try:
-                if cls.claims(path):
-                    return name
-            except Exception as exc:
-                log.error("backend %s (plugin %s) failed to inspect %s: %s", name, self.registries.backends.owner(name), path, exc)
-        files = sorted(p.name for p in path.iterdir())[:10]
-        installed = ", ".join(self.registries.backends.names()) or "none"
-        raise LoadError(
-            f"no backend can load {path} (files: {', '.join(files) or 'none'}; installed backends: {installed})"
-        )
-
-    def _preprocessor_instances(self) -> list[tuple[str, Preprocessor]]:
-        with self._instances_lock:
-            if not self._preprocessors_made:
-                for name, cls in self.registries.preprocessors.items():
-                    try:
-                        self._preprocessors.append((name, cls()))
-                    except Exception as exc:
-                        log.error(
-                            "preprocessor %s (plugin %s) failed to start and is skipped: %s: %s",
-                            name, self.registries.preprocessors.owner(name), type(exc).__name__, exc,
-                        )
-                self._preprocessors_made = True
-            return self._preprocessors
-
-    def _load_blocking(self, config: ModelConfig, number: int, path: Path) -> Servable:
-        backend_name = self._choose_backend(config, path)
-        backend = self._backend(backend_name)
-        try:
-            with private_copy(path) as copy:  # never from files the user may rewrite under us
-                try:
-                    loaded = backend.load(copy, config.load)
-                except Exception as exc:
-                    raise LoadError(f"backend {backend_name} could not load {path}: {str(exc).replace(str(copy), str(path))}") from exc
-        except CopyError as exc:
-            raise LoadError(str(exc)) from None
-        try:
-            plans = tuple(self._plan(config, loaded.inputs[name]) for name in sorted(loaded.inputs))
-            served = self._batched(config, number, loaded, backend_name)
-        except Exception:
-            loaded.close()
-            raise
-        return Servable(config.name, number, served, plans, backend_name)
-
-    def _batched(self, config: ModelConfig, number: int, loaded: LoadedModel, backend_name: str) -> LoadedModel:
-        """The loaded model, behind dynamic batching if its configuration asks for it."""
-        if config.dynamic_batching is None:
-            return loaded
-        label = f"model {config.name} version {number}"
-        try:
-            batching = BatchingModel(loaded, config.dynamic_batching, label, backend_name)
-        except BatchingError as exc:
-            raise LoadError(str(exc)) from None
-        log.info("%s: dynamic batching (%s)", label, config.dynamic_batching)
-        return batching
-
-    def _plan(self, config: ModelConfig, spec) -> InputPlan:  # type: ignore[no-untyped-def]
-        for name, preprocessor in self._preprocessor_instances():
-            try:
-                converter = preprocessor.claim(spec, config.options)
-            except Exception as exc:
-                raise LoadError(
-                    f"preprocessor {name} (plugin {self.registries.preprocessors.owner(name)}) failed on input "
-                    f"{spec.name}: {type(exc).__name__}: {exc}"
-                ) from exc
-            if converter is not None:
-                return InputPlan(spec, converter, name)
-        return InputPlan(spec)

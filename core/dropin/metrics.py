@@ -1,4 +1,4 @@
-"""OVMS's Prometheus metrics (spec §8): `GET /metrics` on the REST port with --metrics_enable.
+"""OVMS's Prometheus metrics: `GET /metrics` on the REST port with --metrics_enable.
 
 Family names, labels and histogram buckets are OVMS's, so existing dashboards keep working.
 Counting is cheap: each (model, version) gets one `ModelMetrics` holding plain counters and

@@ -46,8 +46,8 @@ class Servable:
 
     model_name: str
     version: int
-    model: "LoadedModel"
-    plans: tuple["InputPlan", ...]  # sorted by input name
+    model: LoadedModel
+    plans: tuple[InputPlan, ...]  # sorted by input name
     backend: str
     in_flight: int = 0
     _drained: asyncio.Event | None = None
@@ -127,7 +127,7 @@ class ModelVersion:
 class Model:
     """One served model: its configuration and every version ever registered."""
 
-    def __init__(self, config: "ModelConfig") -> None:
+    def __init__(self, config: ModelConfig) -> None:
         self.config = config
         self.name = config.name
         self.versions: dict[int, ModelVersion] = {}

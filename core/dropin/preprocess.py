@@ -22,7 +22,7 @@ the core checks that and answers a mismatch as the plugin's fault (INTERNAL "Plu
         registry.add("image", ImagePreprocessor)
 
 `check_binary_batch` holds OVMS's checks of a DT_STRING tensor that carries one item per batch
-entry (spec §6), so that every preprocessor of that kind answers bad requests alike.
+entry, so that every preprocessor of that kind answers bad requests alike.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 PREFIX = "dropin-load-"  # then the pid of the process that loads, a dash, and a random part
 
@@ -50,10 +50,13 @@ def private_copy(version_dir: Path) -> Iterator[Path]:
         try:
             shutil.copytree(version_dir, copy, copy_function=shutil.copyfile, ignore_dangling_symlinks=True)
         except (OSError, shutil.Error) as exc:
-            raise CopyError(f"cannot copy {version_dir} into {root} (TMPDIR) to load it from there: {_reason(exc)}") from None
+            raise CopyError(
+                f"cannot copy {version_dir} into {root} (TMPDIR) to load it from there: {_reason(exc)}"
+            ) from None
         if file_states(version_dir) != before:
-            raise CopyError(f"the files of {version_dir} changed while they were being read; "
-                            "they load again once they have settled")
+            raise CopyError(
+                f"the files of {version_dir} changed while they were being read; they load again once they have settled"
+            )
         yield copy
     finally:
         _remove(root)

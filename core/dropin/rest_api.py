@@ -1,4 +1,4 @@
-"""The TF Serving REST API on --rest_port (spec §7), with health checks and /metrics (spec §8).
+"""The TF Serving REST API on --rest_port (docs/wire-contract.md#rest), with health checks and /metrics.
 
 aiohttp, on the same event loop as the gRPC server. Requests are routed by OVMS's URL patterns,
 so that unknown URLs (400), wrong methods (406) and unsupported verbs (404) answer as OVMS did,

@@ -1,4 +1,4 @@
-"""TF Serving REST JSON <-> tensors (spec §7): the :predict body in row (`instances`) and column
+"""TF Serving REST JSON <-> tensors (docs/wire-contract.md#rest): the :predict body in row (`instances`) and column
 (`inputs`) formats, `{"b64": ...}` binary values, and the `predictions` / `outputs` answers.
 
 Parsing follows OVMS's TFSRestParser: JSON numbers take the model input's dtype (so REST never
@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +109,7 @@ class PredictRequest:
         self.may_hold_booleans = may_hold_booleans
 
     @classmethod
-    def parse(cls, body: bytes) -> "PredictRequest":
+    def parse(cls, body: bytes) -> PredictRequest:
         return cls(loads(body), may_hold_booleans(body))
 
     def tensors(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
@@ -195,7 +196,9 @@ def _is_binary(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
-def to_tensor(data: Any, spec: TensorSpec | None, bad: Status, name: str = "", may_hold_booleans: bool = True) -> JsonTensor:
+def to_tensor(
+    data: Any, spec: TensorSpec | None, bad: Status, name: str = "", may_hold_booleans: bool = True
+) -> JsonTensor:
     """One input's JSON value (the whole tensor, batch included) as a tensor. Numbers take the
     dtype of the model input `spec` (None: an input the model does not have, typed I32 or FP32
     as OVMS guesses, for validation to reject), refusing any value that type would change
@@ -349,7 +352,9 @@ def predict_response(order: str, outputs: Mapping[str, np.ndarray]) -> dict[str,
     batch = None
     for name, array in outputs.items():
         if array.ndim == 0:
-            raise DropinError(Status.REST_PROTO_TO_STRING_ERROR, f"output {name} is a scalar: it has no batch to split into rows")
+            raise DropinError(
+                Status.REST_PROTO_TO_STRING_ERROR, f"output {name} is a scalar: it has no batch to split into rows"
+            )
         if batch is None:
             batch = array.shape[0]
         elif array.shape[0] != batch:
@@ -362,4 +367,4 @@ def predict_response(order: str, outputs: Mapping[str, np.ndarray]) -> dict[str,
         ((name, array),) = outputs.items()
         return {"predictions": _jsonable(name, array)}
     columns = {name: _jsonable(name, array) for name, array in outputs.items()}
-    return {"predictions": [dict(zip(columns, row)) for row in zip(*columns.values())]}
+    return {"predictions": [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]}

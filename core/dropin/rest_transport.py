@@ -77,7 +77,9 @@ class GuardedConnection(RequestHandler):
 
     __slots__ = ("_limits", "_refused", "_received_at", "_head_timer", "_head_of", "_body_timer", "_body_of")
 
-    def __init__(self, manager: GuardedServer, *, loop: asyncio.AbstractEventLoop, limits: RestLimits, **kwargs: Any) -> None:
+    def __init__(
+        self, manager: GuardedServer, *, loop: asyncio.AbstractEventLoop, limits: RestLimits, **kwargs: Any
+    ) -> None:
         super().__init__(manager, loop=loop, keepalive_timeout=limits.idle_timeout, **kwargs)
         self._limits = limits
         self._refused = False
@@ -133,7 +135,9 @@ class GuardedConnection(RequestHandler):
     def _head_due(self) -> None:
         self._head_timer = None
         if self._request_count == self._head_of and self._waiter is not None and not self._waiter.done():
-            self._cut("no complete request head within %g s (--rest_header_timeout_seconds)", self._limits.header_timeout)
+            self._cut(
+                "no complete request head within %g s (--rest_header_timeout_seconds)", self._limits.header_timeout
+            )
 
     def _body_due(self) -> None:
         self._body_timer = None
@@ -160,8 +164,11 @@ class GuardedConnection(RequestHandler):
         log.debug("REST client %s: invalid HTTP request: %s", request.remote, detail)
         if request.writer.output_size > 0:
             raise ConnectionError("an answer was sent already")
-        response = web.Response(status=status, text=json.dumps({"error": f"Invalid HTTP request - {detail}"}),
-                                content_type="application/json")
+        response = web.Response(
+            status=status,
+            text=json.dumps({"error": f"Invalid HTTP request - {detail}"}),
+            content_type="application/json",
+        )
         response.force_close()
         return response
 

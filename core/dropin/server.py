@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import dataclasses
 import gc
-import itertools
 import logging
-import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,21 +12,20 @@ from typing import Any
 
 import grpc
 
-from . import config as config_mod
-from .config import ConfigError, ModelConfig, VersionPolicy
+from .config import ConfigError, ModelConfig
 from .config_file import ConfigFile
-from ._proto.tensorflow_serving.config import model_server_config_pb2
+from .config_proto import models_from_proto
 from .dataplane import DataPlane
 from .grpc_api import ModelService, PredictionService, add_services
 from .health import GrpcHealth, add_reflection
 from .manager import ModelManager
 from .metrics import FAMILIES, Metrics
-from .metrics_merge import merged, snapshot
 from .plugins import PluginHost
 from .tls import TlsSettings
 from .rest_api import RestApi
 from .rest_transport import RestLimits
-from .worker_link import ChannelClosed, WorkerLink
+from .workers.link import WorkerLink
+from .workers.relay import WorkerRelay
 
 log = logging.getLogger("dropin.server")
 
@@ -38,11 +33,6 @@ GIB = 1 << 30
 # Decoding JSON makes a Python object per number: answering a REST Predict takes up to ~35 times
 # the body's size at its peak (docs/performance.md), so REST bodies are kept far below gRPC's limit.
 REST_MAX_BODY_BYTES = 64 << 20
-
-# --workers: how long the worker that received a reload waits for the others to have applied it
-# too (they do in any case, in order), and how long a scrape waits for their metrics.
-RELAY_WAIT_SECONDS = 30.0
-METRICS_WAIT_SECONDS = 2.0
 
 
 @dataclass
@@ -78,8 +68,8 @@ class ServerSettings:
 
 
 class Server:
-    """One server process. With `link` it is a worker of `--workers N` (workers.py): it listens
-    with SO_REUSEPORT and relays reloads and metrics through the supervisor."""
+    """One server process. With `link` it is a worker of `--workers N` (the workers package): it
+    listens with SO_REUSEPORT and relays reloads and metrics through the supervisor."""
 
     def __init__(self, settings: ServerSettings, plugins: PluginHost | None = None, link: WorkerLink | None = None) -> None:
         self.settings = settings
@@ -93,19 +83,13 @@ class Server:
         self.grpc: grpc.aio.Server | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._snapshots = itertools.count(1)  # numbers this worker's metrics snapshots
         self.port = settings.port
         self.metrics = Metrics(settings.metrics_list) if settings.metrics_enable else None
         self.health: GrpcHealth | None = None
         self.rest: RestApi | None = None
         self.rest_port = 0
         self.config_file = ConfigFile(settings.config_path, self._apply_config_file) if settings.config_path else None
-        if link is not None:
-            link.handlers.update({
-                "reload_config": self._relayed_reload_config,
-                "reload_config_file": self._relayed_reload_config_file,
-                "metrics_snapshot": self._metrics_snapshot,
-            })
+        self.relay = WorkerRelay(self, link) if link is not None else None
 
     def check_plugins(self) -> None:
         """A model that names its backend needs that backend: if its plugin is missing, blocked or
@@ -221,79 +205,12 @@ class Server:
             self.link.notify("config_file_applied")  # a restarted worker reads the file, no replay
         return changed
 
-    # -- --workers N: what reaches every worker ------------------------------------------------
-
-    async def _reload_everywhere(self) -> bool:
-        """POST /v1/config/reload on a worker: every worker re-reads config.json (if any) and
-        rescans; this worker's outcome answers."""
-        assert self.link is not None
-        own = (await self._fanout("reload_config_file", {})).get(self.link.index) or {}
-        if "invalid" in own:
-            raise ConfigError(own["invalid"])
-        if "changed" not in own:
-            raise RuntimeError(f"config reload not applied: {own.get('error')}")
-        return bool(own["changed"])
-
-    async def _relayed_reload_config_file(self, args: dict[str, Any]) -> dict[str, Any]:
-        try:
-            changed = await self.reload_config_file() if self.config_file is not None else False
-        except ConfigError as exc:  # the same file, so the same answer on every worker
-            return {"invalid": exc.details}
-        return {"changed": await self.manager.sync_all() or changed}
-
-    async def _relayed_reload_config(self, args: dict[str, Any]) -> dict[str, Any]:
-        server_config = model_server_config_pb2.ModelServerConfig.FromString(base64.b64decode(args["config"]))
-        try:
-            await self._reload_config_here(server_config)
-        except ConfigError as exc:  # checked by the worker that received it: not expected here
-            return {"invalid": exc.details}
-        return {"applied": True}
-
-    async def _fanout(self, op: str, args: dict[str, Any]) -> dict[int, Any]:
-        assert self.link is not None
-        results = await self.link.fanout(op, args, include_self=True, wait=RELAY_WAIT_SECONDS)
-        late = [i for i, r in results.items() if i != self.link.index and isinstance(r, dict) and "error" in r]
-        if late:
-            log.warning("%s: workers %s report %s", op, ", ".join(map(str, late)), "; ".join(results[i]["error"] for i in late))
-        return results
-
-    async def _metrics_snapshot(self, args: dict[str, Any]) -> dict[str, Any] | None:
-        if self.metrics is None:
-            return None
-        assert self.link is not None
-        # "seq" orders this worker's snapshots (the supervisor keeps the latest one)
-        return {"worker": self.link.index, "pid": os.getpid(), "seq": next(self._snapshots), **snapshot(self.metrics)}
-
-    async def _render_all_metrics(self) -> bytes:
-        """/metrics on a worker: this worker's counters plus every other worker's and those of the
-        workers that exited (as the supervisor recorded them). A worker that does not answer in
-        time is left out, and a comment line says so. Everything shown is one snapshot per worker,
-        the very one the supervisor recorded."""
-        assert self.metrics is not None and self.link is not None
-        own = await self._metrics_snapshot({})
-        assert own is not None
-        try:
-            reply = await self.link.call("metrics", {"own": own, "wait": METRICS_WAIT_SECONDS})
-        except ChannelClosed:
-            reply = {"workers": {}, "exited": None}
-        results = {int(i): r for i, r in reply["workers"].items()}
-        snaps = [own, *(r for r in results.values() if isinstance(r, dict) and "models" in r)]
-        comments = [f"# dropin worker {s['worker']} (pid {s['pid']}): {s['requests']} requests"
-                    for s in sorted(snaps, key=lambda s: s["worker"])]
-        comments += [f"# dropin worker {i}: left out ({r['error']})" for i, r in sorted(results.items())
-                     if isinstance(r, dict) and "error" in r]
-        exited = reply.get("exited")
-        if exited is not None:
-            comments.append(f"# dropin workers that exited: {exited['requests']} requests, still counted")
-            snaps.append(exited)
-        return ("\n".join(comments) + "\n").encode() + merged(Metrics(self.metrics.families), snaps).render()
-
     async def _start_rest(self) -> None:
         s = self.settings
-        if self.link is None:
+        if self.relay is None:
             reload, rescan = (self.reload_config_file if self.config_file is not None else None), self.manager.sync_all
         else:  # both, on every worker
-            reload, rescan = self._reload_everywhere, None
+            reload, rescan = self.relay.reload_config_file, None
         self.rest = RestApi(
             self.dataplane,
             self.ready,
@@ -301,7 +218,7 @@ class Server:
             self.metrics,
             reload_config=reload,
             rescan=rescan,
-            render_metrics=self._render_all_metrics if self.link is not None and self.metrics is not None else None,
+            render_metrics=self.relay.render_metrics if self.relay is not None and self.metrics is not None else None,
             limits=s.rest_limits,
         )
         self.rest_port = await self.rest.start(
@@ -324,41 +241,26 @@ class Server:
                      "(HandleReloadConfigRequest needs --reload_config_enable)")
             return False
         try:
-            if self.link is None:
-                await self._reload_config_here(server_config)
-                return True
-            self._models_from_proto(server_config)  # refused here, it reaches no worker
-            config = base64.b64encode(server_config.SerializeToString()).decode()
-            own = (await self._fanout("reload_config", {"config": config})).get(self.link.index) or {}
-            if "invalid" in own:
-                raise ConfigError(own["invalid"])
+            if self.relay is None:
+                await self.reload_config_here(server_config)
+            else:
+                await self.relay.reload_config(server_config)
         except ConfigError as exc:
             log.warning("reload config request refused: %s", exc)
             raise
-        if "applied" not in own:
-            raise RuntimeError(f"reload config request not applied: {own.get('error')}")
         return True
 
-    async def _reload_config_here(self, server_config: Any) -> None:
-        models = self._models_from_proto(server_config)
+    async def reload_config_here(self, server_config: Any) -> None:
+        """Apply a ModelServerConfig in this process."""
+        models = self.models_from_proto(server_config)
         await self.manager.apply(models)
         log.info("reload config request applied: %s", ", ".join(m.name for m in models) or "no models")
 
-    def _models_from_proto(self, server_config: Any) -> list[ModelConfig]:
-        which = server_config.WhichOneof("config")
-        if which != "model_config_list":
-            raise ConfigError("only model_config_list is supported (custom_model_config is not)")
-        models: list[ModelConfig] = []
-        for entry in server_config.model_config_list.config:
-            base_path = config_mod.base_path_inside(entry.name, entry.base_path, self.settings.reload_config_roots)
-            base = self.manager.table.models.get(entry.name)
-            template = base.config if base is not None else self.settings.defaults
-            model = config_mod.model_config({"name": entry.name, "base_path": base_path})
-            policy = _policy_from_proto(entry.model_version_policy)
-            if template is not None:
-                model = dataclasses.replace(template, name=model.name, base_path=model.base_path)
-            models.append(dataclasses.replace(model, version_policy=policy))
-        return models
+    def models_from_proto(self, server_config: Any) -> list[ModelConfig]:
+        """The models a ModelServerConfig names, with the current or default settings; ConfigError
+        when it is invalid or names a base path outside --reload_config_roots."""
+        current = {name: model.config for name, model in self.manager.table.models.items()}
+        return models_from_proto(server_config, current, self.settings.defaults, self.settings.reload_config_roots)
 
     async def stop(self) -> None:
         """Graceful shutdown: report not ready, stop accepting requests, let the ones in flight
@@ -395,19 +297,6 @@ class Server:
         log.info("shutting down: finishing requests in flight (up to %g s)", self.settings.shutdown_grace_seconds)
         await self.stop()
         log.info("stopped")
-
-
-def _policy_from_proto(policy: Any) -> VersionPolicy:
-    which = policy.WhichOneof("policy_choice")
-    if which == "all":
-        return VersionPolicy("all")
-    if which == "specific":
-        if not policy.specific.versions:
-            raise ConfigError("model_version_policy.specific.versions must not be empty")
-        return VersionPolicy("specific", versions=frozenset(policy.specific.versions))
-    if which == "latest":
-        return VersionPolicy("latest", num_versions=policy.latest.num_versions or 1)
-    return VersionPolicy()
 
 
 def _ms(seconds: float) -> int:

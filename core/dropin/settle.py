@@ -13,8 +13,8 @@ shows the new directory within it).
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Hashable, Iterable
 
 # How long after a directory is renamed into place we wait for signs that it is really a copy.
 ATOMIC_GRACE_SECONDS = 0.03

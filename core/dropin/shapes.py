@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
 
 from .dtypes import DType
 
@@ -16,11 +16,11 @@ class Dim:
     high: int | None = None
 
     @classmethod
-    def static(cls, size: int) -> "Dim":
+    def static(cls, size: int) -> Dim:
         return cls(size, size)
 
     @classmethod
-    def dynamic(cls) -> "Dim":
+    def dynamic(cls) -> Dim:
         return cls(0, None)
 
     @property
@@ -48,7 +48,7 @@ class Dim:
         return f"[{self.low}~{self.high if self.high is not None else -1}]"
 
 
-DimLike = Union[int, Dim, tuple[int, int]]
+DimLike = int | Dim | tuple[int, int]
 
 
 def dim(value: DimLike) -> Dim:
@@ -83,7 +83,7 @@ class TensorSpec:
     layout: str | None = None
 
     @classmethod
-    def of(cls, name: str, dtype: DType, shape: Sequence[DimLike], layout: str | None = None) -> "TensorSpec":
+    def of(cls, name: str, dtype: DType, shape: Sequence[DimLike], layout: str | None = None) -> TensorSpec:
         """Build a spec from plain values: `TensorSpec.of("x", DType.FP32, [-1, 64])`."""
         return cls(name, dtype, tuple(dim(d) for d in shape), layout)
 

@@ -15,13 +15,13 @@ import importlib
 import logging
 import os
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.api import ObservedWatch
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 log = logging.getLogger("dropin.sources")
 
@@ -172,7 +172,7 @@ class LocalSource(ModelSource):
 
 
 # One watchdog observer thread serves every watched directory.
-_OBSERVER: Observer | None = None
+_OBSERVER: BaseObserver | None = None
 _OBSERVER_LOCK = threading.Lock()
 _WATCH_LOCK = threading.Lock()
 _WATCH_USERS: dict[ObservedWatch, int] = {}  # handlers per watch, which ends with the last one
@@ -199,7 +199,7 @@ def _shorten_move_pairing() -> None:
             return
 
 
-def shared_observer() -> Observer:
+def shared_observer() -> BaseObserver:
     global _OBSERVER
     with _OBSERVER_LOCK:
         if _OBSERVER is None:

@@ -78,7 +78,9 @@ def to_numpy(proto: TensorProto, dtype: DType, shape: tuple[int, ...], name: str
     if dtype is DType.STRING:
         values = proto.string_val
         if len(values) != count:
-            raise DropinError(Status.INVALID_VALUE_COUNT, f"Expected: {count}; Actual: {len(values)}; input name: {name}")
+            raise DropinError(
+                Status.INVALID_VALUE_COUNT, f"Expected: {count}; Actual: {len(values)}; input name: {name}"
+            )
         out = np.empty(count, dtype=object)
         out[:] = list(values)
         return out.reshape(shape)
@@ -88,7 +90,8 @@ def to_numpy(proto: TensorProto, dtype: DType, shape: tuple[int, ...], name: str
         expected = count * dtype.itemsize
         if len(content) != expected:
             raise DropinError(
-                Status.INVALID_CONTENT_SIZE, f"Expected: {expected} bytes; Actual: {len(content)} bytes; input name: {name}"
+                Status.INVALID_CONTENT_SIZE,
+                f"Expected: {expected} bytes; Actual: {len(content)} bytes; input name: {name}",
             )
         return np.frombuffer(content, dtype=dtype.numpy).reshape(shape)
 
@@ -98,7 +101,8 @@ def to_numpy(proto: TensorProto, dtype: DType, shape: tuple[int, ...], name: str
     if given != count and given != 1:
         if given == 0:
             raise DropinError(
-                Status.INVALID_CONTENT_SIZE, f"Expected: {count * dtype.itemsize} bytes; Actual: 0 bytes; input name: {name}"
+                Status.INVALID_CONTENT_SIZE,
+                f"Expected: {count * dtype.itemsize} bytes; Actual: 0 bytes; input name: {name}",
             )
         raise DropinError(Status.INVALID_VALUE_COUNT, f"Expected: {count}; Actual: {given}; input name: {name}")
     raw = np.array(values, dtype=_FIELD_NUMPY[field])
@@ -115,7 +119,7 @@ def fill_proto(proto: TensorProto, array: np.ndarray, dtype: DType | None = None
     """Write `array` into an (empty) TensorProto: dtype, shape and data."""
     if dtype is None:
         dtype = DType.STRING if array.dtype == object or array.dtype.kind in "SU" else DType.from_numpy(array.dtype)
-    proto.dtype = dtype.tf_enum
+    proto.dtype = dtype.tf_enum  # type: ignore[assignment]  # the stubs want DataType, a subclass of int
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add().size = size
@@ -131,17 +135,3 @@ def from_numpy(array: np.ndarray, dtype: DType | None = None) -> TensorProto:
     fill_proto(proto, array, dtype)
     return proto
 
-
-def to_typed_proto(array: np.ndarray, dtype: DType) -> TensorProto:
-    """A TensorProto with the data in the typed `*_val` field, as TF clients send small tensors."""
-    proto = TensorProto(dtype=dtype.tf_enum)
-    for size in array.shape:
-        proto.tensor_shape.dim.add().size = size
-    flat = np.asarray(array).reshape(-1)
-    if dtype is DType.FP16:
-        getattr(proto, "half_val").extend(flat.astype("<f2").view("<u2").astype(int).tolist())
-    elif dtype is DType.STRING:
-        proto.string_val.extend(flat.tolist())
-    else:
-        getattr(proto, TYPED_FIELD[dtype]).extend(flat.tolist())
-    return proto

@@ -1,4 +1,4 @@
-"""Predict request validation, in OVMS's order (spec §2.2), protocol-neutral.
+"""Predict request validation, in OVMS's order (docs/wire-contract.md#validation-order), protocol-neutral.
 
 `InputPlan` holds what can be computed once per model version (the expected dtype, the batch
 position, the converter a preprocessor claimed), so the per-request work is a few comparisons.
@@ -6,9 +6,10 @@ position, the converter a preprocessor claimed), so the per-request work is a fe
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from math import prod
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -46,7 +47,8 @@ class InputPlan:
     # derived from spec once, because every request reads them
     tf_dtype: int = field(init=False, repr=False, compare=False)
     static_shape: tuple[int, ...] | None = field(init=False, repr=False, compare=False)
-    dynamic_batch_index: int | None = field(init=False, repr=False, compare=False)  # None: no batch dim, or a static one
+    # None: no batch dim, or a static one
+    dynamic_batch_index: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         spec = self.spec
@@ -74,7 +76,7 @@ class InputPlan:
                 Status.INVALID_BATCH_SIZE,
                 f"Expected: {spec.shape[batch]}; Actual: {shape[batch]}; input name: {name}",
             )
-        for i, (want, got) in enumerate(zip(spec.shape, shape)):
+        for i, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
             if i != batch and not want.accepts(got):
                 raise DropinError(
                     Status.INVALID_SHAPE,

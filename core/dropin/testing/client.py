@@ -24,7 +24,7 @@ from .._proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from ..dtypes import DType
-from ..tensor_proto import from_numpy, to_numpy
+from ..tensor_proto import TYPED_FIELD, TensorProto, from_numpy, to_numpy
 
 GIB = 1 << 30
 STATES = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
@@ -55,6 +55,22 @@ def outputs_of(response: predict_pb2.PredictResponse) -> dict[str, np.ndarray]:
         shape = tuple(d.size for d in proto.tensor_shape.dim)
         result[name] = to_numpy(proto, dtype, shape, name)
     return result
+
+
+def to_typed_proto(array: np.ndarray, dtype: DType) -> TensorProto:
+    """A TensorProto with the data in the typed `*_val` field, as TF clients send small tensors."""
+    proto = TensorProto()
+    proto.dtype = dtype.tf_enum  # type: ignore[assignment]  # the stubs want DataType, a subclass of int
+    for size in array.shape:
+        proto.tensor_shape.dim.add().size = size
+    flat = np.asarray(array).reshape(-1)
+    if dtype is DType.FP16:
+        proto.half_val.extend(flat.astype("<f2").view("<u2").astype(int).tolist())
+    elif dtype is DType.STRING:
+        proto.string_val.extend(flat.tolist())
+    else:
+        getattr(proto, TYPED_FIELD[dtype]).extend(flat.tolist())
+    return proto
 
 
 Signature = dict[str, dict[str, tuple[DType, tuple[int, ...]]]]

@@ -9,7 +9,8 @@ import numpy as np
 
 from .._proto.tensorflow.core.framework import tensor_pb2
 from ..dtypes import DType
-from ..tensor_proto import TYPED_FIELD, to_typed_proto
+from ..tensor_proto import TYPED_FIELD
+from .client import to_typed_proto
 
 
 def typed(dtype: DType, shape: tuple[int, ...], values: Sequence[object]) -> tensor_pb2.TensorProto:

@@ -1,4 +1,4 @@
-"""Binary image inputs (spec §6): encoded images in a DT_STRING tensor become the model's tensor.
+"""Binary image inputs: encoded images in a DT_STRING tensor become the model's tensor.
 
 At load time `ImagePreprocessor.claim` takes every 4-D input whose element type OVMS converted
 images to (FP32, FP64, FP16, I32, I16, U16, I8, U8), works out its layout (the model's, else the

@@ -1,6 +1,6 @@
-"""Binary image inputs end to end (spec §6): a real `dropin serve` with the image plugin, images
+"""Binary image inputs end to end: a real `dropin serve` with the image plugin, images
 encoded with OpenCV, the server's tensors compared with OpenCV + OpenVINO run directly on the
-same decoded images, every §6 error with its code and message, decompression bombs, and the
+same decoded images, every image error with its code and message, decompression bombs, and the
 demo model called with ovmsclient and with tensorflow-serving-api (in a subprocess)."""
 
 from __future__ import annotations
@@ -293,7 +293,7 @@ def test_cast_to_the_model_precision(server: DropinServer) -> None:
     np.testing.assert_array_equal(got[0], sixteen.astype(np.float32))  # no scaling, as OVMS
 
 
-# -- errors (spec §6) -----------------------------------------------------------------------------
+# -- errors (plugins/image_preproc/README.md) -----------------------------------------------------
 
 
 def test_string_tensor_errors(server: DropinServer) -> None:

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -103,7 +104,7 @@ class OnnxRuntimeBackend(Backend):
     def claims(cls, version_dir: Path) -> bool:
         return find_model_file(version_dir) is not None
 
-    def load(self, version_dir: Path, options: LoadOptions) -> "OnnxRuntimeModel":
+    def load(self, version_dir: Path, options: LoadOptions) -> OnnxRuntimeModel:
         version_dir = Path(version_dir)
         model_file = find_model_file(version_dir)
         if model_file is None:
@@ -154,11 +155,14 @@ def make_session_options(plugin_config: Mapping[str, Any], nireq: int) -> ort.Se
             elif key == "graph_optimization_level":
                 so.graph_optimization_level = _OPTIMIZATION[str(value).lower()]
             elif key == "execution_mode":
-                so.execution_mode = {"sequential": ort.ExecutionMode.ORT_SEQUENTIAL, "parallel": ort.ExecutionMode.ORT_PARALLEL}[
-                    str(value).lower()
-                ]
+                so.execution_mode = {
+                    "sequential": ort.ExecutionMode.ORT_SEQUENTIAL,
+                    "parallel": ort.ExecutionMode.ORT_PARALLEL,
+                }[str(value).lower()]
             else:
-                raise ValueError(f"unknown key (known: {', '.join(PLUGIN_CONFIG_KEYS)}, or a session config entry with dots)")
+                raise ValueError(
+                    f"unknown key (known: {', '.join(PLUGIN_CONFIG_KEYS)}, or a session config entry with dots)"
+                )
         except (KeyError, ValueError, RuntimeError) as exc:
             detail = str(exc) if isinstance(exc, ValueError) else "invalid value"
             if key == "graph_optimization_level":
@@ -176,13 +180,19 @@ def _layouts(layout: str | Mapping[str, str] | None, names: list[str]) -> dict[s
         return {}
     if isinstance(layout, str):
         if len(names) != 1:
-            raise ValueError(f"layout {layout!r} is given for the whole model, but it has {len(names)} inputs; give it per input")
+            raise ValueError(
+                f"layout {layout!r} is given for the whole model, but it has {len(names)} inputs; give it per input"
+            )
         layout = {names[0]: layout}
     for name, text in layout.items():
         if name not in names:
-            raise ValueError(f"layout is given for {name!r}, which is not an input of the model (inputs: {', '.join(names)})")
+            raise ValueError(
+                f"layout is given for {name!r}, which is not an input of the model (inputs: {', '.join(names)})"
+            )
         if ":" in text:
-            raise ValueError(f"layout {text!r}: the onnxruntime backend cannot transpose inputs; give the model's own layout")
+            raise ValueError(
+                f"layout {text!r}: the onnxruntime backend cannot transpose inputs; give the model's own layout"
+            )
     return {name: text.upper() for name, text in layout.items()}
 
 
@@ -247,7 +257,7 @@ class OnnxRuntimeModel(LoadedModel):
         except Exception as exc:  # onnxruntime's Fail, InvalidArgument, RuntimeException, ...
             raise InferenceError(f"ONNX Runtime inference failed: {ort_message(exc)}") from None
         outputs = {}
-        for name, result in zip(self._output_names, results):
+        for name, result in zip(self._output_names, results, strict=False):
             outputs[name] = _encode(result) if name in self._string_outputs else result
         return InferOutputs(outputs, started - submitted, perf_counter() - started)
 

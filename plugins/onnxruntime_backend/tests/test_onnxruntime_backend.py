@@ -17,7 +17,7 @@ from dropin.backend import LoadOptions
 from dropin.config import ModelConfig
 from dropin.dtypes import DType
 from dropin.errors import DropinError
-from dropin.manager import ModelManager
+from dropin.loader import Loader
 from dropin.plugins import PluginHost
 from dropin.shapes import Dim
 from dropin.testing import ModelRepository
@@ -88,11 +88,11 @@ def registries(blocked: set[str]):  # type: ignore[no-untyped-def]
 def test_openvino_claims_onnx_first_and_onnxruntime_when_openvino_is_blocked(tmp_path: Path) -> None:
     mlp_model(tmp_path / "1")
     config = ModelConfig("m", str(tmp_path))
-    both = ModelManager(registries(set()))
-    assert both._choose_backend(config, tmp_path / "1") == "openvino"
-    assert both._choose_backend(ModelConfig("m", str(tmp_path), backend="onnxruntime"), tmp_path / "1") == "onnxruntime"
-    alone = ModelManager(registries({"openvino"}))
-    assert alone._choose_backend(config, tmp_path / "1") == "onnxruntime"
+    both = Loader(registries(set()))
+    assert both.choose_backend(config, tmp_path / "1") == "openvino"
+    assert both.choose_backend(ModelConfig("m", str(tmp_path), backend="onnxruntime"), tmp_path / "1") == "onnxruntime"
+    alone = Loader(registries({"openvino"}))
+    assert alone.choose_backend(config, tmp_path / "1") == "onnxruntime"
 
 
 def test_load_errors_say_what_is_wrong(backend: OnnxRuntimeBackend, tmp_path: Path) -> None:

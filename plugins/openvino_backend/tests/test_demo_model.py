@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dropin_openvino  # noqa: F401  (the first import of openvino, with its telemetry off)
+
+# isort: split
 import numpy as np
 import openvino as ov
 import pytest
 from ovmsclient import make_grpc_client
-
-import dropin_openvino  # noqa: F401  (the first import of openvino, with its telemetry off)
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = json.loads((ROOT / "examples" / "digits" / "samples.json").read_text())

@@ -15,11 +15,12 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-import dropin_openvino.backend
+import dropin_openvino.serving
 from dropin.backend import LoadOptions
 from dropin.dtypes import DType
 from dropin.shapes import Dim
-from dropin_openvino.backend import INLINE_BYTES, InferenceError, OpenVINOBackend, OpenVINOModel, find_model_file
+from dropin_openvino.backend import OpenVINOBackend, find_model_file
+from dropin_openvino.serving import INLINE_BYTES, InferenceError, OpenVINOModel
 
 ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "models" / "digits" / "1"
@@ -221,7 +222,7 @@ def test_copied_shared_and_reshaped_inputs_in_any_order_are_exact(model: OpenVIN
     # Each infer request owns input tensors that small and read-only inputs are copied into, and
     # shares large writable arrays instead: every switch between the two, and every change of
     # batch, must compute on this request's data.
-    big = 1 + dropin_openvino.backend.SHARE_BYTES // (64 * 4)  # writable and over the limit: shared
+    big = 1 + dropin_openvino.serving.SHARE_BYTES // (64 * 4)  # writable and over the limit: shared
     inputs = []
     for i, n in enumerate([1, 3, big, 3, 1, big + 2, 2, 2]):
         batch = images(n, start=i)
@@ -301,7 +302,7 @@ def test_fast_inferences_run_inline_on_the_event_loop(
     backend: OpenVINOBackend, expected, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:
     # the mechanism, not the tuning: on a busy machine a digits batch of 7 may average over 100 us
-    monkeypatch.setattr(dropin_openvino.backend, "INLINE_SECONDS", 0.05)
+    monkeypatch.setattr(dropin_openvino.serving, "INLINE_SECONDS", 0.05)
     fresh = backend.load(DIGITS, LoadOptions(plugin_config=F32))
     threads: list[str] = []
     original = fresh._infer_blocking

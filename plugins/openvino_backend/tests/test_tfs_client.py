@@ -2,7 +2,7 @@
 serving the bundled models/ (OpenVINO IR), as `python3 dev.py serve` serves them.
 
 The client runs in its own process: TensorFlow's generated protos and dropin's register the same
-proto file names, so one Python process cannot import both (spec §1.3).
+proto file names, so one Python process cannot import both.
 """
 
 from __future__ import annotations

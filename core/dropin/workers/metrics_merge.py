@@ -15,9 +15,10 @@ gauges) to every later scrape.
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from .metrics import Histogram, Metrics, ModelMetrics
+from ..metrics import Histogram, Metrics, ModelMetrics
 
 NOT_SUMMED = frozenset({"streams"})
 GAUGES = frozenset({"current_requests", "streams"})  # what a worker that exited leaves behind: not these
@@ -74,13 +75,13 @@ def _add(mine: Any, theirs: Any, keep_first: bool) -> Any:
         return mine
     if isinstance(theirs, dict):  # a histogram
         if mine is None:
-            mine = Histogram(tuple(theirs["buckets"])) if "buckets" in theirs else Histogram()  # type: ignore[call-arg]
+            mine = Histogram(tuple(theirs["buckets"])) if "buckets" in theirs else Histogram()
         if len(mine.counts) == len(theirs["counts"]):
-            mine.counts = [a + b for a, b in zip(mine.counts, theirs["counts"])]
+            mine.counts = [a + b for a, b in zip(mine.counts, theirs["counts"], strict=True)]
             mine.sum += theirs["sum"]
         return mine
     if isinstance(theirs, list):
-        return [_add(m, t, keep_first) for m, t in zip(mine, theirs)]
+        return [_add(m, t, keep_first) for m, t in zip(mine, theirs, strict=False)]
     if keep_first:
         return theirs if mine is None else mine
     return (mine or 0) + theirs
@@ -89,7 +90,10 @@ def _add(mine: Any, theirs: Any, keep_first: bool) -> Any:
 def counters_only(snap: Snapshot) -> Snapshot:
     """The snapshot without its gauges (requests in flight, streams)."""
     return {
-        "models": [[name, version, {k: v for k, v in fields.items() if k not in GAUGES}] for name, version, fields in snap["models"]],
+        "models": [
+            [name, version, {k: v for k, v in fields.items() if k not in GAUGES}]
+            for name, version, fields in snap["models"]
+        ],
         "requests": snap["requests"],
     }
 

@@ -6,7 +6,7 @@ the workers. The supervisor loads no model and serves no request. It
 
 - checks the ports are free (port 0: picks one for all) and keeps them bound, not listening, with
   SO_REUSEPORT, so that no unrelated server takes them while a worker restarts;
-- starts the workers with a control channel each (worker_link.py) and logs "server ready" when
+- starts the workers with a control channel each (link.py) and logs "server ready" when
   every worker is ready;
 - relays what must reach every worker: HandleReloadConfigRequest and POST /v1/config/reload
   (sent to all workers in one global order, and replayed to a restarted worker), and /metrics
@@ -24,14 +24,15 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from .link import ORDERED_OPS, Channel, ChannelClosed
 from .metrics_merge import WorkerCounters
-from .worker_link import ORDERED_OPS, Channel, ChannelClosed
 
 if TYPE_CHECKING:
-    from .server import ServerSettings
+    from ..server import ServerSettings
 
 log = logging.getLogger("dropin.workers")
 
@@ -122,7 +123,7 @@ class Supervisor:
         await asyncio.gather(*supervise, return_exceptions=True)
         if self.failed_start is not None:
             return self.failed_start
-        bad = {w.index: c for w, c in zip(self.workers, codes) if c not in (0, None)}
+        bad = {w.index: c for w, c in zip(self.workers, codes, strict=True) if c not in (0, None)}
         if bad:
             log.error("stopped; workers that did not stop cleanly: %s",
                       ", ".join(f"worker {i} ({_describe(c)})" for i, c in bad.items()))
@@ -178,7 +179,9 @@ class Supervisor:
             try:
                 await self._start(worker)
             except OSError as exc:  # no process (memory, process limits): try again later
-                log.error("worker %d: cannot start a process: %s; trying again in %g s", worker.index, exc, worker.backoff)
+                log.error(
+                    "worker %d: cannot start a process: %s; trying again in %g s", worker.index, exc, worker.backoff
+                )
                 worker.proc = None
 
     async def _stop_all(self) -> list[int | None]:
@@ -214,7 +217,9 @@ class Supervisor:
             worker.ready = True
             if not self.all_ready and all(w.ready for w in self.workers):
                 self.all_ready = True
-                log.info("%s (%d workers: pids %s)", READY_LINE, self.count, ", ".join(str(w.pid) for w in self.workers))
+                log.info(
+                    "%s (%d workers: pids %s)", READY_LINE, self.count, ", ".join(str(w.pid) for w in self.workers)
+                )
             elif self.all_ready:
                 log.info("worker %d (pid %d) ready", worker.index, worker.pid)
         elif op == "config_file_applied":
@@ -238,7 +243,9 @@ class Supervisor:
                 results[index] = {"error": "exited; its counts are among those of exited workers"}
         return {"workers": results, "exited": self.counters.exited_snapshot()}
 
-    async def _fanout(self, origin: Worker, op: str, args: dict[str, Any], include_self: bool, wait: float) -> dict[int, Any]:
+    async def _fanout(
+        self, origin: Worker, op: str, args: dict[str, Any], include_self: bool, wait: float
+    ) -> dict[int, Any]:
         """Send `op` to every connected worker (but the origin unless `include_self`), all in one
         go so that every worker sees relayed changes in the same order. The origin's own result
         is awaited without limit (it answers its client after applying the change itself, as a
@@ -304,7 +311,7 @@ def _describe(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def serve_workers(count: int, serve_args: Sequence[str], settings: "ServerSettings") -> int:
+def serve_workers(count: int, serve_args: Sequence[str], settings: ServerSettings) -> int:
     """`dropin serve --workers N`: reserve the ports, run the workers until SIGTERM/SIGINT; the
     exit code (1 when a port is taken, a worker's exit code when it could not start)."""
     held: list[socket.socket] = []

@@ -25,7 +25,8 @@ import logging
 import os
 import signal
 import socket
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger("dropin.workers")
 
@@ -54,7 +55,7 @@ class Channel:
         self.closed = False
 
     @classmethod
-    async def open(cls, sock: socket.socket) -> "Channel":
+    async def open(cls, sock: socket.socket) -> Channel:
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=LINE_LIMIT)
         return cls(reader, writer)
 

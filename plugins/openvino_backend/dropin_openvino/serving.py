@@ -1,0 +1,271 @@
+"""An OpenVINO model compiled for serving: runs requests without blocking the event loop.
+
+Serving (`OpenVINOModel.infer`, on the event loop): the request is handed to a pool of `nireq`
+threads, each running one infer request synchronously (`InferRequest.infer` releases the GIL);
+the coroutine awaits the result and the loop never blocks. Exception: a model whose inferences
+take under INLINE_SECONDS (a moving average of OpenVINO's InferRequest.latency) runs requests with
+small inputs directly on the loop when an infer request is free, because the hop to a thread and
+back costs more than such an inference (docs/performance.md). Every model starts in the threads.
+Each infer request owns its input tensors (`InferSlot`): inputs are copied into them, or shared
+when large and writable, without OpenVINO's Python input dispatcher.
+
+Why threads and not `AsyncInferQueue` callbacks (measured with openvino 2026.4, same throughput
+and latency either way on this machine):
+- a request that fails at inference time never calls the Python callback, so its awaiting
+  coroutine would hang forever;
+- the failed request then poisons the queue: every later `start_async` and `wait_all` raises that
+  old error, so one bad request would break the model version for good;
+- an `AsyncInferQueue` whose last reference is dropped by the garbage collector on an OpenVINO
+  callback thread deadlocks in the request destructor.
+A synchronous `infer()` raises the error to its caller and the request stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from time import perf_counter
+
+import numpy as np
+import openvino as ov
+
+from dropin.backend import InferOutputs, LoadedModel
+from dropin.dtypes import DType
+from dropin.errors import DropinError, Status
+from dropin.shapes import TensorSpec
+
+from .messages import ov_message
+from .metadata import port_names, tensor_spec
+
+
+class InferenceError(RuntimeError):
+    """OpenVINO failed to run a request (the message is OpenVINO's, without its source locations)."""
+
+
+#: STRING inputs reach OpenVINO as numpy fixed-width bytes, every item padded to the longest:
+#: one long string among many short ones would cost gigabytes (1 MiB and 30000 empty strings:
+#: 30 GiB). Refused when the padded array would exceed this multiple of the string bytes sent,
+#: and this floor (below it, any mix of lengths is fine).
+PAD_FACTOR = 16
+PAD_FLOOR_BYTES = 16 << 20
+
+
+def string_tensor(name: str, values: np.ndarray) -> np.ndarray:
+    """A STRING input as OpenVINO's Python API takes it: fixed-width bytes."""
+    check_strings(name, values)
+    return np.asarray(values, dtype=np.bytes_)
+
+
+def check_strings(name: str, values: np.ndarray) -> None:
+    """Refuse strings OpenVINO cannot be given as they are.
+
+    numpy's fixed-width bytes, the only way strings reach OpenVINO from Python (its `bytes_data`
+    setter too), drop trailing NUL bytes: values ending in one are refused rather than changed.
+    A plain loop: the items are Python objects, which numpy cannot vectorise over (measured: a
+    join of the items plus a numpy index of their last bytes costs the same per item, and more
+    for a few items). And the padding to the longest item must stay within PAD_FACTOR times
+    what was sent."""
+    for value in values.flat:
+        if value[-1:] == b"\0":
+            raise DropinError(
+                Status.UNSUPPORTED_STRING_INPUT,
+                f"input {name}: the OpenVINO backend cannot pass strings that end in a NUL byte",
+            )
+    count = values.size
+    if count < 2:
+        return
+    longest = max(map(len, values.flat))
+    padded = count * longest
+    if padded <= PAD_FLOOR_BYTES:
+        return
+    sent = sum(map(len, values.flat))
+    if padded > PAD_FACTOR * sent:
+        raise DropinError(
+            Status.TOO_MANY_ELEMENTS,
+            f"input {name}: {count} strings padded to the longest ({longest} bytes) would take {padded} "
+            f"bytes in the OpenVINO backend, more than {PAD_FACTOR} times the {sent} bytes sent; send strings of "
+            f"similar lengths, or fewer in one request",
+        )
+
+
+#: Inferences shorter than this (a moving average) run on the event loop instead of a thread,
+#: if their inputs are small (a model with dynamic shapes may get a large request at any time).
+INLINE_SECONDS = 100e-6
+INLINE_BYTES = 64 << 10
+#: Writable inputs larger than this are shared with OpenVINO instead of copied.
+SHARE_BYTES = 64 << 10
+
+
+class InferSlot:
+    """One infer request with input tensors of its own, which requests are copied into.
+
+    Numeric inputs sent as `tensor_content` are read-only views of the request's bytes, which
+    OpenVINO cannot share: its input dispatcher copies them anyway, through several Python layers
+    (about 12 us per call). Copying straight into tensors the slot owns costs one numpy copy, the
+    same bytes. Large writable arrays (decoded images, JSON) are shared instead, without a copy.
+    """
+
+    __slots__ = ("request", "views")
+
+    def __init__(self, request: ov.InferRequest, inputs: int) -> None:
+        self.request = request
+        # numpy views of the slot's own input tensors, by port; None while the port holds a
+        # shared tensor (or none yet)
+        self.views: list[np.ndarray | None] = [None] * inputs
+
+    def set_inputs(self, feed: dict[int, np.ndarray], types: Sequence[ov.Type]) -> None:
+        request = self.request
+        views = self.views
+        for index, array in feed.items():
+            if array.nbytes > SHARE_BYTES and array.flags.writeable and array.flags.c_contiguous:
+                request.set_input_tensor(index, ov.Tensor(array, shared_memory=True))
+                views[index] = None
+                continue
+            view = views[index]
+            if view is None or view.shape != array.shape:
+                tensor = ov.Tensor(types[index], ov.Shape(array.shape))
+                request.set_input_tensor(index, tensor)
+                view = views[index] = tensor.data  # the view keeps the tensor alive
+            view[...] = array
+
+
+class OpenVINOModel(LoadedModel):
+    """A compiled model with `nireq` infer requests, each used by one thread of a small pool."""
+
+    def __init__(self, model: ov.Model, compiled: ov.CompiledModel, nireq: int, label: str = "") -> None:
+        input_names, output_names = port_names(model)
+        parameters = model.get_parameters()
+        results = model.get_results()
+        self._inputs = {
+            name: tensor_spec(name, port, parameters[i].get_layout(), "input")
+            for i, (name, port) in enumerate(zip(input_names, compiled.inputs, strict=True))
+        }
+        self._outputs = {
+            name: tensor_spec(name, port, results[i].get_layout(), "output")
+            for i, (name, port) in enumerate(zip(output_names, compiled.outputs, strict=True))
+        }
+        # Prepared once: request names -> input port index, and which inputs/outputs hold strings.
+        self._input_index = {name: i for i, name in enumerate(input_names)}
+        self._string_inputs = frozenset(n for n, s in self._inputs.items() if s.dtype is DType.STRING)
+        self._output_names = tuple(output_names)
+        self._string_outputs = frozenset(
+            i for i, n in enumerate(output_names) if self._outputs[n].dtype is DType.STRING
+        )
+        self.nireq = nireq
+        self.label = label
+        try:
+            self.streams = int(compiled.get_property("NUM_STREAMS"))
+        except (RuntimeError, TypeError, ValueError):
+            self.streams = None
+        self._compiled: ov.CompiledModel | None = compiled
+        self._input_types = tuple(port.get_element_type() for port in compiled.inputs)
+        self._requests: queue.SimpleQueue[InferSlot] = queue.SimpleQueue()
+        for _ in range(nireq):
+            self._requests.put(InferSlot(compiled.create_infer_request(), len(compiled.inputs)))
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(nireq, thread_name_prefix="dropin-openvino")
+        # Moving average of inference time. Models whose inferences take less than
+        # INLINE_SECONDS run on the event loop: handing them to a thread and back costs more than
+        # the inference. It starts high, so every model begins in the threads and is measured.
+        self._inline_ewma = 1.0
+
+    @property
+    def inputs(self) -> Mapping[str, TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> Mapping[str, TensorSpec]:
+        return self._outputs
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        for name in self._string_inputs:
+            check_strings(name, inputs[name])
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError(f"model {self.label} is closed")
+        try:
+            feed = {self._input_index[name]: array for name, array in inputs.items()}
+        except KeyError as exc:
+            raise KeyError(f"the model has no input {exc.args[0]!r} (inputs: {', '.join(self._inputs)})") from None
+        if len(feed) != len(self._input_index):
+            # an infer request keeps its last input tensors: running without one would compute
+            # on an earlier request's data
+            missing = sorted(set(self._input_index) - set(inputs))
+            raise KeyError(f"missing input(s) {', '.join(missing)} (inputs: {', '.join(self._inputs)})")
+        for name in self._string_inputs:  # OpenVINO takes fixed-width bytes, not object arrays
+            feed[self._input_index[name]] = string_tensor(name, inputs[name])
+        if self._inline_ewma < INLINE_SECONDS and sum([a.nbytes for a in feed.values()]) <= INLINE_BYTES:
+            slot = self._take_request()
+            if slot is not None:  # else every request is busy in a thread: queue behind them
+                started = perf_counter()
+                try:
+                    outputs = self._run(slot, feed)
+                finally:
+                    self._requests.put(slot)
+                outputs.infer_seconds = perf_counter() - started
+                return outputs
+        return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
+
+    def _take_request(self) -> InferSlot | None:
+        try:
+            return self._requests.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _observe(self, seconds: float) -> None:
+        """A moving average of how long inferences take (OpenVINO's InferRequest.latency); it
+        decides where the next one runs."""
+        # Capped: one outlier (the OS preempting the inference) must not send a fast model back
+        # to the threads for the next twenty requests; a slow model still averages over the limit.
+        self._inline_ewma += (min(seconds, 4 * INLINE_SECONDS) - self._inline_ewma) * 0.1
+
+    def _timed(self, feed: dict[int, np.ndarray], submitted: float) -> InferOutputs:
+        """Runs in a pool thread: the time spent queued for a thread is the wait for an infer
+        request (reported as ovms_wait_for_infer_req_time_us)."""
+        started = perf_counter()
+        outputs = self._infer_blocking(feed)
+        outputs.wait_seconds = started - submitted
+        outputs.infer_seconds = perf_counter() - started
+        return outputs
+
+    def _infer_blocking(self, feed: dict[int, np.ndarray]) -> InferOutputs:
+        """Runs in a pool thread. There are as many requests as threads, so get() never waits."""
+        slot = self._requests.get()
+        try:
+            return self._run(slot, feed)
+        finally:
+            self._requests.put(slot)
+
+    def _run(self, slot: InferSlot, feed: dict[int, np.ndarray]) -> InferOutputs:
+        """The outputs by name; the caller sets their timings."""
+        request = slot.request
+        try:
+            if self._string_inputs:
+                # strings go through OpenVINO's dispatcher, which makes string tensors of them;
+                # share_inputs: no copy of the others (the caller keeps them alive until we return)
+                results = request.infer(feed, share_inputs=True, share_outputs=False, decode_strings=False).to_tuple()
+            else:
+                slot.set_inputs(feed, self._input_types)
+                # share_outputs=False: the results are copies, so the request's memory can be reused
+                results = request.infer(None, share_outputs=False, decode_strings=False).to_tuple()
+        except RuntimeError as exc:
+            raise InferenceError(f"OpenVINO inference failed: {ov_message(exc)}") from None
+        # OpenVINO's own measure of the inference, without the wait for the GIL that a thread
+        # pays afterwards (up to the 5 ms switch interval when the event loop is busy).
+        # Threads may race on this update and lose one: it is only a hint.
+        self._observe(request.latency * 1e-3)
+        if self._string_outputs:
+            results = tuple(r.astype(object) if i in self._string_outputs else r for i, r in enumerate(results))
+        return InferOutputs(zip(self._output_names, results, strict=False), 0.0, 0.0)
+
+    def close(self) -> None:
+        """Wait for the requests in flight, then release the threads, requests and compiled model."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        while not self._requests.empty():
+            self._requests.get_nowait()
+        self._compiled = None
