@@ -73,7 +73,7 @@ def closed_by_server(sock: socket.socket, within: float) -> bool:
                 return True
         except (ConnectionResetError, BrokenPipeError):
             return True
-        except socket.timeout:
+        except TimeoutError:
             return False
     return False
 
@@ -82,7 +82,7 @@ def still_open(sock: socket.socket) -> bool:
     sock.settimeout(0.01)
     try:
         return sock.recv(1, socket.MSG_PEEK) != b""
-    except socket.timeout:
+    except TimeoutError:
         return True
     except ConnectionError:
         return False

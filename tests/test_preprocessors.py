@@ -109,7 +109,7 @@ def texts(*items: bytes, shape: list[int] | None = None) -> tensor_pb2.TensorPro
 
 
 def test_third_party_tokenizer_serves_text(tokens_server) -> None:
-    response = tokens_server.predict.Predict(predict_request("tokens", {"ids": texts("hi".encode(), "héllo €".encode())}), timeout=20)
+    response = tokens_server.predict.Predict(predict_request("tokens", {"ids": texts(b"hi", "héllo €".encode())}), timeout=20)
     got = outputs_of(response)
     expected = np.zeros((2, 8), np.int32)
     expected[0, :2] = [ord("h"), ord("i")]

@@ -72,7 +72,7 @@ class Client:
         assert self.sent > min_sent
         assert not self.failures, f"{len(self.failures)} failed, first {self.failures[0]}:\n{self.server.log}"
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         for t in self._threads:
             t.start()
         return self

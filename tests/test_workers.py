@@ -74,7 +74,7 @@ class Fresh:
         self.predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
-    def __enter__(self) -> "Fresh":
+    def __enter__(self) -> Fresh:
         return self
 
     def __exit__(self, *exc: object) -> None:

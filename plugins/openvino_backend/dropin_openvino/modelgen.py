@@ -3,8 +3,8 @@ directly on them as the reference the server's answers are compared with."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import openvino as ov
