@@ -94,7 +94,7 @@ def main() -> None:
 
     import numpy as np
 
-    import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
+    import dropin_openvino.runtime  # noqa: F401  (imports openvino with its telemetry off)
 
     raise_malloc_thresholds()
     began = time.monotonic()

@@ -408,7 +408,7 @@ def main() -> None:
 
     import numpy as np
 
-    import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
+    import dropin_openvino.runtime  # noqa: F401  (imports openvino with its telemetry off)
 
     sys.path.insert(0, str(HERE))
     from image_throughput import resnet50

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off; first)
+import dropin_openvino.runtime  # noqa: F401  (imports openvino with its telemetry off; first)
 
 # isort: split
 import grpc

@@ -37,7 +37,7 @@ OPTIONS = ("mapped", "private copy", "in memory", "in memory (tensor)")
 CHILD = r"""
 import asyncio, json, os, sys, time
 from pathlib import Path
-import dropin_openvino  # noqa: F401
+import dropin_openvino.runtime  # noqa: F401  (imports openvino with its telemetry off)
 import numpy as np
 import openvino as ov
 from dropin.backend import LoadOptions

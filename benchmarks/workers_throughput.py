@@ -30,7 +30,7 @@ def main() -> None:
 
     import numpy as np
 
-    import dropin_openvino  # noqa: F401  (imports openvino with its telemetry off)
+    import dropin_openvino.runtime  # noqa: F401  (imports openvino with its telemetry off)
     from dropin.testing.server import DropinServer
 
     gen = LoadGenerator(args.processes)

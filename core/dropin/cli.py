@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import __version__, event_loop
 from .config import ConfigError, DynamicBatching, model_config, parse_plugin_config, read_config_file, read_metrics_config, reload_roots
@@ -24,10 +24,13 @@ from .tls import TlsSettings
 from .workers.link import WorkerLink, die_with_parent
 from .workers import serve_workers
 
+if TYPE_CHECKING:
+    from .vocabulary import Vocabulary
+
 LOG_LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 
 
-def _serve_parser(parser: argparse.ArgumentParser) -> None:
+def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | None" = None) -> None:
     server = parser.add_argument_group("server")
     server.add_argument("--port", type=int, default=9000, help="gRPC port (default 9000; 0 picks a free one)")
     server.add_argument("--grpc_bind_address", default="0.0.0.0")
@@ -131,14 +134,13 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--batch_size")
     model.add_argument("--shape")
     model.add_argument("--layout")
-    model.add_argument("--mean")
-    model.add_argument("--scale")
-    model.add_argument("--color_format")
     model.add_argument("--backend", help="backend plugin to load with (default: the first that claims the files)")
     model.add_argument(
         "--dynamic_batching", metavar="JSON",
         help='batch concurrent requests server-side, e.g. {"max_batch_size":16,"batch_timeout_micros":500} (default off)',
     )
+    if vocabulary is not None:
+        vocabulary.add_flags(server, model)
 
 
 def _positive(text: str) -> float:
@@ -155,19 +157,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(vocabulary: "Vocabulary | None" = None) -> argparse.ArgumentParser:
+    """The command line, with the flags plugins declared in `vocabulary` (None: the core's only)."""
     parser = argparse.ArgumentParser(prog="dropin", description="TensorFlow Serving API model server")
     parser.add_argument("--version", action="version", version=f"dropin {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    _serve_parser(commands.add_parser("serve", help="serve models over the TF Serving gRPC API"))
+    _serve_parser(commands.add_parser("serve", help="serve models over the TF Serving gRPC API"), vocabulary)
     commands.add_parser("plugins", help="list installed plugins, their hooks and what they registered")
     return parser
 
 
-def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+def settings_from_args(args: argparse.Namespace, vocabulary: "Vocabulary | None" = None) -> ServerSettings:
+    """The server's settings from the command line (and config.json), with the model keys and
+    server options plugins declared in `vocabulary`."""
     single = {
         key: getattr(args, key)
-        for key in ("model_version_policy", "nireq", "plugin_config", "batch_size", "shape", "layout", "mean", "scale", "color_format", "backend", "dynamic_batching")
+        for key in (
+            "model_version_policy", "nireq", "plugin_config", "batch_size", "shape", "layout", "backend", "dynamic_batching"
+        )
         if getattr(args, key) not in (None, 0)
     }
     if args.target_device != "CPU":
@@ -176,26 +183,26 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         single["plugin_config"] = parse_plugin_config(single["plugin_config"], "--plugin_config")
     if "dynamic_batching" in single:  # parsed here so that errors name the flag
         single["dynamic_batching"] = DynamicBatching.parse(single["dynamic_batching"], "--dynamic_batching")
-    for key in ("mean", "scale"):
-        if key in single:
-            single[key] = _number_or_list(single[key], key)
+    if vocabulary is not None:
+        single.update(vocabulary.model_flag_values(args))
     if args.config_path and (args.model_name or args.model_path):
         raise ConfigError("--config_path cannot be combined with --model_name / --model_path")
     models = []
     config_path = None
     if args.config_path:
         config_path = Path(args.config_path)
-        models = read_config_file(config_path)  # refuse to start on an invalid file
+        models = read_config_file(config_path, vocabulary)  # refuse to start on an invalid file
         enable, names = read_metrics_config(config_path)  # monitoring.metrics, as OVMS reads it
         args.metrics_enable = args.metrics_enable or enable
         args.metrics_list = args.metrics_list or ",".join(names)
     elif args.model_name or args.model_path:
         if not (args.model_name and args.model_path):
             raise ConfigError("--model_name and --model_path go together")
-        models = [model_config({"name": args.model_name, "base_path": args.model_path, **single}, relative_to=Path.cwd())]
+        entry = {"name": args.model_name, "base_path": args.model_path, **single}
+        models = [model_config(entry, Path.cwd(), vocabulary)]
     else:
         raise ConfigError("nothing to serve: give --model_name and --model_path, or --config_path")
-    defaults = model_config({"name": "defaults", "base_path": ".", **single})
+    defaults = model_config({"name": "defaults", "base_path": ".", **single}, vocabulary=vocabulary)
     return ServerSettings(
         models=models,
         config_path=config_path,
@@ -222,6 +229,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         grpc_max_connections=args.grpc_max_connections,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         tls=_tls_settings(args),
+        plugin_options=vocabulary.server_flag_values(args) if vocabulary is not None else {},
         **_metrics_settings(args),
         **_reload_settings(args),
     )
@@ -259,24 +267,14 @@ def _reload_settings(args: argparse.Namespace) -> dict[str, object]:
     return {"reload_config_enable": True, "reload_config_roots": reload_roots(args.reload_config_roots)}
 
 
-def _number_or_list(text: str, flag: str) -> float | list[float]:
-    import json
-
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        raise ConfigError(f"--{flag} must be a number or a JSON list of numbers, got {text!r}") from None
-    if isinstance(value, (int, float)) or (isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)):
-        return value
-    raise ConfigError(f"--{flag} must be a number or a JSON list of numbers, got {text!r}")
-
-
 def setup_logging(level: str, path: str | None = None, worker: int = 0) -> None:
     """Log to stderr or `path`; a worker of --workers N adds `[worker N]` to its lines."""
     handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
     who = f"[worker {worker}]" if worker else ""
     handler.setFormatter(logging.Formatter(f"[%(asctime)s][%(levelname)s]{who}[%(name)s] %(message)s"))
     root = logging.getLogger()
+    for old in root.handlers:
+        old.close()
     root.handlers[:] = [handler]
     root.setLevel(LOG_LEVELS[level])
 
@@ -306,8 +304,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_path, args.worker_index)
     if tune_malloc():
         logging.getLogger("dropin").debug("malloc: mmap threshold %d, trim threshold %d", MMAP_THRESHOLD, TRIM_THRESHOLD)
+    host: PluginHost = args.plugin_host
     try:
-        settings = settings_from_args(args)
+        settings = settings_from_args(args, host.vocabulary())
     except DropinError as exc:
         logging.getLogger("dropin").error("%s", exc)
         return 2
@@ -321,7 +320,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         die_with_parent()
         link = WorkerLink(args.worker_index, args.worker_control_fd)
     try:
-        event_loop.run(Server(settings, link=link).serve(), args.event_loop)
+        event_loop.run(Server(settings, plugins=host, link=link).serve(), args.event_loop)
     except DropinError as exc:  # a plugin a model needs is unusable, unreadable TLS files, ...
         logging.getLogger("dropin").error("cannot start: %s", exc)
         return 2
@@ -332,9 +331,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    setup_logging("WARNING")
-    host = PluginHost()
-    host.load()
+    host: PluginHost = args.plugin_host
+    host.vocabulary()  # so that each plugin shows the flags, model keys and errors it declared
     backends = host.registries().backends
     host.conformance_models()  # so that each plugin shows what it gives the conformance suite
     for info in host.plugins():
@@ -353,11 +351,31 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _logging_parser() -> argparse.ArgumentParser:
+    """The flags that set up the log, read before the full command line (which needs the plugins)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--log_level", default="INFO")
+    parser.add_argument("--log_path", default=None)
+    parser.add_argument("--worker_index", type=int, default=0)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
         argv.insert(0, "serve")  # `dropin --model_name ...`, as ovms is invoked
-    args = build_parser().parse_args(argv)
+    # Plugins add flags, so they load before the command line is parsed (importing them is cheap
+    # and does nothing else); the log is set up first, so that a broken plugin is logged as usual.
+    if argv and argv[0] == "plugins":
+        setup_logging("WARNING")
+    else:
+        early, _ = _logging_parser().parse_known_args(argv)
+        level = early.log_level.upper() if early.log_level.upper() in LOG_LEVELS else "INFO"
+        setup_logging(level, early.log_path, early.worker_index)
+    host = PluginHost()
+    host.load()
+    args = build_parser(host.vocabulary()).parse_args(argv)
+    args.plugin_host = host
     args.serve_argv = argv[1:]  # what --workers N hands on to its workers
     return {"serve": cmd_serve, "plugins": cmd_plugins}[args.command](args)
 

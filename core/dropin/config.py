@@ -6,10 +6,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .backend import LoadOptions
 from .errors import DropinError, Status
+
+if TYPE_CHECKING:
+    from .vocabulary import Vocabulary
 
 
 class ConfigError(DropinError):
@@ -131,14 +134,20 @@ class ModelConfig:
     dynamic_batching: DynamicBatching | None = None  # None: every request runs on its own
 
 
-# OVMS's model config keys (schema.cpp), plus dropin's "backend", "max_pixels" (image plugin) and
-# "dynamic_batching"
-_MODEL_KEYS = {
+# The model keys the core reads: OVMS's that it implements, plus dropin's "backend" and
+# "dynamic_batching". Plugins read them too (options), but cannot declare them.
+CORE_MODEL_KEYS = frozenset({
     "name", "base_path", "batch_size", "model_version_policy", "shape", "layout", "nireq",
-    "target_device", "plugin_config", "stateful", "low_latency_transformation", "idle_sequence_cleanup",
-    "max_sequence_number", "allow_cache", "cache_dir", "mean", "scale", "color_format", "precision",
-    "backend", "max_pixels", "dynamic_batching",
-}
+    "target_device", "plugin_config", "backend", "dynamic_batching",
+})
+# OVMS's other model keys (schema.cpp). A config.json OVMS accepts stays valid here: these are
+# accepted with or without a plugin that declares them (the image plugin declares mean, scale and
+# color_format, and then checks their values); with none, they have no effect, as OVMS's
+# stateful-model keys never had in dropin.
+OVMS_MODEL_KEYS = frozenset({
+    "stateful", "low_latency_transformation", "idle_sequence_cleanup", "max_sequence_number",
+    "allow_cache", "cache_dir", "mean", "scale", "color_format", "precision",
+})
 _TOP_KEYS = {
     "model_config_list", "pipeline_config_list", "mediapipe_config_list", "custom_loader_config_list",
     "custom_node_library_config_list", "monitoring",
@@ -170,9 +179,14 @@ def _from_json(value: Any, where: str) -> Any:
         raise ConfigError(f"{where} is not valid JSON: {exc}") from None
 
 
-def model_config(entry: Mapping[str, Any], relative_to: Path | None = None) -> ModelConfig:
-    """A ModelConfig from one `model_config_list[].config` object (or the equivalent CLI flags)."""
-    _only(entry, _MODEL_KEYS, f"model {entry.get('name', '?')!r}")
+def model_config(
+    entry: Mapping[str, Any], relative_to: Path | None = None, vocabulary: "Vocabulary | None" = None
+) -> ModelConfig:
+    """A ModelConfig from one `model_config_list[].config` object (or the equivalent CLI flags).
+    Keys beyond the core's and OVMS's are those plugins declared in `vocabulary`, each value
+    checked by its plugin."""
+    declared = vocabulary.model_keys if vocabulary is not None else {}
+    _only(entry, {*CORE_MODEL_KEYS, *OVMS_MODEL_KEYS, *declared}, f"model {entry.get('name', '?')!r}")
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError("every model needs a non-empty string 'name'")
@@ -200,6 +214,16 @@ def model_config(entry: Mapping[str, Any], relative_to: Path | None = None) -> M
     options = {
         k: v for k, v in entry.items() if k not in {"name", "base_path", "model_version_policy", "backend", "dynamic_batching"}
     }
+    for key in sorted(set(options) & set(declared)):
+        try:
+            options[key] = declared[key].check(options[key])
+        except ValueError as exc:
+            raise ConfigError(f"model {name!r}: {key}: {exc}") from None
+        except Exception as exc:  # a bug in the plugin's check: the configuration is refused all the same
+            assert vocabulary is not None
+            owner = vocabulary.owner("model key", key)
+            why = f"{type(exc).__name__}: {exc}"
+            raise ConfigError(f"model {name!r}: {key}: plugin {owner} failed to check it: {why}") from None
     return ModelConfig(
         name=name,
         base_path=base_path,
@@ -211,18 +235,19 @@ def model_config(entry: Mapping[str, Any], relative_to: Path | None = None) -> M
     )
 
 
-def read_config_file(path: str | Path) -> list[ModelConfig]:
+def read_config_file(path: str | Path, vocabulary: "Vocabulary | None" = None) -> list[ModelConfig]:
     """Parse an OVMS config.json. Raises ConfigError, applying nothing, when the file is invalid."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_config(data, path)
+    return parse_config(data, path, vocabulary)
 
 
-def parse_config(data: bytes, path: Path) -> list[ModelConfig]:
-    """The models of config.json contents `data` read from `path` (base paths are relative to it)."""
+def parse_config(data: bytes, path: Path, vocabulary: "Vocabulary | None" = None) -> list[ModelConfig]:
+    """The models of config.json contents `data` read from `path` (base paths are relative to it),
+    with the model keys plugins declared in `vocabulary`."""
     try:
         document = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -237,7 +262,7 @@ def parse_config(data: bytes, path: Path) -> list[ModelConfig]:
     for item in entries:
         if not isinstance(item, dict) or set(item) != {"config"} or not isinstance(item["config"], dict):
             raise ConfigError(f'{path}: every model_config_list item must be {{"config": {{...}}}}')
-        models.append(model_config(item["config"], relative_to=path.parent.resolve()))
+        models.append(model_config(item["config"], relative_to=path.parent.resolve(), vocabulary=vocabulary))
     names = [m.name for m in models]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

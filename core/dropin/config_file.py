@@ -7,13 +7,17 @@ import asyncio
 import hashlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from .config import ConfigError, ModelConfig, parse_config
 from .sources import watch_directory
+
+if TYPE_CHECKING:
+    from .vocabulary import Vocabulary
 
 log = logging.getLogger("dropin.config")
 
@@ -22,8 +26,11 @@ DEBOUNCE_SECONDS = 0.05
 
 
 class ConfigFile:
-    def __init__(self, path: Path, apply: Callable[[list[ModelConfig]], Awaitable[bool]]) -> None:
+    def __init__(
+        self, path: Path, apply: Callable[[list[ModelConfig]], Awaitable[bool]], vocabulary: Vocabulary | None = None
+    ) -> None:
         self.path = path
+        self._vocabulary = vocabulary  # the model keys plugins declared
         self._apply = apply
         self._digest: str | None = None
         self._lock = asyncio.Lock()
@@ -36,7 +43,7 @@ class ConfigFile:
         async with self._lock:
             data = await asyncio.to_thread(self._read)
             self._digest = hashlib.md5(data).hexdigest()
-            models = parse_config(data, self.path)
+            models = parse_config(data, self.path, self._vocabulary)
             changed = await self._apply(models)
             log.info("applied %s: %s", self.path, ", ".join(m.name for m in models) or "no models")
             return changed

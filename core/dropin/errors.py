@@ -1,12 +1,17 @@
 """dropin's errors, and the one table that maps them to gRPC codes and HTTP statuses.
 
 Each `Status` carries OVMS's base message; a `DropinError` adds the details, giving
-"<base> - <details>" exactly as OVMS formats its gRPC status details.
+"<base> - <details>" exactly as OVMS formats its gRPC status details. A plugin declares the
+errors only it raises as `ErrorStatus` values (the image plugin's "Image parsing failed", say)
+through the `dropin_declare_vocabulary` hook; they are raised, formatted and answered exactly as
+the core's (see vocabulary.py).
 """
 
 from __future__ import annotations
 
 import enum
+import re
+from dataclasses import dataclass
 
 import grpc
 
@@ -36,15 +41,9 @@ class Status(enum.Enum):
     INVALID_OUTPUT_FILTER = ("Invalid output name in output_filter", grpc.StatusCode.INVALID_ARGUMENT, 400)
     TOO_MANY_ELEMENTS = ("Request is too large", grpc.StatusCode.RESOURCE_EXHAUSTED, 413)
 
-    # binary (encoded image) and string inputs
+    # string inputs, and binary ones (one item per batch entry, see preprocess.check_binary_batch);
+    # the image plugin declares its own errors (dropin_image/errors.py)
     STRING_VAL_EMPTY = ("String val is empty", grpc.StatusCode.INVALID_ARGUMENT, 400)
-    IMAGE_PARSING_FAILED = ("Image parsing failed", grpc.StatusCode.INVALID_ARGUMENT, 400)
-    INVALID_NO_OF_CHANNELS = ("Invalid number of channels in binary input", grpc.StatusCode.INVALID_ARGUMENT, 400)
-    BINARY_IMAGES_RESOLUTION_MISMATCH = (
-        "Binary input images for this endpoint are required to have the same resolution",
-        grpc.StatusCode.INVALID_ARGUMENT,
-        400,
-    )
     UNSUPPORTED_STRING_INPUT = ("String input is not supported for this model input", grpc.StatusCode.INVALID_ARGUMENT, 400)
 
     # serving
@@ -105,10 +104,42 @@ class Status(enum.Enum):
         return self.value[2]
 
 
-class DropinError(Exception):
-    """An error with a `Status` and optional details; str() is what clients see."""
+_ERROR_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
-    def __init__(self, status: Status, details: str | None = None) -> None:
+
+@dataclass(frozen=True)
+class ErrorStatus:
+    """An error a plugin raises, with what a `Status` has: a name (upper case, unique among the
+    core's and every plugin's), OVMS-style base message, gRPC code and HTTP status.
+
+    Declare it as a module constant, register it with ``vocabulary.error(...)`` from the
+    `dropin_declare_vocabulary` hook, and raise it as ``DropinError(MY_ERROR, "details")``."""
+
+    name: str
+    message: str
+    grpc_code: grpc.StatusCode
+    http_status: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _ERROR_NAME.fullmatch(self.name):
+            raise ValueError(f"error name {self.name!r} must be upper case: letters, digits and _")
+        if not isinstance(self.message, str) or not self.message:
+            raise ValueError(f"error {self.name} needs a base message")
+        if not isinstance(self.grpc_code, grpc.StatusCode) or self.grpc_code is grpc.StatusCode.OK:
+            raise ValueError(f"error {self.name}: grpc_code must be a grpc.StatusCode but OK, got {self.grpc_code!r}")
+        if not isinstance(self.http_status, int) or not 400 <= self.http_status <= 599:
+            raise ValueError(f"error {self.name}: http_status must be an HTTP error status, 400-599, not {self.http_status!r}")
+
+
+#: what a `DropinError` carries: one of the core's statuses or one a plugin declared
+AnyStatus = Status | ErrorStatus
+
+
+class DropinError(Exception):
+    """An error with a `Status` (or a plugin's `ErrorStatus`) and optional details; str() is what
+    clients see."""
+
+    def __init__(self, status: AnyStatus, details: str | None = None) -> None:
         self.status = status
         self.details = details
         super().__init__(f"{status.message} - {details}" if details else status.message)

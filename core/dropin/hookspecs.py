@@ -15,7 +15,8 @@ docs/plugins.md has a section for every hook below; tests/test_core_boundaries.p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -25,17 +26,47 @@ if TYPE_CHECKING:
     from .registry import Registry
     from .sources import ModelSource
     from .testing.models import ConformanceModels
+    from .vocabulary import Vocabulary
 
 PROJECT = "dropin"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+# -- vocabulary: called once at start-up, before the command line is parsed ---------------------
+
+
+@hookspec
+def dropin_declare_vocabulary(vocabulary: Vocabulary) -> None:
+    """Declare what the plugin adds to dropin's vocabulary (see dropin/vocabulary.py):
+
+    - ``vocabulary.model_key("mean", check=..., flag=True)``: a config.json model key, with its
+      values checked by ``check`` when the configuration is read, and optionally the
+      single-model flag ``--mean``;
+    - ``vocabulary.server_option("greeting", default=...)``: a server-wide flag of ``dropin
+      serve``, whose value ``dropin_configure`` receives;
+    - ``vocabulary.error(MY_ERROR)``: an ``ErrorStatus`` the plugin raises.
+
+    Called once per process, before the command line and config.json are read (also for
+    ``dropin --help`` and ``dropin plugins``): declare, import nothing heavy. Return nothing.
+    """
+
+
+@hookspec
+def dropin_configure(options: Mapping[str, Any]) -> None:
+    """Receive the values of the server options plugins declared (every one, by name; the
+    default where the flag was not given). Called once at server start-up, after the command
+    line was read and before any registration hook: the place for work a setting decides
+    (an environment variable a runtime reads when it loads, a limit kept for later). Raise
+    ValueError, with a message naming the setting, to refuse to start. Return nothing.
+    """
+
+
 # -- registration: called once at start-up, in plugin load order --------------------------------
 
 
 @hookspec
-def dropin_register_backends(registry: "Registry[Backend]") -> None:
+def dropin_register_backends(registry: Registry[Backend]) -> None:
     """Add backend classes by name: ``registry.add("openvino", OpenVINOBackend)``.
 
     Called once at start-up, before any model loads. A model configuration may name its backend
@@ -46,7 +77,7 @@ def dropin_register_backends(registry: "Registry[Backend]") -> None:
 
 
 @hookspec
-def dropin_register_preprocessors(registry: "Registry[Preprocessor]") -> None:
+def dropin_register_preprocessors(registry: Registry[Preprocessor]) -> None:
     """Add preprocessor classes by name: ``registry.add("image", ImagePreprocessor)``.
 
     Called once at start-up. At each model version load, every input is offered to each
@@ -56,7 +87,7 @@ def dropin_register_preprocessors(registry: "Registry[Preprocessor]") -> None:
 
 
 @hookspec
-def dropin_register_sources(registry: "Registry[ModelSource]") -> None:
+def dropin_register_sources(registry: Registry[ModelSource]) -> None:
     """Add model repository source classes by name: ``registry.add("local", LocalSource)``.
 
     Called once at start-up. For every model, the first source in registration order whose
@@ -68,7 +99,7 @@ def dropin_register_sources(registry: "Registry[ModelSource]") -> None:
 
 
 @hookspec
-def dropin_register_conformance_models(registry: "Registry[ConformanceModels]") -> None:
+def dropin_register_conformance_models(registry: Registry[ConformanceModels]) -> None:
     """Add, under a backend's name, the class that writes test models in that backend's format:
     ``registry.add("openvino", OpenVINOConformanceModels)`` (a ``dropin.testing.ConformanceModels``
     subclass).

@@ -29,6 +29,8 @@ from .sources import Change, ModelSource
 
 log = logging.getLogger("dropin.manager")
 
+_SERVING_OR_LOADING = (State.AVAILABLE, State.LOADING)  # the states a removed model's versions retire from
+
 
 def _log_failure(task: asyncio.Task[bool]) -> None:
     if not task.cancelled() and task.exception() is not None:
@@ -85,9 +87,8 @@ class ModelManager:
             if model is None:
                 model = Model(config)
                 self.table.models[config.name] = model
-                log.info(
-                    "model %s: serving %s (version policy: %s)", config.name, config.base_path, config.version_policy
-                )
+                policy = config.version_policy
+                log.info("model %s: serving %s (version policy: %s)", config.name, config.base_path, policy)
                 changed.append(model)
             elif model.removed or model.config != config:
                 async with model.lock:
@@ -224,9 +225,9 @@ class ModelManager:
 
     def _failed(self, model: Model, number: int) -> bool:
         version = model.versions.get(number)
-        return (
-            version is not None and version.state == State.LOADING and not version.loading and version.error is not None
-        )
+        if version is None or version.loading:
+            return False
+        return version.state == State.LOADING and version.error is not None
 
     def _needs_load(self, model: Model, number: int) -> bool:
         version = model.versions.get(number)
@@ -269,9 +270,8 @@ class ModelManager:
         version.end_load()
         model.update_default()
         if replacing is not None:
-            log.info(
-                "model %s version %d: reloaded, the previous files retire after their requests", model.name, number
-            )
+            log.info("model %s version %d: reloaded, the previous files retire after their requests", model.name,
+                     number)
             asyncio.get_running_loop().create_task(self._close_when_drained(replacing))
         return True
 
@@ -293,11 +293,7 @@ class ModelManager:
             log.info("model %s: removed from the configuration, retiring its versions", model.name)
             self._drop_source(model.name)
             await asyncio.gather(
-                *(
-                    self._retire(model, v)
-                    for v in model.versions.values()
-                    if v.state in (State.AVAILABLE, State.LOADING)
-                )
+                *(self._retire(model, v) for v in model.versions.values() if v.state in _SERVING_OR_LOADING)
             )
             return True
 
@@ -306,13 +302,8 @@ class ModelManager:
         try:
             await asyncio.to_thread(servable.model.close)
         except Exception as exc:
-            log.error(
-                "model %s version %d: backend %s failed to close it: %s",
-                servable.model_name,
-                servable.version,
-                servable.backend,
-                exc,
-            )
+            log.error("model %s version %d: backend %s failed to close it: %s",
+                      servable.model_name, servable.version, servable.backend, exc)
 
     async def close(self) -> None:
         """Stop watching and retire everything (at shutdown)."""

@@ -1,4 +1,4 @@
-"""The one facade over pluggy: finds plugins, calls the registration hooks, lists what is there.
+"""The one facade over pluggy: finds plugins, calls their hooks, lists what each declared and registered.
 
 Plugins are the entry points of group "dropin". They are loaded explicitly by `PluginHost.load`
 (never as an import side effect). Environment variables:
@@ -13,16 +13,20 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import builtin, hookspecs
 from .backend import Backend
+from .config import CORE_MODEL_KEYS, ConfigError
 from .preprocess import Preprocessor
 from .registry import Registry
 from .sources import ModelSource
+from .vocabulary import Vocabulary
 
 if TYPE_CHECKING:
     from .testing.models import ConformanceModels
@@ -41,7 +45,7 @@ class PluginInfo:
     version: str
     module: str = ""  # what the entry point names, e.g. "dropin_openvino.plugin"
     hooks: list[str] = field(default_factory=list)
-    registered: dict[str, list[str]] = field(default_factory=dict)  # registry kind -> names
+    registered: dict[str, list[str]] = field(default_factory=dict)  # registry or vocabulary kind -> names
     error: str | None = None
 
 
@@ -72,9 +76,7 @@ class PluginHost:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._info: dict[str, PluginInfo] = {}
-        if trace:
-            self._pm.trace.root.setwriter(lambda message: log.debug("%s", message.rstrip()))
-            self._pm.enable_tracing()
+        self._vocabulary: Vocabulary | None = None
         self._register(builtin, BUILTIN, PluginInfo(BUILTIN, "dropin", _version("dropin"), builtin.__name__))
 
     def load(self) -> None:
@@ -114,6 +116,30 @@ class PluginHost:
         info.hooks = sorted(caller.name for caller in self._pm.get_hookcallers(plugin) or [])
         self._info[name] = info
 
+    def vocabulary(self) -> Vocabulary:
+        """Call `dropin_declare_vocabulary` once (later calls return the same declarations): the
+        flags, model keys and errors every plugin declared."""
+        if self._vocabulary is None:
+            vocabulary = Vocabulary(CORE_MODEL_KEYS)
+            for impl in self._impls("dropin_declare_vocabulary"):
+                vocabulary.current_plugin = impl.plugin_name
+                self._call(impl, "dropin_declare_vocabulary", vocabulary=vocabulary)
+            vocabulary.current_plugin = "?"
+            for name, info in self._info.items():
+                info.registered.update(vocabulary.declared_by(name))
+            self._vocabulary = vocabulary
+        return self._vocabulary
+
+    def configure(self, given: Mapping[str, Any]) -> None:
+        """Call `dropin_configure` with every server option plugins declared: `given` values,
+        else the defaults. ConfigError, naming the plugin, when one refuses its settings."""
+        options = MappingProxyType(self.vocabulary().server_values(given))
+        for impl in self._impls("dropin_configure"):
+            try:
+                self._call(impl, "dropin_configure", raising=True, options=options)
+            except Exception as exc:
+                raise ConfigError(f"plugin {impl.plugin_name}: {exc}") from None
+
     def registries(self) -> Registries:
         """Call the registration hooks, one plugin at a time so each entry knows its plugin."""
         result = Registries(
@@ -131,7 +157,7 @@ class PluginHost:
         self._collect("dropin_register_sources", result.sources)
         return result
 
-    def conformance_models(self) -> "Registry[ConformanceModels]":
+    def conformance_models(self) -> Registry[ConformanceModels]:
         """Call `dropin_register_conformance_models`: the test-model writers by backend name.
         Only the test kit and `dropin plugins` ask for them, never the server."""
         from .testing.models import ConformanceModels
@@ -141,31 +167,41 @@ class PluginHost:
         return registry
 
     def _collect(self, hook_name: str, registry: Registry[Any]) -> None:
-        hook = getattr(self._pm.hook, hook_name)
-        for impl in hook.get_hookimpls():  # in registration order: built-in, then entry points by name
+        for impl in self._impls(hook_name):
             registry.current_plugin = impl.plugin_name
             before = set(registry.names())
-            call: Callable[..., Any] = self._pm.subset_hook_caller(
-                hook_name, [p for p in self._pm.get_plugins() if p is not impl.plugin]
-            )
-            if self.trace:
-                log.debug("plugin %s: calling %s", impl.plugin_name, hook_name)
-            try:
-                call(registry=registry)
-            except Exception as exc:
-                log.error("plugin %s failed in %s: %s: %s; skipped", impl.plugin_name, hook_name, type(exc).__name__, exc)
-                self._info[impl.plugin_name].error = f"{hook_name} failed: {type(exc).__name__}: {exc}"
+            if not self._call(impl, hook_name, registry=registry):
                 continue
             added = [n for n in registry.names() if n not in before]
             for name in added:
                 registry_entry = registry.get(name)
                 if not getattr(registry_entry, "name", None):
-                    registry_entry.name = name  # type: ignore[attr-defined]
+                    registry_entry.name = name
             if added:
                 self._info[impl.plugin_name].registered.setdefault(registry.kind, []).extend(added)
             if self.trace:
                 log.debug("plugin %s: %s registered %s", impl.plugin_name, hook_name, ", ".join(added) or "nothing")
         registry.current_plugin = "?"
+
+    def _impls(self, hook_name: str) -> Iterator[pluggy.HookImpl]:
+        """The implementations of a hook in registration order: built-in, then entry points by name."""
+        return iter(getattr(self._pm.hook, hook_name).get_hookimpls())
+
+    def _call(self, impl: pluggy.HookImpl, hook_name: str, raising: bool = False, **kwargs: Any) -> bool:
+        """Call one plugin's implementation, as pluggy would (with the arguments it names), so
+        that whatever it declares or registers is known to be that plugin's. An exception is
+        logged and recorded as the plugin's error (False), or raised with `raising`."""
+        if self.trace:
+            log.debug("plugin %s: calling %s", impl.plugin_name, hook_name)
+        try:
+            impl.function(*(kwargs[name] for name in impl.argnames))
+        except Exception as exc:
+            if raising:
+                raise
+            log.error("plugin %s failed in %s: %s: %s; skipped", impl.plugin_name, hook_name, type(exc).__name__, exc)
+            self._info[impl.plugin_name].error = f"{hook_name} failed: {type(exc).__name__}: {exc}"
+            return False
+        return True
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin found, loaded or not, in load order."""

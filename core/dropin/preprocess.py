@@ -57,7 +57,8 @@ class InputConverter(abc.ABC):
         request's bytes: never write into it).
 
         Return an array of the model input's dtype whose shape the input accepts. Raise
-        `DropinError` for bad client data: its status and message reach the client as they are
+        `DropinError` for bad client data, with one of the core's statuses or an `ErrorStatus`
+        the plugin declared: its status and message reach the client as they are
         (INVALID_ARGUMENT and friends). Any other exception is logged and answered as INTERNAL
         "Plugin error - preprocessor '<name>' failed on input <input>: <type>: <message>"."""
 
@@ -77,9 +78,11 @@ class Preprocessor(abc.ABC):
         `spec` is the input as the backend loaded it: name, dtype, shape (static, -1 or range
         dims) and layout letters when the model has them ("NHWC", "NCHW", "N..."; None when
         unknown). `options` are the model's configuration entries other than name, base_path,
-        model_version_policy and backend, as given in config.json or on the command line
-        (`color_format`, `mean`, `scale`, `layout`, `shape`, `max_pixels`, ...); `input_option`
-        reads one that may be given for the whole model or per input.
+        model_version_policy and backend, as given in config.json or on the command line: the
+        core's (`layout`, `shape`, ...) and those plugins declared (see vocabulary.py; the image
+        plugin's `color_format`, `mean`, `scale`, `max_pixels`), as their plugin's check
+        returned them; `input_option` reads one that may be given for the whole model or per
+        input.
 
         Return a converter to claim the input, None to leave it. Raise (ValueError with a
         message naming the option) when the options cannot work for this input: the version

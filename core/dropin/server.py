@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,9 @@ from .health import GrpcHealth, add_reflection
 from .manager import ModelManager
 from .metrics import FAMILIES, Metrics
 from .plugins import PluginHost
-from .tls import TlsSettings
 from .rest_api import RestApi
 from .rest_transport import RestLimits
+from .tls import TlsSettings
 from .workers.link import WorkerLink
 from .workers.relay import WorkerRelay
 
@@ -65,6 +66,7 @@ class ServerSettings:
     # paths inside these (resolved) directories; off, it answers OK and changes nothing, as OVMS
     reload_config_enable: bool = False
     reload_config_roots: tuple[Path, ...] = ()
+    plugin_options: Mapping[str, Any] = field(default_factory=dict)  # server options plugins declared, by name
 
 
 class Server:
@@ -78,6 +80,7 @@ class Server:
             plugins = PluginHost()
             plugins.load()
         self.plugins = plugins
+        plugins.configure(settings.plugin_options)
         self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
         self.dataplane = DataPlane(self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes)
         self.grpc: grpc.aio.Server | None = None
@@ -88,7 +91,9 @@ class Server:
         self.health: GrpcHealth | None = None
         self.rest: RestApi | None = None
         self.rest_port = 0
-        self.config_file = ConfigFile(settings.config_path, self._apply_config_file) if settings.config_path else None
+        self.config_file = (
+            ConfigFile(settings.config_path, self._apply_config_file, plugins.vocabulary()) if settings.config_path else None
+        )
         self.relay = WorkerRelay(self, link) if link is not None else None
 
     def check_plugins(self) -> None:

@@ -30,7 +30,8 @@ from dropin.errors import DropinError, Status
 from dropin.preprocess import InputConverter, Preprocessor, check_binary_batch, input_option
 from dropin.shapes import Dim, TensorSpec, format_shape
 
-from . import DEFAULT_MAX_PIXELS, ENV_MAX_PIXELS, SERVER_MAX_PIXELS
+from . import DEFAULT_MAX_PIXELS, ENV_MAX_PIXELS
+from .errors import BINARY_IMAGES_RESOLUTION_MISMATCH, IMAGE_PARSING_FAILED, INVALID_NO_OF_CHANNELS
 from .headers import HeaderError, ImageHeader, read_header
 
 log = logging.getLogger("dropin.image")
@@ -149,17 +150,17 @@ def parse_per_channel(key: str, value: Any, channels: int | None) -> np.ndarray 
     return array
 
 
-def parse_max_pixels(value: Any) -> tuple[int, str]:
+def parse_max_pixels(value: Any, server_max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, str]:
     """The model's pixel limit and where it comes from. A model may lower the server's limit, not
     raise it: OpenCV's own guard was set from the server's limit when it loaded."""
     if value is None:
-        source = ENV_MAX_PIXELS if SERVER_MAX_PIXELS != DEFAULT_MAX_PIXELS else "the default"
-        return SERVER_MAX_PIXELS, f"{source}, {SERVER_MAX_PIXELS}"
+        source = ENV_MAX_PIXELS if server_max_pixels != DEFAULT_MAX_PIXELS else "the default"
+        return server_max_pixels, f"{source}, {server_max_pixels}"
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"max_pixels must be a positive integer, got {value!r}")
-    if value > SERVER_MAX_PIXELS:
+    if value > server_max_pixels:
         raise ValueError(
-            f"max_pixels {value} is above the server's limit of {SERVER_MAX_PIXELS} pixels; "
+            f"max_pixels {value} is above the server's limit of {server_max_pixels} pixels; "
             f"raise {ENV_MAX_PIXELS} to allow it"
         )
     return value, f"the model's max_pixels, {value}"
@@ -170,6 +171,9 @@ def parse_max_pixels(value: Any) -> tuple[int, str]:
 
 class ImagePreprocessor(Preprocessor):
     """Claims the 4-D numeric inputs that OVMS fed binary images to."""
+
+    #: the server-wide pixel limit, set by the plugin's `dropin_configure` hook at start-up
+    server_max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __init__(self) -> None:
         # Decoding runs in the data plane's worker threads, one image per thread, next to the
@@ -196,7 +200,7 @@ class ImagePreprocessor(Preprocessor):
         scale = parse_per_channel("scale", input_option(options, "scale", name), channels)
         if (mean is not None or scale is not None) and spec.dtype not in FLOAT_DTYPES:
             raise ValueError(f"mean and scale need a floating-point input; {name} is {spec.dtype.value}")
-        max_pixels, limit_source = parse_max_pixels(options.get("max_pixels"))
+        max_pixels, limit_source = parse_max_pixels(options.get("max_pixels"), self.server_max_pixels)
         converter = ImageConverter(spec, layout, color, mean, scale, max_pixels, limit_source)
         log.info("input %s %s %s: takes encoded images (%s)", name, spec.dtype.value, spec.shape_text(), converter.describe())
         return converter
@@ -269,14 +273,14 @@ class ImageConverter(InputConverter):
             if i == 0:
                 first_size = size
             elif not self.resize and size != first_size:
-                raise DropinError(Status.BINARY_IMAGES_RESOLUTION_MISMATCH)
+                raise DropinError(BINARY_IMAGES_RESOLUTION_MISMATCH)
             if self.color:
                 image = _convert_color(image, self.color)
             if view is None:
                 if not self.channels.accepts(image.shape[2]):
-                    raise DropinError(Status.INVALID_NO_OF_CHANNELS)
+                    raise DropinError(INVALID_NO_OF_CHANNELS)
             elif image.shape[2] != view.shape[3]:
-                raise DropinError(Status.INVALID_NO_OF_CHANNELS)
+                raise DropinError(INVALID_NO_OF_CHANNELS)
             if size != (height, width):
                 if not self.resize:
                     raise DropinError(
@@ -310,7 +314,7 @@ class ImageConverter(InputConverter):
         try:
             header = read_header(value)
         except HeaderError as exc:
-            raise DropinError(Status.IMAGE_PARSING_FAILED, f"{exc}; batch index: {index}; input name: {name}") from None
+            raise DropinError(IMAGE_PARSING_FAILED, f"{exc}; batch index: {index}; input name: {name}") from None
         if header.pixels > self.max_pixels:
             raise DropinError(
                 Status.TOO_MANY_ELEMENTS,
@@ -326,7 +330,7 @@ class ImageConverter(InputConverter):
             image = None
         if image is None or image.size == 0:
             raise DropinError(
-                Status.IMAGE_PARSING_FAILED,
+                IMAGE_PARSING_FAILED,
                 f"the {header.format} data could not be decoded; batch index: {index}; input name: {name}",
             )
         return image if image.ndim == 3 else image[:, :, None]
@@ -357,7 +361,7 @@ def _convert_color(image: np.ndarray, color: str) -> np.ndarray:
     if code is None:
         if channels == COLOR_CHANNELS[color]:
             return image
-        raise DropinError(Status.INVALID_NO_OF_CHANNELS)
+        raise DropinError(INVALID_NO_OF_CHANNELS)
     converted = cv2.cvtColor(image, code)
     return converted if converted.ndim == 3 else converted[:, :, None]
 

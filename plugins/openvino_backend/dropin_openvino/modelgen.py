@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import dropin_openvino.runtime  # noqa: F401  (the first import of openvino, with its telemetry off)
+
+# isort: split
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops

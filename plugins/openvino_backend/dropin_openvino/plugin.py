@@ -1,7 +1,8 @@
 """The dropin plugin module: what entry point `openvino` in group "dropin" points at.
 
 dropin loads it explicitly at start-up (never at import of the core) and calls its hooks; the
-backend it registers is instantiated only when a model is to be loaded.
+hooks import OpenVINO (with its telemetry declined, see `import_openvino`), and the backend they
+register is instantiated only when a model is to be loaded.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from .backend import OpenVINOBackend
+from . import import_openvino
 
 if TYPE_CHECKING:
     from dropin.backend import Backend
@@ -21,13 +22,17 @@ hookimpl = pluggy.HookimplMarker("dropin")
 
 
 @hookimpl
-def dropin_register_backends(registry: "Registry[Backend]") -> None:
+def dropin_register_backends(registry: Registry[Backend]) -> None:
+    import_openvino()
+    from .backend import OpenVINOBackend
+
     registry.add("openvino", OpenVINOBackend)
 
 
 @hookimpl
-def dropin_register_conformance_models(registry: "Registry[ConformanceModels]") -> None:
+def dropin_register_conformance_models(registry: Registry[ConformanceModels]) -> None:
     # only the test kit calls this hook; the import stays out of the server's start-up
+    import_openvino()
     from .testing import OpenVINOConformanceModels
 
     registry.add("openvino", OpenVINOConformanceModels)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import dropin_openvino  # noqa: F401  (the first import of openvino, with its telemetry off)
+import dropin_openvino.runtime  # noqa: F401  (the first import of openvino, with its telemetry off)
 
 # isort: split
 import numpy as np
