@@ -156,7 +156,11 @@ class Explode(InputConverter):
 
 class FaultyPreprocessor(Preprocessor):
     def claim(self, spec, options):
-        return Explode() if options.get("color_format") == "explode" else None
+        return Explode() if options.get("faulty_mode") == "explode" else None
+
+@hookimpl
+def dropin_declare_vocabulary(vocabulary):
+    vocabulary.model_key("faulty_mode", flag=True, help="explode: the faulty preprocessor claims the inputs")
 
 @hookimpl
 def dropin_register_backends(registry):
@@ -200,7 +204,7 @@ def test_backend_that_raises_at_load_or_per_request(start_server, tmp_path: Path
 def test_preprocessor_that_raises_names_the_plugin(start_server, tmp_path: Path, faulty_plugin: Path) -> None:
     repo = tmp_path / "m"
     faulty_version(repo, 1, "ok")
-    server = start_server("--model_name", "m", "--model_path", str(repo), "--color_format", "explode",
+    server = start_server("--model_name", "m", "--model_path", str(repo), "--faulty_mode", "explode",
                           env={"PYTHONPATH": str(faulty_plugin)})
     server.wait_for("m", 1)
     request = predict_request("m", {})
