@@ -406,10 +406,15 @@ def test_grpc_handshake_and_idle_timeouts(start_server, repo: Path) -> None:
     channel.subscribe(states.append)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     np.testing.assert_array_equal(outputs_of(stub.Predict(predict_request("m", {"x": x}), timeout=30))["y"], x * 2)
+    ready, idle = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE
+
+    def idle_after_ready() -> bool:  # the callbacks arrive on gRPC's thread, maybe after Predict returned
+        return ready in states and idle in states[states.index(ready):]
+
     deadline = time.monotonic() + 1 + SLACK + 1
-    while grpc.ChannelConnectivity.IDLE not in states[states.index(grpc.ChannelConnectivity.READY):] and time.monotonic() < deadline:
+    while not idle_after_ready() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert grpc.ChannelConnectivity.IDLE in states[states.index(grpc.ChannelConnectivity.READY):], states
+    assert idle_after_ready(), states
     np.testing.assert_array_equal(outputs_of(stub.Predict(predict_request("m", {"x": x}), timeout=30))["y"], x * 2)
     channel.close()
 
