@@ -6,31 +6,40 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
-import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, event_loop
-from .config import ConfigError, DynamicBatching, model_config, parse_plugin_config, read_config_file, read_metrics_config, reload_roots
+from .config import (
+    ConfigError,
+    DynamicBatching,
+    model_config,
+    parse_plugin_config,
+    read_config_file,
+    read_metrics_config,
+    reload_roots,
+)
 from .errors import DropinError, Status
+from .malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_malloc
 from .metrics import FAMILIES
 from .plugins import PluginHost, backend_priority
 from .rest_transport import RestLimits
 from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
 from .tls import TlsSettings
-from .workers.link import WorkerLink, die_with_parent
 from .workers import serve_workers
+from .workers.link import WorkerLink, die_with_parent
 
 if TYPE_CHECKING:
     from .vocabulary import Vocabulary
 
-LOG_LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
+LOG_LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
+              "ERROR": logging.ERROR}
 
 
-def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | None" = None) -> None:
+def _serve_parser(parser: argparse.ArgumentParser, vocabulary: Vocabulary | None = None) -> None:
     server = parser.add_argument_group("server")
     server.add_argument("--port", type=int, default=9000, help="gRPC port (default 9000; 0 picks a free one)")
     server.add_argument("--grpc_bind_address", default="0.0.0.0")
@@ -44,19 +53,23 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | Non
     rest = RestLimits()
     server.add_argument(
         "--rest_header_timeout_seconds", type=_positive, default=rest.header_timeout, metavar="S",
-        help=f"a REST request head must arrive within this time of its first byte, else the connection is closed (default {rest.header_timeout:g})",
+        help="a REST request head must arrive within this time of its first byte, else the connection is closed "
+             f"(default {rest.header_timeout:g})",
     )
     server.add_argument(
         "--rest_body_timeout_seconds", type=_positive, default=rest.body_timeout, metavar="S",
-        help=f"longest pause of a REST client in sending a request body before the connection is closed (default {rest.body_timeout:g})",
+        help="longest pause of a REST client in sending a request body before the connection is closed (default "
+             f"{rest.body_timeout:g})",
     )
     server.add_argument(
         "--rest_idle_timeout_seconds", type=_positive, default=rest.idle_timeout, metavar="S",
-        help=f"an open REST connection that starts no request for this long is closed (keep-alive timeout, default {rest.idle_timeout:g})",
+        help="an open REST connection that starts no request for this long is closed (keep-alive timeout, default "
+             f"{rest.idle_timeout:g})",
     )
     server.add_argument(
         "--rest_max_connections", type=_positive_int, default=rest.max_connections, metavar="N",
-        help=f"most open REST connections per server process; beyond it new ones are closed at once (default {rest.max_connections})",
+        help="most open REST connections per server process; beyond it new ones are closed at once (default "
+             f"{rest.max_connections})",
     )
     server.add_argument(
         "--grpc_handshake_timeout_seconds", type=_positive, default=20.0, metavar="S",
@@ -70,7 +83,8 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | Non
         "--grpc_max_connections", type=_positive_int, default=1000, metavar="N",
         help="most open gRPC connections per server process; beyond it new ones are closed at once (default 1000)",
     )
-    server.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics on /metrics of the REST port")
+    server.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics on /metrics of the "
+                                                                      "REST port")
     server.add_argument(
         "--metrics_list", default="", metavar="NAMES",
         help=f"comma-separated metric families to expose (default all: {', '.join(FAMILIES)})",
@@ -79,14 +93,16 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | Non
         "--workers", type=int, default=1, metavar="N",
         help="server processes sharing the ports (SO_REUSEPORT), each with its own copy of every model (default 1)",
     )
-    server.add_argument("--grpc_workers", type=int, default=1, help="accepted for OVMS compatibility and ignored; see --workers")
+    server.add_argument("--grpc_workers", type=int, default=1, help="accepted for OVMS compatibility and ignored; "
+                                                                    "see --workers")
     server.add_argument(
         "--event_loop",
         choices=event_loop.CHOICES,
         default="auto",
         help="the loop gRPC and REST run on (auto: uvloop where installed, else asyncio)",
     )
-    server.add_argument("--worker_index", type=int, default=0, help=argparse.SUPPRESS)  # set by the --workers supervisor
+    # set by the --workers supervisor
+    server.add_argument("--worker_index", type=int, default=0, help=argparse.SUPPRESS)
     server.add_argument("--worker_control_fd", type=int, default=None, help=argparse.SUPPRESS)
     server.add_argument(
         "--grpc_max_message_size", type=int, default=GIB, metavar="BYTES",
@@ -95,7 +111,8 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | Non
     server.add_argument("--max_elements", type=int, default=0, help="most tensor elements in one request (0: no limit)")
     server.add_argument(
         "--file_system_poll_wait_seconds", type=float, default=1.0,
-        help="rescan period of model repositories and config.json (file-system events are followed too); 0 turns all monitoring off",
+        help="rescan period of model repositories and config.json (file-system events are followed too); 0 turns "
+             "all monitoring off",
     )
     server.add_argument(
         "--file_system_watch", choices=("on", "off"), default="on",
@@ -103,7 +120,8 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | Non
     )
     server.add_argument(
         "--version_settle_seconds", type=float, default=0.5,
-        help="a version directory being written loads once it has been quiet this long (a rename into place loads at once)",
+        help="a version directory being written loads once it has been quiet this long (a rename into place loads "
+             "at once)",
     )
     server.add_argument(
         "--shutdown_grace_seconds", type=float, default=30.0,
@@ -117,7 +135,8 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | Non
     server.add_argument("--config_path", default=None, help="OVMS config.json with several models")
     server.add_argument(
         "--reload_config_enable", action="store_true",
-        help="let gRPC HandleReloadConfigRequest replace the models served (default off: it answers OK and changes nothing, as OVMS)",
+        help="let gRPC HandleReloadConfigRequest replace the models served (default off: it answers OK and changes "
+             "nothing, as OVMS)",
     )
     server.add_argument(
         "--reload_config_roots", default="", metavar="DIRS",
@@ -137,7 +156,8 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: "Vocabulary | Non
     model.add_argument("--backend", help="backend plugin to load with (default: the first that claims the files)")
     model.add_argument(
         "--dynamic_batching", metavar="JSON",
-        help='batch concurrent requests server-side, e.g. {"max_batch_size":16,"batch_timeout_micros":500} (default off)',
+        help='batch concurrent requests server-side, e.g. {"max_batch_size":16,"batch_timeout_micros":500} '
+             '(default off)',
     )
     if vocabulary is not None:
         vocabulary.add_flags(server, model)
@@ -157,7 +177,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser(vocabulary: "Vocabulary | None" = None) -> argparse.ArgumentParser:
+def build_parser(vocabulary: Vocabulary | None = None) -> argparse.ArgumentParser:
     """The command line, with the flags plugins declared in `vocabulary` (None: the core's only)."""
     parser = argparse.ArgumentParser(prog="dropin", description="TensorFlow Serving API model server")
     parser.add_argument("--version", action="version", version=f"dropin {__version__}")
@@ -167,13 +187,14 @@ def build_parser(vocabulary: "Vocabulary | None" = None) -> argparse.ArgumentPar
     return parser
 
 
-def settings_from_args(args: argparse.Namespace, vocabulary: "Vocabulary | None" = None) -> ServerSettings:
+def settings_from_args(args: argparse.Namespace, vocabulary: Vocabulary | None = None) -> ServerSettings:
     """The server's settings from the command line (and config.json), with the model keys and
     server options plugins declared in `vocabulary`."""
     single = {
         key: getattr(args, key)
         for key in (
-            "model_version_policy", "nireq", "plugin_config", "batch_size", "shape", "layout", "backend", "dynamic_batching"
+            "model_version_policy", "nireq", "plugin_config", "batch_size", "shape", "layout", "backend",
+            "dynamic_batching",
         )
         if getattr(args, key) not in (None, 0)
     }
@@ -240,14 +261,16 @@ def _tls_settings(args: argparse.Namespace) -> TlsSettings | None:
         return None
     if not (args.tls_cert and args.tls_key):
         raise ConfigError("TLS needs both --tls_cert and --tls_key")
-    return TlsSettings(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
+    client_ca = Path(args.tls_client_ca) if args.tls_client_ca else None
+    return TlsSettings(Path(args.tls_cert), Path(args.tls_key), client_ca)
 
 
-def _metrics_settings(args: argparse.Namespace) -> dict[str, object]:
+def _metrics_settings(args: argparse.Namespace) -> dict[str, Any]:
     if not args.metrics_enable:
         return {}
     if not args.rest_port:
-        raise DropinError(Status.METRICS_REST_PORT_MISSING, "--metrics_enable serves /metrics on the REST port: give --rest_port")
+        why = "--metrics_enable serves /metrics on the REST port: give --rest_port"
+        raise DropinError(Status.METRICS_REST_PORT_MISSING, why)
     families = tuple(f.strip() for f in args.metrics_list.split(",") if f.strip()) or FAMILIES
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
@@ -255,7 +278,7 @@ def _metrics_settings(args: argparse.Namespace) -> dict[str, object]:
     return {"metrics_enable": True, "metrics_list": families}
 
 
-def _reload_settings(args: argparse.Namespace) -> dict[str, object]:
+def _reload_settings(args: argparse.Namespace) -> dict[str, Any]:
     """HandleReloadConfigRequest lets any client that reaches the gRPC port choose the models
     served, so it needs both flags: on, and the directories it may load from."""
     if not args.reload_config_enable:
@@ -263,7 +286,8 @@ def _reload_settings(args: argparse.Namespace) -> dict[str, object]:
             raise ConfigError("--reload_config_roots has no effect without --reload_config_enable")
         return {}
     if not args.reload_config_roots:
-        raise ConfigError("--reload_config_enable needs --reload_config_roots: the directories whose models clients may load")
+        raise ConfigError("--reload_config_enable needs --reload_config_roots: "
+                          "the directories whose models clients may load")
     return {"reload_config_enable": True, "reload_config_roots": reload_roots(args.reload_config_roots)}
 
 
@@ -279,31 +303,11 @@ def setup_logging(level: str, path: str | None = None, worker: int = 0) -> None:
     root.setLevel(LOG_LEVELS[level])
 
 
-# glibc mallopt parameters
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD = 32 << 20  # glibc's maximum on 64-bit
-TRIM_THRESHOLD = 256 << 20
-
-
-def tune_malloc() -> bool:
-    """Keep request-sized buffers in the heap. glibc serves every allocation over 128 KiB with
-    its own mmap and gives it back after use, so each image-sized request pays page faults and
-    zeroing again (measured: ~3x slower for 600 KB tensors). Raising the mmap and trim
-    thresholds makes those buffers reusable. GLIBC_TUNABLES set by the operator wins; not glibc:
-    nothing to do. True when the thresholds were raised."""
-    if "malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_path, args.worker_index)
     if tune_malloc():
-        logging.getLogger("dropin").debug("malloc: mmap threshold %d, trim threshold %d", MMAP_THRESHOLD, TRIM_THRESHOLD)
+        log = logging.getLogger("dropin")
+        log.debug("malloc: mmap threshold %d, trim threshold %d", MMAP_THRESHOLD, TRIM_THRESHOLD)
     host: PluginHost = args.plugin_host
     try:
         settings = settings_from_args(args, host.vocabulary())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .backend import LoadOptions
 from .errors import DropinError, Status
@@ -37,7 +38,7 @@ class VersionPolicy:
         return set(sorted(present)[-self.num_versions :])
 
     @classmethod
-    def parse(cls, value: Any) -> "VersionPolicy":
+    def parse(cls, value: Any) -> VersionPolicy:
         """From OVMS's JSON form: {"latest":{"num_versions":2}}, {"all":{}}, {"specific":{"versions":[1,3]}}."""
         if isinstance(value, str):
             try:
@@ -91,7 +92,7 @@ class DynamicBatching:
     MAX_TIMEOUT_MICROS = 10_000_000
 
     @classmethod
-    def parse(cls, value: Any, where: str = "dynamic_batching") -> "DynamicBatching | None":
+    def parse(cls, value: Any, where: str = "dynamic_batching") -> DynamicBatching | None:
         """From {"max_batch_size": 16, "batch_timeout_micros": 500} (or its JSON text); None
         (batching off) for None or an empty string."""
         if value is None or value == "" or isinstance(value, cls):
@@ -180,7 +181,7 @@ def _from_json(value: Any, where: str) -> Any:
 
 
 def model_config(
-    entry: Mapping[str, Any], relative_to: Path | None = None, vocabulary: "Vocabulary | None" = None
+    entry: Mapping[str, Any], relative_to: Path | None = None, vocabulary: Vocabulary | None = None
 ) -> ModelConfig:
     """A ModelConfig from one `model_config_list[].config` object (or the equivalent CLI flags).
     Keys beyond the core's and OVMS's are those plugins declared in `vocabulary`, each value
@@ -212,7 +213,9 @@ def model_config(
     )
     batching = DynamicBatching.parse(entry.get("dynamic_batching"), f"model {name!r} dynamic_batching")
     options = {
-        k: v for k, v in entry.items() if k not in {"name", "base_path", "model_version_policy", "backend", "dynamic_batching"}
+        k: v
+        for k, v in entry.items()
+        if k not in {"name", "base_path", "model_version_policy", "backend", "dynamic_batching"}
     }
     for key in sorted(set(options) & set(declared)):
         try:
@@ -235,7 +238,7 @@ def model_config(
     )
 
 
-def read_config_file(path: str | Path, vocabulary: "Vocabulary | None" = None) -> list[ModelConfig]:
+def read_config_file(path: str | Path, vocabulary: Vocabulary | None = None) -> list[ModelConfig]:
     """Parse an OVMS config.json. Raises ConfigError, applying nothing, when the file is invalid."""
     path = Path(path)
     try:
@@ -245,7 +248,7 @@ def read_config_file(path: str | Path, vocabulary: "Vocabulary | None" = None) -
     return parse_config(data, path, vocabulary)
 
 
-def parse_config(data: bytes, path: Path, vocabulary: "Vocabulary | None" = None) -> list[ModelConfig]:
+def parse_config(data: bytes, path: Path, vocabulary: Vocabulary | None = None) -> list[ModelConfig]:
     """The models of config.json contents `data` read from `path` (base paths are relative to it),
     with the model keys plugins declared in `vocabulary`."""
     try:
@@ -312,7 +315,9 @@ def base_path_inside(name: str, base_path: str, roots: Iterable[Path]) -> str:
     roots = tuple(roots)
     allowed = ", ".join(map(str, roots))
     if not base_path or "://" in base_path:
-        raise ConfigError(f"model {name!r}: base_path {base_path!r} is not a directory inside --reload_config_roots ({allowed})")
+        raise ConfigError(
+            f"model {name!r}: base_path {base_path!r} is not a directory inside --reload_config_roots ({allowed})"
+        )
     resolved = Path(os.path.realpath(base_path))
     if not any(resolved.is_relative_to(root) for root in roots):
         shown = base_path if str(resolved) == base_path else f"{base_path} (resolved: {resolved})"

@@ -44,7 +44,11 @@ class Status(enum.Enum):
     # string inputs, and binary ones (one item per batch entry, see preprocess.check_binary_batch);
     # the image plugin declares its own errors (dropin_image/errors.py)
     STRING_VAL_EMPTY = ("String val is empty", grpc.StatusCode.INVALID_ARGUMENT, 400)
-    UNSUPPORTED_STRING_INPUT = ("String input is not supported for this model input", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    UNSUPPORTED_STRING_INPUT = (
+        "String input is not supported for this model input",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        400,
+    )
 
     # serving
     UNSUPPORTED_OUTPUT_PRECISION = ("Unsupported serialization precision", grpc.StatusCode.INTERNAL, 500)
@@ -73,22 +77,46 @@ class Status(enum.Enum):
     REST_PREDICT_UNKNOWN_ORDER = (
         "Invalid JSON structure. Could not detect row or column format", grpc.StatusCode.INVALID_ARGUMENT, 400
     )
-    REST_INSTANCES_NOT_AN_ARRAY = ("Invalid JSON structure. Nonamed instance is not an array.", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_INSTANCES_NOT_AN_ARRAY = (
+        "Invalid JSON structure. Nonamed instance is not an array.",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        400,
+    )
     REST_NAMED_INSTANCE_NOT_AN_OBJECT = (
         "Invalid JSON structure. One of named instances is not a JSON object.", grpc.StatusCode.INVALID_ARGUMENT, 400
     )
-    REST_NO_INSTANCES_FOUND = ("Invalid JSON structure. Missing instances in row format", grpc.StatusCode.INVALID_ARGUMENT, 400)
-    REST_INSTANCES_NOT_NAMED_OR_NONAMED = ("Could not detect neither named or nonamed format", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_NO_INSTANCES_FOUND = (
+        "Invalid JSON structure. Missing instances in row format",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        400,
+    )
+    REST_INSTANCES_NOT_NAMED_OR_NONAMED = (
+        "Could not detect neither named or nonamed format",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        400,
+    )
     REST_COULD_NOT_PARSE_INSTANCE = (
         "Could not parse instance content. Not valid ndarray detected", grpc.StatusCode.INVALID_ARGUMENT, 400
     )
     REST_INSTANCES_BATCH_SIZE_DIFFER = (
         "Invalid JSON structure. Request inputs have different batch sizes", grpc.StatusCode.INVALID_ARGUMENT, 400
     )
-    REST_INPUTS_NOT_AN_OBJECT = ("Invalid JSON structure. One of inputs is not a JSON object.", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_INPUTS_NOT_AN_OBJECT = (
+        "Invalid JSON structure. One of inputs is not a JSON object.",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        400,
+    )
     REST_NO_INPUTS_FOUND = ("Invalid JSON structure, missing inputs", grpc.StatusCode.INVALID_ARGUMENT, 400)
-    REST_COULD_NOT_PARSE_INPUT = ("Could not parse input content. Not valid ndarray detected", grpc.StatusCode.INVALID_ARGUMENT, 400)
-    INVALID_INPUT_FORMAT = ("Inputs inside buffer does not match expected format.", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    REST_COULD_NOT_PARSE_INPUT = (
+        "Could not parse input content. Not valid ndarray detected",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        400,
+    )
+    INVALID_INPUT_FORMAT = (
+        "Inputs inside buffer does not match expected format.",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        400,
+    )
     REST_PROTO_TO_STRING_ERROR = ("Response parsing to JSON error", grpc.StatusCode.INTERNAL, 500)
 
     @property
@@ -128,7 +156,9 @@ class ErrorStatus:
         if not isinstance(self.grpc_code, grpc.StatusCode) or self.grpc_code is grpc.StatusCode.OK:
             raise ValueError(f"error {self.name}: grpc_code must be a grpc.StatusCode but OK, got {self.grpc_code!r}")
         if not isinstance(self.http_status, int) or not 400 <= self.http_status <= 599:
-            raise ValueError(f"error {self.name}: http_status must be an HTTP error status, 400-599, not {self.http_status!r}")
+            raise ValueError(
+                f"error {self.name}: http_status must be an HTTP error status, 400-599, not {self.http_status!r}"
+            )
 
 
 #: what a `DropinError` carries: one of the core's statuses or one a plugin declared

@@ -73,7 +73,9 @@ class Server:
     """One server process. With `link` it is a worker of `--workers N` (the workers package): it
     listens with SO_REUSEPORT and relays reloads and metrics through the supervisor."""
 
-    def __init__(self, settings: ServerSettings, plugins: PluginHost | None = None, link: WorkerLink | None = None) -> None:
+    def __init__(
+        self, settings: ServerSettings, plugins: PluginHost | None = None, link: WorkerLink | None = None
+    ) -> None:
         self.settings = settings
         self.link = link
         if plugins is None:
@@ -82,7 +84,9 @@ class Server:
         self.plugins = plugins
         plugins.configure(settings.plugin_options)
         self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
-        self.dataplane = DataPlane(self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes)
+        self.dataplane = DataPlane(
+            self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes
+        )
         self.grpc: grpc.aio.Server | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -92,7 +96,9 @@ class Server:
         self.rest: RestApi | None = None
         self.rest_port = 0
         self.config_file = (
-            ConfigFile(settings.config_path, self._apply_config_file, plugins.vocabulary()) if settings.config_path else None
+            ConfigFile(settings.config_path, self._apply_config_file, plugins.vocabulary())
+            if settings.config_path
+            else None
         )
         self.relay = WorkerRelay(self, link) if link is not None else None
 
@@ -103,10 +109,11 @@ class Server:
         for model in self.settings.models:
             if model.backend and model.backend not in self.manager.registries.backends:
                 why = problems.get(model.backend)
+                installed = ", ".join(self.manager.registries.backends.names()) or "none"
                 raise ConfigError(
                     f"model {model.name!r} needs backend {model.backend!r}, "
-                    + (f"but its plugin is not usable: {why}" if why else
-                       f"which no installed plugin provides (installed: {', '.join(self.manager.registries.backends.names()) or 'none'})")
+                    + (f"but its plugin is not usable: {why}" if why
+                       else f"which no installed plugin provides (installed: {installed})")
                 )
 
     async def start(self) -> None:

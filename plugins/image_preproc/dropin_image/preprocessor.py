@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -141,7 +142,9 @@ def parse_per_channel(key: str, value: Any, channels: int | None) -> np.ndarray 
         raise ValueError(f"{key} must be a number or a list of numbers, got {value!r}")
     if len(items) != 1:
         if channels is None:
-            raise ValueError(f"{key} has {len(items)} values, but the input's channel count is not fixed; give one number")
+            raise ValueError(
+                f"{key} has {len(items)} values, but the input's channel count is not fixed; give one number"
+            )
         if len(items) != channels:
             raise ValueError(f"{key} has {len(items)} values, but the input has {channels} channel(s)")
     array = np.array(items, dtype=np.float64)
@@ -180,7 +183,7 @@ class ImagePreprocessor(Preprocessor):
         # backend's own threads; OpenCV's internal threads would only fight them for the cores.
         cv2.setNumThreads(1)
 
-    def claim(self, spec: TensorSpec, options: Mapping[str, Any]) -> "ImageConverter | None":
+    def claim(self, spec: TensorSpec, options: Mapping[str, Any]) -> ImageConverter | None:
         if spec.rank != 4 or spec.dtype not in IMAGE_DTYPES:
             return None
         name = spec.name
@@ -202,7 +205,9 @@ class ImagePreprocessor(Preprocessor):
             raise ValueError(f"mean and scale need a floating-point input; {name} is {spec.dtype.value}")
         max_pixels, limit_source = parse_max_pixels(options.get("max_pixels"), self.server_max_pixels)
         converter = ImageConverter(spec, layout, color, mean, scale, max_pixels, limit_source)
-        log.info("input %s %s %s: takes encoded images (%s)", name, spec.dtype.value, spec.shape_text(), converter.describe())
+        log.info(
+            "input %s %s %s: takes encoded images (%s)", name, spec.dtype.value, spec.shape_text(), converter.describe()
+        )
         return converter
 
 
@@ -232,7 +237,9 @@ class ImageConverter(InputConverter):
         self.resize = not (self.height.is_dynamic or self.width.is_dynamic)
         self.dtype = spec.dtype.numpy
         # mean/scale arithmetic runs in f32 for f16 models, then the batch is cast once
-        self.work_dtype = np.dtype(np.float32) if (mean is not None or scale is not None) and spec.dtype is DType.FP16 else self.dtype
+        self.work_dtype = (
+            np.dtype(np.float32) if (mean is not None or scale is not None) and spec.dtype is DType.FP16 else self.dtype
+        )
         self.mean = None if mean is None else mean.astype(self.work_dtype)
         self.scale = None if scale is None else scale.astype(self.work_dtype)
         self.max_pixels = max_pixels
@@ -240,7 +247,9 @@ class ImageConverter(InputConverter):
 
     def describe(self) -> str:
         parts = [f"layout {self.layout.letters} ({self.layout.source})"]
-        parts.append(f"resized to {self.height}x{self.width}" if self.resize else "not resized (dynamic height or width)")
+        parts.append(
+            f"resized to {self.height}x{self.width}" if self.resize else "not resized (dynamic height or width)"
+        )
         parts.append(f"colour {self.color}" if self.color else "channels as decoded (BGR order), no conversion")
         if self.mean is not None:
             parts.append(f"mean {self.mean.tolist()}")
@@ -286,7 +295,8 @@ class ImageConverter(InputConverter):
                     raise DropinError(
                         Status.INVALID_SHAPE,
                         f"Expected: {self.spec.shape_text()}; Actual: "
-                        f"{format_shape(self._model_shape(count, size[0], size[1], image.shape[2]))}; input name: {name}",
+                        f"{format_shape(self._model_shape(count, size[0], size[1], image.shape[2]))}; "
+                        f"input name: {name}",
                     )
                 image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
                 if image.ndim == 2:

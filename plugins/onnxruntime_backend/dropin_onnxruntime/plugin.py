@@ -19,14 +19,14 @@ hookimpl = pluggy.HookimplMarker("dropin")
 
 
 @hookimpl
-def dropin_register_backends(registry: "Registry[Backend]") -> None:
+def dropin_register_backends(registry: Registry[Backend]) -> None:
     from .backend import OnnxRuntimeBackend
 
     registry.add("onnxruntime", OnnxRuntimeBackend)
 
 
 @hookimpl
-def dropin_register_conformance_models(registry: "Registry[ConformanceModels]") -> None:
+def dropin_register_conformance_models(registry: Registry[ConformanceModels]) -> None:
     # only the test kit calls this hook; the onnx package is imported when a model is written
     from .testing import OnnxConformanceModels
 
