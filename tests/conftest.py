@@ -1,18 +1,14 @@
-"""Fixtures: a real `dropin serve` process on a temporary model repository, and gRPC stubs.
+"""Fixtures: a real `dropin serve` process on a temporary model repository.
 
 The server helper and its fixtures are the test kit's (`dropin.testing`, a pytest plugin installed
-with dropin); the names below stay importable from here for the tests."""
+with dropin); helpers shared by several test files live there too (`dropin.testing.client`,
+`.expect`, `.status`, ...): test files import nothing from each other or from here."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from dropin.testing.server import DropinServer, free_port  # noqa: F401  (imported from here by tests)
-
-F32_CONFIG = '{"INFERENCE_PRECISION_HINT":"f32"}'
-GIB = 1 << 30
 
 
 @pytest.fixture

@@ -15,12 +15,11 @@ import grpc
 import numpy as np
 import pytest
 
-import modelgen
-from conftest import F32_CONFIG, DropinServer, free_port
 from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
-from test_grpc_api import outputs_of, predict_request
-from test_plugins import install_fake_distribution
-from test_shutdown_security import SLOW_PLUGIN
+from dropin.testing import numpy_models as modelgen
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.fake_plugins import SLOW_PLUGIN, install_fake_distribution
+from dropin.testing.server import DropinServer, free_port
 
 HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT = 1.0, 1.0, 4.0
 SLACK = 2.0  # the event loop's and this machine's lateness under load
@@ -38,7 +37,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repo: Path) -> DropinServer:
     """Short timeouts, so that the tests are quick."""
     srv = DropinServer([
-        "--model_name", "m", "--model_path", str(repo / "m"), "--plugin_config", F32_CONFIG,
+        "--model_name", "m", "--model_path", str(repo / "m"),
         "--file_system_poll_wait_seconds", "0", "--rest_port", str(free_port()), "--rest_bind_address", "127.0.0.1",
         "--rest_header_timeout_seconds", str(HEADER_TIMEOUT), "--rest_body_timeout_seconds", str(BODY_TIMEOUT),
         "--rest_idle_timeout_seconds", str(IDLE_TIMEOUT),
@@ -74,7 +73,7 @@ def closed_by_server(sock: socket.socket, within: float) -> bool:
                 return True
         except (ConnectionResetError, BrokenPipeError):
             return True
-        except socket.timeout:
+        except TimeoutError:
             return False
     return False
 
@@ -83,7 +82,7 @@ def still_open(sock: socket.socket) -> bool:
     sock.settimeout(0.01)
     try:
         return sock.recv(1, socket.MSG_PEEK) != b""
-    except socket.timeout:
+    except TimeoutError:
         return True
     except ConnectionError:
         return False
@@ -112,7 +111,7 @@ def read_response(sock: socket.socket) -> dict:
 
 
 def expected(rows: list[list[float]], repo: Path) -> list[list[float]]:
-    return modelgen.run_openvino(repo / "m" / "1", {"x": np.array(rows, np.float32)})["y"].tolist()
+    return modelgen.run_numpy(repo / "m" / "1", {"x": np.array(rows, np.float32)})["y"].tolist()
 
 
 def hard_close(sock: socket.socket) -> None:
@@ -212,7 +211,7 @@ def test_an_idle_keepalive_connection_is_closed_after_the_idle_timeout(server: D
 def test_connections_beyond_the_limit_are_closed_while_existing_ones_are_served(start_server, repo: Path) -> None:
     limit = 10
     srv = start_server(
-        "--model_name", "m", "--model_path", str(repo / "m"), "--plugin_config", F32_CONFIG,
+        "--model_name", "m", "--model_path", str(repo / "m"),
         "--file_system_poll_wait_seconds", "0", "--rest_port", str(free_port()), "--rest_bind_address", "127.0.0.1",
         "--rest_max_connections", str(limit),
     )
@@ -361,7 +360,7 @@ def test_normal_clients_are_unaffected(server: DropinServer, repo: Path) -> None
     client = make_http_client(f"127.0.0.1:{server.rest_port}")
     x = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32)
     outputs = client.predict({"x": x}, "m")
-    np.testing.assert_array_equal(np.asarray(outputs, np.float32), modelgen.run_openvino(repo / "m" / "1", {"x": x})["y"])
+    np.testing.assert_array_equal(np.asarray(outputs, np.float32), modelgen.run_numpy(repo / "m" / "1", {"x": x})["y"])
     # a large body sent at full speed: far more than one read, well within the timeouts
     rows = np.random.default_rng(4).standard_normal((100_000, 10)).astype(np.float32)
     body = json.dumps({"inputs": rows.tolist()}).encode()
@@ -369,7 +368,7 @@ def test_normal_clients_are_unaffected(server: DropinServer, repo: Path) -> None
     with connect(server.rest_port) as sock:
         sock.sendall(head(length=len(body)) + body)
         got = np.asarray(read_response(sock)["outputs"], np.float32)
-        np.testing.assert_array_equal(got, modelgen.run_openvino(repo / "m" / "1", {"x": rows})["y"])
+        np.testing.assert_array_equal(got, modelgen.run_numpy(repo / "m" / "1", {"x": rows})["y"])
         # the same connection, kept alive, serves more requests
         assert rest_predict(sock, [[1.0, 1.0]])["predictions"] == expected([[1.0, 1.0]], repo)
     # a head that arrives in several pieces, quickly, is served
@@ -387,7 +386,7 @@ def test_normal_clients_are_unaffected(server: DropinServer, repo: Path) -> None
 
 def test_grpc_handshake_and_idle_timeouts(start_server, repo: Path) -> None:
     srv = start_server(
-        "--model_name", "m", "--model_path", str(repo / "m"), "--plugin_config", F32_CONFIG,
+        "--model_name", "m", "--model_path", str(repo / "m"),
         "--file_system_poll_wait_seconds", "0", "--grpc_handshake_timeout_seconds", "1", "--grpc_idle_timeout_seconds", "1",
     )
     srv.wait_for("m", 1)
@@ -407,10 +406,15 @@ def test_grpc_handshake_and_idle_timeouts(start_server, repo: Path) -> None:
     channel.subscribe(states.append)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     np.testing.assert_array_equal(outputs_of(stub.Predict(predict_request("m", {"x": x}), timeout=30))["y"], x * 2)
+    ready, idle = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE
+
+    def idle_after_ready() -> bool:  # the callbacks arrive on gRPC's thread, maybe after Predict returned
+        return ready in states and idle in states[states.index(ready):]
+
     deadline = time.monotonic() + 1 + SLACK + 1
-    while grpc.ChannelConnectivity.IDLE not in states[states.index(grpc.ChannelConnectivity.READY):] and time.monotonic() < deadline:
+    while not idle_after_ready() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert grpc.ChannelConnectivity.IDLE in states[states.index(grpc.ChannelConnectivity.READY):], states
+    assert idle_after_ready(), states
     np.testing.assert_array_equal(outputs_of(stub.Predict(predict_request("m", {"x": x}), timeout=30))["y"], x * 2)
     channel.close()
 
@@ -418,7 +422,7 @@ def test_grpc_handshake_and_idle_timeouts(start_server, repo: Path) -> None:
 def test_grpc_connections_beyond_the_limit_are_closed_while_existing_ones_are_served(start_server, repo: Path) -> None:
     limit = 5
     srv = start_server(
-        "--model_name", "m", "--model_path", str(repo / "m"), "--plugin_config", F32_CONFIG,
+        "--model_name", "m", "--model_path", str(repo / "m"),
         "--file_system_poll_wait_seconds", "0", "--grpc_max_connections", str(limit),
     )
     srv.wait_for("m", 1)  # over the test kit's channel: one connection

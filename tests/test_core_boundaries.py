@@ -45,6 +45,22 @@ def test_importing_every_core_module_loads_no_backend_library() -> None:
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+def test_the_core_tests_need_no_plugin() -> None:
+    """tests/ runs with only the core and its test extra installed: no test imports a first-party
+    plugin or a library only a plugin brings (each plugin's tests live in plugins/<name>/tests)."""
+    plugins = {"dropin_openvino", "dropin_onnxruntime", "dropin_image"}
+    offenders = []
+    for path in sorted(TESTS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN | plugins]
+    assert not offenders, offenders
+
+
 def hook_names() -> list[str]:
     return [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("dropin_")]
 

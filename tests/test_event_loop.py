@@ -13,10 +13,10 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import DropinServer
 from dropin._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
 from dropin.testing import numpy_models as modelgen
-from test_grpc_api import outputs_of, predict_request
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.server import DropinServer
 
 
 @pytest.fixture(scope="module")

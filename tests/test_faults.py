@@ -13,14 +13,28 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import DropinServer
 from dropin.testing import numpy_models as modelgen
-from test_grpc_api import outputs_of, predict_request
-from test_plugins import install_fake_distribution
-from test_repository import make_version, served_factor, states, wait_until
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.fake_plugins import install_fake_distribution
+from dropin.testing.server import DropinServer
+from dropin.testing.status import states, wait_until
 
 AVAILABLE, LOADING, END = 30, 20, 50
 X = np.ones((1, 2), np.float32)
+
+
+def make_version(repo: Path, number: int, factor: float, staging: Path) -> Path:
+    """Build a version in a staging directory and rename it into place, as deployment tools do."""
+    staged = staging / f"{repo.name}-{number}-{time.monotonic_ns()}"
+    modelgen.scale_model(staged, shape=(-1, 2), factor=factor)
+    target = repo / str(number)
+    os.rename(staged, target)
+    return target
+
+
+def served_factor(server: DropinServer, name: str = "m", version: int = 0) -> float:
+    response = server.predict.Predict(predict_request(name, {"x": X}, version=version), timeout=20)
+    return float(outputs_of(response)["y"][0, 0])
 
 
 def failing_model(version_dir: Path) -> Path:
@@ -142,7 +156,11 @@ class Explode(InputConverter):
 
 class FaultyPreprocessor(Preprocessor):
     def claim(self, spec, options):
-        return Explode() if options.get("color_format") == "explode" else None
+        return Explode() if options.get("faulty_mode") == "explode" else None
+
+@hookimpl
+def dropin_declare_vocabulary(vocabulary):
+    vocabulary.model_key("faulty_mode", flag=True, help="explode: the faulty preprocessor claims the inputs")
 
 @hookimpl
 def dropin_register_backends(registry):
@@ -186,7 +204,7 @@ def test_backend_that_raises_at_load_or_per_request(start_server, tmp_path: Path
 def test_preprocessor_that_raises_names_the_plugin(start_server, tmp_path: Path, faulty_plugin: Path) -> None:
     repo = tmp_path / "m"
     faulty_version(repo, 1, "ok")
-    server = start_server("--model_name", "m", "--model_path", str(repo), "--color_format", "explode",
+    server = start_server("--model_name", "m", "--model_path", str(repo), "--faulty_mode", "explode",
                           env={"PYTHONPATH": str(faulty_plugin)})
     server.wait_for("m", 1)
     request = predict_request("m", {})

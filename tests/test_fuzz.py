@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -18,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import modelgen
-from conftest import DropinServer, free_port
 from dropin._proto.tensorflow.core.framework import tensor_pb2
 from dropin._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 from dropin.dtypes import DType
 from dropin.tensor_proto import from_numpy
+from dropin.testing import numpy_models as modelgen
+from dropin.testing.server import DropinServer, free_port
 
 SERVER_ERRORS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 MODELS = {"dynamic": ["x"], "two": ["a", "b"], "identity": [f"in_{n}" for n in modelgen.IDENTITY_TYPES], "scale": ["x"]}
@@ -148,7 +147,7 @@ def test_fuzz_metadata_and_status(server: DropinServer, name: str, version: int 
     call(server.models.GetModelStatus, status)
 
 
-# identity inputs whose values OpenVINO's CPU plugin moves unchanged (it moves i64 as i32, f64 as f32)
+# the identity inputs whose values are fuzzed
 EXACT_TYPES = ["i8", "u8", "i16", "u16", "i32", "fp16", "fp32"]
 VALUES_SETTINGS = settings(FUZZ_SETTINGS, max_examples=300)
 

@@ -10,8 +10,6 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import GIB, DropinServer
-from dropin.testing import numpy_models as modelgen
 from dropin._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -19,8 +17,12 @@ from dropin._proto.tensorflow_serving.apis import (
     predict_pb2,
 )
 from dropin.dtypes import DType
-from dropin.tensor_proto import TYPED_FIELD, from_numpy, to_numpy
-from dropin.testing.client import to_typed_proto
+from dropin.tensor_proto import from_numpy
+from dropin.testing import numpy_models as modelgen
+from dropin.testing.client import GIB, outputs_of, predict_request, to_typed_proto
+from dropin.testing.expect import expect_error
+from dropin.testing.server import DropinServer
+from dropin.testing.typed_protos import typed
 
 SIGNATURE_DEF_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
@@ -59,34 +61,6 @@ def server(repo: Path) -> DropinServer:
         yield srv
     finally:
         srv.stop()
-
-
-def predict_request(name: str, inputs: dict, version: int = 0, output_filter: tuple[str, ...] = ()) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    if version:
-        request.model_spec.version.value = version
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(value if not isinstance(value, np.ndarray) else from_numpy(value))
-    request.output_filter.extend(output_filter)
-    return request
-
-
-def outputs_of(response: predict_pb2.PredictResponse) -> dict[str, np.ndarray]:
-    result = {}
-    for name, proto in response.outputs.items():
-        dtype = DType.from_tf(proto.dtype)
-        assert dtype is not None
-        shape = tuple(d.size for d in proto.tensor_shape.dim)
-        result[name] = to_numpy(proto, dtype, shape, name)
-    return result
-
-
-def expect_error(call, request, code: grpc.StatusCode, message: str) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        call(request, timeout=20)
-    assert info.value.code() == code, info.value.details()
-    assert info.value.details() == message
 
 
 # -- Predict --------------------------------------------------------------------------------
@@ -237,16 +211,6 @@ def test_zero_dimension(server: DropinServer) -> None:
     expect_error(server.predict.Predict, predict_request("dynamic", {"x": np.zeros((0, 10), np.float32)}),
                  grpc.StatusCode.INVALID_ARGUMENT,
                  "Invalid input shape - Negative or zero dimension size is not acceptable: (0,10); input name: x")
-
-
-def typed(dtype: DType, shape: tuple[int, ...], values: list) -> predict_pb2.TensorProto:
-    """A TensorProto with `values` in the typed field of `dtype` (fp16: bit patterns), as given."""
-    proto = to_typed_proto(np.zeros(0, dtype.numpy), dtype)
-    del proto.tensor_shape.dim[:]
-    for size in shape:
-        proto.tensor_shape.dim.add().size = size
-    getattr(proto, TYPED_FIELD[dtype]).extend(values)
-    return proto
 
 
 def test_one_value_cannot_fill_more_than_a_message_holds(server: DropinServer) -> None:

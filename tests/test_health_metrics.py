@@ -17,10 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import DropinServer, free_port
 from dropin.testing import numpy_models as modelgen
-from test_grpc_api import predict_request
-from test_rest_api import expect, expect_prefix, get, http, post
+from dropin.testing.client import predict_request
+from dropin.testing.expect import expect, expect_prefix
+from dropin.testing.raw_http import get, http, post
+from dropin.testing.server import DropinServer, free_port
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 

@@ -81,7 +81,8 @@ def test_dropin_plugins_lists_it(example: tuple[Path, Path]) -> None:
         "  hooks: dropin_register_backends, dropin_register_conformance_models\n"
         "  backends: affine\n  conformance models: affine\n"
     ) in out, out
-    assert out.endswith("backend claim order (priority): openvino (100), onnxruntime (50), affine (0), numpy (0)\n"), out
+    # after the backends of higher priority installed (the first-party plugins, when they are)
+    assert "backend claim order (priority): " in out and out.endswith("affine (0), numpy (0)\n"), out
 
 
 def test_the_server_serves_its_model(example: tuple[Path, Path], start_server) -> None:  # type: ignore[no-untyped-def]

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import modelgen
-from conftest import F32_CONFIG
 from dropin.backend import Backend, LoadedModel, LoadOptions
 from dropin.hookspecs import hookimpl
 from dropin.plugins import PluginHost
 from dropin.preprocess import InputConverter, Preprocessor
-from dropin.sources import LocalSource, ModelSource
+from dropin.sources import LocalSource
+from dropin.testing import numpy_models as modelgen
+from dropin.testing.fake_plugins import install_fake_distribution
 
 
 class EchoModel(LoadedModel):
@@ -141,17 +140,6 @@ def dropin_register_sources(registry):
 '''
 
 
-def install_fake_distribution(site: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
-    """Write a minimal installed distribution (dist-info with entry points) into `site`."""
-    info = site / f"{dist}-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[dropin]\n{lines}\n")
-    for name, source in modules.items():
-        (site / f"{name}.py").write_text(textwrap.dedent(source))
-
-
 @pytest.fixture
 def plugin_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
@@ -165,17 +153,16 @@ def test_dropin_plugins_lists_installed_plugins(plugin_site: Path) -> None:
         [sys.executable, "-m", "dropin", "plugins"], capture_output=True, text=True, check=True,
         env={"PYTHONPATH": str(plugin_site), "PATH": "/usr/bin:/bin"},
     ).stdout
-    assert "openvino (dropin-openvino" in out
     assert "alias (dropin_alias 1.0)\n  module: alias_plugin\n  hooks: dropin_register_sources\n  sources: alias" in out
     assert "broken (dropin_broken 1.0)\n  module: broken_plugin\n  error: failed to load: ModuleNotFoundError" in out
-    assert (
-        "openvino (dropin-openvino 0.1.0)\n  module: dropin_openvino.plugin\n"
-        "  hooks: dropin_register_backends, dropin_register_conformance_models\n"
-        "  backends: openvino\n  conformance models: openvino\n"
-    ) in out
-    assert "onnxruntime (dropin-onnxruntime 0.1.0)\n  module: dropin_onnxruntime.plugin\n" in out
     assert "builtin (dropin 0.1.0)\n  module: dropin.builtin\n  hooks: dropin_register_sources\n  sources: local\n" in out
-    assert out.endswith("backend claim order (priority): openvino (100), onnxruntime (50), numpy (0)\n")
+    assert (
+        "numpy (dropin 0.1.0)\n  module: dropin.testing.numpy_plugin\n"
+        "  hooks: dropin_register_backends, dropin_register_conformance_models\n"
+        "  backends: numpy\n  conformance models: numpy\n"
+    ) in out
+    # the test kit's backend claims last (each backend plugin's tests check its own place)
+    assert "backend claim order (priority): " in out and out.endswith("numpy (0)\n")
 
 
 def test_blocked_plugin_is_not_loaded(plugin_site: Path) -> None:
@@ -187,24 +174,15 @@ def test_blocked_plugin_is_not_loaded(plugin_site: Path) -> None:
     assert "sources: alias" not in out
 
 
-def test_blocking_openvino_leaves_onnxruntime_to_claim_onnx_files() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "dropin", "plugins"], capture_output=True, text=True, check=True,
-        env={"PATH": "/usr/bin:/bin", "DROPIN_BLOCK_PLUGINS": "openvino"},
-    ).stdout
-    assert "openvino (dropin-openvino 0.1.0)\n  module: dropin_openvino.plugin\n  error: blocked by DROPIN_BLOCK_PLUGINS\n" in out
-    assert out.endswith("backend claim order (priority): onnxruntime (50), numpy (0)\n")
-
-
 def test_server_uses_a_third_party_source_and_survives_a_broken_plugin(start_server, plugin_site: Path, tmp_path: Path) -> None:
     modelgen.scale_model(tmp_path / "m" / "1", shape=(-1, 2), factor=7.0)
     server = start_server(
-        "--model_name", "m", "--model_path", f"alias://{tmp_path / 'm'}", "--plugin_config", F32_CONFIG,
+        "--model_name", "m", "--model_path", f"alias://{tmp_path / 'm'}",
         env={"PYTHONPATH": str(plugin_site)},
     )
     server.wait_for("m", 1)
     assert "plugin broken (dropin_broken 1.0) failed to load: ModuleNotFoundError" in server.log
-    from test_grpc_api import outputs_of, predict_request
+    from dropin.testing.client import outputs_of, predict_request
 
     response = server.predict.Predict(predict_request("m", {"x": np.ones((1, 2), np.float32)}), timeout=20)
     np.testing.assert_array_equal(outputs_of(response)["y"], [[7.0, 7.0]])

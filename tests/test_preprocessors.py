@@ -10,14 +10,14 @@ import grpc
 import numpy as np
 import pytest
 
-import modelgen
-from conftest import F32_CONFIG
 from dropin._proto.tensorflow.core.framework import tensor_pb2
 from dropin.errors import DropinError, Status
 from dropin.preprocess import check_binary_batch, input_option
 from dropin.shapes import Dim
-from test_grpc_api import expect_error, outputs_of, predict_request
-from test_plugins import install_fake_distribution
+from dropin.testing import numpy_models as modelgen
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.expect import expect_error
+from dropin.testing.fake_plugins import install_fake_distribution
 
 # What a third party ships: a module with a hook, a Preprocessor and an InputConverter.
 TOKENIZER_PLUGIN = '''
@@ -79,7 +79,7 @@ def dropin_register_preprocessors(registry):
 
 @pytest.fixture(scope="module")
 def tokens_server(tmp_path_factory: pytest.TempPathFactory):
-    from conftest import DropinServer
+    from dropin.testing.server import DropinServer
 
     root = tmp_path_factory.mktemp("tokens")
     site = root / "site"
@@ -90,7 +90,7 @@ def tokens_server(tmp_path_factory: pytest.TempPathFactory):
     config.write_text(
         '{"model_config_list": ['
         '{"config": {"name": "tokens", "base_path": "tokens"}},'
-        '{"config": {"name": "dynamic", "base_path": "dynamic", "plugin_config": ' + F32_CONFIG + "}}]}"
+        '{"config": {"name": "dynamic", "base_path": "dynamic"}}]}'
     )
     server = DropinServer(["--config_path", str(config), "--file_system_poll_wait_seconds", "0"], env={"PYTHONPATH": str(site)})
     try:
@@ -109,7 +109,7 @@ def texts(*items: bytes, shape: list[int] | None = None) -> tensor_pb2.TensorPro
 
 
 def test_third_party_tokenizer_serves_text(tokens_server) -> None:
-    response = tokens_server.predict.Predict(predict_request("tokens", {"ids": texts("hi".encode(), "héllo €".encode())}), timeout=20)
+    response = tokens_server.predict.Predict(predict_request("tokens", {"ids": texts(b"hi", "héllo €".encode())}), timeout=20)
     got = outputs_of(response)
     expected = np.zeros((2, 8), np.int32)
     expected[0, :2] = [ord("h"), ord("i")]

@@ -15,11 +15,11 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import DropinServer
 from dropin.testing import numpy_models as modelgen
-from test_grpc_api import outputs_of, predict_request
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.server import DropinServer
+from dropin.testing.status import AVAILABLE, END, LOADING, states, wait_until
 
-AVAILABLE, LOADING, END = 30, 20, 50
 X = np.ones((1, 2), np.float32)
 
 
@@ -35,22 +35,6 @@ def make_version(repo: Path, number: int, factor: float, staging: Path) -> Path:
 def served_factor(server: DropinServer, name: str = "m", version: int = 0) -> float:
     response = server.predict.Predict(predict_request(name, {"x": X}, version=version), timeout=20)
     return float(outputs_of(response)["y"][0, 0])
-
-
-def states(server: DropinServer, name: str = "m") -> dict[int, tuple[int, int, str]]:
-    return {
-        v.version: (v.state, v.status.error_code, v.status.error_message)
-        for v in server.status(name).model_version_status
-    }
-
-
-def wait_until(condition, timeout: float = 30, message: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise TimeoutError(message or "condition never held")
 
 
 def seconds_until(server: DropinServer, version: int, state: int, timeout: float = 10, name: str = "m") -> float:
@@ -88,7 +72,7 @@ class Client:
         assert self.sent > min_sent
         assert not self.failures, f"{len(self.failures)} failed, first {self.failures[0]}:\n{self.server.log}"
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         for t in self._threads:
             t.start()
         return self

@@ -7,22 +7,23 @@ and message, config status and reload, and ovmsclient's HTTP client."""
 from __future__ import annotations
 
 import base64
-import http.client as httpclient
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import grpc
+import numpy as np
 import pytest
 
-from conftest import DropinServer, free_port
 from dropin.dtypes import DType
 from dropin.tensor_proto import from_numpy
 from dropin.testing import numpy_models as modelgen
+from dropin.testing.client import predict_request
+from dropin.testing.expect import expect, expect_prefix
 from dropin.testing.numpy_models import NumpyModelWriter
-from test_grpc_api import predict_request
+from dropin.testing.raw_http import get, http, post
+from dropin.testing.server import DropinServer, free_port
 
 SAMPLES = Path(__file__).parent.parent / "examples" / "digits"
 BODY_LIMIT = 100_000
@@ -98,55 +99,6 @@ def server(repo: Path) -> DropinServer:
         yield srv
     finally:
         srv.stop()
-
-
-class Reply:
-    def __init__(self, status: int, body: bytes, content_type: str) -> None:
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def error(self) -> str:
-        assert self.content_type.startswith("application/json"), self.content_type
-        data = self.json
-        assert list(data) == ["error"], data
-        return data["error"]
-
-
-def http(port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
-    """One request on a fresh TCP connection (http.client, no retries, nothing hidden)."""
-    conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        chunked = hasattr(body, "__next__")
-        if body is not None and not isinstance(body, (bytes, str)) and not chunked:
-            body = json.dumps(body)
-        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
-        response = conn.getresponse()
-        return Reply(response.status, response.read(), response.getheader("Content-Type", ""))
-    finally:
-        conn.close()
-
-
-def get(server: DropinServer, path: str) -> Reply:
-    return http(server.rest_port, "GET", path)
-
-
-def post(server: DropinServer, path: str, body: Any) -> Reply:
-    return http(server.rest_port, "POST", path, body)
-
-
-def expect(reply: Reply, status: int, message: str) -> None:
-    assert (reply.status, reply.error) == (status, message), reply.body
-
-
-def expect_prefix(reply: Reply, status: int, message: str) -> None:
-    assert reply.status == status, reply.body
-    assert reply.error == message or reply.error.startswith(message + " - "), reply.error
 
 
 # -- GetModelStatus --------------------------------------------------------------------------
@@ -307,8 +259,8 @@ def test_json_numbers_the_input_type_would_change(server: DropinServer, name: st
     assert not [line for line in server.log_lines[before:] if "ERROR" in line]
     # the same value over gRPC's typed fields, where the field is wider than the input
     if name in ("i8", "u8"):
-        from test_grpc_api import typed
         from dropin.dtypes import DType
+        from dropin.testing.typed_protos import typed
 
         dtype = DType[name.upper()]
         inputs = {f"in_{n}": from_numpy(np.ones((len(value), 3), DType.BOOL.numpy if n == "bool" else DType[n.upper()].numpy))

@@ -1,8 +1,10 @@
-"""Weights rewritten in place under a served version (`cp other/model.bin m/1/model.bin`,
-`truncate -s 0`), on the real server under Predict load: the runtimes memory-map weights, and the
-server must never read them from the user's files (it used to die of SIGBUS). A rewrite is a
-reload like any other change; a broken rewrite leaves the last good files serving, with the reason
-in the version's status. Also the private copy the core loads from, on its own."""
+"""Weights rewritten in place under a served version (`cp other/table.npy m/1/table.npy`,
+`truncate -s 0`), on the real server under Predict load: backends memory-map weights (the numpy
+backend maps its .npy files, as OpenVINO and ONNX Runtime map theirs), and the server must never
+read them from the user's files (it used to die of SIGBUS). A rewrite is a reload like any other
+change; a broken rewrite leaves the last good files serving, with the reason in the version's
+status. Also the private copy the core loads from, on its own. (Each backend plugin runs the same
+check with its own weights files: dropin.testing.rewrite.)"""
 
 from __future__ import annotations
 
@@ -12,139 +14,49 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import numpy as np
-import onnx
-import openvino as ov
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-import modelgen
-from conftest import F32_CONFIG
 from dropin import private_copy as private_copy_module
 from dropin.private_copy import CopyError, private_copy
-from test_grpc_api import outputs_of, predict_request
-from test_repository import AVAILABLE, states, wait_until
+from dropin.testing import numpy_models as modelgen
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.rewrite import ROWS, WIDTH, check_weights_rewritten_in_place
+from dropin.testing.status import AVAILABLE, states, wait_until
 
-ROWS, WIDTH = 100_000, 64  # a 26 MB table
 
-
-def ir_gather(version_dir: Path, seed: int) -> str:
+def numpy_gather(version_dir: Path, seed: int) -> str:
     modelgen.gather_model(version_dir, ROWS, WIDTH, seed)
-    return "model.bin"
+    return "table.npy"
 
 
-def onnx_gather(version_dir: Path, seed: int) -> str:
-    """The same Gather as ONNX with its table in an external data file (which ONNX Runtime maps)."""
-    table = np.random.default_rng(seed).standard_normal((ROWS, WIDTH)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["emb"], axis=0)], "gather",
-        [helper.make_tensor_value_info("ids", TensorProto.INT32, ["n"])],
-        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["n", WIDTH])],
-        initializer=[numpy_helper.from_array(table, "table")],
-    )
-    version_dir.mkdir(parents=True, exist_ok=True)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    onnx.save(model, str(version_dir / "model.onnx"), save_as_external_data=True, location="model.data")
-    return "model.data"
+def numpy_reference(version_dir: Path, ids: np.ndarray) -> np.ndarray:
+    """numpy run directly on the files of `version_dir`."""
+    return modelgen.run_numpy(version_dir, {"ids": ids})["emb"]
 
 
-def openvino_reference(version_dir: Path, ids: np.ndarray) -> np.ndarray:
-    """OpenVINO run directly on the files of `version_dir` (IR, or ONNX with external data)."""
-    model_file = next(p for p in sorted(version_dir.iterdir()) if p.suffix in (".xml", ".onnx"))
-    compiled = ov.Core().compile_model(str(model_file), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.array(compiled.infer_new_request({"ids": ids})[compiled.output(0)])
-
-
-KINDS: dict[str, tuple[Callable[[Path, int], str], tuple[str, ...]]] = {
-    "openvino IR": (ir_gather, ("--plugin_config", F32_CONFIG)),
-    "onnxruntime external data": (onnx_gather, ("--backend", "onnxruntime")),
-}
-
-
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_weights_rewritten_in_place_under_load_reload_and_never_crash(start_server, tmp_path: Path, kind: str) -> None:
-    build, extra = KINDS[kind]
-    repo, first, other = tmp_path / "m", tmp_path / "first", tmp_path / "other"
-    weights = build(repo / "1", 1)
-    build(first, 1)
-    build(other, 2)
-    assert (other / weights).stat().st_size == (repo / "1" / weights).stat().st_size >= ROWS * WIDTH * 4
-    private = tmp_path / "private"
-    private.mkdir()
-    server = start_server("--model_name", "m", "--model_path", str(repo),
-                          "--version_settle_seconds", "0.2", *extra, env={"TMPDIR": str(private)})
-    server.wait_for("m", 1)
-    ids = np.arange(0, ROWS, 997, dtype=np.int32)
-    expected = {"first": openvino_reference(first, ids), "other": openvino_reference(other, ids)}
-    seen: list[str] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            try:
-                emb = outputs_of(server.predict.Predict(predict_request("m", {"ids": ids}), timeout=20))["emb"]
-            except grpc.RpcError as exc:
-                failures.append(f"{exc.code()}: {exc.details()}")
-                continue
-            seen.append(next((name for name, value in expected.items() if np.array_equal(emb, value)), "neither"))
-
-    def serving(name: str) -> bool:
-        assert server.proc.poll() is None, f"the server died with {server.proc.returncode}:\n{server.log[-2000:]}"
-        count = len(seen)
-        wait_until(lambda: len(seen) > count + 2 or stop.is_set() or bool(failures))
-        return seen[-1] == name
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    try:
-        wait_until(lambda: len(seen) > 5)
-        # same size, other weights, written into the served file
-        subprocess.run(["cp", str(other / weights), str(repo / "1" / weights)], check=True)
-        wait_until(lambda: serving("other"), message="the rewritten weights were never served")
-        assert states(server)[1] == (AVAILABLE, 0, "OK")
-        # truncated: the reload fails, the last good files keep serving, the status says why
-        subprocess.run(["truncate", "-s", "0", str(repo / "1" / weights)], check=True)
-        wait_until(lambda: states(server)[1][1] != 0, message="the failed reload never showed in the status")
-        state, code, message = states(server)[1]
-        assert state == AVAILABLE and code == 2, states(server)
-        assert message.startswith("reload failed, the previously loaded files keep serving: ") and str(repo / "1") in message
-        time.sleep(0.5)
-        assert serving("other")
-        # fixed by another rewrite in place: reloaded, and the status is OK again
-        subprocess.run(["cp", str(first / weights), str(repo / "1" / weights)], check=True)
-        wait_until(lambda: serving("first"), message="the restored weights were never served")
-        assert states(server)[1] == (AVAILABLE, 0, "OK")
-    finally:
-        stop.set()
-        thread.join(30)
-    assert server.proc.poll() is None, server.log
-    assert failures == [], failures[:5]
-    assert "neither" not in seen  # every answer was the old or the new weights, never a mix
-    assert len(seen) > 50
-    server.wait_for_log("model m version 1: reloaded")
-    assert list(private.glob(f"{private_copy_module.PREFIX}*")) == []  # each copy was deleted right after its load
+def test_weights_rewritten_in_place_under_load_reload_and_never_crash(start_server, tmp_path: Path) -> None:
+    check_weights_rewritten_in_place(start_server, tmp_path, numpy_gather, (), numpy_reference)
 
 
 def test_a_version_read_while_it_is_being_written_loads_once_the_writes_end(start_server, tmp_path: Path) -> None:
-    """The torn copy: the server starts (and loads at once) while model.bin is rewritten in place,
+    """The torn copy: the server starts (and loads at once) while table.npy is rewritten in place,
     again and again, between two sets of weights. The copy taken meanwhile is refused, with the
     reason in the status; once the writes end and the files settle, the last weights written load.
     No answer ever comes from a mix of the two."""
     repo, weights = tmp_path / "m", {}
     for name, seed in (("a", 1), ("b", 2)):
         modelgen.gather_model(tmp_path / name, ROWS, WIDTH, seed)
-        weights[name] = (tmp_path / name / "model.bin").read_bytes()
+        weights[name] = (tmp_path / name / "table.npy").read_bytes()
     shutil.copytree(tmp_path / "a", repo / "1")
     refused = threading.Event()
     written: list[str] = []
 
-    def writer() -> None:  # rewrites model.bin in place (same size), a -> b -> a ..., 64 KiB at a time
+    def writer() -> None:  # rewrites table.npy in place (same size), a -> b -> a ..., 64 KiB at a time
         deadline = time.monotonic() + 20
-        with open(repo / "1" / "model.bin", "r+b") as f:
+        with open(repo / "1" / "table.npy", "r+b") as f:
             while not written or (not refused.is_set() and time.monotonic() < deadline):
                 name = "b" if not written or written[-1] == "a" else "a"
                 f.seek(0)
@@ -157,10 +69,9 @@ def test_a_version_read_while_it_is_being_written_loads_once_the_writes_end(star
     writing = threading.Thread(target=writer)
     writing.start()
     try:
-        server = start_server("--model_name", "m", "--model_path", str(repo), "--plugin_config", F32_CONFIG,
-                              "--version_settle_seconds", "0.2")
+        server = start_server("--model_name", "m", "--model_path", str(repo), "--version_settle_seconds", "0.2")
         ids = np.arange(0, ROWS, 997, dtype=np.int32)
-        expected = {name: openvino_reference(tmp_path / name, ids) for name in ("a", "b")}
+        expected = {name: numpy_reference(tmp_path / name, ids) for name in ("a", "b")}
         answers: list[str] = []
 
         def answered() -> bool:

@@ -24,48 +24,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import modelgen
-from conftest import F32_CONFIG, GIB
+from dropin._proto.tensorflow_serving.apis import model_management_pb2, prediction_service_pb2_grpc
 from dropin.cli import build_parser, settings_from_args
 from dropin.config import ConfigError
+from dropin.testing import numpy_models as modelgen
+from dropin.testing.client import GIB, outputs_of, predict_request
+from dropin.testing.fake_plugins import SLOW_PLUGIN, install_fake_distribution
 from dropin.testing.server import free_port
-from dropin._proto.tensorflow_serving.apis import model_management_pb2, prediction_service_pb2_grpc
-from test_grpc_api import outputs_of, predict_request
-from test_plugins import install_fake_distribution
 
 X = np.ones((1, 2), np.float32)
-
-SLOW_PLUGIN = '''
-import asyncio
-from dropin.backend import Backend, LoadedModel
-from dropin.dtypes import DType
-from dropin.hookspecs import hookimpl
-from dropin.shapes import TensorSpec
-
-class SlowModel(LoadedModel):
-    inputs = {"x": TensorSpec.of("x", DType.FP32, [-1, 2])}
-    outputs = {"y": TensorSpec.of("y", DType.FP32, [-1, 2])}
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-
-    async def infer(self, inputs):
-        await asyncio.sleep(self.seconds)
-        return {"y": inputs["x"] * 2}
-
-class SlowBackend(Backend):
-    @classmethod
-    def claims(cls, version_dir):
-        return (version_dir / "slow.txt").exists()
-
-    def load(self, version_dir, options):
-        return SlowModel(float((version_dir / "slow.txt").read_text()))
-
-@hookimpl
-def dropin_register_backends(registry):
-    registry.add("slow", SlowBackend)
-'''
-
 
 @pytest.fixture
 def slow_repo(tmp_path: Path) -> tuple[Path, dict[str, str]]:
@@ -115,7 +82,7 @@ def test_shutdown_grace_bounds_the_wait(start_server, slow_repo) -> None:
 
 def test_message_and_element_limits(start_server, repo: Path) -> None:
     modelgen.dynamic_model(repo / "1")
-    server = start_server("--model_name", "m", "--model_path", str(repo), "--plugin_config", F32_CONFIG,
+    server = start_server("--model_name", "m", "--model_path", str(repo),
                           "--grpc_max_message_size", "65536", "--max_elements", "1000")
     server.wait_for("m", 1)
     with pytest.raises(grpc.RpcError) as info:
@@ -193,7 +160,7 @@ def _https_status(port: int, pki: dict[str, Path], client_cert: bool) -> dict:
 
 def test_tls_on_both_ports(start_server, repo: Path, pki: dict[str, Path]) -> None:
     modelgen.scale_model(repo / "1", shape=(-1, 2), factor=3.0)
-    server = start_server("--model_name", "m", "--model_path", str(repo), "--rest_port", str(free_port()), "--plugin_config", F32_CONFIG,
+    server = start_server("--model_name", "m", "--model_path", str(repo), "--rest_port", str(free_port()),
                           "--tls_cert", str(pki["server.pem"]), "--tls_key", str(pki["server.key"]))
     server.wait_for_log("TLS on every port; client certificates not required")
     channel, stub = _secure_stub(server.port, pki, client_cert=False)
@@ -257,19 +224,20 @@ def _plugins(env: dict[str, str]) -> str:
                           env={"PATH": "/usr/bin:/bin", **env}).stdout
 
 
-def test_allow_list_loads_only_the_named_plugins() -> None:
-    out = _plugins({"DROPIN_ALLOW_PLUGINS": "image"})
-    assert "openvino (dropin-openvino" in out and "error: blocked by DROPIN_ALLOW_PLUGINS" in out
-    assert "backends: openvino" not in out and "preprocessors: image" in out
+def test_allow_list_loads_only_the_named_plugins(tmp_path: Path) -> None:
+    install_fake_distribution(tmp_path, "dropin_slow", {"slow": "slow_plugin"}, {"slow_plugin": SLOW_PLUGIN})
+    out = _plugins({"DROPIN_ALLOW_PLUGINS": "numpy", "PYTHONPATH": str(tmp_path)})
+    assert "slow (dropin_slow 1.0)\n  module: slow_plugin\n  error: blocked by DROPIN_ALLOW_PLUGINS\n" in out
+    assert "backends: slow" not in out and "backends: numpy" in out
     assert "builtin (dropin" in out and "sources: local" in out  # the core's own plugin always loads
 
 
 def test_a_model_whose_backend_plugin_is_blocked_stops_start_up(start_server, repo: Path) -> None:
     modelgen.scale_model(repo / "1", shape=(-1, 2))
     with pytest.raises(RuntimeError) as info:
-        start_server("--model_name", "m", "--model_path", str(repo), "--backend", "openvino",
-                     env={"DROPIN_BLOCK_PLUGINS": "openvino"})
-    assert "cannot start: Invalid configuration - model 'm' needs backend 'openvino', but its plugin is not usable: blocked by DROPIN_BLOCK_PLUGINS" in str(info.value)
+        start_server("--model_name", "m", "--model_path", str(repo), "--backend", "numpy",
+                     env={"DROPIN_BLOCK_PLUGINS": "numpy"})
+    assert "cannot start: Invalid configuration - model 'm' needs backend 'numpy', but its plugin is not usable: blocked by DROPIN_BLOCK_PLUGINS" in str(info.value)
 
 
 # -- HandleReloadConfigRequest: off unless the operator turns it on, then only inside named roots --
@@ -297,7 +265,7 @@ def test_reload_config_request_changes_nothing_by_default(start_server, tmp_path
     modelgen.scale_model(tmp_path / "a" / "1", shape=(-1, 2), factor=2.0)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"model_config_list": [{"config": {"name": "a", "base_path": "a"}}]}))
-    server = start_server("--config_path", str(config), "--rest_port", str(free_port()), "--plugin_config", F32_CONFIG)
+    server = start_server("--config_path", str(config), "--rest_port", str(free_port()))
     server.wait_for("a", 1)
     response = server.models.HandleReloadConfigRequest(_reload_request(("procfs", "/proc")), timeout=30)
     assert not response.HasField("status")  # OVMS's answer: OK, an empty response, nothing changed
@@ -320,7 +288,7 @@ def test_reload_config_request_is_confined_to_the_named_roots(start_server, tmp_
     modelgen.scale_model(tmp_path / "outside" / "1", shape=(-1, 2), factor=5.0)
     (root / "escape").symlink_to(tmp_path / "outside")
     (root / "b_link").symlink_to(root / "b")
-    server = start_server("--model_name", "a", "--model_path", str(root / "a"), "--plugin_config", F32_CONFIG,
+    server = start_server("--model_name", "a", "--model_path", str(root / "a"),
                           "--reload_config_enable", "--reload_config_roots", str(root))
     server.wait_for("a", 1)
     # inside the root: applied, `..` and symlinks resolved first (both stay inside here)

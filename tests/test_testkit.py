@@ -4,6 +4,7 @@ registration, the claim order of backends, the temporary repository, the clients
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_installed_backends_claim_in_priority_order() -> None:
     host = PluginHost(blocked=set())
     host.load()
     names = host.registries().backends.names()
-    assert names.index("openvino") == 0, names
+    assert "numpy" in names, names
     priorities = [getattr(host.registries().backends.get(n), "priority", 0) for n in names]
     assert priorities == sorted(priorities, reverse=True)
 
@@ -95,13 +96,6 @@ def test_conformance_models_must_subclass_the_contract() -> None:
     host.register(Wrong(), "wrong")
     assert len(host.conformance_models()) == 0
     assert "subclass of ConformanceModels" in (host.plugins()[-1].error or "")
-
-
-def test_openvino_registers_its_conformance_models() -> None:
-    host = PluginHost(blocked=set())
-    host.load()
-    provider = host.conformance_models().get("openvino")
-    assert issubclass(provider, ConformanceModels) and provider.plugin_config
 
 
 def test_model_repository_adds_removes_and_configures(tmp_path: Path) -> None:
@@ -138,17 +132,15 @@ def test_conformance_suite_with_an_unknown_backend_fails_and_says_why(tmp_path: 
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert out.returncode != 0
-    assert "--dropin-backend=nope: no such backend is installed (installed: openvino" in out.stdout
+    assert re.search(r"--dropin-backend=nope: no such backend is installed \(installed: [^)]*numpy", out.stdout), out.stdout
 
 
 def test_grpc_and_rest_clients_against_a_server(dropin_server, dropin_repository, dropin_grpc_client, dropin_rest_client) -> None:  # type: ignore[no-untyped-def]
-    import modelgen
-    from dropin.testing import free_port
+    from dropin.testing import free_port, numpy_models
 
-    dropin_repository.add("m", 1, lambda d: modelgen.scale_model(d, shape=(-1, 2), factor=3.0))
+    dropin_repository.add("m", 1, lambda d: numpy_models.scale_model(d, shape=(-1, 2), factor=3.0))
     server = dropin_server(
         "--model_name", "m", "--model_path", str(dropin_repository.path / "m"), "--rest_port", str(free_port()),
-        "--plugin_config", '{"INFERENCE_PRECISION_HINT":"f32"}',
     )
     server.wait_for("m", 1)
     x = np.array([[1.5, -2.0]], np.float32)

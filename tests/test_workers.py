@@ -19,28 +19,43 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import openvino as ov
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import modelgen
-from conftest import DropinServer, free_port
-from dropin.metrics import GRPC, PREDICT, Metrics
-from dropin.workers.metrics_merge import WorkerCounters, merged, requests_total, snapshot
 from dropin._proto.tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
-from test_grpc_api import outputs_of, predict_request
-from test_plugins import install_fake_distribution
-from test_shutdown_security import SLOW_PLUGIN
+from dropin.dtypes import DType
+from dropin.metrics import GRPC, PREDICT, Metrics
+from dropin.testing import numpy_models as modelgen
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.fake_plugins import SLOW_PLUGIN, install_fake_distribution
+from dropin.testing.numpy_models import NumpyModelWriter
+from dropin.testing.server import DropinServer, free_port
+from dropin.workers.metrics_merge import WorkerCounters, merged, requests_total, snapshot
 
-ROOT = Path(__file__).resolve().parent.parent
-DIGITS = ROOT / "models" / "digits"
 READY = r"initial model loading finished: server ready \(2 workers: pids (\d+), (\d+)\)"
 AVAILABLE = 30
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model like the bundled digits one: image FP32 [-1, 8, 8, 1] -> probabilities FP32 [-1, 10]
+    (a dense layer over the 64 pixels) and label I64 [-1], on the numpy backend."""
+    base = tmp_path_factory.mktemp("workers") / "digits"
+    rng = np.random.default_rng(0)
+    model = NumpyModelWriter()
+    pixels = model.node("reshape", model.input("image", DType.FP32, (-1, 8, 8, 1)), shape=[-1, 64])
+    w = model.weight("w", rng.standard_normal((64, 10)).astype(np.float32) / 64)
+    b = model.weight("b", rng.standard_normal(10).astype(np.float32))
+    logits = model.node("dense", pixels, w, b)
+    model.output(model.node("argmax", logits, axis=-1), "label", DType.I64, (-1,))
+    model.output(logits, "probabilities", DType.FP32, (-1, 10))
+    model.save(base / "1")
+    return base
 
 
 def start_workers(start_server, *args: str, env: dict[str, str] | None = None) -> tuple[DropinServer, list[int]]:
@@ -59,7 +74,7 @@ class Fresh:
         self.predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
-    def __enter__(self) -> "Fresh":
+    def __enter__(self) -> Fresh:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -147,12 +162,11 @@ def test_the_supervisor_keeps_the_latest_counters_of_a_worker_that_exited() -> N
     assert "ovms_streams" not in total or not total["ovms_streams"].samples
 
 
-def test_two_workers_share_the_port_and_metrics_count_both(start_server) -> None:
+def test_two_workers_share_the_port_and_metrics_count_both(start_server, digits: Path) -> None:
     rest_port = free_port()
-    server, pids = start_workers(start_server, "--model_name", "digits", "--model_path", str(DIGITS),
+    server, pids = start_workers(start_server, "--model_name", "digits", "--model_path", str(digits),
                                  "--rest_port", str(rest_port), "--metrics_enable")
     assert len(set(pids)) == 2 and server.proc.pid not in pids
-    compiled = ov.Core().compile_model(str(DIGITS / "1" / "model.xml"), "CPU")
     rng = np.random.default_rng(8)
     images = [rng.random((2, 8, 8, 1), dtype=np.float32) * 16 for _ in range(40)]
 
@@ -163,8 +177,8 @@ def test_two_workers_share_the_port_and_metrics_count_both(start_server) -> None
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(call, images))
     for image, outputs in zip(images, results):
-        expected = compiled(image)[compiled.output("probabilities")]
-        np.testing.assert_allclose(outputs["probabilities"], expected, rtol=1e-2, atol=1e-3)
+        expected = modelgen.run_numpy(digits / "1", {"image": image})["probabilities"]
+        np.testing.assert_allclose(outputs["probabilities"], expected, rtol=1e-6)
     for _ in range(6):  # each scrape is a new connection: any worker answers, with everyone's counts
         text = metrics(rest_port)
         assert predict_successes(text) == len(images)
@@ -173,18 +187,18 @@ def test_two_workers_share_the_port_and_metrics_count_both(start_server) -> None
     # the port is shared by the workers only: an unrelated server (single or --workers) cannot join
     for workers in ("1", "2"):
         other = subprocess.run([sys.executable, "-m", "dropin", "serve", "--workers", workers, "--port", str(server.port),
-                                "--model_name", "digits", "--model_path", str(DIGITS)],
+                                "--model_name", "digits", "--model_path", str(digits)],
                                capture_output=True, text=True, timeout=60)
         assert other.returncode == 1 and "Address already in use" in other.stderr, other.stderr
 
 
-def test_a_taken_port_is_a_clear_error() -> None:
+def test_a_taken_port_is_a_clear_error(digits: Path) -> None:
     with socket.create_server(("0.0.0.0", 0)) as taken:
         port = taken.getsockname()[1]
         for flags, what in ((["--port", str(port)], "gRPC"), (["--port", "0", "--rest_port", str(port)], "REST")):
             result = subprocess.run(
                 [sys.executable, "-m", "dropin", "serve", "--workers", "2", *flags,
-                 "--model_name", "digits", "--model_path", str(DIGITS)],
+                 "--model_name", "digits", "--model_path", str(digits)],
                 capture_output=True, text=True, timeout=60,
             )
             assert result.returncode == 1, result.stderr
@@ -192,10 +206,10 @@ def test_a_taken_port_is_a_clear_error() -> None:
             assert "worker 1 started" not in result.stderr  # refused before starting any worker
 
 
-def test_a_worker_that_cannot_start_stops_the_server_with_its_exit_code() -> None:
+def test_a_worker_that_cannot_start_stops_the_server_with_its_exit_code(digits: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dropin", "serve", "--workers", "2", "--port", "0",
-         "--model_name", "digits", "--model_path", str(DIGITS), "--backend", "nope"],
+         "--model_name", "digits", "--model_path", str(digits), "--backend", "nope"],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2, result.stderr
@@ -203,20 +217,20 @@ def test_a_worker_that_cannot_start_stops_the_server_with_its_exit_code() -> Non
     assert re.search(r"worker \d \(pid \d+\) exited with exit code 2 before the server was ready: stopping", result.stderr)
 
 
-def test_reloads_reach_every_worker_and_a_killed_worker_comes_back(start_server, tmp_path: Path) -> None:
+def test_reloads_reach_every_worker_and_a_killed_worker_comes_back(start_server, tmp_path: Path, digits: Path) -> None:
     modelgen.scale_model(tmp_path / "scale" / "1", shape=(-1, 2), factor=3.0)
     modelgen.scale_model(tmp_path / "later" / "1", shape=(-1, 2), factor=5.0)
     config = tmp_path / "config.json"
-    entries = [{"config": {"name": "digits", "base_path": str(DIGITS)}}]
+    entries = [{"config": {"name": "digits", "base_path": str(digits)}}]
     config.write_text(json.dumps({"model_config_list": entries}))
     rest_port = free_port()
     # no file watching: only the relays can make every worker agree
     server, pids = start_workers(start_server, "--config_path", str(config), "--file_system_poll_wait_seconds", "0",
                                  "--rest_port", str(rest_port),
-                                 "--reload_config_enable", "--reload_config_roots", f"{tmp_path},{DIGITS.parent}")
+                                 "--reload_config_enable", "--reload_config_roots", f"{tmp_path},{digits.parent}")
 
     request = model_management_pb2.ReloadConfigRequest()
-    for name, path in (("digits", DIGITS), ("scale", tmp_path / "scale")):
+    for name, path in (("digits", digits), ("scale", tmp_path / "scale")):
         entry = request.config.model_config_list.config.add()
         entry.name, entry.base_path = name, str(path)
     response = server.models.HandleReloadConfigRequest(request, timeout=30)
@@ -329,9 +343,9 @@ def cumulative_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]
     }
 
 
-def test_counters_never_go_down_when_a_worker_is_killed_and_restarts(start_server) -> None:
+def test_counters_never_go_down_when_a_worker_is_killed_and_restarts(start_server, digits: Path) -> None:
     rest_port = free_port()
-    server, pids = start_workers(start_server, "--model_name", "digits", "--model_path", str(DIGITS),
+    server, pids = start_workers(start_server, "--model_name", "digits", "--model_path", str(digits),
                                  "--rest_port", str(rest_port), "--metrics_enable")
     good = np.ones((1, 8, 8, 1), np.float32)
     bad = np.ones((1, 8, 8, 2), np.float32)  # a failed request: ovms_requests_fail counts too

@@ -12,6 +12,12 @@ A backend of its own, `numpy` (`numpy_backend`, an entry point of dropin that cl
 `numpy_model.json` directories), serves the models `numpy_models` writes, with no runtime but
 numpy: dropin's core tests run on it.
 
+Helpers that test files share (they import them; they never import each other): `client`
+(predict_request, outputs_of), `expect` (exact gRPC and REST errors), `raw_http` (one HTTP
+request, nothing hidden), `status` (wait_until, version states), `fake_plugins` (a plugin
+installed as a distribution on PYTHONPATH), `typed_protos`, and `rewrite` (weights rewritten in
+place under load, a check any backend that maps its weights runs).
+
 And the backend conformance suite, which any backend plugin runs against itself:
 
     pytest --dropin-backend=NAME --pyargs dropin.testing.conformance

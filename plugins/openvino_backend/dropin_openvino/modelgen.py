@@ -1,16 +1,22 @@
-"""Small OpenVINO models for tests, built with the opset API (no downloads)."""
+"""Small OpenVINO models for tests, built with the opset API (no downloads), and OpenVINO run
+directly on them as the reference the server's answers are compared with."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import dropin_openvino.runtime  # noqa: F401  (the first import of openvino, with its telemetry off)
+
+# isort: split
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
 F32 = ov.Type.f32
+#: --plugin_config that makes OpenVINO compute in f32 (the CPU plugin may use bf16), so that the
+#: server's answers compare exactly with `run_openvino`
+F32_CONFIG = '{"INFERENCE_PRECISION_HINT":"f32"}'
 
 
 def _param(name: str, shape: Sequence[int], dtype: ov.Type = F32, layout: str | None = None) -> ov.Node:

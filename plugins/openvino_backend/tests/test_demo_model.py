@@ -7,18 +7,20 @@ import json
 from pathlib import Path
 
 import dropin_openvino.runtime  # noqa: F401  (the first import of openvino, with its telemetry off)
+
+# isort: split
 import numpy as np
 import openvino as ov
 import pytest
 from ovmsclient import make_grpc_client
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = json.loads((ROOT / "examples" / "digits" / "samples.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def digits_server():
-    from conftest import DropinServer
+    from dropin.testing.server import DropinServer
 
     server = DropinServer(["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"])
     try:

@@ -3,9 +3,8 @@ the real server, where the same .onnx model served by ONNX Runtime and by OpenVI
 
 from __future__ import annotations
 
-import re
-
 import asyncio
+import re
 from pathlib import Path
 
 import grpc
@@ -23,7 +22,7 @@ from dropin.plugins import PluginHost
 from dropin.shapes import Dim
 from dropin.testing import ModelRepository
 from dropin_onnxruntime.backend import InferenceError, OnnxRuntimeBackend, find_model_file, make_session_options
-from dropin_onnxruntime.testing import OnnxConformanceModels, save
+from dropin_onnxruntime.testing import OnnxConformanceModels
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import openvino as ov
@@ -22,7 +22,7 @@ from dropin.shapes import Dim
 from dropin_openvino.backend import OpenVINOBackend, find_model_file
 from dropin_openvino.serving import INLINE_BYTES, InferenceError, OpenVINOModel
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "models" / "digits" / "1"
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 SAMPLES = json.loads((ROOT / "examples" / "digits" / "samples.json").read_text())
@@ -167,7 +167,7 @@ def test_enable_mmap_in_plugin_config_decides_whether_the_weights_are_mapped(
 ) -> None:
     # OpenVINO maps weights when it reads a model, not when it compiles it: the option must reach
     # read_model (the server loads from a private copy either way: see dropin/private_copy.py)
-    import modelgen
+    from dropin_openvino import modelgen
 
     modelgen.gather_model(tmp_path, rows=4096, width=64, seed=3)
     config = {**F32, **({} if mmap is None else {"ENABLE_MMAP": mmap})}

@@ -1,7 +1,6 @@
 """Broken IR and ONNX files, and a failing OpenVINO inference, on a real server: each shows the
-right status and a clear message, and the previous version keeps serving. The OpenVINO and ONNX
-Runtime side of test_faults.py (which runs on the core alone, with numpy models), for the plugins'
-own tests."""
+right status and a clear message, and the previous version keeps serving: the OpenVINO side of
+the core's tests/test_faults.py (which runs on the numpy backend)."""
 
 from __future__ import annotations
 
@@ -10,14 +9,14 @@ import os
 from pathlib import Path
 
 import grpc
-import modelgen
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 import pytest
-from conftest import F32_CONFIG
 
 from dropin.testing.server import DropinServer
+from dropin_openvino import modelgen
+from dropin_openvino.modelgen import F32_CONFIG
 
 X = np.ones((1, 2), np.float32)
 

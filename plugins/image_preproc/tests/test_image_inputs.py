@@ -18,14 +18,15 @@ import grpc
 import numpy as np
 import pytest
 
-import modelgen
-from conftest import DropinServer
 from dropin._proto.tensorflow.core.framework import tensor_pb2
+from dropin.testing.client import outputs_of, predict_request
+from dropin.testing.expect import expect_error
+from dropin.testing.server import DropinServer
 from dropin_image import DEFAULT_MAX_PIXELS
-from test_grpc_api import expect_error, outputs_of, predict_request
-from test_image_units import encode, png_claiming
+from dropin_image.testing import encode, png_claiming
+from dropin_openvino import modelgen
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 DIGITS = [(ROOT / "examples" / "digits" / f"digit_{n}.png").read_bytes() for n in range(10)]
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}

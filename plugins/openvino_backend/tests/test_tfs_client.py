@@ -1,4 +1,5 @@
-"""The official TF Serving client (tensorflow-serving-api, with TensorFlow) against a real server.
+"""The official TF Serving client (tensorflow-serving-api, with TensorFlow) against a real server
+serving the bundled models/ (OpenVINO IR), as `python3 dev.py serve` serves them.
 
 The client runs in its own process: TensorFlow's generated protos and dropin's register the same
 proto file names, so one Python process cannot import both.
@@ -12,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 CLIENT = textwrap.dedent(
     """
@@ -72,8 +73,8 @@ CLIENT = textwrap.dedent(
 )
 
 
-def test_tensorflow_serving_api_client(start_server, tmp_path: Path) -> None:
-    server = start_server("--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0")
+def test_tensorflow_serving_api_client(dropin_server, tmp_path: Path) -> None:
+    server = dropin_server("--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0")
     server.wait_for("digits", 1)
     script = tmp_path / "tfs_client.py"
     script.write_text(CLIENT)

@@ -4,7 +4,6 @@ layout resolution, option parsing, and the converter on arrays."""
 from __future__ import annotations
 
 import struct
-import zlib
 
 import cv2
 import numpy as np
@@ -23,24 +22,9 @@ from dropin_image.preprocessor import (
     parse_per_channel,
     resolve_layout,
 )
+from dropin_image.testing import encode, png_claiming
 
 RNG = np.random.default_rng(7)
-
-
-def encode(ext: str, image: np.ndarray, params: tuple[int, ...] = ()) -> bytes:
-    ok, data = cv2.imencode(ext, image, list(params))
-    assert ok
-    return data.tobytes()
-
-
-def png_claiming(width: int, height: int, bit_depth: int = 8, color_type: int = 2) -> bytes:
-    """A PNG whose IHDR claims width x height, with a valid CRC and a tiny IDAT: a decompression
-    bomb's header (the real ones deflate gigabytes of zeros into a few kilobytes)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
 # -- headers --------------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """REST binary ({"b64": ...}) image inputs through the image plugin, to the OpenVINO digits model
-(models/digits), compared with OpenVINO run directly: a test of the image and OpenVINO plugins,
-taken out of test_rest_api.py (which runs on the core alone)."""
+(models/digits), compared with OpenVINO run directly: a test of the image and OpenVINO plugins."""
 
 from __future__ import annotations
 
@@ -9,12 +8,15 @@ import json
 import shutil
 from pathlib import Path
 
-import modelgen
 import numpy as np
-from conftest import F32_CONFIG, free_port
 
-DIGITS = Path(__file__).parent.parent / "models" / "digits"
-SAMPLES = Path(__file__).parent.parent / "examples" / "digits"
+from dropin.testing.server import free_port
+from dropin_openvino import modelgen
+from dropin_openvino.modelgen import F32_CONFIG
+
+ROOT = Path(__file__).resolve().parents[3]
+DIGITS = ROOT / "models" / "digits"
+SAMPLES = ROOT / "examples" / "digits"
 
 
 def test_binary_image_input_through_the_image_plugin(dropin_server, dropin_rest_client, tmp_path: Path) -> None:

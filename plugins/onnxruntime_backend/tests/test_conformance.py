@@ -1,0 +1,22 @@
+"""The ONNX Runtime backend passes the backend conformance suite, run exactly as a plugin author runs
+it: `pytest --dropin-backend=onnxruntime --pyargs dropin.testing.conformance`, in a fresh process."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from dropin.testing.conformance.run import run_suite
+
+# none: the backend serves every dtype it declares exactly
+EXPECTED_SKIPS = 0
+
+
+def test_backend_passes_the_conformance_suite(tmp_path: Path) -> None:
+    out, seconds = run_suite("onnxruntime", tmp_path)
+    summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    print(f"conformance suite, backend onnxruntime: {summary} ({seconds:.1f} s wall, with interpreter start)")
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    passed = int(re.search(r"(\d+) passed", summary).group(1))  # type: ignore[union-attr]
+    skipped = re.search(r"(\d+) skipped", summary)
+    assert passed >= 50 and (int(skipped.group(1)) if skipped else 0) == EXPECTED_SKIPS, summary
