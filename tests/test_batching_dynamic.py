@@ -41,7 +41,9 @@ from dropin.testing.server import DropinServer, free_port
 class FakeModel(LoadedModel):
     """y = x * 2 (+ the row count, so a wrong split shows); records every batch it runs."""
 
-    def __init__(self, x: tuple = (-1, 3), y: tuple | None = None, layout: str | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self, x: tuple = (-1, 3), y: tuple | None = None, layout: str | None = None, delay: float = 0.0
+    ) -> None:
         self._inputs = {"x": TensorSpec.of("x", DType.FP32, x, layout)}
         self._outputs = {"y": TensorSpec.of("y", DType.FP32, y or x, layout)}
         self.calls: list[tuple[int, ...]] = []
@@ -113,7 +115,7 @@ def test_a_group_is_flushed_when_its_timeout_fires() -> None:
     results, elapsed = run(go())
     assert fake.calls == [(4, 3)]  # one inference for the three requests
     assert elapsed >= 0.029
-    for n, out in zip((1, 2, 1), results):
+    for n, out in zip((1, 2, 1), results, strict=True):
         np.testing.assert_array_equal(out["y"], rows(n, 100 * n) * 2)
         assert isinstance(out, BatchedOutputs) and out.batch_run.size == 4 and out.batch_run.requests == 3
         assert out.wait_seconds >= 0.029  # the time in the queue counts as waiting
@@ -159,7 +161,7 @@ def test_a_request_that_would_overflow_starts_the_next_group() -> None:
 
     results = run(go())
     assert fake.calls == [(3, 3), (4, 3)]
-    for n, out in zip((3, 2, 2), results):
+    for n, out in zip((3, 2, 2), results, strict=True):
         np.testing.assert_array_equal(out["y"], rows(n, n) * 2)
 
 
@@ -184,7 +186,7 @@ def test_different_non_batch_shapes_are_never_mixed() -> None:
 
     results = run(go())
     assert sorted(fake.calls) == [(2, 3), (3, 4)]
-    for (n, first, width), out in zip([(1, 0, 3), (2, 5, 4), (1, 9, 3), (1, 7, 4)], results):
+    for (n, first, width), out in zip([(1, 0, 3), (2, 5, 4), (1, 9, 3), (1, 7, 4)], results, strict=True):
         np.testing.assert_array_equal(out["y"], rows(n, first, width) * 2)
 
 
@@ -237,7 +239,9 @@ def test_a_request_the_model_refuses_fails_alone_before_joining_a_batch() -> Non
         assert results[i].batch_run.requests == 7
 
 
-@pytest.mark.parametrize("error", [RuntimeError("negative input"), DropinError(Status.INVALID_VALUE_COUNT, "negative input")])
+@pytest.mark.parametrize(
+    "error", [RuntimeError("negative input"), DropinError(Status.INVALID_VALUE_COUNT, "negative input")]
+)
 def test_a_failed_batch_runs_its_requests_alone_so_only_the_culprit_fails(error: Exception) -> None:
     fake = FakeModel()
     fake.fail_on_negative = error
@@ -270,7 +274,9 @@ def test_a_failure_the_backend_calls_its_own_is_not_run_again() -> None:
     own, calls, unknown, ok = run(go())
     assert calls == [(3, 3)]  # once, as a batch
     for exc in own:  # each request its own copy of the backend's error
-        assert isinstance(exc, DropinError) and exc.status is Status.INTERNAL_ERROR and exc.details == "the device is gone"
+        assert (
+            isinstance(exc, DropinError) and exc.status is Status.INTERNAL_ERROR and exc.details == "the device is gone"
+        )
     assert len({id(exc) for exc in own}) == 3
     assert fake.calls[1:4] == [(2, 3), (1, 3), (1, 3)]  # never more than once alone
     for exc in unknown:  # as raised: the data plane logs it and answers INTERNAL, as unbatched
@@ -295,7 +301,7 @@ def test_the_batch_axis_follows_the_layout() -> None:
     xs = [np.arange(3 * n, dtype=np.float32).reshape(3, n) + 10 * n for n in (1, 2)]
     results = gather(model, xs)
     assert fake.calls == [(3, 3)]
-    for x, out in zip(xs, results):
+    for x, out in zip(xs, results, strict=True):
         np.testing.assert_array_equal(out["y"], x * 2)
 
 
@@ -337,7 +343,9 @@ def test_metrics_count_each_batch_once() -> None:
 
 
 def test_config_parses_dynamic_batching() -> None:
-    config = model_config({"name": "m", "base_path": "/m", "dynamic_batching": {"max_batch_size": 16, "batch_timeout_micros": 500}})
+    config = model_config(
+        {"name": "m", "base_path": "/m", "dynamic_batching": {"max_batch_size": 16, "batch_timeout_micros": 500}}
+    )
     assert config.dynamic_batching == DynamicBatching(16, 500)
     assert "dynamic_batching" not in config.options
     assert model_config({"name": "m", "base_path": "/m"}).dynamic_batching is None
@@ -350,7 +358,10 @@ def test_config_parses_dynamic_batching() -> None:
         ({"max_batch_size": 16, "batch_timeout_micros": 5, "num_batch_threads": 4}, "unknown key(s) num_batch_threads"),
         ({"max_batch_size": 1, "batch_timeout_micros": 5}, "max_batch_size must be an integer >= 2"),
         ({"max_batch_size": True, "batch_timeout_micros": 5}, "max_batch_size must be an integer >= 2"),
-        ({"max_batch_size": 8, "batch_timeout_micros": -1}, "batch_timeout_micros must be an integer from 0 to 10000000"),
+        (
+            {"max_batch_size": 8, "batch_timeout_micros": -1},
+            "batch_timeout_micros must be an integer from 0 to 10000000",
+        ),
         ({"max_batch_size": 8, "batch_timeout_micros": 0.5}, "batch_timeout_micros must be an integer"),
         ([16, 500], "dynamic_batching must be an object"),
         ("{oops", "dynamic_batching is not valid JSON"),
@@ -365,10 +376,20 @@ def test_config_refuses_bad_dynamic_batching(value: Any, message: str) -> None:
 
 def test_cli_flag() -> None:
     args = build_parser().parse_args(
-        ["serve", "--model_name", "m", "--model_path", "/m", "--dynamic_batching", '{"max_batch_size":16,"batch_timeout_micros":500}']
+        [
+            "serve",
+            "--model_name",
+            "m",
+            "--model_path",
+            "/m",
+            "--dynamic_batching",
+            '{"max_batch_size":16,"batch_timeout_micros":500}',
+        ]
     )
     assert settings_from_args(args).models[0].dynamic_batching == DynamicBatching(16, 500)
-    bad = build_parser().parse_args(["serve", "--model_name", "m", "--model_path", "/m", "--dynamic_batching", '{"max_batch_size":0}'])
+    bad = build_parser().parse_args(
+        ["serve", "--model_name", "m", "--model_path", "/m", "--dynamic_batching", '{"max_batch_size":0}']
+    )
     with pytest.raises(ConfigError, match="--dynamic_batching"):
         settings_from_args(bad)
 
@@ -378,7 +399,10 @@ def test_an_invalid_config_file_stops_the_server(tmp_path: Path) -> None:
     config.write_text(json.dumps({"model_config_list": [{"config": {
         "name": "m", "base_path": "m", "dynamic_batching": {"max_batch_size": 8, "batch_timeout": 5}}}]}))
     result = subprocess.run(
-        [sys.executable, "-m", "dropin", "serve", "--config_path", str(config)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "dropin", "serve", "--config_path", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "model 'm' dynamic_batching: unknown key(s) batch_timeout" in result.stderr
@@ -505,11 +529,11 @@ def test_concurrent_requests_are_batched_and_answered_right(server: DropinServer
         futures = [server.client.predict_future("dense", {"x": x}) for x in grpc_inputs]
         answers = [outputs_of(f.result()) for f in futures]
         rest_answers = [f.result() for f in rest]
-    for x, got in zip(grpc_inputs, answers):
+    for x, got in zip(grpc_inputs, answers, strict=True):
         expected = reference(models / "dense" / "1", {"x": x})
         np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(got["rowsum"], expected["rowsum"], rtol=1e-5, atol=1e-5)
-    for x, got in zip(rest_inputs, rest_answers):
+    for x, got in zip(rest_inputs, rest_answers, strict=True):
         expected = reference(models / "dense" / "1", {"x": x})
         np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-5, atol=1e-5)
     after = scrape_batches(server, "dense")
@@ -529,7 +553,7 @@ def test_requests_of_different_shapes_are_never_mixed(server: DropinServer, mode
         inputs.append({"x": rng.standard_normal((n, width)).astype(np.float32),
                        "m": rng.standard_normal((n, width)).astype(np.float32)})
     futures = [server.client.predict_future("sequence", feed) for feed in inputs]
-    for feed, future in zip(inputs, futures):
+    for feed, future in zip(inputs, futures, strict=True):
         got = outputs_of(future.result())["y"]
         np.testing.assert_allclose(got, reference(models / "sequence" / "1", feed)["y"], rtol=1e-6)
     assert scrape_batches(server, "sequence")["+Inf"] < len(inputs)
@@ -539,7 +563,7 @@ def test_requests_that_fail_only_together_are_answered_alone(server: DropinServe
     # each request alone runs (3 rows), but together they fill a batch of 6, which fails
     xs = [np.arange(6, dtype=np.float32).reshape(3, 2) + 10 * i for i in range(2)]
     futures = [server.client.predict_future("picky", {"x": x}) for x in xs]
-    for x, future in zip(xs, futures):
+    for x, future in zip(xs, futures, strict=True):
         np.testing.assert_array_equal(outputs_of(future.result())["y"], x)
     server.wait_for_log(r"model picky version 1: a batch of 6 rows from 2 requests failed \(ValueError: "
                         r"cannot reshape .*\); running each request on its own")
@@ -550,7 +574,7 @@ def test_a_request_the_backend_refuses_fails_only_its_own_request(server: Dropin
     inputs = [np.full((1 + i % 2, 2), i, np.float32) for i in range(8)]
     inputs[3] = np.array([[1, 13]], np.float32)
     futures = [server.client.predict_future("refusing", {"x": x}) for x in inputs]
-    for i, (x, future) in enumerate(zip(inputs, futures)):
+    for i, (x, future) in enumerate(zip(inputs, futures, strict=True)):
         if i == 3:
             with pytest.raises(grpc.RpcError) as info:
                 future.result()
@@ -569,7 +593,7 @@ def test_a_request_the_backend_fails_on_fails_alone(server: DropinServer, models
     inputs[5][0, 1] = 5000.0  # the model fails on this request's data, alone or batched
     futures = [server.client.predict_future("limited", {"x": x}) for x in inputs]
     errors = []
-    for i, (x, future) in enumerate(zip(inputs, futures)):
+    for i, (x, future) in enumerate(zip(inputs, futures, strict=True)):
         if i == 5:
             with pytest.raises(grpc.RpcError) as info:
                 future.result()
@@ -598,7 +622,9 @@ def test_a_model_without_a_dynamic_batch_dim_fails_its_load(server: DropinServer
     assert message == "dynamic_batching needs a dynamic batch dimension on every input; input x has shape (1,10)"
 
 
-def test_changing_dynamic_batching_in_config_json_reloads(start_server: Callable[..., DropinServer], tmp_path: Path) -> None:
+def test_changing_dynamic_batching_in_config_json_reloads(
+    start_server: Callable[..., DropinServer], tmp_path: Path
+) -> None:
     repo = tmp_path / "models"
     dense_model(repo / "dense" / "1")
     config = repo / "config.json"

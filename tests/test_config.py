@@ -63,7 +63,15 @@ def test_config_file(tmp_path: Path) -> None:
         ({"model_config_list": [{"config": {"name": "a"}}]}, "needs a 'base_path'"),
         ({"model_config_list": [{"config": {"name": "a", "base_path": "x", "colour": 1}}]}, "unknown key"),
         ({"model_config_list": [{"config": {"name": "a", "base_path": "../x"}}]}, "'..'"),
-        ({"model_config_list": [{"config": {"name": "a", "base_path": "x"}}, {"config": {"name": "a", "base_path": "y"}}]}, "duplicate"),
+        (
+            {
+                "model_config_list": [
+                    {"config": {"name": "a", "base_path": "x"}},
+                    {"config": {"name": "a", "base_path": "y"}},
+                ]
+            },
+            "duplicate",
+        ),
     ],
 )
 def test_invalid_config_files(tmp_path: Path, document, message: str) -> None:
@@ -123,7 +131,9 @@ def test_monitoring_metrics_in_config_json(tmp_path: Path) -> None:
         "model_config_list": [{"config": {"name": "a", "base_path": "a"}}],
         "monitoring": {"metrics": {"enable": True, "metrics_list": ["ovms_requests_success"]}},
     }))
-    settings = settings_from_args(build_parser().parse_args(["serve", "--config_path", str(path), "--rest_port", "8123"]))
+    settings = settings_from_args(
+        build_parser().parse_args(["serve", "--config_path", str(path), "--rest_port", "8123"])
+    )
     assert settings.metrics_enable and list(settings.metrics_list) == ["ovms_requests_success"]
     with pytest.raises(DropinError, match="rest_port"):  # as OVMS: metrics need the REST port
         settings_from_args(build_parser().parse_args(["serve", "--config_path", str(path)]))

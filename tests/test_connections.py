@@ -104,7 +104,9 @@ def read_response(sock: socket.socket) -> dict:
         data += chunk
     header, body = data.split(b"\r\n\r\n", 1)
     assert header.startswith(b"HTTP/1.1 200"), header
-    length = int(next(line.split(b":")[1] for line in header.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(
+        next(line.split(b":")[1] for line in header.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return json.loads(body)
@@ -140,7 +142,9 @@ def test_slow_headers_are_cut_after_the_header_timeout(server: DropinServer, rep
                 if not still_open(sock):
                     cut[i] = time.monotonic() - started
         time.sleep(0.2)
-    assert len(cut) == len(socks), f"{len(socks) - len(cut)} slow connections still open after {time.monotonic() - started:.1f} s"
+    assert len(cut) == len(socks), (
+        f"{len(socks) - len(cut)} slow connections still open after {time.monotonic() - started:.1f} s"
+    )
     # cut by the header timeout, not by the (longer) idle timeout, although bytes kept coming
     assert HEADER_TIMEOUT - 0.1 <= min(cut.values()) and max(cut.values()) < IDLE_TIMEOUT, cut
     rows = [[1.0, 2.0]]
@@ -311,7 +315,9 @@ def test_clients_vanishing_during_inference_or_the_answer_log_no_traceback(slow_
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     time.sleep(1.5)  # every abandoned inference finishes
     # still serving, on both ports
-    np.testing.assert_array_equal(outputs_of(srv.predict.Predict(predict_request("slow", {"x": x}), timeout=30))["y"], x * 2)
+    np.testing.assert_array_equal(
+        outputs_of(srv.predict.Predict(predict_request("slow", {"x": x}), timeout=30))["y"], x * 2
+    )
     with connect(srv.rest_port) as sock:
         body = json.dumps({"instances": x.tolist()}).encode()
         sock.sendall(head(path="/v1/models/slow:predict", length=len(body)) + body)
@@ -327,12 +333,16 @@ def test_requests_that_are_not_http_get_400_and_no_traceback(slow_server: Dropin
     before = len(srv.log)
     body = b'{"instances": [[1.0, 2.0]]}'
     garbage = [
-        b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"ins\r\nzz\r\n",
+        b'POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"ins\r\nzz\r\n',
         b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n",
         b"GET /v1/models/m HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n",
         b"GET /v1/models/m HTTP/1.1\r\nno colon here\r\n\r\n",
         # a valid request, then bytes that are not HTTP on the same connection
-        head(path="/v1/models/slow:predict", length=len(body)) + body + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",
+        head(path="/v1/models/slow:predict", length=len(body))
+        + body
+        + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+        + b"\x00" * 40
+        + b"\r\n\r\n",
     ]
     for data in garbage:
         with connect(srv.rest_port) as sock:
@@ -386,8 +396,16 @@ def test_normal_clients_are_unaffected(server: DropinServer, repo: Path) -> None
 
 def test_grpc_handshake_and_idle_timeouts(start_server, repo: Path) -> None:
     srv = start_server(
-        "--model_name", "m", "--model_path", str(repo / "m"),
-        "--file_system_poll_wait_seconds", "0", "--grpc_handshake_timeout_seconds", "1", "--grpc_idle_timeout_seconds", "1",
+        "--model_name",
+        "m",
+        "--model_path",
+        str(repo / "m"),
+        "--file_system_poll_wait_seconds",
+        "0",
+        "--grpc_handshake_timeout_seconds",
+        "1",
+        "--grpc_idle_timeout_seconds",
+        "1",
     )
     srv.wait_for("m", 1)
     x = np.ones((1, 2), np.float32)
@@ -438,7 +456,9 @@ def test_grpc_connections_beyond_the_limit_are_closed_while_existing_ones_are_se
                 stub.Predict(predict_request("m", {"x": x}), timeout=5)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         # the connection already open is served
-        np.testing.assert_array_equal(outputs_of(srv.predict.Predict(predict_request("m", {"x": x}), timeout=30))["y"], x * 2)
+        np.testing.assert_array_equal(
+            outputs_of(srv.predict.Predict(predict_request("m", {"x": x}), timeout=30))["y"], x * 2
+        )
     held.pop().close()
     time.sleep(0.3)
     with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:

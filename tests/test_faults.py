@@ -44,7 +44,10 @@ def failing_model(version_dir: Path) -> Path:
 
 GRAPH = "numpy_model.json"
 FAULTS = {
-    "corrupt_graph": lambda d: ((d / GRAPH).write_text('{"inputs": {"x": {"dty'), (d / "factor.npy").write_bytes(b"\1\2")),
+    "corrupt_graph": lambda d: (
+        (d / GRAPH).write_text('{"inputs": {"x": {"dty'),
+        (d / "factor.npy").write_bytes(b"\1\2"),
+    ),
     "missing_weights": lambda d: (modelgen.scale_model(d, shape=(-1, 2)), (d / "factor.npy").unlink()),
     "empty": lambda d: None,
     "truncated_weights": lambda d: (modelgen.scale_model(d, shape=(-1, 2)), (d / "factor.npy").write_bytes(b"\0" * 3)),
@@ -86,7 +89,9 @@ def test_broken_version_shows_why_and_the_previous_one_serves(faulty, fault: str
     state, code, message = seen[2]
     assert (state, code) == (LOADING, 2), seen
     assert str(root / fault / "2") in message or "no backend can load" in message, message
-    wait_until(lambda: f"model {fault} version 2: LOADING (load failed:" in server.log, 10, "no log line for the failed load")
+    wait_until(
+        lambda: f"model {fault} version 2: LOADING (load failed:" in server.log, 10, "no log line for the failed load"
+    )
     assert served_factor(server, fault) == 1.0
     with pytest.raises(grpc.RpcError) as info:
         served_factor(server, fault, version=2)
@@ -101,7 +106,9 @@ def test_inference_failure_is_internal_and_the_model_keeps_serving(faulty) -> No
     assert info.value.code() == grpc.StatusCode.INTERNAL
     assert info.value.details().startswith("Internal inference error - backend numpy: ")
     assert "\n" not in info.value.details() and ".cpp" not in info.value.details()
-    good = outputs_of(server.predict.Predict(predict_request("failing", {"x": np.arange(6, dtype=np.float32)}), timeout=20))
+    good = outputs_of(
+        server.predict.Predict(predict_request("failing", {"x": np.arange(6, dtype=np.float32)}), timeout=20)
+    )
     np.testing.assert_array_equal(good["y"], np.arange(6, dtype=np.float32).reshape(3, 2))
 
 
@@ -197,7 +204,10 @@ def test_backend_that_raises_at_load_or_per_request(start_server, tmp_path: Path
     with pytest.raises(grpc.RpcError) as info:
         server.predict.Predict(predict_request("m", {"x": X}, version=1), timeout=10)
     assert info.value.code() == grpc.StatusCode.INTERNAL
-    assert info.value.details() == "Internal inference error - backend faulty: ZeroDivisionError: the faulty backend divides by zero"
+    assert (
+        info.value.details()
+        == "Internal inference error - backend faulty: ZeroDivisionError: the faulty backend divides by zero"
+    )
     assert server.proc.poll() is None
 
 

@@ -134,7 +134,9 @@ def test_fuzz_predict(server: DropinServer, request: predict_pb2.PredictRequest)
     fields=st.lists(st.one_of(st.just("signature_def"), st.text(max_size=12)), max_size=3),
     with_spec=st.booleans(),
 )
-def test_fuzz_metadata_and_status(server: DropinServer, name: str, version: int | None, fields: list[str], with_spec: bool) -> None:
+def test_fuzz_metadata_and_status(
+    server: DropinServer, name: str, version: int | None, fields: list[str], with_spec: bool
+) -> None:
     meta = get_model_metadata_pb2.GetModelMetadataRequest()
     status = get_model_status_pb2.GetModelStatusRequest()
     if with_spec:
@@ -190,16 +192,23 @@ def test_fuzz_json_numbers_are_exact_or_refused(server: DropinServer, name: str,
     if all(fits(v, dtype) for v in values):
         assert status == 200, (values, answer)
         got = np.array(answer["outputs"][f"out_{name}"], dtype.numpy)
-        np.testing.assert_array_equal(got, np.array([[float(v) if isinstance(v, float) else v for v in values]]).astype(dtype.numpy))
+        np.testing.assert_array_equal(
+            got, np.array([[float(v) if isinstance(v, float) else v for v in values]]).astype(dtype.numpy)
+        )
         if dtype.numpy.kind in "iu":
             assert answer["outputs"][f"out_{name}"] == [[int(v) for v in values]]
     else:
         assert status == 400, (values, answer)
-        assert answer["error"].startswith(("Invalid value for the input type - ", "Could not parse input content")), answer
+        assert answer["error"].startswith(("Invalid value for the input type - ", "Could not parse input content")), (
+            answer
+        )
 
 
 @VALUES_SETTINGS
-@given(name=st.sampled_from(["i8", "u8", "i16", "u16"]), values=st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=3))
+@given(
+    name=st.sampled_from(["i8", "u8", "i16", "u16"]),
+    values=st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=3),
+)
 def test_fuzz_int_val_is_exact_or_refused(server: DropinServer, name: str, values: list[int]) -> None:
     counts["requests"] += 1
     dtype = DType[name.upper()]
@@ -217,7 +226,9 @@ def test_fuzz_int_val_is_exact_or_refused(server: DropinServer, name: str, value
         response = server.predict.Predict(request, timeout=20)
     except grpc.RpcError as exc:
         assert not all(info.min <= v <= info.max for v in given_values), exc.details()
-        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT and exc.details().startswith("Invalid value for the input type - ")
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT and exc.details().startswith(
+            "Invalid value for the input type - "
+        )
         return
     assert all(info.min <= v <= info.max for v in given_values), given_values
     out = response.outputs[f"out_{name}"]

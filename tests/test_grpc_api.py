@@ -178,20 +178,48 @@ ONES = np.ones((1, 3, 4), np.float32)
 
 ERROR_ROWS = [
     ("no inputs", "two", {}, "Invalid number of inputs - Expected: 2; Actual: 0"),
-    ("too many inputs", "two", {"a": np.ones((1, 2), np.float32), "b": np.ones((1, 2), np.float32), "c": np.ones((1, 2), np.float32)},
-     "Invalid number of inputs - Expected: 2; Actual: 3"),
-    ("unexpected name", "two", {"a": np.ones((1, 2), np.float32), "z": np.ones((1, 2), np.float32)},
-     "Missing input with specific name - Required input: b"),
-    ("precision", "scale", {"x": np.ones((1, 3, 4), np.int32)},
-     "Invalid input precision - Expected: FP32; Actual: I32; input name: x"),
-    ("rank", "scale", {"x": np.ones((1, 3), np.float32)},
-     "Invalid number of shape dimensions - Expected: (1,3,4); Actual: (1,3); input name: x"),
-    ("batch", "scale", {"x": np.ones((2, 3, 4), np.float32)},
-     "Invalid input batch size - Expected: 1; Actual: 2; input name: x"),
-    ("shape", "scale", {"x": np.ones((1, 3, 5), np.float32)},
-     "Invalid input shape - Expected: (1,3,4); Actual: (1,3,5); input name: x"),
-    ("precision before rank, inputs in name order", "two", {"a": np.ones((1, 2, 1), np.float32), "b": np.ones((1, 2), np.int64)},
-     "Invalid number of shape dimensions - Expected: (-1,2); Actual: (1,2,1); input name: a"),
+    (
+        "too many inputs",
+        "two",
+        {"a": np.ones((1, 2), np.float32), "b": np.ones((1, 2), np.float32), "c": np.ones((1, 2), np.float32)},
+        "Invalid number of inputs - Expected: 2; Actual: 3",
+    ),
+    (
+        "unexpected name",
+        "two",
+        {"a": np.ones((1, 2), np.float32), "z": np.ones((1, 2), np.float32)},
+        "Missing input with specific name - Required input: b",
+    ),
+    (
+        "precision",
+        "scale",
+        {"x": np.ones((1, 3, 4), np.int32)},
+        "Invalid input precision - Expected: FP32; Actual: I32; input name: x",
+    ),
+    (
+        "rank",
+        "scale",
+        {"x": np.ones((1, 3), np.float32)},
+        "Invalid number of shape dimensions - Expected: (1,3,4); Actual: (1,3); input name: x",
+    ),
+    (
+        "batch",
+        "scale",
+        {"x": np.ones((2, 3, 4), np.float32)},
+        "Invalid input batch size - Expected: 1; Actual: 2; input name: x",
+    ),
+    (
+        "shape",
+        "scale",
+        {"x": np.ones((1, 3, 5), np.float32)},
+        "Invalid input shape - Expected: (1,3,4); Actual: (1,3,5); input name: x",
+    ),
+    (
+        "precision before rank, inputs in name order",
+        "two",
+        {"a": np.ones((1, 2, 1), np.float32), "b": np.ones((1, 2), np.int64)},
+        "Invalid number of shape dimensions - Expected: (-1,2); Actual: (1,2,1); input name: a",
+    ),
 ]
 
 
@@ -223,7 +251,9 @@ def test_one_value_cannot_fill_more_than_a_message_holds(server: DropinServer) -
                      f"Actual: {size} bytes (FP32 of shape ({rows},10)); input name: x")
     assert not [line for line in server.log_lines[before:] if "ERROR" in line or "Traceback" in line]
     # up to the limit, one value still fills the shape
-    got = outputs_of(server.predict.Predict(predict_request("dynamic", {"x": typed(DType.FP32, (1000, 10), [2.5])}), timeout=20))
+    got = outputs_of(
+        server.predict.Predict(predict_request("dynamic", {"x": typed(DType.FP32, (1000, 10), [2.5])}), timeout=20)
+    )
     np.testing.assert_array_equal(got["y"], np.full((1000, 10), 3.5, np.float32))
 
 
@@ -247,10 +277,17 @@ TYPED_VALUE_ROWS = [
     ("i8", typed(DType.I8, (1, 3), [300, -200, 1]), "Expected: I8 values, integers in [-128, 127]; Actual: 300"),
     ("u8", typed(DType.U8, (1, 3), [255, -1, 1]), "Expected: U8 values, integers in [0, 255]; Actual: -1"),
     ("u8 fill", typed(DType.U8, (1, 3), [1000]), "Expected: U8 values, integers in [0, 255]; Actual: 1000"),
-    ("i16", typed(DType.I16, (1, 3), [1, 2, 40000]), "Expected: I16 values, integers in [-32768, 32767]; Actual: 40000"),
+    (
+        "i16",
+        typed(DType.I16, (1, 3), [1, 2, 40000]),
+        "Expected: I16 values, integers in [-32768, 32767]; Actual: 40000",
+    ),
     ("u16", typed(DType.U16, (1, 3), [70000, 0, 0]), "Expected: U16 values, integers in [0, 65535]; Actual: 70000"),
-    ("fp16", typed(DType.FP16, (1, 3), [0x3C00, 0x10000, 0]),
-     "Expected: FP16 bit patterns in half_val, integers in [0, 65535]; Actual: 65536"),
+    (
+        "fp16",
+        typed(DType.FP16, (1, 3), [0x3C00, 0x10000, 0]),
+        "Expected: FP16 bit patterns in half_val, integers in [0, 65535]; Actual: 65536",
+    ),
 ]
 
 
@@ -258,8 +295,12 @@ TYPED_VALUE_ROWS = [
 def test_typed_values_out_of_the_input_range(server: DropinServer, name: str, proto, message: str) -> None:
     # int_val is an int32 field: I8, U8, I16 and U16 values used to wrap (300 -> 44, -1 -> 255)
     key = name.split()[0]
-    expect_error(server.predict.Predict, predict_request("identity", _identity_zeros(**{key: proto})),
-                 grpc.StatusCode.INVALID_ARGUMENT, f"Invalid value for the input type - {message}; input name: in_{key}")
+    expect_error(
+        server.predict.Predict,
+        predict_request("identity", _identity_zeros(**{key: proto})),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"Invalid value for the input type - {message}; input name: in_{key}",
+    )
 
 
 def test_typed_values_at_the_ends_of_the_range(server: DropinServer) -> None:
@@ -293,8 +334,12 @@ def test_value_count(server: DropinServer) -> None:
 
 
 def test_unknown_output_filter(server: DropinServer) -> None:
-    expect_error(server.predict.Predict, predict_request("dynamic", {"x": np.ones((1, 1), np.float32)}, output_filter=("nope",)),
-                 grpc.StatusCode.INVALID_ARGUMENT, "Invalid output name in output_filter - Expected one of: total, y; Actual: nope")
+    expect_error(
+        server.predict.Predict,
+        predict_request("dynamic", {"x": np.ones((1, 1), np.float32)}, output_filter=("nope",)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid output name in output_filter - Expected one of: total, y; Actual: nope",
+    )
 
 
 def test_string_to_numeric_input_without_preprocessor(server: DropinServer) -> None:
@@ -362,7 +407,11 @@ def test_metadata_static_shape_and_dtypes(server: DropinServer) -> None:
         (metadata_request("scale", fields=("other",)), grpc.StatusCode.INVALID_ARGUMENT, "Invalid signature name"),
         (metadata_request("nope"), grpc.StatusCode.NOT_FOUND, "Model with requested name is not found"),
         (metadata_request("scale", version=9), grpc.StatusCode.NOT_FOUND, "Model with requested version is not found"),
-        (metadata_request("broken", version=2), grpc.StatusCode.UNAVAILABLE, "Model with requested version is not loaded yet"),
+        (
+            metadata_request("broken", version=2),
+            grpc.StatusCode.UNAVAILABLE,
+            "Model with requested version is not loaded yet",
+        ),
     ],
     ids=["no model_spec", "no field", "other field", "unknown model", "unknown version", "failed version"],
 )
@@ -389,10 +438,14 @@ def test_status_one_version(server: DropinServer) -> None:
 def test_status_errors(server: DropinServer) -> None:
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = "nope"
-    expect_error(server.models.GetModelStatus, request, grpc.StatusCode.NOT_FOUND, "Model with requested name is not found")
+    expect_error(
+        server.models.GetModelStatus, request, grpc.StatusCode.NOT_FOUND, "Model with requested name is not found"
+    )
     request.model_spec.name = "scale"
     request.model_spec.version.value = 5
-    expect_error(server.models.GetModelStatus, request, grpc.StatusCode.NOT_FOUND, "Model with requested version is not found")
+    expect_error(
+        server.models.GetModelStatus, request, grpc.StatusCode.NOT_FOUND, "Model with requested version is not found"
+    )
 
 
 # -- HandleReloadConfigRequest ----------------------------------------------------------------

@@ -201,8 +201,20 @@ def test_metrics_histogram_buckets_are_ovms_ones(server: DropinServer) -> None:
 
 def test_metrics_need_a_rest_port() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "dropin", "serve", "--model_name", "m", "--model_path", "/nonexistent", "--metrics_enable"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "dropin",
+            "serve",
+            "--model_name",
+            "m",
+            "--model_path",
+            "/nonexistent",
+            "--metrics_enable",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "Missing rest_port parameter in server CLI" in result.stderr

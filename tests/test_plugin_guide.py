@@ -87,7 +87,9 @@ def test_dropin_plugins_lists_it(example: tuple[Path, Path]) -> None:
 
 def test_the_server_serves_its_model(example: tuple[Path, Path], start_server) -> None:  # type: ignore[no-untyped-def]
     src, site = example
-    server = start_server("--model_name", "double", "--model_path", str(src / "models" / "double"), env={"PYTHONPATH": str(site)})
+    server = start_server(
+        "--model_name", "double", "--model_path", str(src / "models" / "double"), env={"PYTHONPATH": str(site)}
+    )
     server.wait_for("double", 1)
     server.wait_for_log(re.escape("model double version 1: AVAILABLE (backend affine)"))
     x = np.array([[1.5, -2.0], [0.25, 8.0]], np.float32)

@@ -144,7 +144,9 @@ def dropin_register_sources(registry):
 def plugin_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
     install_fake_distribution(site, "dropin_alias", {"alias": "alias_plugin"}, {"alias_plugin": PLUGIN_MODULE})
-    install_fake_distribution(site, "dropin_broken", {"broken": "broken_plugin"}, {"broken_plugin": "import no_such_module\n"})
+    install_fake_distribution(
+        site, "dropin_broken", {"broken": "broken_plugin"}, {"broken_plugin": "import no_such_module\n"}
+    )
     return site
 
 
@@ -155,7 +157,9 @@ def test_dropin_plugins_lists_installed_plugins(plugin_site: Path) -> None:
     ).stdout
     assert "alias (dropin_alias 1.0)\n  module: alias_plugin\n  hooks: dropin_register_sources\n  sources: alias" in out
     assert "broken (dropin_broken 1.0)\n  module: broken_plugin\n  error: failed to load: ModuleNotFoundError" in out
-    assert "builtin (dropin 0.1.0)\n  module: dropin.builtin\n  hooks: dropin_register_sources\n  sources: local\n" in out
+    assert (
+        "builtin (dropin 0.1.0)\n  module: dropin.builtin\n  hooks: dropin_register_sources\n  sources: local\n" in out
+    )
     assert (
         "numpy (dropin 0.1.0)\n  module: dropin.testing.numpy_plugin\n"
         "  hooks: dropin_register_backends, dropin_register_conformance_models\n"
@@ -174,7 +178,9 @@ def test_blocked_plugin_is_not_loaded(plugin_site: Path) -> None:
     assert "sources: alias" not in out
 
 
-def test_server_uses_a_third_party_source_and_survives_a_broken_plugin(start_server, plugin_site: Path, tmp_path: Path) -> None:
+def test_server_uses_a_third_party_source_and_survives_a_broken_plugin(
+    start_server, plugin_site: Path, tmp_path: Path
+) -> None:
     modelgen.scale_model(tmp_path / "m" / "1", shape=(-1, 2), factor=7.0)
     server = start_server(
         "--model_name", "m", "--model_path", f"alias://{tmp_path / 'm'}",
@@ -211,5 +217,9 @@ def dropin_register_sources(registry):
         [sys.executable, "-m", "dropin", "plugins"], capture_output=True, text=True, check=True,
         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
     ).stdout
-    assert "typo (dropin_typo 1.0)\n  module: typo_plugin\n  error: failed to load: PluginValidationError: unknown hook 'dropin_register_source'" in out
+    assert (
+        "typo (dropin_typo 1.0)\n  module: typo_plugin\n  error: failed to load: PluginValidationError: "
+        "unknown hook 'dropin_register_source'"
+        in out
+    )
     assert "sources: typo" not in out  # its correct hooks are not called either

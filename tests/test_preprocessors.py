@@ -83,7 +83,9 @@ def tokens_server(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("tokens")
     site = root / "site"
-    install_fake_distribution(site, "dropin_codepoints", {"codepoints": "codepoints_plugin"}, {"codepoints_plugin": TOKENIZER_PLUGIN})
+    install_fake_distribution(
+        site, "dropin_codepoints", {"codepoints": "codepoints_plugin"}, {"codepoints_plugin": TOKENIZER_PLUGIN}
+    )
     modelgen.token_model(root / "tokens" / "1", length=8)
     modelgen.dynamic_model(root / "dynamic" / "1")
     config = root / "config.json"
@@ -92,7 +94,9 @@ def tokens_server(tmp_path_factory: pytest.TempPathFactory):
         '{"config": {"name": "tokens", "base_path": "tokens"}},'
         '{"config": {"name": "dynamic", "base_path": "dynamic"}}]}'
     )
-    server = DropinServer(["--config_path", str(config), "--file_system_poll_wait_seconds", "0"], env={"PYTHONPATH": str(site)})
+    server = DropinServer(
+        ["--config_path", str(config), "--file_system_poll_wait_seconds", "0"], env={"PYTHONPATH": str(site)}
+    )
     try:
         server.wait_for("tokens", 1)
         server.wait_for("dynamic", 1)
@@ -109,7 +113,9 @@ def texts(*items: bytes, shape: list[int] | None = None) -> tensor_pb2.TensorPro
 
 
 def test_third_party_tokenizer_serves_text(tokens_server) -> None:
-    response = tokens_server.predict.Predict(predict_request("tokens", {"ids": texts(b"hi", "héllo €".encode())}), timeout=20)
+    response = tokens_server.predict.Predict(
+        predict_request("tokens", {"ids": texts(b"hi", "héllo €".encode())}), timeout=20
+    )
     got = outputs_of(response)
     expected = np.zeros((2, 8), np.int32)
     expected[0, :2] = [ord("h"), ord("i")]
@@ -126,19 +132,37 @@ def test_numeric_ids_bypass_the_tokenizer(tokens_server) -> None:
 
 def test_third_party_errors_reach_the_client(tokens_server) -> None:
     invalid = grpc.StatusCode.INVALID_ARGUMENT
-    expect_error(tokens_server.predict.Predict, predict_request("tokens", {"ids": texts(b"far too long a text")}), invalid,
-                 "Invalid input shape - Expected: at most 8 characters; Actual: 19; input name: ids")
-    expect_error(tokens_server.predict.Predict, predict_request("tokens", {"ids": texts(b"a", b"")}), invalid, "String val is empty")
-    expect_error(tokens_server.predict.Predict, predict_request("tokens", {"ids": texts(b"a", shape=[1, 1])}), invalid,
-                 "Invalid number of shape dimensions - Expected number of binary input shape dimensions: 1; Actual: 2; input name: ids")
+    expect_error(
+        tokens_server.predict.Predict,
+        predict_request("tokens", {"ids": texts(b"far too long a text")}),
+        invalid,
+        "Invalid input shape - Expected: at most 8 characters; Actual: 19; input name: ids",
+    )
+    expect_error(
+        tokens_server.predict.Predict,
+        predict_request("tokens", {"ids": texts(b"a", b"")}),
+        invalid,
+        "String val is empty",
+    )
+    expect_error(
+        tokens_server.predict.Predict,
+        predict_request("tokens", {"ids": texts(b"a", shape=[1, 1])}),
+        invalid,
+        "Invalid number of shape dimensions - Expected number of binary input shape dimensions: 1; Actual: 2; "
+        "input name: ids",
+    )
     # a dtype the converter does not accept is the core's precision error, as without a plugin
     expect_error(tokens_server.predict.Predict, predict_request("tokens", {"ids": np.zeros((1, 8), np.int64)}), invalid,
                  "Invalid input precision - Expected: I32; Actual: I64; input name: ids")
 
 
 def test_a_converter_returning_the_wrong_tensor_is_the_plugins_fault(tokens_server) -> None:
-    expect_error(tokens_server.predict.Predict, predict_request("dynamic", {"x": texts(b"abc")}), grpc.StatusCode.INTERNAL,
-                 "Plugin error - preprocessor 'broken' returned float64 for input x; the model expects FP32")
+    expect_error(
+        tokens_server.predict.Predict,
+        predict_request("dynamic", {"x": texts(b"abc")}),
+        grpc.StatusCode.INTERNAL,
+        "Plugin error - preprocessor 'broken' returned float64 for input x; the model expects FP32",
+    )
 
 
 # -- the contract's helpers -------------------------------------------------------------------------
@@ -153,8 +177,20 @@ def strings(*items: bytes) -> np.ndarray:
 @pytest.mark.parametrize(
     "shape,values,batch,message",
     [
-        ((1, 1), (b"a",), Dim.static(1), "Invalid number of shape dimensions - Expected number of binary input shape dimensions: 1; Actual: 2; input name: t"),
-        ((), (b"a",), Dim.static(1), "Invalid number of shape dimensions - Expected number of binary input shape dimensions: 1; Actual: 0; input name: t"),
+        (
+            (1, 1),
+            (b"a",),
+            Dim.static(1),
+            "Invalid number of shape dimensions - Expected number of binary input shape dimensions: 1; Actual: "
+            "2; input name: t",
+        ),
+        (
+            (),
+            (b"a",),
+            Dim.static(1),
+            "Invalid number of shape dimensions - Expected number of binary input shape dimensions: 1; Actual: "
+            "0; input name: t",
+        ),
         ((1,), (b"a",), None, "Invalid input batch size - Batch not present in input name: t"),
         ((2,), (b"a",), Dim.dynamic(), "Invalid input batch size"),
         ((2,), (b"a", b"b"), Dim.static(1), "Invalid input batch size - Expected: 1; Actual: 2; input name: t"),

@@ -114,24 +114,15 @@ def ovms():
     """Import ovmsclient's generated modules (registers them in the default pool)."""
     from ovmsclient.tfs_compat.protos.tensorflow.core.framework import (  # noqa: F401
         resource_handle_pb2 as _rh,
-        tensor_pb2 as _t,
-        tensor_shape_pb2 as _ts,
-        types_pb2 as _ty,
     )
     from ovmsclient.tfs_compat.protos.tensorflow.core.protobuf import (  # noqa: F401
         error_codes_pb2 as _ec,
-        meta_graph_pb2 as _mg,
     )
     from ovmsclient.tfs_compat.protos.tensorflow_serving.apis import (  # noqa: F401
         get_model_metadata_pb2 as _gmm,
-        get_model_status_pb2 as _gms,
-        model_management_pb2 as _mm,
-        model_pb2 as _m,
-        predict_pb2 as _p,
     )
     from ovmsclient.tfs_compat.protos.tensorflow_serving.config import (  # noqa: F401
         file_system_storage_path_source_pb2 as _fs,
-        model_server_config_pb2 as _msc,
     )
 
     return descriptor_pool.Default()

@@ -110,7 +110,10 @@ def test_new_version_loads_then_the_old_one_retires(start_server, repo: Path, st
     server.wait_for_log("model m version 1: END")
     with pytest.raises(grpc.RpcError) as info:
         served_factor(server, version=1)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND and info.value.details() == "Model with requested version is retired"
+    assert (
+        info.value.code() == grpc.StatusCode.NOT_FOUND
+        and info.value.details() == "Model with requested version is retired"
+    )
 
 
 def test_removed_version_retires_and_the_previous_one_returns(start_server, repo: Path, staging: Path) -> None:
@@ -232,7 +235,9 @@ def test_non_numeric_directories_are_ignored_with_one_log_line(start_server, rep
 # -- a version no longer selected retires once its successor is AVAILABLE ----------------------
 
 
-def test_deleted_version_serves_until_its_copied_successor_is_available(start_server, repo: Path, staging: Path) -> None:
+def test_deleted_version_serves_until_its_copied_successor_is_available(
+    start_server, repo: Path, staging: Path
+) -> None:
     make_version(repo, 1, 1.0, staging)
     server = serve(start_server, repo)  # a copy settles for 0.5 s before it loads
     server.wait_for("m", 1)
@@ -251,7 +256,9 @@ def test_deleted_version_serves_until_its_copied_successor_is_available(start_se
     assert states(server) == {1: (END, 0, "OK"), 2: (AVAILABLE, 0, "OK")}
 
 
-def test_successor_that_fails_to_load_keeps_the_deleted_version_serving(start_server, repo: Path, staging: Path) -> None:
+def test_successor_that_fails_to_load_keeps_the_deleted_version_serving(
+    start_server, repo: Path, staging: Path
+) -> None:
     make_version(repo, 1, 1.0, staging)
     server = serve(start_server, repo)
     server.wait_for("m", 1)
@@ -325,7 +332,9 @@ def test_removals_are_seen_within_milliseconds(start_server, tmp_path: Path, rep
 # -- a version number spelled twice -----------------------------------------------------------
 
 
-def test_version_spelled_twice_serves_the_plain_number_and_warns_once(start_server, tmp_path: Path, staging: Path) -> None:
+def test_version_spelled_twice_serves_the_plain_number_and_warns_once(
+    start_server, tmp_path: Path, staging: Path
+) -> None:
     spellings = {"a": [("007", 1.0), ("7", 7.0)], "b": [("7", 7.0), ("007", 1.0)], "c": [("07", 2.0), ("007", 3.0)]}
     for name, dirs in spellings.items():
         for directory, factor in dirs:  # created in this order
@@ -339,7 +348,8 @@ def test_version_spelled_twice_serves_the_plain_number_and_warns_once(start_serv
     assert served_factor(server, "a") == 7.0 and served_factor(server, "b") == 7.0
     assert served_factor(server, "c") == 3.0  # no plain "7": the name that sorts first
     for name, chosen, other in (("a", "7", "007"), ("b", "7", "007"), ("c", "007", "07")):
-        line = f"{tmp_path / name}: directories {min(chosen, other)} and {max(chosen, other)} are both version 7; serving {chosen}"
+        first, second = sorted((chosen, other))
+        line = f"{tmp_path / name}: directories {first} and {second} are both version 7; serving {chosen}"
         assert server.log.count(line) == 1, server.log
 
 
@@ -355,7 +365,9 @@ def test_version_spelled_twice_serves_the_plain_number_and_warns_once(start_serv
     ],
     ids=["latest 2", "all", "specific 1,3,4"],
 )
-def test_version_policies(start_server, repo: Path, staging: Path, policy: str, served: set[int], after_adding_4: set[int]) -> None:
+def test_version_policies(
+    start_server, repo: Path, staging: Path, policy: str, served: set[int], after_adding_4: set[int]
+) -> None:
     for number in (1, 2, 3):
         make_version(repo, number, float(number), staging)
     server = serve(start_server, repo, "--model_version_policy", policy)
@@ -440,19 +452,19 @@ def test_zero_failed_requests_while_versions_change(start_server, repo: Path, st
             modelgen.scale_model(staging / f"v{n}b", shape=(-1, 2), factor=n + 0.5)  # replace its files in place
             for name in modelgen.SCALE_FILES:
                 os.replace(staging / f"v{n}b" / name, repo / str(n) / name)
-            wait_until(lambda: served_factor(server) == n + 0.5)
+            wait_until(lambda n=n: served_factor(server) == n + 0.5)
             broken = staging / f"broken{n}"  # a corrupt newer version
             broken.mkdir()
             (broken / "numpy_model.json").write_text("garbage")
             os.rename(broken, repo / str(n + 1))
-            wait_until(lambda: states(server).get(n + 1, (0, 0))[1] != 0)
+            wait_until(lambda n=n: states(server).get(n + 1, (0, 0))[1] != 0)
             shutil.rmtree(repo / str(n + 1))  # restored: a good one
             make_version(repo, n + 1, n + 1.0, staging)
             server.wait_for("m", n + 1)
             shutil.rmtree(repo / str(n + 1))  # removed again: back to n
             server.wait_for("m", n + 1, END)
             server.wait_for("m", n)
-            wait_until(lambda: served_factor(server) == n + 0.5)
+            wait_until(lambda n=n: served_factor(server) == n + 0.5)
             swaps += 5
         # the ordinary rollout: cp -r new && rm -r old
         shutil.copytree(modelgen.scale_model(staging / "v7", shape=(-1, 2), factor=7.0), repo / "7")

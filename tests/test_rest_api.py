@@ -131,7 +131,9 @@ def test_status_errors(server: DropinServer) -> None:
     expect(get(server, "/v1/models/nope"), 404, "Model with requested name is not found")
     expect(get(server, "/v1/models"), 404, "Model with requested name is not found")
     expect(get(server, "/v1/models/scale/versions/7"), 404, "Model with requested version is not found")
-    expect(get(server, "/v1/models/scale/versions/99999999999999999999"), 404, "Model with requested version is not found")
+    expect(
+        get(server, "/v1/models/scale/versions/99999999999999999999"), 404, "Model with requested version is not found"
+    )
     expect_prefix(get(server, "/v1/models/scale/versions/one"), 400, "Invalid request URL")
 
 
@@ -166,7 +168,9 @@ def test_metadata_as_ovms_prints_it(server: DropinServer) -> None:
 
 
 def test_metadata_dynamic_dims_and_dtypes(server: DropinServer) -> None:
-    signature = get(server, "/v1/models/digits/metadata").json["metadata"]["signature_def"]["signatureDef"]["serving_default"]
+    signature = get(server, "/v1/models/digits/metadata").json["metadata"]["signature_def"]["signatureDef"][
+        "serving_default"
+    ]
     assert signature["inputs"]["image"] == tensor_json("image", "DT_FLOAT", [-1, 8, 8, 1])
     assert signature["outputs"]["label"] == tensor_json("label", "DT_INT64", [-1])
 
@@ -187,11 +191,15 @@ def test_predict_row_and_column_match_numpy(server: DropinServer, repo: Path) ->
     assert row.status == 200, row.body
     assert list(row.json) == ["predictions"]
     np.testing.assert_array_equal(np.array(row.json["predictions"], np.float32), expected)
-    column = post(server, "/v1/models/scale/versions/0:predict", {"inputs": x.tolist(), "signature_name": "serving_default"})
+    column = post(
+        server, "/v1/models/scale/versions/0:predict", {"inputs": x.tolist(), "signature_name": "serving_default"}
+    )
     assert list(column.json) == ["outputs"]
     np.testing.assert_array_equal(np.array(column.json["outputs"], np.float32), expected)
     named = post(server, "/v1/models/scale/versions/1:predict", {"inputs": {"x": x.tolist()}})
-    np.testing.assert_array_equal(np.array(named.json["outputs"], np.float32), modelgen.run_numpy(repo / "scale" / "1", {"x": x})["y"])
+    np.testing.assert_array_equal(
+        np.array(named.json["outputs"], np.float32), modelgen.run_numpy(repo / "scale" / "1", {"x": x})["y"]
+    )
     labelled = post(server, "/v1/models/scale/labels/stable:predict", {"instances": [{"x": x[0].tolist()}]})
     np.testing.assert_array_equal(np.array(labelled.json["predictions"], np.float32), expected)
 
@@ -213,7 +221,9 @@ def test_predict_two_inputs_named_rows_and_columns(server: DropinServer) -> None
     a = [[1.0, 2.0], [3.0, 4.0]]
     b = [[10.0, 20.0], [30.0, 40.0]]
     rows = post(server, "/v1/models/two:predict", {"instances": [{"a": a[0], "b": b[0]}, {"a": a[1], "b": b[1]}]})
-    assert rows.json == {"predictions": [{"sum": [11.0, 22.0], "diff": [-9.0, -18.0]}, {"sum": [33.0, 44.0], "diff": [-27.0, -36.0]}]}
+    assert rows.json == {
+        "predictions": [{"sum": [11.0, 22.0], "diff": [-9.0, -18.0]}, {"sum": [33.0, 44.0], "diff": [-27.0, -36.0]}]
+    }
     columns = post(server, "/v1/models/two:predict", {"inputs": {"a": a, "b": b}})
     assert columns.json == {"outputs": {"sum": [[11.0, 22.0], [33.0, 44.0]], "diff": [[-9.0, -18.0], [-27.0, -36.0]]}}
 
@@ -263,8 +273,10 @@ def test_json_numbers_the_input_type_would_change(server: DropinServer, name: st
         from dropin.testing.typed_protos import typed
 
         dtype = DType[name.upper()]
-        inputs = {f"in_{n}": from_numpy(np.ones((len(value), 3), DType.BOOL.numpy if n == "bool" else DType[n.upper()].numpy))
-                  for n in modelgen.IDENTITY_TYPES}
+        inputs = {
+            f"in_{n}": from_numpy(np.ones((len(value), 3), DType.BOOL.numpy if n == "bool" else DType[n.upper()].numpy))
+            for n in modelgen.IDENTITY_TYPES
+        }
         inputs[f"in_{name}"] = typed(dtype, (len(value), 3), [v for row in value for v in row])
         with pytest.raises(grpc.RpcError) as info:
             server.predict.Predict(predict_request("identity", inputs), timeout=20)
@@ -274,8 +286,16 @@ def test_json_numbers_the_input_type_would_change(server: DropinServer, name: st
 
 def test_values_at_the_ends_of_the_input_range(server: DropinServer, repo: Path) -> None:
     given = {n: [[1, 1, 1]] for n in modelgen.IDENTITY_TYPES}
-    given.update({"i8": [[-128, 127, 0]], "u8": [[0, 255, 1]], "u64": [[2**64 - 1, 0, 1]], "fp16": [[65504, -65504, 0.5]],
-                  "fp32": [[2.0**70, 3.4e38, -1.5]], "i64": [[2**63 - 1, -(2**63), 0]]})
+    given.update(
+        {
+            "i8": [[-128, 127, 0]],
+            "u8": [[0, 255, 1]],
+            "u64": [[2**64 - 1, 0, 1]],
+            "fp16": [[65504, -65504, 0.5]],
+            "fp32": [[2.0**70, 3.4e38, -1.5]],
+            "i64": [[2**63 - 1, -(2**63), 0]],
+        }
+    )
     reply = post(server, "/v1/models/identity:predict", {"inputs": {f"in_{n}": v for n, v in given.items()}})
     assert reply.status == 200, reply.body
     arrays = {f"in_{n}": np.array(v, modelgen.IDENTITY_TYPES[n].numpy) for n, v in given.items()}
@@ -287,7 +307,11 @@ def test_values_at_the_ends_of_the_input_range(server: DropinServer, repo: Path)
 
 def test_zero_dimension_and_deep_nesting(server: DropinServer) -> None:
     before = len(server.log_lines)
-    for body, shape in [({"inputs": {"x": [[], []]}}, "(2,0)"), ({"instances": [[]]}, "(1,0)"), ({"inputs": []}, "(0)")]:
+    for body, shape in [
+        ({"inputs": {"x": [[], []]}}, "(2,0)"),
+        ({"instances": [[]]}, "(1,0)"),
+        ({"inputs": []}, "(0)"),
+    ]:
         expect(post(server, "/v1/models/dynamic:predict", body), 400,
                f"Invalid input shape - Negative or zero dimension size is not acceptable: {shape}; input name: x")
     # strings nested 1000 deep used to end in RecursionError (500, with a traceback in the log)
@@ -326,7 +350,12 @@ def test_validation_messages_are_the_grpc_ones(server: DropinServer) -> None:
 def test_binary_input_reaches_a_string_model_as_dt_string(server: DropinServer) -> None:
     blobs = [b"\x00\x01binary\xff", b"second"]
     b64 = [{"b64": base64.b64encode(b).decode()} for b in blobs]
-    for body in ({"instances": b64}, {"inputs": {"text": b64}}, {"instances": [{"text": v} for v in b64]}, {"inputs": b64}):
+    for body in (
+        {"instances": b64},
+        {"inputs": {"text": b64}},
+        {"instances": [{"text": v} for v in b64]},
+        {"inputs": b64},
+    ):
         reply = post(server, "/v1/models/strings:predict", body)
         assert reply.status == 200, (body, reply.body)
         got = reply.json.get("predictions", reply.json.get("outputs"))
@@ -357,11 +386,21 @@ def test_body_errors(server: DropinServer) -> None:
     assert post(server, url, b'{"instances": [NaN]}').status == 412
     assert post(server, url, b"\xff\xfe").status == 412
     expect(post(server, url, [1, 2]), 400, "Request body should be JSON object")
-    expect(post(server, url, {"instances": [1], "inputs": [1]}), 400, "Invalid JSON structure. Could not detect row or column format")
-    expect(post(server, url, {"signature_name": "x"}), 400, "Invalid JSON structure. Could not detect row or column format")
+    expect(
+        post(server, url, {"instances": [1], "inputs": [1]}),
+        400,
+        "Invalid JSON structure. Could not detect row or column format",
+    )
+    expect(
+        post(server, url, {"signature_name": "x"}), 400, "Invalid JSON structure. Could not detect row or column format"
+    )
     expect(post(server, url, {"instances": {"x": 1}}), 400, "Invalid JSON structure. Nonamed instance is not an array.")
     expect(post(server, url, {"instances": []}), 400, "Invalid JSON structure. Missing instances in row format")
-    expect(post(server, url, {"instances": [{"x": [1]}, 2]}), 400, "Invalid JSON structure. One of named instances is not a JSON object.")
+    expect(
+        post(server, url, {"instances": [{"x": [1]}, 2]}),
+        400,
+        "Invalid JSON structure. One of named instances is not a JSON object.",
+    )
     expect(post(server, url, {"instances": [None, 5]}), 400, "Could not detect neither named or nonamed format")
     expect(post(server, url, {"instances": [True]}), 400, "Could not detect neither named or nonamed format")
     expect(post(server, url, {"inputs": 5}), 400, "Invalid JSON structure. One of inputs is not a JSON object.")
@@ -370,7 +409,10 @@ def test_body_errors(server: DropinServer) -> None:
 
 def test_ragged_and_non_numeric_arrays(server: DropinServer) -> None:
     url = "/v1/models/dynamic:predict"
-    row, column = "Could not parse instance content. Not valid ndarray detected", "Could not parse input content. Not valid ndarray detected"
+    row, column = (
+        "Could not parse instance content. Not valid ndarray detected",
+        "Could not parse input content. Not valid ndarray detected",
+    )
     for bad in ([[1, 2], [3]], [[1, 2], [3, [4]]], [[1, None]], [[1, "a"]], [[], [1]], [[1, {"x": 1}]], [[True, 1]]):
         expect_prefix(post(server, url, {"instances": bad}), 400, row)
         expect_prefix(post(server, url, {"inputs": bad}), 400, column)
@@ -391,8 +433,14 @@ def test_no_name_forms_need_a_single_input_model(server: DropinServer) -> None:
 def test_resolution_errors(server: DropinServer) -> None:
     body = {"instances": [[1.0, 2.0]]}
     expect(post(server, "/v1/models/nope:predict", body), 404, "Model with requested name is not found")
-    expect(post(server, "/v1/models/dynamic/versions/5:predict", body), 404, "Model with requested version is not found")
-    expect(post(server, "/v1/models/broken/versions/2:predict", body), 404, "Model with requested version is not loaded yet")
+    expect(
+        post(server, "/v1/models/dynamic/versions/5:predict", body), 404, "Model with requested version is not found"
+    )
+    expect(
+        post(server, "/v1/models/broken/versions/2:predict", body),
+        404,
+        "Model with requested version is not loaded yet",
+    )
     # resolution comes before parsing, as in OVMS
     expect(post(server, "/v1/models/nope:predict", b"not json"), 404, "Model with requested name is not found")
 
@@ -406,7 +454,9 @@ def test_url_and_method_errors(server: DropinServer) -> None:
     expect_prefix(http(port, "PUT", "/v1/models/scale:predict", {}), 406, "Unsupported method")
     expect_prefix(http(port, "DELETE", "/v1/models/scale"), 406, "Unsupported method")
     for verb in ("classify", "regress"):
-        expect_prefix(http(port, "POST", f"/v1/models/scale:{verb}", {"instances": [1]}), 404, "Requested REST resource not found")
+        expect_prefix(
+            http(port, "POST", f"/v1/models/scale:{verb}", {"instances": [1]}), 404, "Requested REST resource not found"
+        )
     for path in ("/", "/v1", "/v1/modelz/scale", "/v1/models/scale/versions/x:predict", "/v2/models/scale", "/metrics"):
         expect_prefix(http(port, "GET", path), 400, "Invalid request URL")
     expect_prefix(http(port, "GET", "/v1/models/../config"), 400, "The provided base path is invalid or doesn't exists")
@@ -414,7 +464,9 @@ def test_url_and_method_errors(server: DropinServer) -> None:
 
 def test_outputs_that_cannot_be_rows(server: DropinServer) -> None:
     body = {"x": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]}
-    expect_prefix(post(server, "/v1/models/uneven:predict", {"instances": body["x"]}), 500, "Response parsing to JSON error")
+    expect_prefix(
+        post(server, "/v1/models/uneven:predict", {"instances": body["x"]}), 500, "Response parsing to JSON error"
+    )
     columns = post(server, "/v1/models/uneven:predict", {"inputs": body})
     assert columns.json == {"outputs": {"y": body["x"], "colsum": [9.0, 12.0]}}
 
@@ -439,8 +491,16 @@ def _memory(pid: int, key: str) -> int:
 def test_default_body_limit_bounds_decoding_memory(repo: Path, start_server) -> None:
     """The default --rest_max_body_bytes (64 MiB; it was 1 GiB) times the documented peak multiple
     of a float body (about 11: a Python float per number while decoding) stays near 1 GB."""
-    srv = start_server("--model_name", "dynamic", "--model_path", str(repo / "dynamic"), "--rest_port", str(free_port()),
-                       "--file_system_poll_wait_seconds", "0")
+    srv = start_server(
+        "--model_name",
+        "dynamic",
+        "--model_path",
+        str(repo / "dynamic"),
+        "--rest_port",
+        str(free_port()),
+        "--file_system_poll_wait_seconds",
+        "0",
+    )
     srv.wait_for("dynamic", 1)
     row = "[" + ",".join(["0.1234"] * 1000) + "]"
     body = ('{"inputs": {"x": [' + ",".join([row] * (16 * 2**20 // len(row))) + "]}}").encode()
@@ -484,12 +544,19 @@ def test_config_reload(start_server, tmp_path: Path) -> None:
     write(["a", "b"])
     added = post(srv, "/v1/config/reload", b"")
     assert added.status == 201
-    assert added.json == {"a": {"model_version_status": [status_entry(1)]}, "b": {"model_version_status": [status_entry(1)]}}
+    assert added.json == {
+        "a": {"model_version_status": [status_entry(1)]},
+        "b": {"model_version_status": [status_entry(1)]},
+    }
     modelgen.scale_model(tmp_path / "a" / "2", shape=(-1, 2), factor=4.0)  # a new version: the reload rescans too
     rescanned = post(srv, "/v1/config/reload", b"")
     assert rescanned.status == 201
     assert rescanned.json["a"] == {"model_version_status": [status_entry(1, "END"), status_entry(2)]}
-    expect(post(srv, "/v1/models/a/versions/1:predict", {"instances": [[1, 1]]}), 404, "Model with requested version is retired")
+    expect(
+        post(srv, "/v1/models/a/versions/1:predict", {"instances": [[1, 1]]}),
+        404,
+        "Model with requested version is retired",
+    )
     assert post(srv, "/v1/models/a:predict", {"instances": [[1, 1]]}).json == {"predictions": [[4.0, 4.0]]}
     config.write_text("{not json")
     broken = post(srv, "/v1/config/reload", b"")

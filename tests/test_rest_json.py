@@ -64,9 +64,18 @@ def spec(dtype: DType) -> dict[str, TensorSpec]:
         (DType.U8, [1, 256, -1], "Expected: U8 values, integers in [0, 255]; Actual: 256"),
         (DType.U8, [1, -1], "Expected: U8 values, integers in [0, 255]; Actual: -1"),
         (DType.I32, [1, 1.9], "Expected: I32 values, integers in [-2147483648, 2147483647]; Actual: 1.9"),
-        (DType.I64, [2**70], "Expected: I64 values, integers in [-9223372036854775808, 9223372036854775807]; Actual: 1.1805916207174113e+21"),
+        (
+            DType.I64,
+            [2**70],
+            "Expected: I64 values, integers in [-9223372036854775808, 9223372036854775807]; Actual: "
+            "1.1805916207174113e+21",
+        ),
         (DType.I64, [2**60 + 0.0], "within +-2^53); Actual: 1.152921504606847e+18"),
-        (DType.U64, [-1, 2**64 - 1], "Expected: U64 values, integers in [0, 18446744073709551615]; Actual: -1.0"),  # numpy reads these as floats
+        (
+            DType.U64,
+            [-1, 2**64 - 1],
+            "Expected: U64 values, integers in [0, 18446744073709551615]; Actual: -1.0",
+        ),  # numpy reads these as floats
         (DType.FP32, [1, 1e40], "Expected: FP32 values, in [-3.40282e+38, 3.40282e+38]; Actual: 1e+40"),
         (DType.FP16, [70000], "Expected: FP16 values, in [-65504, 65504]; Actual: 70000"),
         (DType.FP32, [1, True, 2], "Expected: FP32 numbers; Actual: true"),
@@ -80,13 +89,24 @@ def test_numbers_the_input_type_would_change_are_refused(codec: str, dtype: DTyp
 
 
 def test_numbers_that_fit_are_kept(codec: str) -> None:
-    for dtype, row in [(DType.I8, [-128, 127]), (DType.U8, [0, 255]), (DType.U64, [2**64 - 1, 0]), (DType.FP32, [2**70, 3.4e38]),
-                       (DType.FP16, [65504, -65504]), (DType.BOOL, [0, 1]), (DType.I64, [2**63 - 1, -(2**63)])]:
+    for dtype, row in [
+        (DType.I8, [-128, 127]),
+        (DType.U8, [0, 255]),
+        (DType.U64, [2**64 - 1, 0]),
+        (DType.FP32, [2**70, 3.4e38]),
+        (DType.FP16, [65504, -65504]),
+        (DType.BOOL, [0, 1]),
+        (DType.I64, [2**63 - 1, -(2**63)]),
+    ]:
         got = tensors({"inputs": {"x": [row]}}, spec(dtype))["x"].array("x", dtype)
         assert got.tolist() == [[dtype.numpy.type(v).item() for v in row]], dtype
     # a boolean input takes JSON booleans; "true" inside a string is no boolean
-    assert tensors({"inputs": {"x": [[True, False]]}}, spec(DType.BOOL))["x"].array("x", DType.BOOL).tolist() == [[True, False]]
-    assert tensors({"signature_name": "true", "inputs": {"x": [[1, 2]]}}, spec(DType.I32))["x"].array("x", DType.I32).tolist() == [[1, 2]]
+    assert tensors({"inputs": {"x": [[True, False]]}}, spec(DType.BOOL))["x"].array("x", DType.BOOL).tolist() == [
+        [True, False]
+    ]
+    assert tensors({"signature_name": "true", "inputs": {"x": [[1, 2]]}}, spec(DType.I32))["x"].array(
+        "x", DType.I32
+    ).tolist() == [[1, 2]]
 
 
 def test_empty_arrays_make_zero_dims_and_deep_nesting_is_refused(codec: str) -> None:
@@ -157,7 +177,11 @@ def test_boolean_tokens_are_found_cheaply() -> None:
     from dropin.rest_json import may_hold_booleans
 
     assert not may_hold_booleans(json.dumps({"signature_name": "serving_default", "inputs": [[0.5] * 1000]}).encode())
-    assert may_hold_booleans(b'{"inputs": [1, true]}') and may_hold_booleans(b'{"inputs": [false]}') and may_hold_booleans(b"true")
+    assert (
+        may_hold_booleans(b'{"inputs": [1, true]}')
+        and may_hold_booleans(b'{"inputs": [false]}')
+        and may_hold_booleans(b"true")
+    )
     many = "lu" * 40  # the letters are common: the words themselves are searched
     assert may_hold_booleans(json.dumps({"s": many, "x": [1, True]}).encode())
     assert not may_hold_booleans(json.dumps({"s": many, "x": [1, 2]}).encode())

@@ -151,7 +151,10 @@ def test_a_copy_taken_while_the_files_change_is_refused(tmp_path: Path, monkeypa
         return result
 
     monkeypatch.setattr(shutil, "copyfile", copy_while_the_user_writes)
-    with pytest.raises(CopyError, match=r"^the files of .*/1 changed while they were being read; they load again once they have settled$"):
+    with pytest.raises(
+        CopyError,
+        match=r"^the files of .*/1 changed while they were being read; they load again once they have settled$",
+    ):
         with private_copy(version):
             pass
 
@@ -164,6 +167,8 @@ def test_a_copy_that_cannot_be_made_says_why(tmp_path: Path, monkeypatch) -> Non
         with private_copy(version):
             pass
     monkeypatch.setattr(private_copy_module.tempfile, "tempdir", str(tmp_path / "missing"))
-    with pytest.raises(CopyError, match=r"^cannot create a private directory to load .*/1 from in .*/missing \(set TMPDIR"):
+    with pytest.raises(
+        CopyError, match=r"^cannot create a private directory to load .*/1 from in .*/missing \(set TMPDIR"
+    ):
         with private_copy(version):
             pass

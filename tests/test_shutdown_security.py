@@ -49,7 +49,9 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(start_server, slow_repo
     server = start_server("--model_name", "m", "--model_path", str(repo), "--shutdown_grace_seconds", "10", env=env)
     server.wait_for("m", 1)
     with ThreadPoolExecutor(8) as pool:
-        in_flight = [pool.submit(server.predict.Predict, predict_request("m", {"x": X * i}), timeout=30) for i in range(8)]
+        in_flight = [
+            pool.submit(server.predict.Predict, predict_request("m", {"x": X * i}), timeout=30) for i in range(8)
+        ]
         time.sleep(0.3)  # all eight are inside the model now
         server.proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
@@ -237,7 +239,11 @@ def test_a_model_whose_backend_plugin_is_blocked_stops_start_up(start_server, re
     with pytest.raises(RuntimeError) as info:
         start_server("--model_name", "m", "--model_path", str(repo), "--backend", "numpy",
                      env={"DROPIN_BLOCK_PLUGINS": "numpy"})
-    assert "cannot start: Invalid configuration - model 'm' needs backend 'numpy', but its plugin is not usable: blocked by DROPIN_BLOCK_PLUGINS" in str(info.value)
+    assert (
+        "cannot start: Invalid configuration - model 'm' needs backend 'numpy', but its plugin is not usable: "
+        "blocked by DROPIN_BLOCK_PLUGINS"
+        in str(info.value)
+    )
 
 
 # -- HandleReloadConfigRequest: off unless the operator turns it on, then only inside named roots --
@@ -273,8 +279,10 @@ def test_reload_config_request_changes_nothing_by_default(start_server, tmp_path
     _assert_serving(server, {"a": 2.0})
     # POST /v1/config/reload re-reads the operator's config.json only: nothing in the request points it elsewhere
     assert server.rest is not None
-    for path, body in (("/v1/config/reload", {"model_config_list": [{"config": {"name": "procfs", "base_path": "/proc"}}]}),
-                       ("/v1/config/reload?config_path=/proc&base_path=/proc", {"config_path": "/proc"})):
+    for path, body in (
+        ("/v1/config/reload", {"model_config_list": [{"config": {"name": "procfs", "base_path": "/proc"}}]}),
+        ("/v1/config/reload?config_path=/proc&base_path=/proc", {"config_path": "/proc"}),
+    ):
         status, answer = server.rest.request("POST", path, body)
         assert status == 200 and list(answer) == ["a"], answer
     _assert_serving(server, {"a": 2.0})
@@ -305,7 +313,9 @@ def test_reload_config_request_is_confined_to_the_named_roots(start_server, tmp_
     }
     for base_path, message in refused.items():
         with pytest.raises(grpc.RpcError) as info:  # the whole request, with the models inside the root too
-            server.models.HandleReloadConfigRequest(_reload_request(("a", str(root / "a")), ("procfs", base_path)), timeout=30)
+            server.models.HandleReloadConfigRequest(
+                _reload_request(("a", str(root / "a")), ("procfs", base_path)), timeout=30
+            )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.details() == f"Invalid configuration - {message}"
         _assert_serving(server, {"a": 2.0, "b": 3.0})  # nothing changed
@@ -317,7 +327,10 @@ def test_reload_config_request_is_confined_to_the_named_roots(start_server, tmp_
     [
         (["--reload_config_enable"], "--reload_config_enable needs --reload_config_roots"),
         (["--reload_config_roots", "/tmp"], "--reload_config_roots has no effect without --reload_config_enable"),
-        (["--reload_config_enable", "--reload_config_roots", "/no/such/dir"], "--reload_config_roots: '/no/such/dir' is not a directory"),
+        (
+            ["--reload_config_enable", "--reload_config_roots", "/no/such/dir"],
+            "--reload_config_roots: '/no/such/dir' is not a directory",
+        ),
     ],
 )
 def test_reload_config_flags_go_together(flags: list[str], message: str) -> None:

@@ -66,7 +66,9 @@ def test_typed_values_outside_the_input_type_are_refused(dtype: DType, values: l
     with pytest.raises(DropinError) as info:
         to_numpy(proto, dtype, (1, 3), "x")  # one value would fill the shape: it is checked once
     assert info.value.status is Status.INVALID_VALUE
-    assert str(info.value).startswith("Invalid value for the input type - Expected: ") and str(info.value).endswith("; input name: x")
+    assert str(info.value).startswith("Invalid value for the input type - Expected: ") and str(info.value).endswith(
+        "; input name: x"
+    )
 
 
 def test_tensor_content_is_not_copied() -> None:

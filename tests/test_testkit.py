@@ -118,8 +118,22 @@ def test_the_kit_is_a_pytest_plugin_of_every_run() -> None:
 
 def test_conformance_suite_without_a_backend_skips_and_says_why(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--pyargs", "dropin.testing.conformance", "-k", "dynamic_batch"],
-        capture_output=True, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "--pyargs",
+            "dropin.testing.conformance",
+            "-k",
+            "dynamic_batch",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "needs --dropin-backend=NAME" in out.stdout
@@ -132,10 +146,14 @@ def test_conformance_suite_with_an_unknown_backend_fails_and_says_why(tmp_path: 
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert out.returncode != 0
-    assert re.search(r"--dropin-backend=nope: no such backend is installed \(installed: [^)]*numpy", out.stdout), out.stdout
+    assert re.search(r"--dropin-backend=nope: no such backend is installed \(installed: [^)]*numpy", out.stdout), (
+        out.stdout
+    )
 
 
-def test_grpc_and_rest_clients_against_a_server(dropin_server, dropin_repository, dropin_grpc_client, dropin_rest_client) -> None:  # type: ignore[no-untyped-def]
+def test_grpc_and_rest_clients_against_a_server(
+    dropin_server, dropin_repository, dropin_grpc_client, dropin_rest_client
+) -> None:  # type: ignore[no-untyped-def]
     from dropin.testing import free_port, numpy_models
 
     dropin_repository.add("m", 1, lambda d: numpy_models.scale_model(d, shape=(-1, 2), factor=3.0))
@@ -145,11 +163,18 @@ def test_grpc_and_rest_clients_against_a_server(dropin_server, dropin_repository
     server.wait_for("m", 1)
     x = np.array([[1.5, -2.0]], np.float32)
     grpc_client = dropin_grpc_client(server)
-    assert grpc_client.metadata("m") == {"inputs": {"x": (DType.FP32, (-1, 2))}, "outputs": {"y": (DType.FP32, (-1, 2))}}
+    assert grpc_client.metadata("m") == {
+        "inputs": {"x": (DType.FP32, (-1, 2))},
+        "outputs": {"y": (DType.FP32, (-1, 2))},
+    }
     np.testing.assert_array_equal(grpc_client.predict("m", {"x": x})["y"], x * 3)
     rest = dropin_rest_client(server)
     np.testing.assert_array_equal(rest.predict("m", {"x": x})["y"], x * 3)  # the only output, named from metadata
-    assert rest.status("m") == {1: ("AVAILABLE", "OK", "OK")} == {k: (s, "OK", m) for k, (s, _, m) in grpc_client.status("m").items()}
+    assert (
+        rest.status("m")
+        == {1: ("AVAILABLE", "OK", "OK")}
+        == {k: (s, "OK", m) for k, (s, _, m) in grpc_client.status("m").items()}
+    )
     from dropin.testing import RestError
 
     with pytest.raises(RestError) as info:

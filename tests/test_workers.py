@@ -155,7 +155,10 @@ def test_the_supervisor_keeps_the_latest_counters_of_a_worker_that_exited() -> N
     assert counters.exited_snapshot() is None
     counters.exited(11)
     assert not counters.reported(snaps[1])  # gone: its counts are in the exited sum, not twice
-    total = {f.name: f for f in text_string_to_metric_families(merged(Metrics(), [counters.exited_snapshot()]).render().decode())}
+    total = {
+        f.name: f
+        for f in text_string_to_metric_families(merged(Metrics(), [counters.exited_snapshot()]).render().decode())
+    }
     assert [s.value for s in total["ovms_requests_success"].samples if s.labels.get("method") == "Predict"
             and s.labels["interface"] == "gRPC"] == [2]  # the latest snapshot, not the late older one
     assert [s.value for s in total["ovms_current_requests"].samples] == [0]  # gauges are not carried over
@@ -176,19 +179,37 @@ def test_two_workers_share_the_port_and_metrics_count_both(start_server, digits:
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(call, images))
-    for image, outputs in zip(images, results):
+    for image, outputs in zip(images, results, strict=True):
         expected = modelgen.run_numpy(digits / "1", {"image": image})["probabilities"]
         np.testing.assert_allclose(outputs["probabilities"], expected, rtol=1e-6)
     for _ in range(6):  # each scrape is a new connection: any worker answers, with everyone's counts
         text = metrics(rest_port)
         assert predict_successes(text) == len(images)
-    served = {int(pid): int(n) for pid, n in re.findall(r"^# dropin worker \d \(pid (\d+)\): (\d+) requests$", text, re.M)}
+    served = {
+        int(pid): int(n) for pid, n in re.findall(r"^# dropin worker \d \(pid (\d+)\): (\d+) requests$", text, re.M)
+    }
     assert set(served) == set(pids) and all(served.values()) and sum(served.values()) == len(images), served
     # the port is shared by the workers only: an unrelated server (single or --workers) cannot join
     for workers in ("1", "2"):
-        other = subprocess.run([sys.executable, "-m", "dropin", "serve", "--workers", workers, "--port", str(server.port),
-                                "--model_name", "digits", "--model_path", str(digits)],
-                               capture_output=True, text=True, timeout=60)
+        other = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dropin",
+                "serve",
+                "--workers",
+                workers,
+                "--port",
+                str(server.port),
+                "--model_name",
+                "digits",
+                "--model_path",
+                str(digits),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert other.returncode == 1 and "Address already in use" in other.stderr, other.stderr
 
 
@@ -214,7 +235,9 @@ def test_a_worker_that_cannot_start_stops_the_server_with_its_exit_code(digits: 
     )
     assert result.returncode == 2, result.stderr
     assert "which no installed plugin provides" in result.stderr
-    assert re.search(r"worker \d \(pid \d+\) exited with exit code 2 before the server was ready: stopping", result.stderr)
+    assert re.search(
+        r"worker \d \(pid \d+\) exited with exit code 2 before the server was ready: stopping", result.stderr
+    )
 
 
 def test_reloads_reach_every_worker_and_a_killed_worker_comes_back(start_server, tmp_path: Path, digits: Path) -> None:
@@ -273,8 +296,9 @@ def test_reloads_reach_every_worker_and_a_killed_worker_comes_back(start_server,
     # POST /v1/config/reload re-reads config.json on every worker
     entries.append({"config": {"name": "later", "base_path": str(tmp_path / "later")}})
     config.write_text(json.dumps({"model_config_list": entries}))
-    reply = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{rest_port}/v1/config/reload", method="POST"),
-                                   timeout=30)
+    reply = urllib.request.urlopen(
+        urllib.request.Request(f"http://127.0.0.1:{rest_port}/v1/config/reload", method="POST"), timeout=30
+    )
     assert reply.status == 201 and "later" in json.loads(reply.read())
     assert [state_on_fresh_connection(server.port, "later") for _ in range(16)] == [AVAILABLE] * 16
     config.write_text("{not json")  # refused as a single server refuses it, the models stay
@@ -287,13 +311,17 @@ def test_reloads_reach_every_worker_and_a_killed_worker_comes_back(start_server,
     assert [state_on_fresh_connection(server.port, "later") for _ in range(4)] == [AVAILABLE] * 4
 
 
-def test_reload_config_request_reaches_no_worker_unless_enabled_and_inside_the_roots(start_server, tmp_path: Path) -> None:
+def test_reload_config_request_reaches_no_worker_unless_enabled_and_inside_the_roots(
+    start_server, tmp_path: Path
+) -> None:
     modelgen.scale_model(tmp_path / "scale" / "1", shape=(-1, 2), factor=3.0)
     procfs = model_management_pb2.ReloadConfigRequest()
     entry = procfs.config.model_config_list.config.add()
     entry.name, entry.base_path = "procfs", "/proc"
     for flags in ([], ["--reload_config_enable", "--reload_config_roots", str(tmp_path)]):
-        server, _ = start_workers(start_server, "--model_name", "scale", "--model_path", str(tmp_path / "scale"), *flags)
+        server, _ = start_workers(
+            start_server, "--model_name", "scale", "--model_path", str(tmp_path / "scale"), *flags
+        )
         if flags:
             with pytest.raises(grpc.RpcError) as info:
                 server.models.HandleReloadConfigRequest(procfs, timeout=30)
@@ -363,7 +391,9 @@ def test_counters_never_go_down_when_a_worker_is_killed_and_restarts(start_serve
         assert sum(pool.map(call, [good] * 40 + [bad] * 10)) == 40
     text = metrics(rest_port)
     assert predict_successes(text) == 40
-    served = {int(pid): int(n) for pid, n in re.findall(r"^# dropin worker \d \(pid (\d+)\): (\d+) requests$", text, re.M)}
+    served = {
+        int(pid): int(n) for pid, n in re.findall(r"^# dropin worker \d \(pid (\d+)\): (\d+) requests$", text, re.M)
+    }
     assert set(served) == set(pids) and all(served.values()), served  # both workers hold counts
     before = cumulative_samples(text)
     assert before

@@ -28,7 +28,8 @@ entry, so that every preprocessor of that kind answers bad requests alike.
 from __future__ import annotations
 
 import abc
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

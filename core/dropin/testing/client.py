@@ -11,7 +11,8 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -83,10 +84,14 @@ class GrpcClient:
         self.address = address
         self.channel = grpc.insecure_channel(
             address,
-            options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)],
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
         )
-        self.predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        # the generated stubs are untyped
+        self.predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def predict(
         self,
@@ -97,7 +102,9 @@ class GrpcClient:
         timeout: float = 30,
     ) -> dict[str, np.ndarray]:
         """Predict: the outputs as numpy arrays."""
-        return outputs_of(self.predict_stub.Predict(predict_request(name, inputs, version, output_filter), timeout=timeout))
+        return outputs_of(
+            self.predict_stub.Predict(predict_request(name, inputs, version, output_filter), timeout=timeout)
+        )
 
     def predict_future(self, name: str, inputs: Mapping[str, Any], version: int = 0, timeout: float = 60) -> Any:
         """Predict without waiting: a grpc future; `outputs_of(future.result())` gives the outputs."""
@@ -122,12 +129,15 @@ class GrpcClient:
             for kind in ("inputs", "outputs")
         }
 
-    def status_response(self, name: str, version: int = 0, timeout: float = 10) -> get_model_status_pb2.GetModelStatusResponse:
+    def status_response(
+        self, name: str, version: int = 0, timeout: float = 10
+    ) -> get_model_status_pb2.GetModelStatusResponse:
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = name
         if version:
             request.model_spec.version.value = version
-        return self.model_stub.GetModelStatus(request, timeout=timeout)
+        response: get_model_status_pb2.GetModelStatusResponse = self.model_stub.GetModelStatus(request, timeout=timeout)
+        return response
 
     def status(self, name: str, version: int = 0) -> dict[int, tuple[str, int, str]]:
         """GetModelStatus: version -> (state name, error code, error message)."""
@@ -153,7 +163,7 @@ class GrpcClient:
                 alive()
             try:
                 last = self.status_response(name)
-                if any(v.version == version and v.state == wanted for v in last.model_version_status):  # type: ignore[attr-defined]
+                if any(v.version == version and v.state == wanted for v in last.model_version_status):
                     return
             except grpc.RpcError as exc:
                 last = exc
@@ -163,7 +173,7 @@ class GrpcClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "GrpcClient":
+    def __enter__(self) -> GrpcClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

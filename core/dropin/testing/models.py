@@ -15,8 +15,9 @@ for this backend raises `NotImplementedError`; the tests that need it are then s
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from ..dtypes import DType
 

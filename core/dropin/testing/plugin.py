@@ -7,8 +7,9 @@ is used.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def dropin_repository(tmp_path: Path) -> "ModelRepository":
+def dropin_repository(tmp_path: Path) -> ModelRepository:
     """An empty `ModelRepository` in a temporary directory (`.path` is the repository)."""
     from .repository import ModelRepository
 
@@ -42,7 +43,7 @@ def dropin_repository(tmp_path: Path) -> "ModelRepository":
 
 
 @pytest.fixture
-def dropin_server() -> Iterator[Callable[..., "DropinServer"]]:
+def dropin_server() -> Iterator[Callable[..., DropinServer]]:
     """Start servers with `dropin_server("--model_name", "m", "--model_path", path, env={...})`;
     each returns once listening, and all are stopped after the test."""
     from .server import DropinServer
@@ -60,7 +61,7 @@ def dropin_server() -> Iterator[Callable[..., "DropinServer"]]:
 
 
 @pytest.fixture
-def dropin_grpc_client() -> Iterator[Callable[[Any], "GrpcClient"]]:
+def dropin_grpc_client() -> Iterator[Callable[[Any], GrpcClient]]:
     """`dropin_grpc_client(server_or_address)`: a `GrpcClient`, closed after the test."""
     from .client import GrpcClient
 
@@ -77,7 +78,7 @@ def dropin_grpc_client() -> Iterator[Callable[[Any], "GrpcClient"]]:
 
 
 @pytest.fixture
-def dropin_rest_client() -> Callable[[Any], "RestClient"]:
+def dropin_rest_client() -> Callable[[Any], RestClient]:
     """`dropin_rest_client(server_or_url)`: a `RestClient` (the server needs --rest_port)."""
     from .client import RestClient
 
@@ -101,7 +102,7 @@ def dropin_backend_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def dropin_conformance_models(dropin_backend_name: str) -> "ConformanceModels":
+def dropin_conformance_models(dropin_backend_name: str) -> ConformanceModels:
     """The `ConformanceModels` registered for the backend under test, through the installed
     plugins' `dropin_register_conformance_models` hooks. Override this fixture to provide the
     models another way."""

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .client import GrpcClient, RestClient
 
@@ -21,7 +21,8 @@ def free_port() -> int:
     """A TCP port nobody listens on now (for --rest_port, where 0 means "no REST")."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class DropinServer:
@@ -130,7 +131,7 @@ class DropinServer:
             self.client.close()
         return self.proc.returncode
 
-    def __enter__(self) -> "DropinServer":
+    def __enter__(self) -> DropinServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

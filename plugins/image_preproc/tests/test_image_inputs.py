@@ -139,12 +139,16 @@ def images_proto(images: list[bytes], shape: list[int] | None = None) -> tensor_
     return proto
 
 
-def predict(server: DropinServer, model: str, images: list[bytes], shape: list[int] | None = None) -> dict[str, np.ndarray]:
+def predict(
+    server: DropinServer, model: str, images: list[bytes], shape: list[int] | None = None
+) -> dict[str, np.ndarray]:
     request = predict_request(model, {"image" if model == "digits" else "x": images_proto(images, shape)})
     return outputs_of(server.predict.Predict(request, timeout=30))
 
 
-def image_error(server: DropinServer, model: str, images: list[bytes], code: grpc.StatusCode, message: str, shape=None) -> None:
+def image_error(
+    server: DropinServer, model: str, images: list[bytes], code: grpc.StatusCode, message: str, shape=None
+) -> None:
     request = predict_request(model, {"x": images_proto(images, shape)})
     expect_error(server.predict.Predict, request, code, message)
 
@@ -199,7 +203,11 @@ def test_images_are_resized_to_the_model(server: DropinServer, size: tuple[int, 
 
 
 def test_nchw_model_takes_a_batch_of_mixed_formats_and_sizes(server: DropinServer, repo: Path) -> None:
-    images = [encode(".png", color(16, 16, seed=1)), encode(".jpg", smooth(20, 30, seed=2)), encode(".png", color(9, 9, seed=3))]
+    images = [
+        encode(".png", color(16, 16, seed=1)),
+        encode(".jpg", smooth(20, 30, seed=2)),
+        encode(".png", color(9, 9, seed=3)),
+    ]
     got = predict(server, "nchw", images)["y"]
     assert got.shape == (3, 3, 16, 16)
     np.testing.assert_array_equal(got, reference(images, 16, 16, nchw=True))
@@ -212,7 +220,9 @@ def test_nchw_model_takes_a_batch_of_mixed_formats_and_sizes(server: DropinServe
 def test_nchw_layout_is_inferred_from_the_shape(server: DropinServer) -> None:
     images = [encode(".png", color(12, 10, seed=4)), encode(".png", color(24, 20, seed=5))]
     np.testing.assert_array_equal(predict(server, "nchw_inferred", images)["y"], reference(images, 12, 10, nchw=True))
-    image_error(server, "nchw_inferred", images[:1], INVALID, "Invalid input batch size - Expected: 2; Actual: 1; input name: x")
+    image_error(
+        server, "nchw_inferred", images[:1], INVALID, "Invalid input batch size - Expected: 2; Actual: 1; input name: x"
+    )
 
 
 def test_ovms_layout_option_still_works(server: DropinServer) -> None:
@@ -231,8 +241,12 @@ def test_grayscale_images(server: DropinServer) -> None:
 
 def test_channels_are_strict_by_default_as_in_ovms(server: DropinServer) -> None:
     image_error(server, "gray", [encode(".png", color(8, 8))], INVALID, "Invalid number of channels in binary input")
-    image_error(server, "nhwc", [encode(".png", color(16, 16, 1))], INVALID, "Invalid number of channels in binary input")
-    image_error(server, "nhwc", [encode(".png", color(16, 16, 4))], INVALID, "Invalid number of channels in binary input")
+    image_error(
+        server, "nhwc", [encode(".png", color(16, 16, 1))], INVALID, "Invalid number of channels in binary input"
+    )
+    image_error(
+        server, "nhwc", [encode(".png", color(16, 16, 4))], INVALID, "Invalid number of channels in binary input"
+    )
 
 
 def test_color_format_converts_channels(server: DropinServer) -> None:
@@ -249,7 +263,9 @@ def test_color_format_converts_channels(server: DropinServer) -> None:
 def test_rgb_with_mean_and_scale(server: DropinServer) -> None:
     bgr = color(6, 5, seed=9)
     got = predict(server, "rgb", [encode(".png", bgr)])["y"]
-    expected = (bgr[:, :, ::-1].astype(np.float32) - np.array([10, 20, 30], np.float32)) / np.array([2, 4, 8], np.float32)
+    expected = (bgr[:, :, ::-1].astype(np.float32) - np.array([10, 20, 30], np.float32)) / np.array(
+        [2, 4, 8], np.float32
+    )
     np.testing.assert_allclose(got[0], expected, rtol=1e-6)
     got = predict(server, "rgb", [encode(".png", bgr[:, :, :1])])["y"]  # gray -> RGB, then normalised
     np.testing.assert_allclose(got[0, :, :, 0], (bgr[:, :, 0] - 10.0) / 2.0, rtol=1e-6)
@@ -262,7 +278,9 @@ def test_dynamic_height_and_width_take_the_first_image(server: DropinServer) -> 
                 "Binary input images for this endpoint are required to have the same resolution")
 
 
-@pytest.mark.parametrize("size,target", [((8, 8), (10, 10)), ((15, 30), (15, 20)), ((12, 12), (12, 12)), ((25, 5), (20, 10))])
+@pytest.mark.parametrize(
+    "size,target", [((8, 8), (10, 10)), ((15, 30), (15, 20)), ((12, 12), (12, 12)), ((25, 5), (20, 10))]
+)
 def test_range_dims_clamp_to_the_nearer_bound(server: DropinServer, size, target) -> None:
     data = encode(".png", color(*size, seed=12))
     got = predict(server, "range", [data])["y"]
@@ -280,7 +298,13 @@ def test_no_resize_with_a_dynamic_dim(server: DropinServer) -> None:
 def test_dynamic_channels_take_the_first_image(server: DropinServer) -> None:
     four = [encode(".png", color(4, 4, 4, seed=13)), encode(".png", color(4, 4, 4, seed=14))]
     np.testing.assert_array_equal(predict(server, "any_c", four)["y"], reference(four, 4, 4))
-    image_error(server, "any_c", [four[0], encode(".png", color(4, 4, 3))], INVALID, "Invalid number of channels in binary input")
+    image_error(
+        server,
+        "any_c",
+        [four[0], encode(".png", color(4, 4, 3))],
+        INVALID,
+        "Invalid number of channels in binary input",
+    )
 
 
 def test_cast_to_the_model_precision(server: DropinServer) -> None:
@@ -298,23 +322,46 @@ def test_cast_to_the_model_precision(server: DropinServer) -> None:
 
 def test_string_tensor_errors(server: DropinServer) -> None:
     png = encode(".png", color(16, 16))
-    image_error(server, "nhwc", [png], INVALID,
-                "Invalid number of shape dimensions - Expected number of binary input shape dimensions: 1; Actual: 2; input name: x",
-                shape=[1, 1])
+    image_error(
+        server,
+        "nhwc",
+        [png],
+        INVALID,
+        "Invalid number of shape dimensions - Expected number of binary input shape dimensions: 1; Actual: 2; "
+        "input name: x",
+        shape=[1, 1],
+    )
     image_error(server, "nhwc", [png], INVALID, "Invalid input batch size", shape=[2])
     image_error(server, "nhwc", [png, png], INVALID, "Invalid input batch size - Expected: 1; Actual: 2; input name: x")
-    image_error(server, "nchw", [], INVALID,
-                "Invalid input shape - Negative or zero dimension size is not acceptable: (0); input name: x", shape=[0])
+    image_error(
+        server,
+        "nchw",
+        [],
+        INVALID,
+        "Invalid input shape - Negative or zero dimension size is not acceptable: (0); input name: x",
+        shape=[0],
+    )
     image_error(server, "nobatch", [png], INVALID, "Invalid input batch size - Batch not present in input name: x")
     image_error(server, "nchw", [png, b""], INVALID, "String val is empty")
 
 
 def test_undecodable_bytes(server: DropinServer) -> None:
     accepted = "accepted: JPEG, PNG, BMP, WebP, PBM, PGM or PPM"
-    image_error(server, "nchw", [encode(".png", color(16, 16)), b"garbage"], INVALID,
-                f"Image parsing failed - not an image format the server decodes; {accepted}; batch index: 1; input name: x")
+    image_error(
+        server,
+        "nchw",
+        [encode(".png", color(16, 16)), b"garbage"],
+        INVALID,
+        f"Image parsing failed - not an image format the server decodes; {accepted}; batch index: 1; input name: x",
+    )
     jp2 = encode(".jp2", color(64, 64))
-    image_error(server, "nchw", [jp2], INVALID, f"Image parsing failed - JPEG 2000 is not accepted; {accepted}; batch index: 0; input name: x")
+    image_error(
+        server,
+        "nchw",
+        [jp2],
+        INVALID,
+        f"Image parsing failed - JPEG 2000 is not accepted; {accepted}; batch index: 0; input name: x",
+    )
     truncated = encode(".png", color(16, 16))[:60]
     image_error(server, "nchw", [truncated], INVALID,
                 "Image parsing failed - the PNG data could not be decoded; batch index: 0; input name: x")
@@ -326,9 +373,14 @@ def peak_memory_kib(server: DropinServer) -> int:
 
 def test_decompression_bomb_is_refused_before_decoding(server: DropinServer) -> None:
     before = peak_memory_kib(server)
-    image_error(server, "nchw", [png_claiming(100000, 100000)], grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"Request is too large - the PNG header declares 100000x100000 = 10000000000 pixels, more than the limit "
-                f"(the default, {DEFAULT_MAX_PIXELS}); batch index: 0; input name: x")
+    image_error(
+        server,
+        "nchw",
+        [png_claiming(100000, 100000)],
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"Request is too large - the PNG header declares 100000x100000 = 10000000000 pixels, more than the limit "
+        f"(the default, {DEFAULT_MAX_PIXELS}); batch index: 0; input name: x",
+    )
     image_error(server, "small", [encode(".png", color(20, 20))], grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "Request is too large - the PNG header declares 20x20 = 400 pixels, more than the limit "
                 "(the model's max_pixels, 300); batch index: 0; input name: x")
@@ -349,7 +401,7 @@ def test_concurrent_requests_get_their_own_images(server: DropinServer) -> None:
     batches = [[encode(".jpg", smooth(24, 20, seed=i)), encode(".png", color(16, 16, seed=i))] for i in range(12)]
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda images: predict(server, "nchw", images)["y"], batches))
-    for images, got in zip(batches, results):
+    for images, got in zip(batches, results, strict=True):
         np.testing.assert_array_equal(got, reference(images, 16, 16, nchw=True))
 
 

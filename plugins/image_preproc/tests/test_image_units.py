@@ -58,7 +58,11 @@ def test_bmp_top_down_and_webp_extended_headers() -> None:
     bmp = bytearray(encode(".bmp", RNG.integers(0, 256, (5, 6, 3), dtype=np.uint8)))
     bmp[22:26] = struct.pack("<i", -5)  # top-down rows: negative height
     assert (read_header(bytes(bmp)).width, read_header(bytes(bmp)).height) == (6, 5)
-    vp8x = b"RIFF\x00\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00\x10\x00\x00\x00" + (1999).to_bytes(3, "little") + (2999).to_bytes(3, "little")
+    vp8x = (
+        b"RIFF\x00\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00\x10\x00\x00\x00"
+        + (1999).to_bytes(3, "little")
+        + (2999).to_bytes(3, "little")
+    )
     assert (read_header(vp8x).width, read_header(vp8x).height) == (2000, 3000)
 
 

@@ -6,8 +6,9 @@ Registered by plugin.py through `dropin_register_conformance_models`; used by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,9 @@ def dims(shape: Sequence[int]) -> list[Any]:
     return [d if d >= 0 else f"d{i}" for i, d in enumerate(shape)]
 
 
-def save(version_dir: Path, nodes: list[Any], x: Any, y: Any, initializers: Sequence[Any] = (), name: str = "model") -> Path:
+def save(
+    version_dir: Path, nodes: list[Any], x: Any, y: Any, initializers: Sequence[Any] = (), name: str = "model"
+) -> Path:
     import onnx
     from onnx import helper
 

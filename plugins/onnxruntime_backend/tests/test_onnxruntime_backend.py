@@ -107,17 +107,38 @@ def test_load_errors_say_what_is_wrong(backend: OnnxRuntimeBackend, tmp_path: Pa
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (LoadOptions(target_device="GPU"), r"^target_device 'GPU' is not served by the onnxruntime backend \(devices: CPU\)$"),
+        (
+            LoadOptions(target_device="GPU"),
+            r"^target_device 'GPU' is not served by the onnxruntime backend \(devices: CPU\)$",
+        ),
         (LoadOptions(shape="(1,8)"), r"^shape '\(1,8\)': the onnxruntime backend cannot reshape models"),
         (LoadOptions(batch_size=4), r"^batch_size 4: the onnxruntime backend cannot reshape models"),
         (LoadOptions(layout="NC:CN"), r"^layout 'NC:CN': the onnxruntime backend cannot transpose inputs"),
-        (LoadOptions(layout={"nope": "NC"}), r"^layout is given for 'nope', which is not an input of the model \(inputs: image\)$"),
+        (
+            LoadOptions(layout={"nope": "NC"}),
+            r"^layout is given for 'nope', which is not an input of the model \(inputs: image\)$",
+        ),
         (LoadOptions(layout="NCHW"), r"^layout 'NCHW' does not fit input 'image' of rank 2$"),
-        (LoadOptions(plugin_config={"threads": 2}), r"^plugin_config threads=2: unknown key \(known: intra_op_num_threads, "),
-        (LoadOptions(plugin_config={"intra_op_num_threads": "2"}), r"^plugin_config intra_op_num_threads='2': expected an integer >= 0$"),
-        (LoadOptions(plugin_config={"graph_optimization_level": "max"}), r"^plugin_config graph_optimization_level='max': expected one of disable_all, basic, extended, all$"),
-        (LoadOptions(plugin_config={"execution_mode": "fast"}), r"^plugin_config execution_mode='fast': expected sequential or parallel$"),
-        (LoadOptions(plugin_config={"enable_cpu_mem_arena": 1}), r"^plugin_config enable_cpu_mem_arena=1: expected true or false$"),
+        (
+            LoadOptions(plugin_config={"threads": 2}),
+            r"^plugin_config threads=2: unknown key \(known: intra_op_num_threads, ",
+        ),
+        (
+            LoadOptions(plugin_config={"intra_op_num_threads": "2"}),
+            r"^plugin_config intra_op_num_threads='2': expected an integer >= 0$",
+        ),
+        (
+            LoadOptions(plugin_config={"graph_optimization_level": "max"}),
+            r"^plugin_config graph_optimization_level='max': expected one of disable_all, basic, extended, all$",
+        ),
+        (
+            LoadOptions(plugin_config={"execution_mode": "fast"}),
+            r"^plugin_config execution_mode='fast': expected sequential or parallel$",
+        ),
+        (
+            LoadOptions(plugin_config={"enable_cpu_mem_arena": 1}),
+            r"^plugin_config enable_cpu_mem_arena=1: expected true or false$",
+        ),
     ],
 )
 def test_invalid_options(backend: OnnxRuntimeBackend, tmp_path: Path, options: LoadOptions, message: str) -> None:
@@ -168,7 +189,9 @@ def test_strings_are_utf8_text_both_ways(backend: OnnxRuntimeBackend, tmp_path: 
         x = np.array(["caf\u00e9".encode(), b"", b"nul\x00inside"], dtype=object)
         y = run(model.infer({"x": x}))["y"]
         assert y.dtype == object and y.tolist() == x.tolist()
-        with pytest.raises(DropinError, match=r"^String input is not supported for this model input - input x: item 1 is not UTF-8"):
+        with pytest.raises(
+            DropinError, match=r"^String input is not supported for this model input - input x: item 1 is not UTF-8"
+        ):
             run(model.infer({"x": np.array([b"ok", b"\xff"], dtype=object)}))
     finally:
         model.close()
@@ -181,7 +204,9 @@ def test_failing_inference_message_is_clean(backend: OnnxRuntimeBackend, tmp_pat
         with pytest.raises(InferenceError) as info:
             run(model.infer({"x": np.ones(7, np.float32)}))
         message = str(info.value)
-        assert message.startswith("ONNX Runtime inference failed: Non-zero status code returned while running Reshape node")
+        assert message.startswith(
+            "ONNX Runtime inference failed: Non-zero status code returned while running Reshape node"
+        )
         assert "Input shape:{7}, requested shape:{3,-1}" in message
         assert "onnxruntime_src" not in message and ".h:" not in message and "[ONNXRuntimeError]" not in message
     finally:

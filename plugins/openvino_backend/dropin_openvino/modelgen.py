@@ -20,7 +20,9 @@ F32_CONFIG = '{"INFERENCE_PRECISION_HINT":"f32"}'
 
 
 def _param(name: str, shape: Sequence[int], dtype: ov.Type = F32, layout: str | None = None) -> ov.Node:
-    node = ops.parameter(ov.PartialShape([ov.Dimension(d) if d >= 0 else ov.Dimension() for d in shape]), dtype, name=name)
+    node = ops.parameter(
+        ov.PartialShape([ov.Dimension(d) if d >= 0 else ov.Dimension() for d in shape]), dtype, name=name
+    )
     node.output(0).get_tensor().set_names({name})
     if layout:
         node.set_layout(ov.Layout(layout))
@@ -105,7 +107,10 @@ def run_openvino(version_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, 
 
 
 def _image_param(name: str, shape: Sequence, dtype: ov.Type, layout: str | None) -> ov.Node:
-    dims = [ov.Dimension(d[0], d[1]) if isinstance(d, tuple) else ov.Dimension(d) if d >= 0 else ov.Dimension() for d in shape]
+    dims = [
+        ov.Dimension(d[0], d[1]) if isinstance(d, tuple) else ov.Dimension(d) if d >= 0 else ov.Dimension()
+        for d in shape
+    ]
     node = ops.parameter(ov.PartialShape(dims), dtype, name=name)
     node.output(0).get_tensor().set_names({name})
     if layout:
@@ -121,7 +126,9 @@ def image_model(version_dir: Path, shape: Sequence, layout: str | None = None, d
     return save(ov.Model([_result(same, "y")], [x], "image"), version_dir)
 
 
-def conv_image_model(version_dir: Path, shape: Sequence = (-1, 3, 16, 16), layout: str | None = "NCHW", seed: int = 0) -> Path:
+def conv_image_model(
+    version_dir: Path, shape: Sequence = (-1, 3, 16, 16), layout: str | None = "NCHW", seed: int = 0
+) -> Path:
     """x: FP32 NCHW image -> y = relu(conv3x3(x) with 4 random filters), a small real network."""
     x = _image_param("x", shape, F32, layout)
     weights = np.random.default_rng(seed).standard_normal((4, 3, 3, 3)).astype(np.float32) / 255.0

@@ -6,8 +6,8 @@ Registered by plugin.py through `dropin_register_conformance_models`; used by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import openvino as ov
@@ -34,7 +34,9 @@ _OV_TYPES: dict[DType, ov.Type] = {
 
 
 def _parameter(shape: Sequence[int], element_type: ov.Type) -> ov.Node:
-    node = ops.parameter(ov.PartialShape([ov.Dimension(d) if d >= 0 else ov.Dimension() for d in shape]), element_type, name="x")
+    node = ops.parameter(
+        ov.PartialShape([ov.Dimension(d) if d >= 0 else ov.Dimension() for d in shape]), element_type, name="x"
+    )
     node.output(0).get_tensor().set_names({"x"})
     return node
 

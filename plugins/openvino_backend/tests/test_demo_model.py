@@ -22,7 +22,9 @@ SAMPLES = json.loads((ROOT / "examples" / "digits" / "samples.json").read_text()
 def digits_server():
     from dropin.testing.server import DropinServer
 
-    server = DropinServer(["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"])
+    server = DropinServer(
+        ["--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"]
+    )
     try:
         server.wait_for("digits", 1)
         yield server

@@ -175,7 +175,9 @@ def test_enable_mmap_in_plugin_config_decides_whether_the_weights_are_mapped(
     try:
         assert (str(tmp_path / "model.bin") in mapped_files()) == (mmap is None)
         ids = np.array([0, 7, 4095], np.int32)
-        np.testing.assert_array_equal(run(loaded.infer({"ids": ids}))["emb"], modelgen.run_openvino(tmp_path, {"ids": ids})["emb"])
+        np.testing.assert_array_equal(
+            run(loaded.infer({"ids": ids}))["emb"], modelgen.run_openvino(tmp_path, {"ids": ids})["emb"]
+        )
     finally:
         loaded.close()
 
@@ -242,7 +244,7 @@ def test_50_concurrent_infers_are_all_exact(model: OpenVINOModel, expected) -> N
 
     results = run(all_at_once())
     assert len(results) == 50
-    for got, batch in zip(results, batches):
+    for got, batch in zip(results, batches, strict=True):
         assert_same(got, expected(batch))
 
 
@@ -330,7 +332,7 @@ def test_fast_inferences_run_inline_on_the_event_loop(
         # concurrent requests beyond the free infer requests queue in the threads, all exact
         batches = [images(1 + i % 7, start=i) for i in range(30)]
         results = await asyncio.gather(*(fresh.infer({"image": b}) for b in batches))
-        for got, batch in zip(results, batches):
+        for got, batch in zip(results, batches, strict=True):
             assert_same(got, expected(batch))
 
     try:
@@ -470,7 +472,9 @@ def test_auto_shape_and_batch_size_keep_the_model_shapes(backend: OpenVINOBacken
             id="layout for an unknown input",
         ),
         pytest.param(LoadOptions(layout="NH!C"), r"^invalid layout 'NH!C': ", id="bad layout text"),
-        pytest.param(LoadOptions(layout="NHW"), r"^cannot apply layout 'NHW': .*not compatible", id="layout of the wrong rank"),
+        pytest.param(
+            LoadOptions(layout="NHW"), r"^cannot apply layout 'NHW': .*not compatible", id="layout of the wrong rank"
+        ),
         pytest.param(
             LoadOptions(batch_size="x"),
             r"^invalid batch_size 'x': expected a positive number, -1 or a range like 1:8$",
@@ -517,7 +521,7 @@ def test_close_waits_for_requests_in_flight_and_later_infers_raise(
         await asyncio.sleep(0)  # every request is handed to the pool (2 threads: most are queued)
         await asyncio.to_thread(busy.close)  # the core calls close() in a worker thread
         assert len(finished) == 20  # close() returned only after every request in flight ran
-        for got, batch in zip(await asyncio.gather(*pending), batches):
+        for got, batch in zip(await asyncio.gather(*pending), batches, strict=True):
             assert_same(got, expected(batch))
         with pytest.raises(RuntimeError, match=r"^model .*digits.* is closed$"):
             await busy.infer({"image": images(1)})
@@ -554,7 +558,9 @@ def test_strings_ending_in_nul_are_refused_not_truncated(backend: OpenVINOBacken
     try:
         ok = np.array([b"a", b"", b"in\x00side", "caf\u00e9".encode()], dtype=object)
         assert run(loaded.infer({"x": ok}))["y"].tolist() == ok.tolist()
-        with pytest.raises(DropinError, match=r"^String input is not supported for this model input - input x: .*NUL byte"):
+        with pytest.raises(
+            DropinError, match=r"^String input is not supported for this model input - input x: .*NUL byte"
+        ):
             run(loaded.infer({"x": np.array([b"ok", b"end\x00"], dtype=object)}))
     finally:
         loaded.close()
@@ -581,7 +587,9 @@ def test_strings_that_padding_would_blow_up_are_refused(backend: OpenVINOBackend
         loaded.close()
 
 
-def test_64_bit_tensors_are_warned_about(backend: OpenVINOBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_64_bit_tensors_are_warned_about(
+    backend: OpenVINOBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     x = ops.parameter(ov.PartialShape([-1]), ov.Type.i64, name="x")
     x.output(0).get_tensor().set_names({"x"})
     y = ops.convert(ops.add(x, ops.constant(np.int64(1))), ov.Type.f64)
@@ -589,7 +597,9 @@ def test_64_bit_tensors_are_warned_about(backend: OpenVINOBackend, tmp_path: Pat
     ov.save_model(ov.Model([ops.result(y)], [x], "wide"), str(tmp_path / "model.xml"))
     with caplog.at_level("WARNING", logger="dropin.openvino"):
         backend.load(tmp_path, LoadOptions(nireq=1)).close()
-    assert "OpenVINO's CPU plugin computes input x (I64: 32-bit integers), output y (FP64: 32-bit floats)" in caplog.text
+    assert (
+        "OpenVINO's CPU plugin computes input x (I64: 32-bit integers), output y (FP64: 32-bit floats)" in caplog.text
+    )
     assert caplog.records[-1].levelname == "WARNING"
     caplog.clear()
     with caplog.at_level("INFO", logger="dropin.openvino"):

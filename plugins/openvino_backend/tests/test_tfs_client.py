@@ -74,7 +74,9 @@ CLIENT = textwrap.dedent(
 
 
 def test_tensorflow_serving_api_client(dropin_server, tmp_path: Path) -> None:
-    server = dropin_server("--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0")
+    server = dropin_server(
+        "--config_path", str(ROOT / "models" / "config.json"), "--file_system_poll_wait_seconds", "0"
+    )
     server.wait_for("digits", 1)
     script = tmp_path / "tfs_client.py"
     script.write_text(CLIENT)

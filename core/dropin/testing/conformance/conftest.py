@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,9 @@ from .support import Models
 
 
 @pytest.fixture(scope="session")
-def conformance_models(dropin_conformance_models: ConformanceModels, tmp_path_factory: pytest.TempPathFactory) -> Models:
+def conformance_models(
+    dropin_conformance_models: ConformanceModels, tmp_path_factory: pytest.TempPathFactory
+) -> Models:
     return Models(dropin_conformance_models, tmp_path_factory.mktemp("conformance-models"))
 
 

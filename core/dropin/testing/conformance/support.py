@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -77,7 +78,9 @@ def sample(dtype: DType, rows: int, seed: int = 0) -> np.ndarray:
         return rng.integers(0, 2, (rows, 3)).astype(bool)
     if np_type.kind == "f":
         values = rng.standard_normal((rows, 3)).astype(np_type) * np_type.type(100)
-        special = np.array([np.inf, -np.inf, np.nan, -0.0, np.finfo(np_type).max, np.finfo(np_type).tiny], dtype=np_type)
+        special = np.array(
+            [np.inf, -np.inf, np.nan, -0.0, np.finfo(np_type).max, np.finfo(np_type).tiny], dtype=np_type
+        )
     else:
         info = np.iinfo(np_type)
         values = rng.integers(info.min, info.max, (rows, 3), dtype=np_type, endpoint=True)
@@ -85,4 +88,5 @@ def sample(dtype: DType, rows: int, seed: int = 0) -> np.ndarray:
     flat = values.reshape(-1)
     n = min(len(special), flat.size)
     flat[:n] = special[:n]
-    return flat.reshape(rows, 3)
+    result: np.ndarray = flat.reshape(rows, 3)
+    return result

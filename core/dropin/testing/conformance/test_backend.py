@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,26 +21,33 @@ X = np.arange(10, dtype=np.float32).reshape(5, 2) - 3.5
 
 
 def expected_scale(x: np.ndarray, factor: float) -> np.ndarray:
-    return x * np.float32(factor)
+    scaled: np.ndarray = x * np.float32(factor)
+    return scaled
 
 
 # -- claiming and loading ---------------------------------------------------------------------
 
 
-def test_claims_its_models_and_not_an_empty_directory(backend_class: type[Backend], conformance_models: Models, tmp_path: Path) -> None:
+def test_claims_its_models_and_not_an_empty_directory(
+    backend_class: type[Backend], conformance_models: Models, tmp_path: Path
+) -> None:
     assert backend_class.claims(conformance_models.scale()) is True
     assert not backend_class.claims(tmp_path)
     assert isinstance(getattr(backend_class, "priority", 0), int)
 
 
-def test_loading_a_directory_without_a_model_raises_with_a_message(backend: Backend, load_options, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_loading_a_directory_without_a_model_raises_with_a_message(
+    backend: Backend, load_options: Any, tmp_path: Path
+) -> None:
     (tmp_path / "README.txt").write_text("not a model")
     with pytest.raises(Exception) as info:
         backend.load(tmp_path, load_options)
     assert str(info.value).strip(), "the error message is shown in GetModelStatus: say what is wrong"
 
 
-def test_loading_corrupt_files_raises_with_a_message(backend: Backend, load_options, conformance_models: Models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_loading_corrupt_files_raises_with_a_message(
+    backend: Backend, load_options: Any, conformance_models: Models, tmp_path: Path
+) -> None:
     corrupt = tmp_path / "1"
     shutil.copytree(conformance_models.scale(), corrupt)
     for path in sorted(corrupt.rglob("*")):
@@ -177,7 +185,7 @@ def test_many_requests_in_flight_are_all_exact(load, conformance_models: Models)
     async def main() -> list:  # type: ignore[type-arg]
         return await asyncio.gather(*(model.infer({"x": b}) for b in batches))
 
-    for out, batch in zip(run(main()), batches):
+    for out, batch in zip(run(main()), batches, strict=True):
         np.testing.assert_array_equal(out["y"], expected_scale(batch, 2.0))
 
 
@@ -212,9 +220,9 @@ def test_close_waits_for_requests_in_flight(load, conformance_models: Models) ->
         for _ in range(10):  # let finished requests' coroutines return
             await asyncio.sleep(0)
         assert all(p.done() for p in pending), "close() returned while requests were still running"
-        for got, batch in zip(await asyncio.gather(*pending), batches):
+        for got, batch in zip(await asyncio.gather(*pending), batches, strict=True):
             np.testing.assert_array_equal(got["y"], expected_scale(batch, 2.0))
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 (the contract names no exception type for this)
             await model.infer({"x": X})  # a closed model refuses, cleanly
 
     run(main())

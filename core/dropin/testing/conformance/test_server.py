@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -41,7 +42,7 @@ def server(
     dropin_backend_name: str,
 ) -> Iterator[DropinServer]:
     provider = dropin_conformance_models
-    models: dict[str, tuple[str, dict]] = {
+    models: dict[str, tuple[str, dict[str, Any]]] = {
         "scale": ("scale", {"factor": 2.0, "shape": (-1, 2)}),
         "dynamic": ("scale", {"factor": 3.0, "shape": (-1, -1)}),
         "failing": ("failing", {}),
@@ -53,18 +54,32 @@ def server(
     written = []
     for name, (kind, params) in models.items():
         try:
-            repository.add(name, 1, lambda d, kind=kind, params=params: conformance_models.write_into(d, kind, **params))
+            repository.add(
+                name, 1, lambda d, kind=kind, params=params: conformance_models.write_into(d, kind, **params)  # type: ignore[misc]
+            )
         except NotImplementedError:
             continue
         written.append(name)
     repository.write_config(
         [
-            {"name": name, "base_path": name, "backend": dropin_backend_name, "plugin_config": dict(provider.plugin_config)}
+            {
+                "name": name,
+                "base_path": name,
+                "backend": dropin_backend_name,
+                "plugin_config": dict(provider.plugin_config),
+            }
             for name in written
         ]
     )
     srv = DropinServer(
-        ["--config_path", str(repository.path / "config.json"), "--rest_port", str(free_port()), "--version_settle_seconds", "0.2"]
+        [
+            "--config_path",
+            str(repository.path / "config.json"),
+            "--rest_port",
+            str(free_port()),
+            "--version_settle_seconds",
+            "0.2",
+        ]
     )
     try:
         for name in written:
@@ -87,8 +102,14 @@ def test_every_model_is_served_by_the_backend_under_test(server: DropinServer, d
 
 
 def test_metadata_through_grpc_and_rest(server: DropinServer) -> None:
-    assert server.client.metadata("scale") == {"inputs": {"x": (DType.FP32, (-1, 2))}, "outputs": {"y": (DType.FP32, (-1, 2))}}
-    assert server.client.metadata("dynamic") == {"inputs": {"x": (DType.FP32, (-1, -1))}, "outputs": {"y": (DType.FP32, (-1, -1))}}
+    assert server.client.metadata("scale") == {
+        "inputs": {"x": (DType.FP32, (-1, 2))},
+        "outputs": {"y": (DType.FP32, (-1, 2))},
+    }
+    assert server.client.metadata("dynamic") == {
+        "inputs": {"x": (DType.FP32, (-1, -1))},
+        "outputs": {"y": (DType.FP32, (-1, -1))},
+    }
     assert server.rest is not None
     signature = server.rest.metadata("dynamic")["metadata"]["signature_def"]["signatureDef"]["serving_default"]
     x = signature["inputs"]["x"]
@@ -108,7 +129,9 @@ def test_predict_with_every_dim_dynamic(server: DropinServer, shape: tuple[int, 
 
 
 @pytest.mark.parametrize("dtype", list(DType), ids=[d.value for d in DType])
-def test_every_declared_dtype_round_trips(server: DropinServer, dropin_conformance_models: ConformanceModels, dtype: DType) -> None:
+def test_every_declared_dtype_round_trips(
+    server: DropinServer, dropin_conformance_models: ConformanceModels, dtype: DType
+) -> None:
     if dtype not in dropin_conformance_models.dtypes:
         pytest.skip(f"the backend does not declare {dtype.value}")
     name = identity_name(dtype)
@@ -129,12 +152,17 @@ def test_rest_predict_equals_grpc(server: DropinServer) -> None:
     np.testing.assert_array_equal(got["y"].astype(F32), server.client.predict("scale", {"x": X})["y"])
 
 
-def test_failing_inference_is_internal_and_the_server_keeps_serving(server: DropinServer, dropin_backend_name: str) -> None:
+def test_failing_inference_is_internal_and_the_server_keeps_serving(
+    server: DropinServer, dropin_backend_name: str
+) -> None:
     need(server, "failing")
     with pytest.raises(grpc.RpcError) as info:
         server.client.predict("failing", {"x": np.ones(7, F32)})
     assert info.value.code() == grpc.StatusCode.INTERNAL, info.value.details()
-    assert info.value.details().startswith(f"Internal inference error - backend {dropin_backend_name}: "), info.value.details()
+    details = info.value.details() or ""
+    assert details.startswith(f"Internal inference error - backend {dropin_backend_name}: "), (
+        details
+    )
     server.client.predict("failing", {"x": np.ones(6, F32)})
     assert server.rest is not None
     status, body = server.rest.request("POST", "/v1/models/failing:predict", {"inputs": {"x": [1.0] * 7}})
@@ -146,11 +174,13 @@ def test_failing_inference_is_internal_and_the_server_keeps_serving(server: Drop
 def test_many_requests_in_flight_are_all_exact(server: DropinServer) -> None:
     batches = [np.random.default_rng(i).standard_normal((1 + i % 13, 2)).astype(F32) for i in range(100)]
     futures = [server.client.predict_future("scale", {"x": b}) for b in batches]
-    for future, batch in zip(futures, batches):
+    for future, batch in zip(futures, batches, strict=True):
         np.testing.assert_array_equal(outputs_of(future.result())["y"], batch * F32(2.0))
 
 
-def test_versions_load_and_unload(server: DropinServer, repository: ModelRepository, conformance_models: Models) -> None:
+def test_versions_load_and_unload(
+    server: DropinServer, repository: ModelRepository, conformance_models: Models
+) -> None:
     client = server.client
     assert client.predict("lifecycle", {"x": X})["y"][0, 0] == X[0, 0] * 10
     repository.add("lifecycle", 2, lambda d: conformance_models.write_into(d, "scale", factor=20.0))
@@ -164,7 +194,9 @@ def test_versions_load_and_unload(server: DropinServer, repository: ModelReposit
     assert "failed to close" not in server.log
 
 
-def test_hot_swap_under_load_fails_no_request(server: DropinServer, repository: ModelRepository, conformance_models: Models) -> None:
+def test_hot_swap_under_load_fails_no_request(
+    server: DropinServer, repository: ModelRepository, conformance_models: Models
+) -> None:
     x = np.random.default_rng(1).standard_normal((512, 2)).astype(F32)
     failures: list[str] = []
     seen: set[float] = set()
@@ -190,7 +222,9 @@ def test_hot_swap_under_load_fails_no_request(server: DropinServer, repository: 
         try:
             for version, factor in ((2, 2.0), (3, 3.0), (4, 4.0)):
                 time.sleep(0.15)
-                repository.add("swap", version, lambda d, f=factor: conformance_models.write_into(d, "scale", factor=f))
+                repository.add(
+                    "swap", version, lambda d, f=factor: conformance_models.write_into(d, "scale", factor=f)  # type: ignore[misc]
+                )
                 server.wait_for("swap", version)
                 server.wait_for("swap", version - 1, "END")
             time.sleep(0.15)
