@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import grpc
@@ -18,25 +17,9 @@ from dropin.testing.client import outputs_of, predict_request
 from dropin.testing.fake_plugins import install_fake_distribution
 from dropin.testing.server import DropinServer
 from dropin.testing.status import states, wait_until
+from dropin.testing.versions import X, make_version, served_factor
 
 AVAILABLE, LOADING, END = 30, 20, 50
-X = np.ones((1, 2), np.float32)
-
-
-def make_version(repo: Path, number: int, factor: float, staging: Path) -> Path:
-    """Build a version in a staging directory and rename it into place, as deployment tools do."""
-    staged = staging / f"{repo.name}-{number}-{time.monotonic_ns()}"
-    modelgen.scale_model(staged, shape=(-1, 2), factor=factor)
-    target = repo / str(number)
-    os.rename(staged, target)
-    return target
-
-
-def served_factor(server: DropinServer, name: str = "m", version: int = 0) -> float:
-    response = server.predict.Predict(predict_request(name, {"x": X}, version=version), timeout=20)
-    return float(outputs_of(response)["y"][0, 0])
-
-
 def failing_model(version_dir: Path) -> Path:
     """Loads, but inference fails for inputs whose length is not a multiple of 3."""
     return modelgen.failing_model(version_dir)

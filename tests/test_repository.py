@@ -12,29 +12,12 @@ import time
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 
 from dropin.testing import numpy_models as modelgen
-from dropin.testing.client import outputs_of, predict_request
 from dropin.testing.server import DropinServer
 from dropin.testing.status import AVAILABLE, END, LOADING, states, wait_until
-
-X = np.ones((1, 2), np.float32)
-
-
-def make_version(repo: Path, number: int, factor: float, staging: Path) -> Path:
-    """Build a version in a staging directory and rename it into place, as deployment tools do."""
-    staged = staging / f"{repo.name}-{number}-{time.monotonic_ns()}"
-    modelgen.scale_model(staged, shape=(-1, 2), factor=factor)
-    target = repo / str(number)
-    os.rename(staged, target)
-    return target
-
-
-def served_factor(server: DropinServer, name: str = "m", version: int = 0) -> float:
-    response = server.predict.Predict(predict_request(name, {"x": X}, version=version), timeout=20)
-    return float(outputs_of(response)["y"][0, 0])
+from dropin.testing.versions import make_version, served_factor
 
 
 def seconds_until(server: DropinServer, version: int, state: int, timeout: float = 10, name: str = "m") -> float:

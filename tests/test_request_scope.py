@@ -5,8 +5,6 @@ counts: a request is counted once its model (Predict, GetModelMetadata: its vers
 from __future__ import annotations
 
 import json
-import textwrap
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -14,65 +12,23 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dropin._proto.tensorflow_serving.apis import get_model_metadata_pb2
+from dropin.testing import numpy_models
 from dropin.testing.server import DropinServer, free_port
 
-# A numpy backend: a version directory with "double.json" serves y = 2 * x; {"fail": "..."} in
-# that file makes the load fail with that message (the version stays LOADING with an error).
-DOUBLE_BACKEND = """
-import json
-from dropin.backend import Backend, LoadedModel
-from dropin.dtypes import DType
-from dropin.hookspecs import hookimpl
-from dropin.shapes import TensorSpec
-
-class Double(LoadedModel):
-    inputs = property(lambda self: {"x": TensorSpec.of("x", DType.FP32, [-1, 2])})
-    outputs = property(lambda self: {"y": TensorSpec.of("y", DType.FP32, [-1, 2])})
-
-    async def infer(self, inputs):
-        return {"y": inputs["x"] * 2}
-
-class DoubleBackend(Backend):
-    @classmethod
-    def claims(cls, version_dir):
-        return (version_dir / "double.json").exists()
-
-    def load(self, version_dir, options):
-        spec = json.loads((version_dir / "double.json").read_text())
-        if "fail" in spec:
-            raise RuntimeError(spec["fail"])
-        return Double()
-
-@hookimpl
-def dropin_register_backends(registry):
-    registry.add("double", DoubleBackend)
-"""
-
 SUCCESS, FAIL = "ovms_requests_success_total", "ovms_requests_fail_total"  # prometheus_client's names
-
-
-def install_backend(site: Path) -> None:
-    """The backend above as an installed distribution with a `dropin` entry point in `site`."""
-    info = site / "dropin_double-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dropin_double\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[dropin]\ndouble = double_plugin\n")
-    (site / "double_plugin.py").write_text(textwrap.dedent(DOUBLE_BACKEND))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> DropinServer:
     root = tmp_path_factory.mktemp("scope")
-    install_backend(root / "site")
-    for number, spec in ((1, {}), (2, {"fail": "weights are corrupt"})):
-        (root / "m" / str(number)).mkdir(parents=True)
-        (root / "m" / str(number) / "double.json").write_text(json.dumps(spec))
+    numpy_models.scale_model(root / "m" / "1", shape=(-1, 2), factor=2.0)  # y = 2 * x
+    (root / "m" / "2").mkdir()
+    (root / "m" / "2" / "numpy_model.json").write_text("corrupt")  # its load fails: LOADING with an error
     config = {"model_config_list": [{"config": {"name": "m", "base_path": "m", "model_version_policy": {"all": {}}}}]}
     (root / "config.json").write_text(json.dumps(config))
     srv = DropinServer(
         ["--config_path", str(root / "config.json"), "--file_system_poll_wait_seconds", "0",
          "--rest_port", str(free_port()), "--metrics_enable"],
-        env={"PYTHONPATH": str(root / "site")},
     )
     try:
         srv.wait_for("m", 1)
