@@ -95,7 +95,7 @@ def run_numpy(version_dir: Path | str, inputs: Mapping[str, np.ndarray]) -> dict
     return evaluate(read_graph(version_dir), inputs)
 
 
-# -- the core tests' models (the names of tests/modelgen.py's OpenVINO models) -----------------------
+# -- the core tests' models (named as dropin_openvino.modelgen names its OpenVINO models) ---------------
 
 
 #: the files of a `scale_model`: its weights first, the graph last (the order a deployment writes them)
