@@ -413,10 +413,14 @@ def test_ragged_and_non_numeric_arrays(server: DropinServer) -> None:
         "Could not parse instance content. Not valid ndarray detected",
         "Could not parse input content. Not valid ndarray detected",
     )
-    for bad in ([[1, 2], [3]], [[1, 2], [3, [4]]], [[1, None]], [[1, "a"]], [[], [1]], [[1, {"x": 1}]], [[True, 1]]):
+    for bad in ([[1, 2], [3]], [[1, 2], [3, [4]]], [[1, None]], [[1, "a"]], [[], [1]], [[1, {"x": 1}]]):
         expect_prefix(post(server, url, {"instances": bad}), 400, row)
         expect_prefix(post(server, url, {"inputs": bad}), 400, column)
         expect_prefix(post(server, url, {"inputs": {"x": bad}}), 400, column)
+    for body in ({"instances": [[True, 1]]}, {"inputs": [[True, 1]]}, {"inputs": {"x": [[1, True]]}}):
+        # a boolean where numbers belong, first or not, is refused naming the input
+        expect(post(server, url, body), 400, "Invalid value for the input type - Expected: FP32 numbers; Actual: true; "
+                                            "input name: x")
     expect_prefix(post(server, url, {"instances": [{"x": [1, 2]}, {"x": [3]}]}), 400, row)
     expect_prefix(post(server, url, {"inputs": {"x": [{"b64": "not base64!"}]}}), 400, column)
     expect_prefix(post(server, url, {"inputs": {"x": [["text"]]}}), 400, column)  # plain strings: U8/STRING inputs only

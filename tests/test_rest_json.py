@@ -80,6 +80,8 @@ def spec(dtype: DType) -> dict[str, TensorSpec]:
         (DType.FP16, [70000], "Expected: FP16 values, in [-65504, 65504]; Actual: 70000"),
         (DType.FP32, [1, True, 2], "Expected: FP32 numbers; Actual: true"),
         (DType.I32, [[1, 2], [3, False]], "Expected: I32 numbers; Actual: false"),
+        (DType.FP32, [True, 1.5], "Expected: FP32 numbers; Actual: true"),  # a boolean first
+        (DType.U8, [[False, True]], "Expected: U8 numbers; Actual: false"),  # only booleans
         (DType.BOOL, [0, 1, 2], "Expected: BOOL values, integers in [0, 1]; Actual: 2"),
     ],
 )

@@ -219,6 +219,8 @@ def to_tensor(
         kinds = "b"
     elif _is_number(leaf):
         kinds = "iu" if spec is not None and spec.dtype is DType.BOOL else "iuf"
+    elif isinstance(leaf, bool) and spec is not None and spec.dtype is not DType.STRING:
+        kinds = "biuf"  # booleans where numbers belong: refused below, naming the input
     else:
         raise DropinError(bad, f"unexpected value {json.dumps(leaf)}")
     try:
