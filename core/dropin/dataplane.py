@@ -23,8 +23,8 @@ from .errors import DropinError, Status
 from .manager import ModelManager
 from .metrics import Metrics, RequestProbe
 from .models import Model, ModelVersion, Servable
-from .shapes import TensorSpec
 from .reshape import Reshaper
+from .shapes import TensorSpec
 from .validation import Conversion, RequestTensor, ReshapeRequired, check_converted, validate_request
 
 log = logging.getLogger("dropin.dataplane")

@@ -122,7 +122,8 @@ class Reshaper:
             self.reloads += 1
             fresh.in_flight += 1
             elapsed_ms = (time.monotonic() - started) * 1000
-            if version is not None and version.state == State.AVAILABLE and version.servable is current and not version.loading:
+            swap = version is not None and version.state == State.AVAILABLE and not version.loading
+            if version is not None and swap and version.servable is current:
                 version.servable = fresh
                 log.info("model %s version %d: reshaped to %s in %.0f ms", *key, wanted, elapsed_ms)
                 if current is not None:

@@ -5,6 +5,7 @@ model cannot take is FAILED_PRECONDITION and the server keeps serving."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -86,8 +87,8 @@ def test_batch_size_auto_reloads_with_the_request_batch(dropin_server, conv: Pat
 
 def test_batch_size_auto_in_config_json_over_rest(dropin_server, conv: Path, tmp_path: Path) -> None:
     config = tmp_path / "config.json"
-    config.write_text('{"model_config_list": [{"config": {"name": "conv", "base_path": "%s", "batch_size": "auto", '
-                      '"plugin_config": %s}}]}' % (conv, F32))
+    entry = {"name": "conv", "base_path": str(conv), "batch_size": "auto", "plugin_config": json.loads(F32)}
+    config.write_text(json.dumps({"model_config_list": [{"config": entry}]}))
     server = dropin_server("--config_path", str(config), "--file_system_poll_wait_seconds", "0",
                            "--rest_port", str(free_port()))
     server.wait_for("conv", 1)
