@@ -122,13 +122,13 @@ class Reshaper:
             self.reloads += 1
             fresh.in_flight += 1
             elapsed_ms = (time.monotonic() - started) * 1000
-            swap = version is not None and version.state == State.AVAILABLE and not version.loading
-            if version is not None and swap and version.servable is current:
+            serving = version is not None and version.state == State.AVAILABLE and not version.loading
+            if version is not None and serving and version.servable is current:  # not retired or reloaded meanwhile
                 version.servable = fresh
                 log.info("model %s version %d: reshaped to %s in %.0f ms", *key, wanted, elapsed_ms)
                 if current is not None:
                     asyncio.get_running_loop().create_task(_close_when_drained(current))
-            else:  # retired or reloaded from its files meanwhile: this request's servable only
+            else:  # this request's servable only
                 log.info("model %s version %d: reshaped to %s for one request", *key, wanted)
                 asyncio.get_running_loop().create_task(_close_when_drained(fresh))
             return fresh
