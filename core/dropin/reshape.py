@@ -110,8 +110,9 @@ class Reshaper:
             try:
                 fresh = await asyncio.to_thread(self.loader.load, config, servable.version, servable.path)
             except Exception as exc:
-                log.warning("model %s version %d: cannot reshape to %s: %s", *key, wanted, exc)
-                raise DropinError(Status.RESHAPE_ERROR, f"{wanted}: {exc}") from None
+                reason = str(exc).replace(f" could not load {servable.path}", "")  # no server paths for clients
+                log.warning("model %s version %d: cannot reshape to %s: %s", *key, wanted, reason)
+                raise DropinError(Status.RESHAPE_ERROR, f"{wanted}: {reason}") from None
             fresh.plans = mark_auto(model.config.load, fresh.plans)
             if not fits(fresh.plans, shapes):
                 asyncio.get_running_loop().create_task(_close_when_drained(fresh))
