@@ -87,7 +87,6 @@ class Reshaper:
         self.loader = loader
         self.table = table
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
-        self.reloads = 0  # how many reshape reloads ran (logged, and read by tests)
 
     async def reshaped(self, servable: Servable, shapes: Shapes) -> Servable:
         """A servable of the same version that takes `shapes`, counted in flight for the caller
@@ -120,7 +119,6 @@ class Reshaper:
                 raise DropinError(
                     Status.RESHAPE_ERROR, f"{wanted}: backend {fresh.backend} loaded {got} instead (it cannot reshape)"
                 )
-            self.reloads += 1
             fresh.in_flight += 1
             elapsed_ms = (time.monotonic() - started) * 1000
             serving = version is not None and version.state == State.AVAILABLE and not version.loading
