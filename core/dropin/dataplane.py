@@ -23,8 +23,9 @@ from .errors import DropinError, Status
 from .manager import ModelManager
 from .metrics import Metrics, RequestProbe
 from .models import Model, ModelVersion, Servable
+from .reshape import Reshaper
 from .shapes import TensorSpec
-from .validation import Conversion, RequestTensor, check_converted, validate_request
+from .validation import Conversion, RequestTensor, ReshapeRequired, check_converted, validate_request
 
 log = logging.getLogger("dropin.dataplane")
 
@@ -57,6 +58,7 @@ class DataPlane:
         self.max_elements = max_elements
         self.max_tensor_bytes = max_tensor_bytes  # no input may be larger than a client could send (0: no limit)
         self.metrics = metrics  # None: metrics off, no metric work per request
+        self.reshaper = Reshaper(manager.loader, manager.table)  # batch_size / shape "auto"
         # preprocessors that decode (images) run here, off the event loop
         self._executor = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="dropin-preprocess")
 
@@ -152,7 +154,13 @@ class RequestScope:
         servable = self._servable
         assert servable is not None, "resolve() first"
         plane = self._plane
-        arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
+        try:
+            arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
+        except ReshapeRequired as required:  # batch_size or shape "auto": a servable reloaded for this shape
+            fresh = await plane.reshaper.reshaped(servable, required.shapes)
+            servable.release()
+            servable = self._servable = fresh
+            arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
         if conversions:
             await plane._convert(conversions, arrays)
         if output_filter:

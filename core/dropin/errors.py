@@ -61,6 +61,7 @@ class Status(enum.Enum):
     # model loading and configuration
     FILE_INVALID = ("File not found or cannot open", grpc.StatusCode.FAILED_PRECONDITION, 412)
     MODEL_LOAD_FAILED = ("Model could not be loaded", grpc.StatusCode.FAILED_PRECONDITION, 412)
+    RESHAPE_ERROR = ("Model could not be reshaped with requested shape", grpc.StatusCode.FAILED_PRECONDITION, 412)
     CONFIG_INVALID = ("Invalid configuration", grpc.StatusCode.INVALID_ARGUMENT, 400)
     CONFIG_RELOAD_FAILED = ("Reloading config file failed", grpc.StatusCode.INTERNAL, 500)
     METRICS_REST_PORT_MISSING = ("Missing rest_port parameter in server CLI", grpc.StatusCode.INVALID_ARGUMENT, 400)

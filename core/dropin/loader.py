@@ -22,6 +22,7 @@ from .models import Servable
 from .plugins import Registries
 from .preprocess import Preprocessor
 from .private_copy import CopyError, private_copy
+from .reshape import mark_auto
 from .validation import InputPlan
 
 log = logging.getLogger("dropin.manager")  # one log for a version's whole lifecycle, loads included
@@ -117,7 +118,7 @@ class Loader:
         except Exception:
             loaded.close()
             raise
-        return Servable(config.name, number, served, plans, backend_name)
+        return Servable(config.name, number, served, mark_auto(config.load, plans), backend_name, path)
 
     def _batched(self, config: ModelConfig, number: int, loaded: LoadedModel, backend_name: str) -> LoadedModel:
         """The loaded model, behind dynamic batching if its configuration asks for it."""

@@ -11,6 +11,7 @@ import asyncio
 import enum
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import DropinError, Status
@@ -49,6 +50,7 @@ class Servable:
     model: LoadedModel
     plans: tuple[InputPlan, ...]  # sorted by input name
     backend: str
+    path: Path | None = None  # the version directory it was loaded from (reshape reloads read it again)
     in_flight: int = 0
     _drained: asyncio.Event | None = None
 

@@ -44,6 +44,9 @@ class InputPlan:
     spec: TensorSpec
     converter: InputConverter | None = None
     converter_plugin: str = ""
+    #: "batch" (batch_size "auto") or "shape" (shape "auto"): a request this input's batch or
+    #: shape does not fit asks for a reshape reload (ReshapeRequired) instead of failing
+    auto: str = ""
     # derived from spec once, because every request reads them
     tf_dtype: int = field(init=False, repr=False, compare=False)
     static_shape: tuple[int, ...] | None = field(init=False, repr=False, compare=False)
@@ -72,16 +75,29 @@ class InputPlan:
             )
         batch = spec.batch_index
         if batch is not None and not spec.shape[batch].accepts(shape[batch]):
+            if self.auto:
+                raise ReshapeRequired()
             raise DropinError(
                 Status.INVALID_BATCH_SIZE,
                 f"Expected: {spec.shape[batch]}; Actual: {shape[batch]}; input name: {name}",
             )
         for i, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
             if i != batch and not want.accepts(got):
+                if self.auto == "shape":
+                    raise ReshapeRequired()
                 raise DropinError(
                     Status.INVALID_SHAPE,
                     f"Expected: {spec.shape_text()}; Actual: {format_shape(shape)}; input name: {name}",
                 )
+
+
+class ReshapeRequired(Exception):
+    """A request fits the model only once reloaded with its shapes (batch_size or shape "auto");
+    `shapes` holds every input's requested shape (set by `validate_request`)."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]] | None = None) -> None:
+        super().__init__()
+        self.shapes: Mapping[str, tuple[int, ...]] = shapes or {}
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,7 @@ def validate_request(
     conversions: list[Conversion] = []
     total_elements = 0
     batch_seen: tuple[int, str] | None = None  # (batch size, input) of the first input with a dynamic batch dim
+    reshape = False  # an "auto" input does not fit: the other checks still run, then ReshapeRequired
     for plan in plans:
         spec = plan.spec
         name = spec.name
@@ -148,9 +165,12 @@ def validate_request(
                 Status.INVALID_PRECISION,
                 f"Expected: {spec.dtype.value}; Actual: {tf_precision_name(tf_dtype)}; input name: {name}",
             )
-        plan.check_shape(shape)
+        try:
+            plan.check_shape(shape)
+        except ReshapeRequired:
+            reshape = True
         batch = plan.dynamic_batch_index
-        if batch is not None:
+        if batch is not None and not reshape:
             # inputs with a dynamic batch dim share one batch size (as --batch_size sets it for all
             # of them); a disagreement would otherwise fail inside the backend
             if batch_seen is None:
@@ -162,6 +182,8 @@ def validate_request(
                     f"input name: {name}",
                 )
         arrays[name] = tensor.array(name, spec.dtype)
+    if reshape:
+        raise ReshapeRequired({name: tuple(tensor.shape) for name, tensor in request.items()})
     return arrays, conversions
 
 
@@ -192,7 +214,7 @@ def check_converted(conversion: Conversion, array: np.ndarray) -> np.ndarray:
         )
     try:
         plan.check_shape(array.shape)
-    except DropinError as exc:
+    except (DropinError, ReshapeRequired) as exc:  # a reshape reload happens before conversion, never after
         raise DropinError(
             Status.PLUGIN_ERROR,
             f"preprocessor {plan.converter_plugin!r} returned shape {format_shape(array.shape)} for input "

@@ -94,7 +94,7 @@ def _apply_layouts(
 
 def _requested_shapes(shape: str | Mapping[str, str] | None, inputs: Sequence[str]) -> dict[int, ov.PartialShape]:
     if shape is None or (isinstance(shape, str) and shape.strip() == AUTO):
-        # "auto" (reshape to each request's shape) is not supported: the model keeps its own shapes.
+        # "auto": loaded with its own shapes; the core loads it again with a request's (dropin.reshape)
         return {}
     return {
         index: parse_shape(text)
@@ -118,7 +118,7 @@ def parse_shape(text: str) -> ov.PartialShape:
 
 def _parse_batch(value: str | int) -> ov.Dimension | None:
     if isinstance(value, str) and value.strip() == AUTO:
-        return None  # "auto" (reshape to each request's batch) is not supported: the model keeps its batch
+        return None  # "auto": loaded with its own batch; the core loads it again with a request's
     try:
         return _parse_dim(str(value))
     except ValueError:
