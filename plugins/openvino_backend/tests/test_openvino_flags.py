@@ -60,14 +60,6 @@ def test_cache_dir_writes_openvino_cache_then_loads_from_it(tmp_path: Path) -> N
     assert {f: f.stat().st_mtime_ns for f in cache.rglob("*") if f.is_file()} == blobs
 
 
-def test_without_cache_dir_nothing_is_cached(tmp_path: Path) -> None:
-    modelgen.scale_model(tmp_path / "m" / "1", shape=(-1, 2), factor=2.0)
-    with serve("--model_name", "m", "--model_path", str(tmp_path / "m")) as server:
-        server.wait_for("m", 1)
-        compiled = server.log
-    assert "OpenVINO model cache" not in compiled
-
-
 def test_a_missing_cpu_extension_is_a_clear_start_up_error(tmp_path: Path) -> None:
     modelgen.scale_model(tmp_path / "m" / "1", shape=(-1, 2))
     out = subprocess.run([sys.executable, "-m", "dropin", "--model_name", "m", "--model_path", str(tmp_path / "m"),
