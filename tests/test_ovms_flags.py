@@ -125,6 +125,7 @@ def test_every_ovms_flag_starts_the_server_and_serves(model: Path, equals: bool)
         np.testing.assert_allclose(server.client.predict("m", {"x": X})["y"], X * 2)
         server.wait_for_log(rf"REST server listening on 127.0.0.1:{rest}$")
         np.testing.assert_allclose(RestClient(f"http://127.0.0.1:{rest}").predict("m", {"x": X})["y"], X * 2)
+        server.wait_for_log("REST: 3 threads decode and encode JSON bodies")
         log = server.log
     for flag in WARNED:
         lines = [line for line in log.splitlines() if f"--{flag} " in line and "WARNING" in line]
@@ -255,13 +256,12 @@ def test_kserve_runtime_command_line_as_written(model: Path) -> None:
 
 
 def test_modelmesh_command_line_and_config_reload(tmp_path: Path, model: Path) -> None:
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"model_config_list": []}))
+    config = tmp_path / "model_config_list.json"
+    config.write_text(json.dumps({"model_config_list": []}))  # what the adapter starts with
     grpc_port, rest_port = free_port(), free_port()
-    # ModelMesh's OVMS adapter: a config file it rewrites, loopback gRPC, reload over REST
-    argv = ["--port", str(grpc_port), "--grpc_bind_address", "127.0.0.1", "--rest_port", str(rest_port),
-            "--rest_bind_address", "127.0.0.1", "--config_path", str(config), "--file_system_poll_wait_seconds", "0",
-            "--log_level", "INFO"]
+    # ModelMesh's OVMS ServingRuntime args, with free ports instead of 8001 and 8888
+    argv = [f"--port={grpc_port}", f"--rest_port={rest_port}", f"--config_path={config}",
+            "--file_system_poll_wait_seconds=0", "--grpc_bind_address=127.0.0.1", "--rest_bind_address=127.0.0.1"]
     proc = subprocess.Popen([sys.executable, "-m", "dropin", *argv], stderr=subprocess.PIPE, text=True)
     try:
         rest = RestClient(f"http://127.0.0.1:{rest_port}")

@@ -73,6 +73,13 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"must be true or false, got {text}")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _add_bool(group: argparse._ArgumentGroup, name: str, help: str, default: bool | None = None) -> None:
     # cxxopts booleans: `--flag` alone is true, `--flag=false` / `--flag false` set it
     group.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help)
@@ -112,7 +119,7 @@ WITHOUT_MEANING = {
 def add_ovms_flags(server: argparse._ArgumentGroup, model: argparse._ArgumentGroup) -> None:
     """The OVMS flags cli.py does not define itself."""
     server.add_argument(
-        "--rest_workers", type=int, default=None, metavar="N",
+        "--rest_workers", type=_positive_int, default=None, metavar="N",
         help="threads that decode and encode REST JSON bodies (default 2)",
     )
     server.add_argument(

@@ -253,6 +253,7 @@ class Server:
             reuse_port=self.link is not None,
         )
         log.info("REST server listening on %s", f"{_host(s.rest_bind_address)}:{self.rest_port}")
+        log.info("REST: %d threads decode and encode JSON bodies (--rest_workers)", s.rest_workers)
         if self.metrics is not None:
             log.info("metrics enabled on http://%s:%d/metrics", _host(s.rest_bind_address), self.rest_port)
 
