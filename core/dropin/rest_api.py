@@ -114,29 +114,31 @@ class RestApi:
     # -- routing -----------------------------------------------------------------------------
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
-        response = await self._answer(request)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return self._preflight(request)
+        response: web.StreamResponse
+        try:
+            response = await self._route(request)
+        except DropinError as exc:
+            response = error_response(exc)
+        except ClientGone as exc:  # nobody reads what is answered
+            log.debug("%s %s: client gone while sending its body (%s)", request.method, request.path, exc)
+            return web.Response(status=400)
+        except Exception as exc:
+            log.exception("%s %s failed", request.method, request.path)
+            response = error_response(DropinError(Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
         # CORS, as OVMS: the allowed origin on every answer (a browser needs it on errors too)
         origin = request.headers.get("Origin")
         if origin is not None:
             response.headers.update(self.cors.headers(origin))
         return response
 
-    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            asked = request.headers
-            headers = self.cors.preflight(asked.get("Origin"), asked["Access-Control-Request-Method"],
-                                          asked.get("Access-Control-Request-Headers"))
-            return web.Response(status=204 if headers else 403, headers=headers)
-        try:
-            return await self._route(request)
-        except DropinError as exc:
-            return error_response(exc)
-        except ClientGone as exc:  # nobody reads what is answered
-            log.debug("%s %s: client gone while sending its body (%s)", request.method, request.path, exc)
-            return web.Response(status=400)
-        except Exception as exc:
-            log.exception("%s %s failed", request.method, request.path)
-            return error_response(DropinError(Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+    def _preflight(self, request: web.BaseRequest) -> web.Response:
+        """A CORS preflight request: 204 with what the flags allow, 403 for an origin not allowed."""
+        asked = request.headers
+        headers = self.cors.preflight(asked.get("Origin"), asked["Access-Control-Request-Method"],
+                                      asked.get("Access-Control-Request-Headers"))
+        return web.Response(status=204 if headers else 403, headers=headers)
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         raw = request.raw_path.split("?", 1)[0]
