@@ -317,7 +317,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host: PluginHost = args.plugin_host
     try:
         settings = settings_from_args(args, host.vocabulary())
-        warn_without_meaning(args)
+        if args.worker_control_fd is None:  # once, not again in each worker of --workers N
+            warn_without_meaning(args)
     except DropinError as exc:
         logging.getLogger("dropin").error("%s", exc)
         return 2
