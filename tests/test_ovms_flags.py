@@ -284,3 +284,12 @@ def test_modelmesh_command_line_and_config_reload(tmp_path: Path, model: Path) -
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_flag_without_meaning_warns_once_with_workers(model: Path) -> None:
+    with DropinServer(["--model_name", "m", "--model_path", str(model), "--workers", "2", "--stateful"]) as server:
+        server.wait_for("m", 1, timeout=30)
+        server.wait_for_log(r"\[worker 2\].*initial model loading finished")
+        np.testing.assert_allclose(server.client.predict("m", {"x": X})["y"], X * 2)
+        log = server.log
+    assert log.count("--stateful True: accepted for OVMS compatibility and ignored") == 1, log
