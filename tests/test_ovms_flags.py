@@ -40,7 +40,7 @@ OVMS_FLAGS: dict[str, str | None] = {
     "file_system_poll_wait_seconds": "1",
     "sequence_cleaner_poll_wait_minutes": "5",
     "custom_node_resources_cleaner_interval_seconds": "300",
-    "metrics_enable": None,
+    "metrics_enable": "true",
     "metrics_list": "ovms_requests_success,ovms_infer_req_queue_size,ovms_infer_req_active",
     "allow_credentials": "false",
     "allowed_origins": "*",

@@ -25,7 +25,7 @@ from .config import (
 from .errors import DropinError, Status
 from .malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_malloc
 from .metrics import FAMILIES, OPTIONAL_FAMILIES
-from .ovms_flags import add_ovms_flags, cors_from_args, grpc_channel_arguments, warn_without_meaning
+from .ovms_flags import add_bool, add_ovms_flags, cors_from_args, grpc_channel_arguments, warn_without_meaning
 from .plugins import PluginHost, backend_priority
 from .rest_transport import RestLimits
 from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
@@ -84,8 +84,7 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: Vocabulary | None
         "--grpc_max_connections", type=_positive_int, default=1000, metavar="N",
         help="most open gRPC connections per server process; beyond it new ones are closed at once (default 1000)",
     )
-    server.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics on /metrics of the "
-                                                                      "REST port")
+    add_bool(server, "metrics_enable", "serve Prometheus metrics on /metrics of the REST port", default=False)
     server.add_argument(
         "--metrics_list", default="", metavar="NAMES",
         help=f"comma-separated metric families to expose (default all: {', '.join(FAMILIES)})",

@@ -80,7 +80,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_bool(group: argparse._ArgumentGroup, name: str, help: str, default: bool | None = None) -> None:
+def add_bool(group: argparse._ArgumentGroup, name: str, help: str, default: bool | None = None) -> None:
     # cxxopts booleans: `--flag` alone is true, `--flag=false` / `--flag false` set it
     group.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help)
 
@@ -129,7 +129,7 @@ def add_ovms_flags(server: argparse._ArgumentGroup, model: argparse._ArgumentGro
     server.add_argument("--allowed_origins", default="*", help="CORS: comma-separated origins allowed (default *)")
     server.add_argument("--allowed_methods", default="*", help="CORS: comma-separated methods allowed (default *)")
     server.add_argument("--allowed_headers", default="*", help="CORS: comma-separated headers allowed (default *)")
-    _add_bool(server, "allow_credentials", "CORS: allow credentials (default false)", default=False)
+    add_bool(server, "allow_credentials", "CORS: allow credentials (default false)", default=False)
     ignored = "accepted for OVMS compatibility; logs a warning"
     for name in ("grpc_max_threads", "grpc_memory_quota", "sequence_cleaner_poll_wait_minutes",
                  "custom_node_resources_cleaner_interval_seconds", "trace_path", "allowed_local_media_path",
@@ -138,11 +138,11 @@ def add_ovms_flags(server: argparse._ArgumentGroup, model: argparse._ArgumentGro
         server.add_argument(f"--{name}", default=None, help=ignored)
     server.add_argument("--weight-format", dest="weight_format", default=None, help=ignored)
     for name in ("list_models", "pull", "overwrite_models"):
-        _add_bool(server, name, ignored)
+        add_bool(server, name, ignored)
     for name in ("precision", "max_sequence_number"):
         model.add_argument(f"--{name}", default=None, help=ignored)
     for name in ("stateful", "idle_sequence_cleanup", "low_latency_transformation"):
-        _add_bool(model, name, ignored)
+        add_bool(model, name, ignored)
 
 
 def warn_without_meaning(args: argparse.Namespace) -> list[str]:
