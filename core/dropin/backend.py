@@ -62,6 +62,12 @@ class LoadedModel(abc.ABC):
     #: the runtime's number of execution streams, if it has such a thing (reported as ovms_streams)
     streams: int | None = None
 
+    def infer_requests(self) -> tuple[int, int] | None:
+        """The infer-request pool, if the runtime has one: (its size, how many are in use now).
+        Read only when /metrics is scraped with ovms_infer_req_queue_size or ovms_infer_req_active
+        wanted; None (the default) leaves the version out of those families."""
+        return None
+
     @property
     @abc.abstractmethod
     def inputs(self) -> Mapping[str, TensorSpec]:

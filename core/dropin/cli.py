@@ -24,7 +24,8 @@ from .config import (
 )
 from .errors import DropinError, Status
 from .malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_malloc
-from .metrics import FAMILIES
+from .metrics import FAMILIES, OPTIONAL_FAMILIES
+from .ovms_flags import add_bool, add_ovms_flags, cors_from_args, grpc_channel_arguments, warn_without_meaning
 from .plugins import PluginHost, backend_priority
 from .rest_transport import RestLimits
 from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
@@ -83,8 +84,7 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: Vocabulary | None
         "--grpc_max_connections", type=_positive_int, default=1000, metavar="N",
         help="most open gRPC connections per server process; beyond it new ones are closed at once (default 1000)",
     )
-    server.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics on /metrics of the "
-                                                                      "REST port")
+    add_bool(server, "metrics_enable", "serve Prometheus metrics on /metrics of the REST port", default=False)
     server.add_argument(
         "--metrics_list", default="", metavar="NAMES",
         help=f"comma-separated metric families to expose (default all: {', '.join(FAMILIES)})",
@@ -159,6 +159,7 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: Vocabulary | None
         help='batch concurrent requests server-side, e.g. {"max_batch_size":16,"batch_timeout_micros":500} '
              '(default off)',
     )
+    add_ovms_flags(server, model)
     if vocabulary is not None:
         vocabulary.add_flags(server, model)
 
@@ -251,6 +252,9 @@ def settings_from_args(args: argparse.Namespace, vocabulary: Vocabulary | None =
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         tls=_tls_settings(args),
         plugin_options=vocabulary.server_flag_values(args) if vocabulary is not None else {},
+        grpc_channel_arguments=grpc_channel_arguments(args.grpc_channel_arguments),
+        cors=cors_from_args(args),
+        rest_workers=args.rest_workers or 2,
         **_metrics_settings(args),
         **_reload_settings(args),
     )
@@ -272,9 +276,10 @@ def _metrics_settings(args: argparse.Namespace) -> dict[str, Any]:
         why = "--metrics_enable serves /metrics on the REST port: give --rest_port"
         raise DropinError(Status.METRICS_REST_PORT_MISSING, why)
     families = tuple(f.strip() for f in args.metrics_list.split(",") if f.strip()) or FAMILIES
-    unknown = [f for f in families if f not in FAMILIES]
+    known = FAMILIES + OPTIONAL_FAMILIES
+    unknown = [f for f in families if f not in known]
     if unknown:
-        raise DropinError(Status.INVALID_METRICS_FAMILY_NAME, f"{', '.join(unknown)} (known: {', '.join(FAMILIES)})")
+        raise DropinError(Status.INVALID_METRICS_FAMILY_NAME, f"{', '.join(unknown)} (known: {', '.join(known)})")
     return {"metrics_enable": True, "metrics_list": families}
 
 
@@ -311,6 +316,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host: PluginHost = args.plugin_host
     try:
         settings = settings_from_args(args, host.vocabulary())
+        if args.worker_control_fd is None:  # once, not again in each worker of --workers N
+            warn_without_meaning(args)
     except DropinError as exc:
         logging.getLogger("dropin").error("%s", exc)
         return 2

@@ -43,6 +43,10 @@ CURRENT_REQUESTS = "ovms_current_requests"
 STREAMS = "ovms_streams"
 BATCH_SIZE = "dropin_batch_size"  # dropin's own: batch sizes run by dynamic batching
 FAMILIES = (SUCCESS, FAIL, REQUEST_TIME, INFERENCE_TIME, WAIT_TIME, CURRENT_REQUESTS, STREAMS, BATCH_SIZE)
+# OVMS's optional families: only when --metrics_list (or config.json's metrics_list) names them
+INFER_REQ_QUEUE_SIZE = "ovms_infer_req_queue_size"
+INFER_REQ_ACTIVE = "ovms_infer_req_active"
+OPTIONAL_FAMILIES = (INFER_REQ_QUEUE_SIZE, INFER_REQ_ACTIVE)
 BATCH_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(11))  # 1 .. 1024 rows
 _BATCH_LE = tuple(_go_float(b) for b in BATCH_BUCKETS) + ("+Inf",)
 
@@ -55,7 +59,12 @@ _HELP = {
     CURRENT_REQUESTS: "Number of inference requests currently in process.",
     STREAMS: "Number of OpenVINO execution streams.",
     BATCH_SIZE: "Batch sizes (rows) of the inferences run by dynamic batching.",
+    INFER_REQ_QUEUE_SIZE: "Inference request queue size (nireq).",
+    INFER_REQ_ACTIVE: "Number of currently consumed inference request from the processing queue.",
 }
+
+#: the infer-request pools of the versions served: (name, version, (pool size, requests in use))
+Pools = Callable[[], Iterable[tuple[str, int, tuple[int, int]]]]
 
 
 class Histogram:
@@ -144,14 +153,17 @@ class RequestProbe:
 class Metrics(Collector):
     """All metrics of one server, in their own registry."""
 
-    def __init__(self, families: Iterable[str] = FAMILIES) -> None:
+    def __init__(self, families: Iterable[str] = FAMILIES, pools: Pools | None = None) -> None:
         families = list(families)
-        unknown = [f for f in families if f not in FAMILIES]
+        known = FAMILIES + OPTIONAL_FAMILIES
+        unknown = [f for f in families if f not in known]
         if unknown:
             raise DropinError(
-                Status.INVALID_METRICS_FAMILY_NAME, f"{', '.join(unknown)}; known families: {', '.join(FAMILIES)}"
+                Status.INVALID_METRICS_FAMILY_NAME, f"{', '.join(unknown)}; known families: {', '.join(known)}"
             )
         self.families = frozenset(families)
+        #: read only when /metrics is scraped and an optional family is wanted: no per-request cost
+        self.pools = pools
         self._models: dict[tuple[str, int | None], ModelMetrics] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -200,6 +212,17 @@ class Metrics(Collector):
         for family in (*counters.values(), *histograms.values(), *gauges.values()):
             if family.name in wanted:
                 yield family
+        if self.pools is not None and not wanted.isdisjoint(OPTIONAL_FAMILIES):
+            yield from self._pool_families()
+
+    def _pool_families(self) -> Iterator[Metric]:
+        size = Metric(INFER_REQ_QUEUE_SIZE, _HELP[INFER_REQ_QUEUE_SIZE], "gauge")
+        active = Metric(INFER_REQ_ACTIVE, _HELP[INFER_REQ_ACTIVE], "gauge")
+        for name, version, (pool, in_use) in sorted(self.pools() if self.pools is not None else ()):
+            labels = {"name": name, "version": str(version)}
+            size.add_sample(INFER_REQ_QUEUE_SIZE, labels, pool)
+            active.add_sample(INFER_REQ_ACTIVE, labels, in_use)
+        yield from (family for family in (size, active) if family.name in self.families)
 
     def render(self) -> bytes:
         """The Prometheus text format (0.0.4) as OVMS writes it: counters are named without the

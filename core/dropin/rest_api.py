@@ -29,6 +29,7 @@ from .errors import DropinError, Status
 from .health import model_ready
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
+from .ovms_flags import Cors
 from .rest_json import JsonTensor, PredictRequest, dumps, predict_response
 from .rest_transport import GuardedServer, RestLimits
 from .shapes import TensorSpec
@@ -63,6 +64,7 @@ class RestApi:
         json_threads: int = 2,
         render_metrics: Callable[[], Awaitable[bytes]] | None = None,
         limits: RestLimits | None = None,
+        cors: Cors | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.table = dataplane.table
@@ -73,6 +75,7 @@ class RestApi:
         self._reload_config = reload_config  # None: the server has no config.json
         self._rescan = rescan
         self._render_metrics = render_metrics  # --workers N: every worker's metrics, not only ours
+        self.cors = cors if cors is not None else Cors()
         self._executor = ThreadPoolExecutor(json_threads, thread_name_prefix="dropin-json")
         self._runner: web.ServerRunner | None = None
         self.port = 0
@@ -111,16 +114,31 @@ class RestApi:
     # -- routing -----------------------------------------------------------------------------
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return self._preflight(request)
+        response: web.StreamResponse
         try:
-            return await self._route(request)
+            response = await self._route(request)
         except DropinError as exc:
-            return error_response(exc)
+            response = error_response(exc)
         except ClientGone as exc:  # nobody reads what is answered
             log.debug("%s %s: client gone while sending its body (%s)", request.method, request.path, exc)
             return web.Response(status=400)
         except Exception as exc:
             log.exception("%s %s failed", request.method, request.path)
-            return error_response(DropinError(Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+            response = error_response(DropinError(Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+        # CORS, as OVMS: the allowed origin on every answer (a browser needs it on errors too)
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            response.headers.update(self.cors.headers(origin))
+        return response
+
+    def _preflight(self, request: web.BaseRequest) -> web.Response:
+        """A CORS preflight request: 204 with what the flags allow, 403 for an origin not allowed."""
+        asked = request.headers
+        headers = self.cors.preflight(asked.get("Origin"), asked["Access-Control-Request-Method"],
+                                      asked.get("Access-Control-Request-Headers"))
+        return web.Response(status=204 if headers else 403, headers=headers)
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         raw = request.raw_path.split("?", 1)[0]

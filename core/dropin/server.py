@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from .grpc_api import ModelService, PredictionService, add_services
 from .health import GrpcHealth, add_reflection
 from .manager import ModelManager
 from .metrics import FAMILIES, Metrics
+from .ovms_flags import Cors, override_options
 from .plugins import PluginHost
 from .rest_api import RestApi
 from .rest_transport import RestLimits
@@ -67,6 +68,9 @@ class ServerSettings:
     reload_config_enable: bool = False
     reload_config_roots: tuple[Path, ...] = ()
     plugin_options: Mapping[str, Any] = field(default_factory=dict)  # server options plugins declared, by name
+    grpc_channel_arguments: list[tuple[str, int | str]] = field(default_factory=list)  # gRPC options, given last
+    cors: Cors = field(default_factory=Cors)  # CORS headers on the REST port (OVMS's defaults: everything)
+    rest_workers: int = 2  # threads decoding and encoding REST JSON bodies
 
 
 class Server:
@@ -84,7 +88,7 @@ class Server:
         self.plugins = plugins
         plugins.configure(settings.plugin_options)
         self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
-        self.metrics = Metrics(settings.metrics_list) if settings.metrics_enable else None
+        self.metrics = Metrics(settings.metrics_list, self._pools) if settings.metrics_enable else None
         self.dataplane = DataPlane(
             self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes, metrics=self.metrics
         )
@@ -140,6 +144,15 @@ class Server:
         if self.settings.file_system_poll_wait_seconds > 0:
             self._tasks.append(asyncio.create_task(self._poll()))
 
+    def _pools(self) -> Iterator[tuple[str, int, tuple[int, int]]]:
+        """The infer-request pools of the versions served (read when /metrics is scraped)."""
+        for model in list(self.manager.table.models.values()):
+            for version in list(model.versions.values()):
+                servable = version.servable
+                pool = servable.model.infer_requests() if servable is not None else None
+                if pool is not None:
+                    yield model.name, version.number, pool
+
     async def _listen(self) -> None:
         s = self.settings
         options = [
@@ -153,7 +166,7 @@ class Server:
             ("grpc.max_connection_idle_ms", _ms(s.grpc_idle_timeout_seconds)),
             ("grpc.max_allowed_incoming_connections", s.grpc_max_connections),
         ]
-        self.grpc = grpc.aio.server(options=options)
+        self.grpc = grpc.aio.server(options=override_options(options, s.grpc_channel_arguments))
         add_services(
             self.grpc,
             PredictionService(self.dataplane),
@@ -232,12 +245,15 @@ class Server:
             rescan=rescan,
             render_metrics=self.relay.render_metrics if self.relay is not None and self.metrics is not None else None,
             limits=s.rest_limits,
+            json_threads=s.rest_workers,
+            cors=s.cors,
         )
         self.rest_port = await self.rest.start(
             s.rest_bind_address, s.rest_port, s.shutdown_grace_seconds, s.tls.ssl_context() if s.tls else None,
             reuse_port=self.link is not None,
         )
         log.info("REST server listening on %s", f"{_host(s.rest_bind_address)}:{self.rest_port}")
+        log.info("REST: %d threads decode and encode JSON bodies (--rest_workers)", s.rest_workers)
         if self.metrics is not None:
             log.info("metrics enabled on http://%s:%d/metrics", _host(s.rest_bind_address), self.rest_port)
 

@@ -18,6 +18,7 @@ import openvino.opset13 as ops
 from dropin.backend import Backend, LoadOptions
 from dropin.dtypes import DType
 
+from . import server_options
 from .load_options import apply_load_options
 from .messages import ov_message
 from .serving import OpenVINOModel
@@ -79,6 +80,13 @@ class OpenVINOBackend(Backend):
 
     def __init__(self) -> None:
         self.core = ov.Core()
+        extension = server_options.current.cpu_extension
+        if extension is not None:
+            try:
+                self.core.add_extension(extension)
+            except RuntimeError as exc:
+                why = ov_message(exc)
+                raise ValueError(f"--cpu_extension {extension}: OpenVINO could not load it: {why}") from None
 
     @classmethod
     def claims(cls, version_dir: Path) -> bool:
@@ -103,7 +111,8 @@ class OpenVINOBackend(Backend):
         replace_string_identities(model)
         model = apply_load_options(model, options)
         try:
-            compiled = self.core.compile_model(model, options.target_device, dict(options.plugin_config))
+            config = server_options.compile_config(options.plugin_config, allow_cache(options))
+            compiled = self.core.compile_model(model, options.target_device, config)
         except RuntimeError as exc:
             raise ValueError(
                 f"OpenVINO could not compile {model_file.name} for device {options.target_device!r}: {ov_message(exc)}"
@@ -118,6 +127,13 @@ class OpenVINOBackend(Backend):
         loaded = OpenVINOModel(model, compiled, max(nireq, 1), label=str(version_dir))
         warn_about_64_bit_types(loaded, options.target_device, version_dir)
         return loaded
+
+
+def allow_cache(options: LoadOptions) -> bool:
+    """The model's allow_cache (config.json), true unless it says false, as OVMS for models it
+    loads itself."""
+    keys = getattr(options, "options", None) or {}
+    return keys.get("allow_cache", True) is not False
 
 
 def replace_string_identities(model: ov.Model) -> None:

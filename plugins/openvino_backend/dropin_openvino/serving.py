@@ -209,6 +209,10 @@ class OpenVINOModel(LoadedModel):
                 return outputs
         return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
 
+    def infer_requests(self) -> tuple[int, int]:
+        # the slots not in the queue are in use (qsize is exact enough for a gauge)
+        return self.nireq, self.nireq - self._requests.qsize()
+
     def _take_request(self) -> InferSlot | None:
         try:
             return self._requests.get_nowait()

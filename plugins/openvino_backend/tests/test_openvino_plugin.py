@@ -21,7 +21,9 @@ def test_dropin_plugins_lists_the_openvino_plugin() -> None:
     out = dropin_plugins()
     assert (
         "openvino (dropin-openvino 0.1.0)\n  module: dropin_openvino.plugin\n"
-        "  hooks: dropin_register_backends, dropin_register_conformance_models\n"
+        "  hooks: dropin_configure, dropin_declare_vocabulary, dropin_register_backends, "
+        "dropin_register_conformance_models\n"
+        "  server options: --cache_dir, --cpu_extension\n"
         "  backends: openvino\n  conformance models: openvino\n"
     ) in out
     assert out.endswith("backend claim order (priority): openvino (100), onnxruntime (50), numpy (0)\n")
