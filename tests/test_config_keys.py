@@ -43,7 +43,9 @@ def every_key(base_path: str) -> dict[str, Any]:
             "custom_loader_options": {"loader_name": "loader"},
         }}],
         "pipeline_config_list": [PIPELINE],
-        "mediapipe_config_list": [{"name": "graph", "graph_path": "graph.pbtxt", "base_path": "g", "subconfig": "s.json"}],
+        "mediapipe_config_list": [
+            {"name": "graph", "graph_path": "graph.pbtxt", "base_path": "g", "subconfig": "s.json"}
+        ],
         "custom_loader_config_list": [{"config": {
             "loader_name": "loader", "library_path": "/loader.so", "loader_config_file": "loader.json",
         }}],
