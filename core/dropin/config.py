@@ -145,13 +145,14 @@ CORE_MODEL_KEYS = frozenset({
 # OVMS's other model keys (its config schema). A config.json OVMS accepts stays valid here: these
 # are accepted with or without a plugin that declares them (the image plugin declares mean, scale
 # and color_format, and then checks their values). Without one, a key has no effect and the log
-# says so once per model (`unsupported_keys`). allow_cache reaches the backend (LoadOptions.options).
+# says so once per model (config_schema.report_unsupported). allow_cache reaches the backend
+# (LoadOptions.options["allow_cache"]).
 OVMS_MODEL_KEYS = frozenset({
     "stateful", "low_latency_transformation", "idle_sequence_cleanup", "max_sequence_number",
     "allow_cache", "cache_dir", "mean", "scale", "color_format", "precision", "custom_loader_options",
 })
-#: OVMS model keys the core passes on to the backend, in LoadOptions.options
-BACKEND_OPTION_KEYS = frozenset({"allow_cache"})
+
+
 def _only(body: Mapping[str, Any], allowed: set[str], where: str) -> None:
     extra = sorted(set(body) - allowed)
     if extra:
