@@ -79,7 +79,10 @@ def test_rest_uses_the_mapped_names(server) -> None:  # type: ignore[no-untyped-
 def test_rest_unnamed_single_input_with_a_mapped_name(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
     version = modelgen.scale_model(repo / "s" / "1", shape=(-1, 3), factor=3.0)
     (version / "mapping_config.json").write_text(json.dumps({"inputs": {"x": "image"}, "outputs": {"y": "score"}}))
-    srv = start_server("--model_name", "s", "--model_path", str(repo / "s"), "--rest_port", str(free_port()))
+    config = repo / "config.json"  # a per-input layout may name the input by its mapped name, as in OVMS
+    config.write_text(json.dumps({"model_config_list": [{"config": {
+        "name": "s", "base_path": "s", "layout": {"image": "NC"}}}]}))
+    srv = start_server("--config_path", str(config), "--rest_port", str(free_port()))
     srv.wait_for("s", 1)
     x = [[1.0, 2.0, 3.0]]
     status, answer = srv.rest.request("POST", "/v1/models/s:predict", {"instances": x})

@@ -19,7 +19,7 @@ from pathlib import Path
 from .backend import Backend, LoadedModel
 from .batching import BatchingError, BatchingModel
 from .config import ModelConfig
-from .mapping import MappingError, apply_mapping, read_mapping
+from .mapping import MappingError, apply_mapping, model_load_options, read_mapping
 from .models import Servable
 from .plugins import Registries
 from .preprocess import Preprocessor
@@ -110,7 +110,7 @@ class Loader:
                 except MappingError as exc:
                     raise LoadError(f"{path}: {exc}") from None
                 try:
-                    loaded = backend.load(copy, config.load)
+                    loaded = backend.load(copy, model_load_options(config.load, mapping))
                 except Exception as exc:
                     raise LoadError(
                         f"backend {backend_name} could not load {path}: {str(exc).replace(str(copy), str(path))}"

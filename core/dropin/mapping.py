@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import InferOutputs, LoadedModel
+from .backend import InferOutputs, LoadedModel, LoadOptions
 from .shapes import TensorSpec
 
 MAPPING_FILE = "mapping_config.json"
@@ -50,6 +50,21 @@ def read_mapping(version_dir: Path) -> NameMapping | None:
     if extra:
         raise MappingError(f"{MAPPING_FILE}: unknown key(s) {', '.join(extra)}")
     return NameMapping(_names(document, "inputs"), _names(document, "outputs"))
+
+
+def model_load_options(options: LoadOptions, mapping: NameMapping | None) -> LoadOptions:
+    """`options` whose per-input `shape` and `layout` may name inputs by their mapped names (as
+    OVMS lets them), with those names turned back into the model's for the backend."""
+    if mapping is None or not mapping.inputs:
+        return options
+    to_model = {new: old for old, new in mapping.inputs.items()}
+
+    def unmapped(value: str | Mapping[str, str] | None) -> str | Mapping[str, str] | None:
+        if not isinstance(value, Mapping):
+            return value
+        return {to_model.get(name, name): v for name, v in value.items()}
+
+    return dataclasses.replace(options, shape=unmapped(options.shape), layout=unmapped(options.layout))
 
 
 def _names(document: dict[str, Any], kind: str) -> dict[str, str]:

@@ -20,7 +20,8 @@ def test_ir_with_every_ovms_key_and_a_mapping(dropin_server, tmp_path: Path) -> 
     (version / "mapping_config.json").write_text(json.dumps({"inputs": {"x": "image"}, "outputs": {"y": "scores"}}))
     config = tmp_path / "models" / "config.json"
     config.write_text(json.dumps({"model_config_list": [{"config": {
-        "name": "img", "base_path": "img", "batch_size": 1, "shape": "(1,3,4,4)", "layout": "NCHW",
+        "name": "img", "base_path": "img", "batch_size": 1, "shape": {"image": "(1,3,4,4)"},
+        "layout": {"image": "NCHW"},  # per input, by the mapped name, as OVMS allows
         "model_version_policy": {"all": {}}, "nireq": 1, "target_device": "CPU",
         "plugin_config": {"INFERENCE_PRECISION_HINT": "f32"}, "allow_cache": False,
         "mean": [0, 0, 0], "scale": [1, 1, 1], "color_format": "BGR", "precision": "FP32",
