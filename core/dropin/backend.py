@@ -35,6 +35,9 @@ class LoadOptions:
     shape: str | Mapping[str, str] | None = None
     layout: str | Mapping[str, str] | None = None
     batch_size: str | int | None = None
+    #: other OVMS model keys meant for the backend, when config.json sets them: "allow_cache"
+    #: (bool: OVMS's per-model switch of the runtime's model cache)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class InferOutputs(dict):  # type: ignore[type-arg]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -141,18 +142,15 @@ CORE_MODEL_KEYS = frozenset({
     "name", "base_path", "batch_size", "model_version_policy", "shape", "layout", "nireq",
     "target_device", "plugin_config", "backend", "dynamic_batching",
 })
-# OVMS's other model keys (schema.cpp). A config.json OVMS accepts stays valid here: these are
-# accepted with or without a plugin that declares them (the image plugin declares mean, scale and
-# color_format, and then checks their values); with none, they have no effect, as OVMS's
-# stateful-model keys never had in dropin.
+# OVMS's other model keys (its config schema). A config.json OVMS accepts stays valid here: these
+# are accepted with or without a plugin that declares them (the image plugin declares mean, scale
+# and color_format, and then checks their values). Without one, a key has no effect and the log
+# says so once per model (config_schema.report_unsupported). allow_cache reaches the backend
+# (LoadOptions.options["allow_cache"]).
 OVMS_MODEL_KEYS = frozenset({
     "stateful", "low_latency_transformation", "idle_sequence_cleanup", "max_sequence_number",
-    "allow_cache", "cache_dir", "mean", "scale", "color_format", "precision",
+    "allow_cache", "cache_dir", "mean", "scale", "color_format", "precision", "custom_loader_options",
 })
-_TOP_KEYS = {
-    "model_config_list", "pipeline_config_list", "mediapipe_config_list", "custom_loader_config_list",
-    "custom_node_library_config_list", "monitoring",
-}
 
 
 def _only(body: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -211,6 +209,11 @@ def model_config(
         layout=entry.get("layout"),
         batch_size=entry.get("batch_size"),
     )
+    allow_cache = entry.get("allow_cache")
+    if allow_cache is not None and not isinstance(allow_cache, bool):
+        raise ConfigError(f"model {name!r}: allow_cache must be true or false, got {allow_cache!r}")
+    if allow_cache is not None:
+        load = dataclasses.replace(load, options={"allow_cache": allow_cache})
     batching = DynamicBatching.parse(entry.get("dynamic_batching"), f"model {name!r} dynamic_batching")
     options = {
         k: v
@@ -257,7 +260,9 @@ def parse_config(data: bytes, path: Path, vocabulary: Vocabulary | None = None) 
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(document, dict) or "model_config_list" not in document:
         raise ConfigError(f"{path}: the top level must be an object with 'model_config_list'")
-    _only(document, _TOP_KEYS, str(path))
+    from .config_schema import check_document, report_unsupported  # it imports this module
+
+    check_document(document, str(path))
     entries = document["model_config_list"]
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: model_config_list must be a list")
@@ -266,6 +271,7 @@ def parse_config(data: bytes, path: Path, vocabulary: Vocabulary | None = None) 
         if not isinstance(item, dict) or set(item) != {"config"} or not isinstance(item["config"], dict):
             raise ConfigError(f'{path}: every model_config_list item must be {{"config": {{...}}}}')
         models.append(model_config(item["config"], relative_to=path.parent.resolve(), vocabulary=vocabulary))
+        report_unsupported(models[-1].name, item["config"], vocabulary.model_keys if vocabulary else ())
     names = [m.name for m in models]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

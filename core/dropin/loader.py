@@ -3,7 +3,8 @@
 `Loader.load` runs in a worker thread (the manager awaits it, see manager.py). It chooses the
 backend (the model's `backend` key, else the first installed backend that claims the directory,
 by priority), has it load a private copy of the files (private_copy.py: never the files a user
-may rewrite under a served model), plans every input (the first preprocessor that claims it
+may rewrite under a served model), renames its inputs and outputs as the version's
+mapping_config.json says (mapping.py), plans every input (the first preprocessor that claims it
 converts it) and wraps the result for dynamic batching when the configuration asks for it.
 Backends and preprocessors are instantiated once, on first use, and shared by every model.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from .backend import Backend, LoadedModel
 from .batching import BatchingError, BatchingModel
 from .config import ModelConfig
+from .mapping import MappingError, apply_mapping, model_load_options, read_mapping
 from .models import Servable
 from .plugins import Registries
 from .preprocess import Preprocessor
@@ -105,13 +107,22 @@ class Loader:
         try:
             with private_copy(path) as copy:  # never from files the user may rewrite under us
                 try:
-                    loaded = backend.load(copy, config.load)
+                    mapping = read_mapping(copy)
+                except MappingError as exc:
+                    raise LoadError(f"{path}: {exc}") from None
+                try:
+                    loaded = backend.load(copy, model_load_options(config.load, mapping))
                 except Exception as exc:
                     raise LoadError(
                         f"backend {backend_name} could not load {path}: {str(exc).replace(str(copy), str(path))}"
                     ) from exc
         except CopyError as exc:
             raise LoadError(str(exc)) from None
+        try:  # the names clients use (mapping_config.json), before anything is planned on them
+            loaded = apply_mapping(loaded, mapping)
+        except MappingError as exc:
+            loaded.close()
+            raise LoadError(f"{path}: {exc}") from None
         try:
             plans = tuple(self._plan(config, loaded.inputs[name]) for name in sorted(loaded.inputs))
             served = self._batched(config, number, loaded, backend_name)
