@@ -132,8 +132,7 @@ class OpenVINOBackend(Backend):
 def allow_cache(options: LoadOptions) -> bool:
     """The model's allow_cache (config.json), true unless it says false, as OVMS for models it
     loads itself."""
-    keys = getattr(options, "options", None) or {}
-    return keys.get("allow_cache", True) is not False
+    return options.options.get("allow_cache", True) is not False
 
 
 def replace_string_identities(model: ov.Model) -> None:

@@ -5,6 +5,7 @@ optional metrics ovms_infer_req_queue_size / ovms_infer_req_active from the infe
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,23 @@ def test_cache_dir_writes_openvino_cache_then_loads_from_it(tmp_path: Path) -> N
         np.testing.assert_allclose(server.client.predict("m", {"x": X})["y"], expected)
     # the second process imported the compiled model: nothing new was written
     assert {f: f.stat().st_mtime_ns for f in cache.rglob("*") if f.is_file()} == blobs
+
+
+def test_allow_cache_false_keeps_a_model_out_of_the_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    for name, factor in (("cached", 2.0), ("uncached", 3.0)):
+        modelgen.scale_model(tmp_path / name / "1", shape=(-1, 2), factor=factor)
+    config = {"model_config_list": [
+        {"config": {"name": "cached", "base_path": str(tmp_path / "cached")}},
+        {"config": {"name": "uncached", "base_path": str(tmp_path / "uncached"), "allow_cache": False}},
+    ]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with serve("--config_path", str(tmp_path / "config.json"), "--cache_dir", str(cache)) as server:
+        server.wait_for("cached", 1)
+        server.wait_for("uncached", 1)
+        np.testing.assert_allclose(server.client.predict("uncached", {"x": X})["y"], X * 3.0, rtol=1e-2)
+        written = [f for f in cache.rglob("*") if f.is_file()]
+    assert len(written) == 1, written  # the blob of "cached" only
 
 
 def test_a_missing_cpu_extension_is_a_clear_start_up_error(tmp_path: Path) -> None:
