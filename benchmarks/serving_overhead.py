@@ -13,9 +13,18 @@ one request serialized once and sends the bytes (no serializer, no deserializer)
     same client and payload; grpc.aio echo servers on asyncio's loop and on uvloop (the loop dropin
     serves on) and a thread-pool echo server are measured and the fastest is the reference;
 (c) p50 / p99 latency of both models at concurrency 1 (one synchronous client) next to
-    in-process latency (goals: 1x10 p50 < 0.15 ms, ResNet-50 p50 within 0.5 ms of in-process).
+    in-process latency (goals: 1x10 p50 < 0.15 ms, ResNet-50 p50 within 0.5 ms of in-process);
+(d) the 1x10 model at concurrency 16 on every server side by side (dropin, the thread-pool and
+    grpc.aio echoes, a minimal thread-pool and a minimal grpc.aio server): req/s, p50 and the ratio
+    to the thread-pool echo, and at concurrency 1 what each server adds to the echo of the same bytes.
+
+Clients model other machines: the load generator (and the concurrency-1 client) run on cores of
+their own (`--client-cores`, default the last core), every server and the in-process references on
+the rest. The run fails (exit 1) when the thread-pool echo serves fewer than `--min-echo` req/s:
+the reference itself would then be starved and every ratio flattering.
 
     .venv/bin/python benchmarks/serving_overhead.py [--seconds 8] [--markdown docs/performance.md]
+        [--client-cores 1] [--min-echo 10000]
 
 Internal modes: `--echo-server aio|uvloop|thread` runs an echo server and prints its port.
 """
@@ -88,10 +97,20 @@ def _drive(
     return asyncio.run(run())
 
 
+def pin(cores: set[int]) -> None:
+    """Keeps this process, and the processes and threads it starts from now on, on `cores`."""
+    os.sched_setaffinity(0, cores)
+
+
 class LoadGenerator:
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, cores: set[int] | None = None) -> None:
         self.processes = processes
-        self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = ProcessPoolExecutor(
+            processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=pin if cores else None,
+            initargs=(cores,) if cores else (),
+        )
         self.client_cpu = 0.0
         self.latencies: list[float] = []
         list(self.pool.map(int, range(processes)))  # start them now
@@ -108,6 +127,10 @@ class LoadGenerator:
         self.client_cpu = sum(cpu for _, cpu, _ in results)
         self.latencies = [t for _, _, times in results for t in times]
         return sum(done for done, _, _ in results) / seconds
+
+    def sequential(self, port: int, payload: bytes, n: int, warmup: int) -> list[float]:
+        """Concurrency 1 from one of the client processes (on the clients' cores)."""
+        return self.pool.submit(latencies, port, payload, n, warmup).result()
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -143,17 +166,23 @@ class Measured:
         self.requests = 0.0
         self.seconds = 0.0
         self.cpu = 0.0
+        self.latencies: list[float] = []
 
     def run(self, gen: LoadGenerator, port: int, payload: bytes, concurrency: int, seconds: float) -> None:
         before = main_thread_seconds(self.pid)
-        rate = gen.rate(port, payload, concurrency, seconds)
+        rate = gen.rate(port, payload, concurrency, seconds, timed=True)
         self.cpu += main_thread_seconds(self.pid) - before
+        self.latencies += gen.latencies
         self.requests += rate * seconds
         self.seconds += seconds
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies)
 
     @property
     def cpu_us(self) -> float:
@@ -271,9 +300,59 @@ def minimal_server(model_xml: str, threaded: bool) -> None:
     serve_aio(predict, uvloop=True)
 
 
-def start_minimal(model_xml: Path, threaded: bool = False) -> tuple[subprocess.Popen, int]:
+MINIMAL_THREADS = 4
+
+
+def minimal_thread_server(model_xml: str) -> None:
+    """The same minimal front end on grpc's thread-pool server: each of MINIMAL_THREADS handler
+    threads parses, runs OpenVINO on an infer request of its own and serializes. Prints the port,
+    runs until killed."""
+    import queue
+
+    import grpc
+    import numpy as np
+    import openvino as ov
+
+    from dropin._proto.tensorflow_serving.apis import predict_pb2
+
+    compiled = ov.Core().compile_model(model_xml, "CPU")
+    requests: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(MINIMAL_THREADS):
+        requests.put(compiled.create_infer_request())
+    output = compiled.outputs[0].get_any_name()
+
+    def predict(data: bytes, context: object) -> bytes:
+        message = predict_pb2.PredictRequest.FromString(data)
+        tensor = next(iter(message.inputs.values()))
+        shape = tuple(d.size for d in tensor.tensor_shape.dim)
+        array = np.frombuffer(tensor.tensor_content, np.float32).reshape(shape)
+        request = requests.get()
+        try:
+            result = request.infer({0: array}, share_outputs=False).to_tuple()[0]
+        finally:
+            requests.put(request)
+        response = predict_pb2.PredictResponse()
+        out = response.outputs[output]
+        out.dtype = 1  # DT_FLOAT
+        for size in result.shape:
+            out.tensor_shape.dim.add().size = size
+        out.tensor_content = result.tobytes()
+        return response.SerializeToString()
+
+    server = grpc.server(ThreadPoolExecutor(MINIMAL_THREADS), options=CLIENT_OPTIONS)
+    handler = grpc.unary_unary_rpc_method_handler(predict)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "tensorflow.serving.PredictionService", {"Predict": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
+
+
+def start_minimal(model_xml: Path, threaded: bool = False, thread_pool: bool = False) -> tuple[subprocess.Popen, int]:
     command = [sys.executable, __file__, "--minimal-server", str(model_xml)]
     command += ["--minimal-threaded"] if threaded else []
+    command += ["--minimal-thread-pool"] if thread_pool else []
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
@@ -395,16 +474,40 @@ def main() -> None:
         metavar="ARG",
         help="an extra argument for dropin serve, e.g. --dropin-arg=--event_loop --dropin-arg=asyncio",
     )
+    available = sorted(os.sched_getaffinity(0))
+    parser.add_argument(
+        "--client-cores",
+        default=str(available[-1]),
+        help="comma-separated cores of the load generator (clients); servers get the others (default: the last core)",
+    )
+    parser.add_argument(
+        "--min-echo",
+        type=float,
+        default=10_000.0,
+        help="fail when the thread-pool echo serves fewer 1x10 req/s at concurrency 16 (a starved reference)",
+    )
     parser.add_argument("--echo-server", choices=ECHO_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--minimal-server", help=argparse.SUPPRESS)
     parser.add_argument("--minimal-threaded", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--minimal-thread-pool", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         echo_server(args.echo_server)
         return
+    if args.minimal_server and args.minimal_thread_pool:
+        minimal_thread_server(args.minimal_server)
+        return
     if args.minimal_server:
         minimal_server(args.minimal_server, args.minimal_threaded)
         return
+    client_cores = {int(core) for core in args.client_cores.split(",")}
+    server_cores = set(available) - client_cores
+    if not client_cores <= set(available) or not server_cores:
+        sys.exit(f"--client-cores {args.client_cores}: expected a subset of the cores {available} that leaves "
+                 "at least one core for the servers")
+    pin(server_cores)  # every server started below inherits it; the clients pin themselves
+    print(f"clients on cores {sorted(client_cores)}, servers and in-process references on {sorted(server_cores)}",
+          flush=True)
 
     import numpy as np
 
@@ -419,7 +522,7 @@ def main() -> None:
     image = rng.random((1, 3, 224, 224), dtype=np.float32)
     vector = rng.random((1, 10), dtype=np.float32)
     n_tiny, n_resnet = args.latency_requests, max(args.latency_requests // 10, 50)
-    gen = LoadGenerator(args.processes)
+    gen = LoadGenerator(args.processes, client_cores)
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         resnet50(repo / "resnet" / "1")
@@ -453,33 +556,38 @@ def main() -> None:
         echoes = {kind: start_echo(kind) for kind in ECHO_KINDS}
         echo_ports = {kind: port for kind, (_, port) in echoes.items()}
         minimal = start_minimal(repo / "tiny" / "1" / "model.xml")
+        minimal_pool = start_minimal(repo / "tiny" / "1" / "model.xml", thread_pool=True)
         minimal_resnet = start_minimal(repo / "resnet" / "1" / "model.xml", threaded=True)
-        servers = [*echoes.values(), minimal, minimal_resnet, start_dropin(config, args.dropin_arg)]
+        servers = [*echoes.values(), minimal, minimal_pool, minimal_resnet, start_dropin(config, args.dropin_arg)]
         try:
             port = servers[-1][1]
             minimal_port = minimal[1]
             ov_resnet = Compiled(repo / "resnet" / "1" / "model.xml", image)
             ov_tiny = Compiled(repo / "tiny" / "1" / "model.xml", vector)
             ov_tiny_times = ov_tiny.latencies(n_tiny)
-            tiny_times = latencies(port, tiny_payload, n_tiny, 300)
-            minimal_times = latencies(minimal_port, tiny_payload, n_tiny, 300)
-            batched_times = latencies(port, batched_payload, n_tiny // 10, 30)  # each waits the whole timeout
+            tiny_times = gen.sequential(port, tiny_payload, n_tiny, 300)
+            minimal_times = gen.sequential(minimal_port, tiny_payload, n_tiny, 300)
+            minimal_pool_times = gen.sequential(minimal_pool[1], tiny_payload, n_tiny, 300)
+            batched_times = gen.sequential(port, batched_payload, n_tiny // 10, 30)  # each waits the whole timeout
             ov_resnet_times = ov_resnet.latencies(n_resnet)
-            resnet_times = latencies(port, resnet_payload, n_resnet, 10)
-            resnet_minimal_times = latencies(minimal_resnet[1], resnet_payload, n_resnet, 10)
+            resnet_times = gen.sequential(port, resnet_payload, n_resnet, 10)
+            resnet_minimal_times = gen.sequential(minimal_resnet[1], resnet_payload, n_resnet, 10)
             # the transport's floor at concurrency 1: a bare echo of the same bytes
-            echo_times = {kind: percentiles(latencies(p, tiny_payload, n_tiny, 300)) for kind, p in echo_ports.items()}
+            echo_times = {
+                kind: percentiles(gen.sequential(p, tiny_payload, n_tiny, 300)) for kind, p in echo_ports.items()
+            }
             fastest = min(echo_times, key=lambda k: echo_times[k][0])
             echo_tiny = echo_times[fastest]
             echo_name = ECHO_NAMES[fastest]
-            echo_resnet = percentiles(latencies(echo_ports[fastest], resnet_payload, n_resnet, 10))
-            for p in (*echo_ports.values(), minimal_port, port):
+            echo_resnet = percentiles(gen.sequential(echo_ports[fastest], resnet_payload, n_resnet, 10))
+            for p in (*echo_ports.values(), minimal_port, minimal_pool[1], port):
                 gen.rate(p, tiny_payload, 16, 0.5)  # warm up
             gen.rate(port, resnet_payload, 4, 1.0)
             gen.rate(minimal_resnet[1], resnet_payload, 4, 1.0)
             half = args.seconds / 2
             echoes_measured = {kind: Measured(proc.pid) for kind, (proc, _) in echoes.items()}
             minimal_measured, tiny_measured = Measured(minimal[0].pid), Measured(servers[-1][0].pid)
+            minimal_pool_measured = Measured(minimal_pool[0].pid)
             batched_measured = Measured(servers[-1][0].pid)
             gen.rate(port, batched_payload, 16, 0.5)  # warm up
             resnet_rate = ov_resnet_rate = 0.0
@@ -494,6 +602,7 @@ def main() -> None:
                 for kind, p in echo_ports.items():
                     echoes_measured[kind].run(gen, p, tiny_payload, 16, half)
                 minimal_measured.run(gen, minimal_port, tiny_payload, 16, half)
+                minimal_pool_measured.run(gen, minimal_pool[1], tiny_payload, 16, half)
                 batched_measured.run(gen, port, batched_payload, 16, half)
                 tiny_measured.run(gen, port, tiny_payload, 16, half)
             echo_rates = {kind: m.rate for kind, m in echoes_measured.items()}
@@ -512,6 +621,7 @@ def main() -> None:
         "tiny in-process": percentiles(ov_tiny_times),
         "tiny dropin": percentiles(tiny_times),
         "tiny minimal": percentiles(minimal_times),
+        "tiny minimal pool": percentiles(minimal_pool_times),
         "tiny batched": percentiles(batched_times),
         "resnet minimal": percentiles(resnet_minimal_times),
         "resnet in-process": percentiles(ov_resnet_times),
@@ -577,10 +687,51 @@ def main() -> None:
         f"{ms(lat['tiny minimal'][0])} / {ms(lat['tiny minimal'][1])} | "
         f"{diff(lat['tiny dropin'][0] - lat['tiny minimal'][0])} ms at p50 | {ms(echo_tiny[0])} / {ms(echo_tiny[1])} |",
     ]
+    lines += side_by_side(
+        {
+            "dropin": (tiny_measured, lat["tiny dropin"][0]),
+            "thread-pool gRPC echo": (echoes_measured["thread"], echo_times["thread"][0]),
+            "grpc.aio echo on uvloop": (echoes_measured["uvloop"], echo_times["uvloop"][0]),
+            f"minimal thread-pool server ({MINIMAL_THREADS} threads, OpenVINO in the handler thread)": (
+                minimal_pool_measured,
+                lat["tiny minimal pool"][0],
+            ),
+            "minimal grpc.aio server on uvloop (OpenVINO on the loop)": (minimal_measured, lat["tiny minimal"][0]),
+        },
+        echo_times,
+    )
     text = "\n".join(lines)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
+    if echoes_measured["thread"].rate < args.min_echo:
+        sys.exit(
+            f"FAILED: the thread-pool echo served {echoes_measured['thread'].rate:.0f} req/s, below --min-echo "
+            f"{args.min_echo:.0f}: the reference is starved (clients on cores {sorted(client_cores)}, servers on "
+            f"{sorted(server_cores)}; is the machine busy?), every ratio above flatters the servers"
+        )
+
+
+def side_by_side(servers: dict[str, tuple[Measured, float]], echo_c1: dict[str, tuple[float, float]]) -> list[str]:
+    """(d): every server on the 1x10 model at concurrency 16, and at concurrency 1 what each adds to
+    the echo of the same bytes (same client process, same payload)."""
+    reference = servers["thread-pool gRPC echo"][0].rate
+    lines = [
+        "",
+        "(d) 1x10 f32 model, the same pinned clients and bytes for every server; ratio to the thread-pool echo; "
+        "at concurrency 1 (one synchronous client) the p50 each server adds to each echo's p50:",
+        "",
+        "| server | req/s, conc. 16 | p50 ms, conc. 16 | / thread-pool echo | p50 ms, conc. 1 "
+        "| + over thread-pool echo | + over grpc.aio uvloop echo |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, (measured, p50_c1) in servers.items():
+        lines.append(
+            f"| {name} | {measured.rate:.0f} | {measured.p50 * 1e3:.3f} | **{measured.rate / reference:.3f}** | "
+            f"{p50_c1 * 1e3:.3f} | {(p50_c1 - echo_c1['thread'][0]) * 1e3:+.3f} | "
+            f"{(p50_c1 - echo_c1['uvloop'][0]) * 1e3:+.3f} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":
