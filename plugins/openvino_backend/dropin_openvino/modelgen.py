@@ -3,7 +3,8 @@ directly on them as the reference the server's answers are compared with."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dropin_openvino.runtime  # noqa: F401  (the first import of openvino, with its telemetry off)
@@ -151,3 +152,38 @@ def gather_model(version_dir: Path, rows: int = 100_000, width: int = 64, seed: 
     table = np.random.default_rng(seed).standard_normal((rows, width)).astype(np.float32)
     emb = ops.gather(ops.constant(table), ids, ops.constant(np.int32(0)))
     return save(ov.Model([_result(emb, "emb")], [ids], "gather"), version_dir)
+
+
+# -- the bundled digits demo model (models/digits/1) and its sample images ----------------------
+
+_ROOT = Path(__file__).resolve().parents[3]  # the repository (the plugin is installed editable)
+DIGITS = _ROOT / "models" / "digits" / "1"
+DIGITS_F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # so that answers equal OpenVINO's bit for bit
+_SAMPLES = json.loads((_ROOT / "examples" / "digits" / "samples.json").read_text())
+_PIXELS = np.array([s["pixels"] for s in _SAMPLES], dtype=np.float32)  # (10, 8, 8), 0..255
+LABELS = [s["label"] for s in _SAMPLES]
+
+
+def digit_images(n: int, start: int = 0) -> np.ndarray:
+    """n digit images (n, 8, 8, 1): the samples in turn, rotated by 90 degrees on each later pass
+    so that up to 40 images differ."""
+    out = [np.rot90(_PIXELS[i % len(_PIXELS)], k=(i // len(_PIXELS)) % 4) for i in range(start, start + n)]
+    return np.ascontiguousarray(np.stack(out)[..., None])
+
+
+def assert_same_digits(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> None:
+    """The digits model's two outputs, exactly equal."""
+    assert set(got) == {"probabilities", "label"}
+    np.testing.assert_array_equal(got["probabilities"], want["probabilities"])
+    np.testing.assert_array_equal(got["label"], want["label"])
+
+
+def save_fails_on_7(directory: Path, name: str = "fails_on_7") -> Path:
+    """An IR whose input x (any length) is reshaped to (3, -1): 6 or 9 values work, 7 fail at
+    inference time (the shape is only checked then)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    x = ops.parameter([-1], ov.Type.f32, name="x")
+    y = ops.reshape(x, ops.constant(np.array([3, -1], np.int64)), special_zero=False)
+    y.output(0).get_tensor().set_names({"y"})
+    ov.save_model(ov.Model([y], [x], name), str(directory / f"{name}.xml"))
+    return directory

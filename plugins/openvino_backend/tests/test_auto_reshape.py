@@ -17,8 +17,8 @@ import pytest
 
 from dropin.testing.client import outputs_of
 from dropin.testing.server import free_port
+from dropin_openvino.modelgen import F32_CONFIG as F32
 
-F32 = '{"INFERENCE_PRECISION_HINT":"f32"}'
 RESHAPE_ERROR = "Model could not be reshaped with requested shape"
 
 

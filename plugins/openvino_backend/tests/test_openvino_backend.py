@@ -5,14 +5,11 @@ results must be bit-for-bit equal)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-from collections.abc import Iterator
+from asyncio import run
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
-import openvino.opset13 as ops
 import pytest
 
 import dropin_openvino.serving
@@ -20,72 +17,11 @@ from dropin.backend import LoadOptions
 from dropin.dtypes import DType
 from dropin.shapes import Dim
 from dropin_openvino.backend import OpenVINOBackend, find_model_file
+from dropin_openvino.modelgen import DIGITS, LABELS, save_fails_on_7
+from dropin_openvino.modelgen import DIGITS_F32 as F32
+from dropin_openvino.modelgen import assert_same_digits as assert_same
+from dropin_openvino.modelgen import digit_images as images
 from dropin_openvino.serving import INLINE_BYTES, InferenceError, OpenVINOModel
-
-ROOT = Path(__file__).resolve().parents[3]
-DIGITS = ROOT / "models" / "digits" / "1"
-F32 = {"INFERENCE_PRECISION_HINT": "f32"}
-SAMPLES = json.loads((ROOT / "examples" / "digits" / "samples.json").read_text())
-PIXELS = np.array([s["pixels"] for s in SAMPLES], dtype=np.float32)  # (10, 8, 8), 0..255
-LABELS = [s["label"] for s in SAMPLES]
-
-
-def images(n: int, start: int = 0) -> np.ndarray:
-    """n digit images (n, 8, 8, 1): the samples in turn, rotated by 90 degrees on each later pass
-    so that up to 40 images differ."""
-    out = []
-    for i in range(start, start + n):
-        out.append(np.rot90(PIXELS[i % len(PIXELS)], k=(i // len(PIXELS)) % 4))
-    return np.ascontiguousarray(np.stack(out)[..., None])
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
-
-
-# -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def backend() -> OpenVINOBackend:
-    return OpenVINOBackend()
-
-
-@pytest.fixture(scope="module")
-def expected(backend: OpenVINOBackend):  # type: ignore[no-untyped-def]
-    """The digits model run by OpenVINO directly: batch -> {"probabilities", "label"}."""
-    direct = backend.core.compile_model(str(DIGITS / "model.xml"), "CPU", F32)
-
-    def run_direct(batch: np.ndarray) -> dict[str, np.ndarray]:
-        result = direct(batch)
-        return {name: result[direct.output(name)] for name in ("probabilities", "label")}
-
-    return run_direct
-
-
-@pytest.fixture(scope="module")
-def model(backend: OpenVINOBackend) -> Iterator[OpenVINOModel]:
-    loaded = backend.load(DIGITS, LoadOptions(plugin_config=F32))
-    yield loaded
-    loaded.close()
-
-
-def assert_same(got, want: dict[str, np.ndarray]) -> None:  # type: ignore[no-untyped-def]
-    assert set(got) == {"probabilities", "label"}
-    np.testing.assert_array_equal(got["probabilities"], want["probabilities"])
-    np.testing.assert_array_equal(got["label"], want["label"])
-
-
-def save_fails_on_7(directory: Path, name: str = "fails_on_7") -> Path:
-    """An IR whose input x (any length) is reshaped to (3, -1): 6 or 9 values work, 7 fail at
-    inference time (the shape is only checked then)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    x = ops.parameter([-1], ov.Type.f32, name="x")
-    y = ops.reshape(x, ops.constant(np.array([3, -1], np.int64)), special_zero=False)
-    y.output(0).get_tensor().set_names({"y"})
-    ov.save_model(ov.Model([y], [x], name), str(directory / f"{name}.xml"))
-    return directory
-
 
 # -- model file detection ---------------------------------------------------------------------
 
@@ -128,7 +64,7 @@ def test_find_model_file_ignores_directories_and_missing_paths(tmp_path: Path) -
 def test_find_model_file_on_the_demo_model() -> None:
     assert find_model_file(DIGITS) == DIGITS / "model.xml"
     assert OpenVINOBackend.claims(DIGITS)
-    assert not OpenVINOBackend.claims(ROOT / "models")
+    assert not OpenVINOBackend.claims(DIGITS.parent.parent)  # models/: no model file of its own
 
 
 def test_load_picks_the_ir_over_an_onnx_file_with_free_names(backend: OpenVINOBackend, tmp_path: Path) -> None:
@@ -392,112 +328,6 @@ def test_failing_inference_raises_and_the_next_request_works(backend: OpenVINOBa
         failing.close()
 
 
-# -- load options -----------------------------------------------------------------------------
-
-
-def test_layout_nchw_nhwc_adds_a_transpose(backend: OpenVINOBackend, expected) -> None:  # type: ignore[no-untyped-def]
-    nchw = backend.load(DIGITS, LoadOptions(plugin_config=F32, layout="NCHW:NHWC"))
-    try:
-        spec = nchw.inputs["image"]
-        assert spec.shape_text() == "(-1,1,8,8)" and spec.layout == "NCHW"
-        batch = images(5)
-        got = run(nchw.infer({"image": np.ascontiguousarray(batch.transpose(0, 3, 1, 2))}))
-        assert_same(got, expected(batch))
-    finally:
-        nchw.close()
-
-
-def test_shape_with_a_range(backend: OpenVINOBackend, expected) -> None:  # type: ignore[no-untyped-def]
-    ranged = backend.load(DIGITS, LoadOptions(plugin_config=F32, shape="(1:8,8,8,1)"))
-    try:
-        assert ranged.inputs["image"].shape[0] == Dim(1, 8)
-        assert ranged.inputs["image"].shape_text() == "([1~8],8,8,1)"
-        assert ranged.outputs["label"].shape_text() == "([1~8])"
-        batch = images(8)
-        assert_same(run(ranged.infer({"image": batch})), expected(batch))
-    finally:
-        ranged.close()
-
-
-def test_batch_size_and_nireq(backend: OpenVINOBackend, expected) -> None:  # type: ignore[no-untyped-def]
-    batched = backend.load(DIGITS, LoadOptions(plugin_config=F32, batch_size="4", nireq=3))
-    try:
-        assert batched.inputs["image"].shape_text() == "(4,8,8,1)"
-        assert batched.outputs["probabilities"].shape_text() == "(4,10)"
-        assert batched.nireq == 3
-        batch = images(4)
-        assert_same(run(batched.infer({"image": batch})), expected(batch))
-    finally:
-        batched.close()
-
-
-def test_shape_takes_precedence_over_batch_size(backend: OpenVINOBackend) -> None:
-    mapped = backend.load(DIGITS, LoadOptions(plugin_config=F32, shape={"image": "(2,8,8,1)"}, batch_size=4))
-    try:
-        assert mapped.inputs["image"].shape_text() == "(2,8,8,1)"
-    finally:
-        mapped.close()
-
-
-def test_auto_shape_and_batch_size_keep_the_model_shapes(backend: OpenVINOBackend) -> None:
-    auto = backend.load(DIGITS, LoadOptions(plugin_config=F32, shape="auto", batch_size="auto"))
-    try:
-        assert auto.inputs["image"].shape_text() == "(-1,8,8,1)"
-    finally:
-        auto.close()
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        pytest.param(
-            LoadOptions(shape="(1,x)"),
-            r"^invalid shape '\(1,x\)': expected e\.g\. \(1,3,224,224\), -1 for any size, 1:8 for a range$",
-            id="bad shape text",
-        ),
-        pytest.param(
-            LoadOptions(shape="(1,8,8)"),
-            r"^the model cannot be reshaped to \{'image': '\[1,8,8\]'\}: ",
-            id="shape of the wrong rank",
-        ),
-        pytest.param(
-            LoadOptions(shape={"nope": "(1,8,8,1)"}),
-            r"^shape is given for 'nope', which is not an input of the model \(inputs: image\)$",
-            id="shape for an unknown input",
-        ),
-        pytest.param(
-            LoadOptions(layout={"nope": "NHWC"}),
-            r"^layout is given for 'nope', which is not an input or output of the model "
-            r"\(inputs: image; outputs: probabilities, label\)$",
-            id="layout for an unknown input",
-        ),
-        pytest.param(LoadOptions(layout="NH!C"), r"^invalid layout 'NH!C': ", id="bad layout text"),
-        pytest.param(
-            LoadOptions(layout="NHW"), r"^cannot apply layout 'NHW': .*not compatible", id="layout of the wrong rank"
-        ),
-        pytest.param(
-            LoadOptions(batch_size="x"),
-            r"^invalid batch_size 'x': expected a positive number, -1 or a range like 1:8$",
-            id="bad batch_size",
-        ),
-        pytest.param(
-            LoadOptions(target_device="NO_SUCH_DEVICE"),
-            r"^OpenVINO could not compile model\.xml for device 'NO_SUCH_DEVICE': .*NO_SUCH_DEVICE",
-            id="unknown device",
-        ),
-        pytest.param(
-            LoadOptions(plugin_config={"INFERENCE_PRECISION_HINT": "f77"}),
-            r"^OpenVINO could not compile model\.xml for device 'CPU': .*f77.*INFERENCE_PRECISION_HINT",
-            id="bad plugin config value",
-        ),
-    ],
-)
-def test_invalid_load_options(backend: OpenVINOBackend, options: LoadOptions, message: str) -> None:
-    with pytest.raises(ValueError, match=message) as info:
-        backend.load(DIGITS, options).close()
-    assert ".cpp" not in str(info.value)
-
-
 # -- close ------------------------------------------------------------------------------------
 
 
@@ -528,81 +358,3 @@ def test_close_waits_for_requests_in_flight_and_later_infers_raise(
 
     run(main())
     busy.close()  # a second close() is harmless
-
-
-# -- found by the backend conformance suite ---------------------------------------------------
-
-
-def test_missing_inputs_are_refused_not_computed_on_stale_data(model: OpenVINOModel) -> None:
-    # An infer request keeps its last input tensor: without this check, a request missing an
-    # input was answered from the previous request's data.
-    run(model.infer({"image": images(2)}))
-    with pytest.raises(KeyError, match=r"missing input\(s\) image \(inputs: image\)"):
-        run(model.infer({}))
-
-
-def _string_model(directory: Path) -> Path:
-    x = ops.parameter(ov.PartialShape([-1]), ov.Type.string, name="x")
-    x.output(0).get_tensor().set_names({"x"})
-    y = ops.reshape(x, ops.shape_of(x), special_zero=False)
-    y.output(0).get_tensor().set_names({"y"})
-    directory.mkdir(parents=True, exist_ok=True)
-    ov.save_model(ov.Model([ops.result(y)], [x], "strings"), str(directory / "model.xml"))
-    return directory
-
-
-def test_strings_ending_in_nul_are_refused_not_truncated(backend: OpenVINOBackend, tmp_path: Path) -> None:
-    from dropin.errors import DropinError
-
-    loaded = backend.load(_string_model(tmp_path), LoadOptions(nireq=1))
-    try:
-        ok = np.array([b"a", b"", b"in\x00side", "caf\u00e9".encode()], dtype=object)
-        assert run(loaded.infer({"x": ok}))["y"].tolist() == ok.tolist()
-        with pytest.raises(
-            DropinError, match=r"^String input is not supported for this model input - input x: .*NUL byte"
-        ):
-            run(loaded.infer({"x": np.array([b"ok", b"end\x00"], dtype=object)}))
-    finally:
-        loaded.close()
-
-
-def test_strings_that_padding_would_blow_up_are_refused(backend: OpenVINOBackend, tmp_path: Path) -> None:
-    from dropin.errors import DropinError
-
-    loaded = backend.load(_string_model(tmp_path), LoadOptions(nireq=1))
-    try:
-        big = b"x" * (1 << 20)
-        similar = np.array([big] * 20, dtype=object)  # 20 MiB padded, as much as sent
-        assert run(loaded.infer({"x": similar}))["y"].tolist() == similar.tolist()
-        mixed = np.array([big] * 2 + [b"a"] * 20, dtype=object)  # 22 MiB padded from 2 MiB: over the floor, within 16x
-        assert run(loaded.infer({"x": mixed}))["y"].tolist() == mixed.tolist()
-        bomb = np.array([big] + [b""] * 30_000, dtype=object)  # would be 30 GiB
-        message = (r"^Request is too large - input x: 30001 strings padded to the longest \(1048576 bytes\) would take "
-                   r"31458328576 bytes in the OpenVINO backend, more than 16 times the 1048576 bytes sent")
-        with pytest.raises(DropinError, match=message):
-            run(loaded.infer({"x": bomb}))
-        with pytest.raises(DropinError, match=message):
-            loaded.check_inputs({"x": bomb})
-    finally:
-        loaded.close()
-
-
-def test_64_bit_tensors_are_warned_about(
-    backend: OpenVINOBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    x = ops.parameter(ov.PartialShape([-1]), ov.Type.i64, name="x")
-    x.output(0).get_tensor().set_names({"x"})
-    y = ops.convert(ops.add(x, ops.constant(np.int64(1))), ov.Type.f64)
-    y.output(0).get_tensor().set_names({"y"})
-    ov.save_model(ov.Model([ops.result(y)], [x], "wide"), str(tmp_path / "model.xml"))
-    with caplog.at_level("WARNING", logger="dropin.openvino"):
-        backend.load(tmp_path, LoadOptions(nireq=1)).close()
-    assert (
-        "OpenVINO's CPU plugin computes input x (I64: 32-bit integers), output y (FP64: 32-bit floats)" in caplog.text
-    )
-    assert caplog.records[-1].levelname == "WARNING"
-    caplog.clear()
-    with caplog.at_level("INFO", logger="dropin.openvino"):
-        backend.load(DIGITS, LoadOptions(nireq=1, plugin_config=F32)).close()  # label is I64 too
-    assert "output label (I64: 32-bit integers)" in caplog.text
-    assert caplog.records[-1].levelname == "INFO"  # only outputs: a note, not a warning
