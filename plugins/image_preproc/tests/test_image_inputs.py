@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,12 +15,10 @@ import grpc
 import numpy as np
 import pytest
 
-from dropin._proto.tensorflow.core.framework import tensor_pb2
 from dropin.testing.client import outputs_of, predict_request
-from dropin.testing.expect import expect_error
 from dropin.testing.server import DropinServer
 from dropin_image import DEFAULT_MAX_PIXELS
-from dropin_image.testing import encode, png_claiming
+from dropin_image.testing import encode, image_error, png_claiming, predict, reference
 from dropin_openvino import modelgen
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -53,38 +48,6 @@ MODELS: dict[str, tuple[dict, dict]] = {
 }
 FAILING = {"bad_color", "too_big"}
 
-TFS_CLIENT = textwrap.dedent(
-    """
-    import json, sys
-    import grpc
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    paths = sys.argv[1:]
-    port = sys.stdin.readline().strip()  # TensorFlow imports while the server starts
-    images = [open(p, "rb").read() for p in paths]
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
-    report = {}
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "digits"
-    request.inputs["image"].CopyFrom(tf.make_tensor_proto(images, shape=[len(images)]))
-    response = stub.Predict(request, 30)
-    report["labels"] = tf.make_ndarray(response.outputs["label"]).tolist()
-    report["probabilities_shape"] = list(tf.make_ndarray(response.outputs["probabilities"]).shape)
-    one = predict_pb2.PredictRequest()
-    one.model_spec.name = "digits"
-    one.inputs["image"].CopyFrom(tf.make_tensor_proto([images[7]], shape=[1]))
-    report["one"] = tf.make_ndarray(stub.Predict(one, 30).outputs["label"]).tolist()
-    one.inputs["image"].CopyFrom(tf.make_tensor_proto([b"not an image"], shape=[1]))
-    try:
-        stub.Predict(one, 30)
-    except grpc.RpcError as exc:
-        report["error"] = [exc.code().name, exc.details()]
-    print(json.dumps(report))
-    """
-)
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("images")
@@ -95,80 +58,19 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         entries.append({"config": {"name": name, "base_path": name, "plugin_config": F32, **options}})
     modelgen.conv_image_model(root / "conv" / "1")
     entries.append({"config": {"name": "conv", "base_path": "conv", "plugin_config": F32}})
-    entries.append({"config": {"name": "digits", "base_path": str(ROOT / "models" / "digits")}})
     (root / "config.json").write_text(json.dumps({"model_config_list": entries}))
     return root
 
 
 @pytest.fixture(scope="module")
-def tfs_client(tmp_path_factory: pytest.TempPathFactory):
-    """The tensorflow-serving-api client, started first: TensorFlow takes seconds to import, so
-    it imports while the models are built and the server starts, then waits for the port."""
-    script = tmp_path_factory.mktemp("tfs") / "tfs_client.py"
-    script.write_text(TFS_CLIENT)
-    paths = [str(ROOT / "examples" / "digits" / f"digit_{n}.png") for n in range(10)]
-    proc = subprocess.Popen(
-        [sys.executable, str(script), *paths], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
-    )
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.fixture(scope="module")
-def server(tfs_client: subprocess.Popen, repo: Path):
+def server(repo: Path):
     srv = DropinServer(["--config_path", str(repo / "config.json"), "--file_system_poll_wait_seconds", "0"])
     try:
-        srv.wait_for("digits", 1)
-        assert tfs_client.stdin is not None
-        tfs_client.stdin.write(f"{srv.port}\n")
-        tfs_client.stdin.flush()
         for name in [*MODELS, "conv"]:
             srv.wait_for(name, 1, state=20 if name in FAILING else 30)
         yield srv
     finally:
         srv.stop()
-
-
-def images_proto(images: list[bytes], shape: list[int] | None = None) -> tensor_pb2.TensorProto:
-    proto = tensor_pb2.TensorProto(dtype=7, string_val=images)
-    for size in [len(images)] if shape is None else shape:
-        proto.tensor_shape.dim.add().size = size
-    return proto
-
-
-def predict(
-    server: DropinServer, model: str, images: list[bytes], shape: list[int] | None = None
-) -> dict[str, np.ndarray]:
-    request = predict_request(model, {"image" if model == "digits" else "x": images_proto(images, shape)})
-    return outputs_of(server.predict.Predict(request, timeout=30))
-
-
-def image_error(
-    server: DropinServer, model: str, images: list[bytes], code: grpc.StatusCode, message: str, shape=None
-) -> None:
-    request = predict_request(model, {"x": images_proto(images, shape)})
-    expect_error(server.predict.Predict, request, code, message)
-
-
-def decoded(data: bytes) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    return image if image.ndim == 3 else image[:, :, None]
-
-
-def reference(images: list[bytes], height: int, width: int, nchw: bool = False, dtype=np.float32) -> np.ndarray:
-    """What the server should build: OpenCV decode (BGR), bilinear resize, cast, stack, layout."""
-    batch = []
-    for data in images:
-        image = decoded(data)
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-            image = image if image.ndim == 3 else image[:, :, None]
-        batch.append(image.astype(dtype))
-    tensor = np.stack(batch)
-    return np.ascontiguousarray(tensor.transpose(0, 3, 1, 2)) if nchw else tensor
 
 
 def color(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
@@ -421,41 +323,3 @@ def test_numeric_tensors_still_bypass_the_plugin(server: DropinServer) -> None:
     x = np.arange(16 * 16 * 3, dtype=np.float32).reshape(1, 16, 16, 3)
     got = outputs_of(server.predict.Predict(predict_request("nhwc", {"x": x}), timeout=20))["y"]
     np.testing.assert_array_equal(got, x)
-
-
-# -- the demo model with the clients OVMS users have ------------------------------------------------
-
-
-def test_digits_with_ovmsclient(server: DropinServer) -> None:
-    from ovmsclient import make_grpc_client, make_tensor_proto
-
-    client = make_grpc_client(f"127.0.0.1:{server.port}")
-    outputs = client.predict({"image": DIGITS}, "digits")
-    assert outputs["label"].tolist() == list(range(10))
-    assert client.predict({"image": DIGITS[4]}, "digits")["label"].tolist() == [4]
-    # ovmsclient's own make_tensor_proto(bytes) makes the same DT_STRING [1] tensor
-    proto = tensor_pb2.TensorProto.FromString(make_tensor_proto(DIGITS[9]).SerializeToString())
-    response = server.predict.Predict(predict_request("digits", {"image": proto}), timeout=20)
-    assert outputs_of(response)["label"].tolist() == [9]
-
-
-def test_digits_match_openvino_on_the_decoded_pngs(server: DropinServer) -> None:
-    import openvino as ov
-
-    served = predict(server, "digits", DIGITS)["probabilities"]
-    compiled = ov.Core().compile_model(str(ROOT / "models" / "digits" / "1" / "model.xml"), "CPU")
-    expected = compiled(reference(DIGITS, 8, 8))[compiled.output("probabilities")]
-    np.testing.assert_allclose(served, expected, rtol=1e-2, atol=1e-3)
-    # the same digits, 4x larger: the server resizes them back to 8x8
-    big = [encode(".png", cv2.resize(decoded(d), (32, 32), interpolation=cv2.INTER_NEAREST)) for d in DIGITS]
-    assert predict(server, "digits", big)["label"].tolist() == list(range(10))
-
-
-def test_digits_with_tensorflow_serving_api(server: DropinServer, tfs_client: subprocess.Popen) -> None:
-    out, err = tfs_client.communicate(timeout=300)
-    assert tfs_client.returncode == 0, err[-3000:]
-    report = json.loads(out.strip().splitlines()[-1])
-    assert report["labels"] == list(range(10))
-    assert report["probabilities_shape"] == [10, 10]
-    assert report["one"] == [7]
-    assert report["error"][0] == "INVALID_ARGUMENT" and report["error"][1].startswith("Image parsing failed")
