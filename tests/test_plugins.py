@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dropin.backend import Backend, LoadedModel, LoadOptions
+from dropin.custom_nodes import CustomNode
 from dropin.hookspecs import hookimpl
 from dropin.plugins import PluginHost
 from dropin.preprocess import InputConverter, Preprocessor
@@ -52,6 +53,14 @@ class MemorySource(LocalSource):
         return base_path.startswith("memory://")
 
 
+class NegateNode(CustomNode):
+    inputs = {}
+    outputs = {}
+
+    def execute(self, inputs):
+        return {name: -array for name, array in inputs.items()}
+
+
 class ThirdParty:
     """An in-process plugin implementing every hook."""
 
@@ -67,6 +76,10 @@ class ThirdParty:
     def dropin_register_sources(self, registry):
         registry.add("memory", MemorySource)
 
+    @hookimpl
+    def dropin_register_custom_nodes(self, registry):
+        registry.add("negate", NegateNode)
+
 
 def test_registration_hooks_fill_the_registries() -> None:
     host = PluginHost(blocked=set())
@@ -77,10 +90,16 @@ def test_registration_hooks_fill_the_registries() -> None:
     assert registries.sources.names() == ["local", "memory"]  # built-in first, as registered
     assert registries.sources.owner("memory") == "third_party"
     assert registries.sources.owner("local") == "builtin"
+    assert registries.custom_nodes.get("negate") is NegateNode
     assert EchoBackend.name == "echo"
     info = {p.name: p for p in host.plugins()}["third_party"]
-    assert info.hooks == ["dropin_register_backends", "dropin_register_preprocessors", "dropin_register_sources"]
-    assert info.registered == {"backend": ["echo"], "preprocessor": ["upper"], "source": ["memory"]}
+    assert info.hooks == [
+        "dropin_register_backends", "dropin_register_custom_nodes", "dropin_register_preprocessors",
+        "dropin_register_sources",
+    ]
+    assert info.registered == {
+        "backend": ["echo"], "preprocessor": ["upper"], "source": ["memory"], "custom node": ["negate"],
+    }
 
 
 def test_a_plugin_failing_in_a_hook_is_reported_and_skipped() -> None:

@@ -22,6 +22,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .custom_nodes import CustomNode
     from .preprocess import Preprocessor
     from .registry import Registry
     from .sources import ModelSource
@@ -92,6 +93,18 @@ def dropin_register_sources(registry: Registry[ModelSource]) -> None:
 
     Called once at start-up. For every model, the first source in registration order whose
     ``claims(base_path)`` is true lists its versions. Return nothing.
+    """
+
+
+@hookspec
+def dropin_register_custom_nodes(registry: Registry[CustomNode]) -> None:
+    """Add pipeline custom node classes by name: ``registry.add("crop", CropBoxes)``.
+
+    Called once at start-up. A pipeline node of type "custom" names a library of config.json's
+    ``custom_node_library_config_list``; that library's ``name`` (or else the file name in its
+    ``base_path``, without ``libcustom_node_`` and ``.so``) picks the class registered here, which
+    is built with the node's ``params`` when the pipeline is (see dropin/custom_nodes.py).
+    Return nothing.
     """
 
 

@@ -23,6 +23,7 @@ import pluggy
 from . import builtin, hookspecs
 from .backend import Backend
 from .config import CORE_MODEL_KEYS, ConfigError
+from .custom_nodes import CustomNode
 from .preprocess import Preprocessor
 from .registry import Registry
 from .sources import ModelSource
@@ -56,6 +57,7 @@ class Registries:
     backends: Registry[Backend]
     preprocessors: Registry[Preprocessor]
     sources: Registry[ModelSource]
+    custom_nodes: Registry[CustomNode]
 
 
 class PluginHost:
@@ -146,6 +148,7 @@ class PluginHost:
             backends=Registry("backend", Backend),
             preprocessors=Registry("preprocessor", Preprocessor),
             sources=Registry("source", ModelSource),
+            custom_nodes=Registry("custom node", CustomNode),
         )
         self._collect("dropin_register_backends", result.backends)
         result.backends.sort(lambda cls: -backend_priority(cls))
@@ -155,6 +158,7 @@ class PluginHost:
         )
         self._collect("dropin_register_preprocessors", result.preprocessors)
         self._collect("dropin_register_sources", result.sources)
+        self._collect("dropin_register_custom_nodes", result.custom_nodes)
         return result
 
     def conformance_models(self) -> Registry[ConformanceModels]:
