@@ -180,6 +180,12 @@ def test_the_inference_service_serves_from_s3_with_this_runtime() -> None:
     (runtime,) = documents(KSERVE / "servingruntime.yaml")
     (service,) = documents(KSERVE / "inferenceservice.yaml")
     assert kserve_errors(service) == []
+    secret, account = documents(KSERVE / "s3-credentials.yaml")
+    for resource in (secret, account):
+        kubernetes_validate.validate(resource, K8S_VERSIONS[0], strict=True)
+    assert service["spec"]["predictor"]["serviceAccountName"] == account["metadata"]["name"]
+    assert account["secrets"] == [{"name": secret["metadata"]["name"]}]
+    assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     model = service["spec"]["predictor"]["model"]
     assert re.fullmatch(r"s3://[a-z0-9.-]+/.+", model["storageUri"])
     assert model["runtime"] == runtime["metadata"]["name"]
