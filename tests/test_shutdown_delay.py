@@ -82,3 +82,25 @@ def test_a_negative_delay_is_refused(repo: Path) -> None:
     )
     assert result.returncode == 2
     assert "argument --shutdown_delay_seconds: must be a number of seconds, 0 or more, got -1" in result.stderr
+
+
+def test_with_workers_the_supervisor_waits_for_the_delay_and_the_drain(start_server, repo: Path) -> None:
+    """--workers N: the supervisor gives its workers the delay plus the grace period (and its
+    margin) before SIGKILL, not the grace period alone."""
+    version = modelgen.scale_model(repo / "1", shape=(-1, 2), factor=2.0)
+    expected = modelgen.run_numpy(version, {"x": X})["y"]
+    delay = 11.0  # longer than the grace period plus the supervisor's 10 s margin before SIGKILL
+    server = start_server("--model_name", "m", "--model_path", str(repo), "--rest_port", str(free_port()),
+                          "--workers", "2", "--shutdown_delay_seconds", str(delay), "--shutdown_grace_seconds", "0.5")
+    server.wait_for_log(r"\[dropin.workers\].*server ready")
+    signalled = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_for_log("not ready, still serving for 11 s", timeout=5)
+    time.sleep(1)
+    assert get(server, "/v2/health/ready").status == 503
+    np.testing.assert_array_equal(predict(server), expected)
+    assert server.proc.wait(delay + 20) == 0
+    assert time.monotonic() - signalled >= delay
+    server._reader.join(10)
+    assert "did not stop in time" not in server.log
+    assert server.log.count("[dropin.server] stopped") == 2
