@@ -1,8 +1,9 @@
 """The deployment files under deploy/, checked offline with the ecosystem's tools: yamllint,
 kubernetes-validate (the Kubernetes kinds against their openAPI schemas), `kubectl kustomize`
-when kubectl is on PATH, and KServe's objects against the schema built from KServe's SDK
-(tests/deploy_schemas/kserve.json, scripts/kserve_schema.py); and the settings that must agree
-across files (ports, probes, labels, shutdown timing)."""
+when kubectl is on PATH, KServe's objects against the schema built from KServe's SDK
+(tests/deploy_schemas/kserve.json, scripts/kserve_schema.py), the Dockerfile read with Docker's
+own parser (the `dockerfile` package); and the settings that must agree across files (ports,
+probes, labels, shutdown timing, user)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import dockerfile
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -204,3 +206,28 @@ def test_the_kserve_check_catches_what_kserve_would_refuse() -> None:
     assert "'protocolVersion' was unexpected" in errors
     assert "'grpc-v3' is not one of" in errors
     assert "arg" in errors
+
+
+def test_the_dockerfile_builds_a_non_root_image_that_writes_only_to_tmpdir() -> None:
+    commands = dockerfile.parse_file(str(DEPLOY / "Dockerfile"))
+    final = commands[max(i for i, c in enumerate(commands) if c.cmd == "FROM"):]
+    by_cmd: dict[str, list[tuple[str, ...]]] = {}
+    for command in final:
+        by_cmd.setdefault(command.cmd, []).append(command.value)
+    assert by_cmd["USER"] == [("5000:5000",)]  # the uid the Deployment and the KServe runtime run as
+    env = dict(zip(by_cmd["ENV"][0][::2], by_cmd["ENV"][0][1::2], strict=True))
+    assert (env["TMPDIR"], env["PYTHONDONTWRITEBYTECODE"]) == ("/tmp", "1")
+    assert by_cmd["ENTRYPOINT"] == [("dropin",)]
+    assert by_cmd["EXPOSE"] == [("9000", "8080")]
+    # what the build copies exists, and the default plugins are directories of plugins/
+    for command in commands:
+        if command.cmd == "COPY" and not command.flags:
+            for source in command.value[:-1]:
+                assert (ROOT / source).exists(), source
+    (plugins,) = [c.value[0].split("=", 1)[1].strip('"').split() for c in commands
+                  if c.cmd == "ARG" and c.value[0].startswith("PLUGINS=")]
+    assert plugins and all((ROOT / "plugins" / name / "pyproject.toml").is_file() for name in plugins)
+    deployment = by_kind(base_resources())["Deployment"][0]["spec"]["template"]["spec"]
+    assert deployment["securityContext"]["runAsUser"] == 5000
+    (runtime,) = documents(KSERVE / "servingruntime.yaml")
+    assert runtime["spec"]["containers"][0]["securityContext"]["runAsUser"] == 5000
