@@ -25,7 +25,7 @@ from .config import (
 from .errors import DropinError, Status
 from .malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_malloc
 from .metrics import FAMILIES, OPTIONAL_FAMILIES
-from .ovms_flags import add_bool, add_ovms_flags, cors_from_args, grpc_channel_arguments, warn_without_meaning
+from .ovms_flags import add_bool, add_ovms_flags, cors_from_args, grpc_channel_arguments, seconds, warn_without_meaning
 from .plugins import PluginHost, backend_priority
 from .rest_transport import RestLimits
 from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
@@ -127,6 +127,8 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: Vocabulary | None
         "--shutdown_grace_seconds", type=float, default=30.0,
         help="on SIGTERM, how long requests in flight may take to finish (default 30)",
     )
+    server.add_argument("--shutdown_delay_seconds", type=seconds, default=0.0, help="on SIGTERM, report not ready "
+                        "but serve on this long before the graceful stop, so that load balancers stop first")
     server.add_argument("--tls_cert", help="PEM server certificate: serve gRPC and REST over TLS")
     server.add_argument("--tls_key", help="PEM private key of --tls_cert")
     server.add_argument("--tls_client_ca", help="PEM CA bundle: require client certificates signed by it (mutual TLS)")
@@ -250,6 +252,7 @@ def settings_from_args(args: argparse.Namespace, vocabulary: Vocabulary | None =
         grpc_idle_timeout_seconds=args.grpc_idle_timeout_seconds,
         grpc_max_connections=args.grpc_max_connections,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
+        shutdown_delay_seconds=args.shutdown_delay_seconds,
         tls=_tls_settings(args),
         plugin_options=vocabulary.server_flag_values(args) if vocabulary is not None else {},
         grpc_channel_arguments=grpc_channel_arguments(args.grpc_channel_arguments),

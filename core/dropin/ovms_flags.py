@@ -80,6 +80,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """A duration in seconds, 0 or more."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text}")
+    return value
+
+
 def add_bool(group: argparse._ArgumentGroup, name: str, help: str, default: bool | None = None) -> None:
     # cxxopts booleans: `--flag` alone is true, `--flag=false` / `--flag false` set it
     group.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help)

@@ -167,7 +167,7 @@ class RestApi:
                 return web.Response(status=200)
             if path == READY_URL:
                 if not self.ready.is_set():
-                    raise DropinError(Status.SERVER_NOT_READY, "the initial loading of models is not finished")
+                    raise DropinError(Status.SERVER_NOT_READY, "loading the initial models, or shutting down")
                 return web.Response(status=200)
             if match := MODEL_READY_URL.fullmatch(path):
                 return self.model_ready(match.group(1), _version(match.group(2)))

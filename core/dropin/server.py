@@ -54,6 +54,7 @@ class ServerSettings:
     grpc_max_message_bytes: int = GIB  # OVMS's limit, both directions
     max_elements: int = 0  # 0: no limit beyond the message size
     shutdown_grace_seconds: float = 30.0  # how long in-flight requests may finish after SIGTERM
+    shutdown_delay_seconds: float = 0.0  # after SIGTERM: not ready, but serving, this long before the stop
     tls: TlsSettings | None = None  # TLS on both ports
     defaults: ModelConfig | None = None  # load options for models added by HandleReloadConfigRequest
     rest_max_body_bytes: int = REST_MAX_BODY_BYTES  # larger REST bodies are refused with 413
@@ -310,6 +311,19 @@ class Server:
         if self.link is not None:
             self.link.close()
 
+    async def delay_shutdown(self) -> None:
+        """--shutdown_delay_seconds: report not ready (REST readiness 503, gRPC health NOT_SERVING)
+        while serving on, so that load balancers and Kubernetes endpoints stop sending before
+        the server stops accepting."""
+        delay = self.settings.shutdown_delay_seconds
+        if delay <= 0:
+            return
+        log.info("shutting down: not ready, still serving for %g s (--shutdown_delay_seconds)", delay)
+        self.ready.clear()
+        if self.health is not None:
+            await self.health.set_serving(False)
+        await asyncio.sleep(delay)
+
     async def serve(self) -> None:
         """Start, then run until SIGTERM or SIGINT (or, for a worker, until the supervisor is
         gone), then stop gracefully."""
@@ -322,6 +336,7 @@ class Server:
             loop.create_task(self.link.closed.wait()).add_done_callback(lambda _: stopping.set())
         await self.start()
         await stopping.wait()
+        await self.delay_shutdown()
         log.info("shutting down: finishing requests in flight (up to %g s)", self.settings.shutdown_grace_seconds)
         await self.stop()
         log.info("stopped")

@@ -326,7 +326,8 @@ def serve_workers(count: int, serve_args: Sequence[str], settings: ServerSetting
         return 1
     port = held[0].getsockname()[1]  # port 0: the one picked, for every worker
     try:
-        supervisor = Supervisor(count, serve_args, port, settings.rest_port, settings.shutdown_grace_seconds)
+        grace = settings.shutdown_delay_seconds + settings.shutdown_grace_seconds  # the workers' whole stop
+        supervisor = Supervisor(count, serve_args, port, settings.rest_port, grace)
         return asyncio.run(supervisor.run())
     except OSError as exc:  # no worker process at start-up; the started ones stop with the channel
         log.error("cannot start workers: %s", exc)
