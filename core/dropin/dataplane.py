@@ -223,7 +223,10 @@ class RequestScope:
                 Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}"
             ) from exc
         if output_filter:
-            outputs = {name: outputs[name] for name in dict.fromkeys(output_filter) if sequence is None or name != SEQUENCE_ID}
+            wanted = dict.fromkeys(output_filter)
+            if sequence is not None:
+                wanted.pop(SEQUENCE_ID, None)  # added below whatever the filter says
+            outputs = {name: outputs[name] for name in wanted}
         if sequence is not None:  # OVMS answers every request to a stateful model with its sequence_id
             outputs = {**outputs, SEQUENCE_ID: sequence.id_array}
         return PredictResult(servable.model_name, servable.version, outputs)

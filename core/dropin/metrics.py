@@ -227,7 +227,8 @@ class Metrics(Collector):
         if self.sequences is not None and ACTIVE_SEQUENCES in wanted:
             active = Metric(ACTIVE_SEQUENCES, _HELP[ACTIVE_SEQUENCES], "gauge")
             for table in sorted(self.sequences(), key=lambda t: (t.model_name, t.version)):
-                active.add_sample(ACTIVE_SEQUENCES, {"name": table.model_name, "version": str(table.version)}, len(table))
+                labels = {"name": table.model_name, "version": str(table.version)}
+                active.add_sample(ACTIVE_SEQUENCES, labels, len(table))
             yield active
 
     def _pool_families(self) -> Iterator[Metric]:

@@ -139,8 +139,8 @@ class SequenceTable:
                 if found.ending:
                     raise DropinError(Status.SEQUENCE_TERMINATED, f"sequence_id: {sequence_id}")
                 raise DropinError(Status.SEQUENCE_ALREADY_EXISTS, f"sequence_id: {sequence_id}")
-            sequence = sequences[sequence_id] = Sequence(sequence_id)
-            return sequence
+            started = sequences[sequence_id] = Sequence(sequence_id)
+            return started
         sequence = sequences.get(sequence_id)
         if sequence is None or sequence.ending:
             raise DropinError(

@@ -104,7 +104,9 @@ def run_numpy(version_dir: Path | str, inputs: Mapping[str, np.ndarray]) -> dict
     return evaluate(read_graph(version_dir), inputs)
 
 
-def run_numpy_sequence(version_dir: Path | str, steps: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+def run_numpy_sequence(
+    version_dir: Path | str, steps: Sequence[Mapping[str, np.ndarray]]
+) -> list[dict[str, np.ndarray]]:
     """The reference for a stateful model: its graph run with numpy over the whole sequence."""
     graph = read_graph(version_dir)
     state = None
