@@ -104,6 +104,7 @@ def test_rest_sequence(server: DropinServer, models: Path) -> None:
     assert server.rest is not None
     xs = steps(10, seed=2)
     expected = [r["y"] for r in run_numpy_sequence(models / "sum" / "1", [{"x": x} for x in xs])]
+    sequence_id = 0
     for i, x in enumerate(xs):
         control = START if i == 0 else END if i == 9 else None
         out = server.rest.predict("sum", {"x": x, **special_json(None if i == 0 else sequence_id, control)})
@@ -220,7 +221,8 @@ def test_sequence_errors_over_rest(server: DropinServer) -> None:
     rest.predict("sum", {"x": x, **special_json(31, START)})
     with pytest.raises(RestError) as info:
         rest.predict("sum", {"x": x, **special_json(31, START)})
-    assert (info.value.status, info.value.message) == (409, "Sequence with provided ID already exists - sequence_id: 31")
+    assert info.value.status == 409
+    assert info.value.message == "Sequence with provided ID already exists - sequence_id: 31"
     rest.predict("sum", {"x": x, **special_json(31, END)})
 
 
