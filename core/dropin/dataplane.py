@@ -199,16 +199,17 @@ class RequestScope:
                         Status.INVALID_OUTPUT_FILTER,
                         f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
                     )
-        model = servable.model
-        if sequences is None:
-            sequence = None
-            running = model.infer(arrays)
-        else:
+        sequence = None
+        if sequences is not None:
             plane._start_cleaner()
             sequence = sequences.open(sequence_id, control)
-            running = sequences.infer(model, sequence, control, arrays)
+        model = servable.model
         probe = self._probe
         try:
+            if sequences is None or sequence is None:
+                running = model.infer(arrays)
+            else:  # one request of the sequence at a time, with its state
+                running = sequences.infer(model, sequence, control, arrays)
             if probe is None or probe.model is None:
                 outputs = await running
             else:
