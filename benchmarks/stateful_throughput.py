@@ -8,7 +8,9 @@ nireq 8), and drives 8 sequences of 10 requests each (start, 8 middle, end, agai
 client process of its own: one gRPC channel per sequence, every request serialized beforehand, so
 the client's cost stays small. The reference runs the same model in this process: 8 threads, each
 with its own infer request, each calling `infer` back to back (the state stays in the request;
-reset every 10 calls). Printed: both rates, their ratio (goal >= 0.8) and the served p50 latency.
+reset every 10 calls). Printed: both rates, their ratio (goal >= 0.8) and the served p50 latency,
+and for comparison the same model served stateless (the same requests without the special
+inputs: what the sequence handling costs on top of serving).
 
 As serving_overhead.py, the client runs on cores of its own (`--client-cores`, default the last
 core), the server and the in-process reference on the others.
@@ -36,9 +38,9 @@ SEQUENCES = 8
 LENGTH = 10  # requests per sequence: start, 8 middle, end
 
 
-def payloads(inputs: int, sequence: int) -> list[bytes]:
+def payloads(inputs: int, sequence: int, stateful: bool = True) -> list[bytes]:
     """The 10 requests of one sequence, serialized: x random, the special inputs as OVMS's
-    clients send them (uint64_val, uint32_val)."""
+    clients send them (uint64_val, uint32_val); none for the model served stateless."""
     import numpy as np
 
     from dropin._proto.tensorflow_serving.apis import predict_pb2
@@ -52,13 +54,13 @@ def payloads(inputs: int, sequence: int) -> list[bytes]:
         request.model_spec.name = "recurrent"
         request.inputs["x"].CopyFrom(from_numpy(rng.standard_normal((1, inputs)).astype(np.float32)))
         control = START if i == 0 else END if i == LENGTH - 1 else None
-        for name, proto in special(1000 + sequence, control).items():
+        for name, proto in (special(1000 + sequence, control) if stateful else {}).items():
             request.inputs[name].CopyFrom(proto)
         out.append(request.SerializeToString())
     return out
 
 
-def drive(port: int, inputs: int, seconds: float, cores: set[int]) -> tuple[int, list[float]]:
+def drive(port: int, inputs: int, seconds: float, cores: set[int], stateful: bool) -> tuple[int, list[float]]:
     """The client process: 8 threads, one sequence each, requests back to back."""
     import grpc
 
@@ -70,7 +72,7 @@ def drive(port: int, inputs: int, seconds: float, cores: set[int]) -> tuple[int,
     def one(k: int) -> None:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         call = channel.unary_unary(PREDICT)
-        requests = payloads(inputs, k)
+        requests = payloads(inputs, k, stateful)
         for data in requests:  # warm up: one whole sequence
             call(data, timeout=60)
         barrier.wait()
@@ -155,24 +157,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         recurrent_model(root / "recurrent" / "1", inputs=args.inputs, hidden=args.hidden)
-        config = {"model_config_list": [{"config": {
-            "name": "recurrent", "base_path": "recurrent", "stateful": True, "nireq": SEQUENCES}}]}
-        (root / "config.json").write_text(json.dumps(config))
-        reference = in_process(root / "recurrent" / "1" / "model.xml", args.inputs, args.seconds)
-        server = DropinServer(["--config_path", str(root / "config.json"), "--file_system_poll_wait_seconds", "0"])
-        try:
-            server.wait_for("recurrent", 1, timeout=120)
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                count, samples = pool.submit(drive, server.port, args.inputs, args.seconds, client_cores).result()
-        finally:
-            server.stop()
-    elapsed, latencies = samples[0], sorted(samples[1:])
-    served = count / elapsed
-    p50 = statistics.median(latencies) * 1e3
+        model_xml = root / "recurrent" / "1" / "model.xml"
+        before = in_process(model_xml, args.inputs, args.seconds)
+        served = {}
+        for stateful in (True, False):
+            config = {"model_config_list": [{"config": {
+                "name": "recurrent", "base_path": "recurrent", "stateful": stateful, "nireq": SEQUENCES}}]}
+            (root / "config.json").write_text(json.dumps(config))
+            server = DropinServer(["--config_path", str(root / "config.json"), "--file_system_poll_wait_seconds", "0"])
+            try:
+                server.wait_for("recurrent", 1, timeout=120)
+                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    served[stateful] = pool.submit(
+                        drive, server.port, args.inputs, args.seconds, client_cores, stateful
+                    ).result()
+            finally:
+                server.stop()
+        # measured before and after the servers, averaged: the machine's load may drift meanwhile
+        after = in_process(model_xml, args.inputs, args.seconds)
+        reference = (before + after) / 2
     print(f"recurrent network, x [1,{args.inputs}], state [1,{args.hidden}] fp32, {SEQUENCES} sequences of {LENGTH}")
-    print(f"served (8 concurrent sequences, gRPC):     {served:9.1f} req/s  p50 {p50:.2f} ms")
-    print(f"in-process (8 infer requests, 8 threads):  {reference:9.1f} req/s")
-    print(f"ratio served / in-process: {served / reference:.2f}  (goal >= 0.8)")
+    for stateful, label in ((True, "served (8 concurrent sequences, gRPC)"),
+                            (False, "served stateless (same requests, no sequence)")):
+        count, samples = served[stateful]
+        rate = count / samples[0]
+        p50 = statistics.median(samples[1:]) * 1e3
+        print(f"{label + ':':48s}{rate:9.1f} req/s  p50 {p50:.2f} ms  ({rate / reference:.2f} of in-process)")
+    print(f"{'in-process (8 infer requests, 8 threads):':48s}{reference:9.1f} req/s  (before {before:.1f}, "
+          f"after {after:.1f})")
+    count, samples = served[True]
+    print(f"ratio served stateful / in-process: {count / samples[0] / reference:.2f}  (goal >= 0.8)")
 
 
 if __name__ == "__main__":
