@@ -41,11 +41,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     running_sum_model(root / "sum" / "1", delay_seconds=0.005)
     running_sum_model(root / "limited" / "1")
     running_sum_model(root / "reloaded" / "1")
+    running_sum_model(root / "picky" / "1", reject=[{"input": "x", "equals": 13, "message": "13 is refused"}])
     scale_model(root / "plain" / "1", shape=(1, 2))
     config = {"model_config_list": [
         {"config": {"name": "sum", "base_path": "sum", "stateful": True, "max_sequence_number": 100}},
         {"config": {"name": "limited", "base_path": "limited", "stateful": True, "max_sequence_number": 2}},
         {"config": {"name": "reloaded", "base_path": "reloaded", "stateful": True}},
+        {"config": {"name": "picky", "base_path": "picky", "stateful": True}},
         {"config": {"name": "plain", "base_path": "plain"}},
     ]}
     (root / "config.json").write_text(json.dumps(config))
@@ -57,7 +59,7 @@ def server(models: Path):
     srv = DropinServer(["--config_path", str(models / "config.json"), "--rest_port", str(free_port()),
                         "--metrics_enable"])
     try:
-        for name in ("sum", "limited", "reloaded", "plain"):
+        for name in ("sum", "limited", "reloaded", "picky", "plain"):
             srv.wait_for(name, 1)
         yield srv
     finally:
@@ -224,6 +226,22 @@ def test_sequence_errors_over_rest(server: DropinServer) -> None:
     assert info.value.status == 409
     assert info.value.message == "Sequence with provided ID already exists - sequence_id: 31"
     rest.predict("sum", {"x": x, **special_json(31, END)})
+
+
+def test_failed_requests_leave_a_sequence_usable(server: DropinServer) -> None:
+    """A start that fails frees its id; a middle request that fails keeps the state before it;
+    an end that fails still ends the sequence."""
+    one, bad = np.ones((1, 2), np.float32), np.full((1, 2), 13, np.float32)
+    refused = "Invalid value for the input type - input x: 13 is refused"
+    call = server.predict.Predict
+    expect_error(call, predict_request("picky", {"x": bad, **special(4, START)}), INVALID, refused)
+    server.client.predict("picky", {"x": one, **special(4, START)})  # the id is free again
+    expect_error(call, predict_request("picky", {"x": bad, **special(4)}), INVALID, refused)
+    np.testing.assert_array_equal(server.client.predict("picky", {"x": one, **special(4)})["y"], 2 * one)
+    expect_error(call, predict_request("picky", {"x": bad, **special(4, END)}), INVALID, refused)
+    with pytest.raises(grpc.RpcError) as info:
+        call(predict_request("picky", {"x": one, **special(4)}), timeout=20)
+    assert info.value.code() == NOT_FOUND
 
 
 def test_the_sequence_limit(server: DropinServer) -> None:
