@@ -266,7 +266,7 @@ def test_the_sequence_limit(server: DropinServer) -> None:
     np.testing.assert_array_equal(out["y"], x)
 
 
-def test_a_reload_drops_the_sequences_of_the_version(server: DropinServer, models: Path) -> None:
+def test_a_reload_or_a_retired_version_drops_its_sequences(server: DropinServer, models: Path) -> None:
     x = np.ones((1, 2), np.float32)
     client = server.client
     client.predict("reloaded", {"x": x, **special(8, START)})
@@ -278,6 +278,14 @@ def test_a_reload_drops_the_sequences_of_the_version(server: DropinServer, model
                  "(never started, ended, removed as idle, or dropped when this version was loaded again)")
     out = client.predict("reloaded", {"x": x, **special(8, START)})  # the id starts afresh
     np.testing.assert_array_equal(out["y"], x)
+    # a new version retires version 1 and its sequences with it
+    running_sum_model(models / "reloaded" / "2")
+    server.wait_for("reloaded", 1, "END", timeout=30)
+    expect_error(server.predict.Predict, predict_request("reloaded", {"x": x, **special(8)}), NOT_FOUND,
+                 "Sequence with provided ID does not exist - sequence_id: 8 is not open on model reloaded version 2 "
+                 "(never started, ended, removed as idle, or dropped when this version was loaded again)")
+    expect_error(server.predict.Predict, predict_request("reloaded", {"x": x, **special(8)}, version=1), NOT_FOUND,
+                 "Model with requested version is retired")
 
 
 def test_idle_sequences_are_removed_after_the_poll_period(tmp_path: Path) -> None:
