@@ -202,6 +202,9 @@ def test_every_sequence_error_over_grpc(server: DropinServer) -> None:
     # the model's own inputs are validated after the special ones, as before
     expect_error(call, predict_request("sum", {"x": np.ones((1, 3), np.float32), **special(5)}), INVALID,
                  "Invalid input shape - Expected: (1,2); Actual: (1,3); input name: x")
+    # the special inputs count as inputs in OVMS's message
+    expect_error(call, predict_request("sum", {"x": x, "z": x, **special(5)}), INVALID,
+                 "Invalid number of inputs - Expected: 2; Actual: 3")
     # a stateless model knows no special inputs
     expect_error(call, predict_request("plain", {"x": x, **special(5, START)}), INVALID,
                  "Invalid number of inputs - Expected: 1; Actual: 3")

@@ -180,10 +180,14 @@ class RequestScope:
         assert servable is not None, "resolve() first"
         plane = self._plane
         sequences = servable.sequences
+        specials = 0
         if sequences is not None:  # the special inputs first, as OVMS checks them
-            sequence_id, control, inputs = read_sequence_inputs(inputs)
+            sequence_id, control, model_inputs = read_sequence_inputs(inputs)
+            specials, inputs = len(inputs) - len(model_inputs), model_inputs
         try:
-            arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
+            arrays, conversions = validate_request(
+                servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes, specials
+            )
         except ReshapeRequired as required:  # batch_size or shape "auto": a servable reloaded for this shape
             fresh = await plane.reshaper.reshaped(servable, required.shapes)
             servable.release()
