@@ -22,6 +22,7 @@ from dropin.config import ConfigError, model_config
 from dropin.dtypes import DType
 from dropin.testing.client import RestError, outputs_of, predict_request
 from dropin.testing.expect import expect_error
+from dropin.testing.fake_plugins import SLOW_PLUGIN, install_fake_distribution
 from dropin.testing.numpy_models import run_numpy_sequence, running_sum_model, scale_model
 from dropin.testing.sequences import END, START, sequence_id_of, special, special_json
 from dropin.testing.server import DropinServer, free_port
@@ -325,6 +326,19 @@ def test_stateful_flags_on_the_command_line(tmp_path: Path) -> None:
                      grpc.StatusCode.UNAVAILABLE, "Max sequence number has been reached. Could not create new "
                      "sequence. - model m version 1 has 1 open sequences (max_sequence_number 1)")
         assert "ignored" not in srv.log, srv.log  # the flags have a meaning now
+
+
+def test_a_backend_without_sequences_refuses_a_stateful_model(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install_fake_distribution(site, "dropin_slow", {"slow": "slow_plugin"}, {"slow_plugin": SLOW_PLUGIN})
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "slow.txt").write_text("0")
+    with DropinServer(["--model_name", "m", "--model_path", str(tmp_path / "m"), "--stateful"],
+                      env={"PYTHONPATH": str(site)}) as srv:
+        srv.wait_for_log("does not serve stateful models", timeout=30)
+        state, _, message = srv.client.status("m")[1]
+        assert state == "LOADING"
+        assert message.endswith("backend slow does not serve stateful models (model m is stateful)"), message
 
 
 def test_configuration_checks() -> None:
