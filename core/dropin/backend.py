@@ -38,6 +38,10 @@ class LoadOptions:
     #: other OVMS model keys meant for the backend, when config.json sets them: "allow_cache"
     #: (bool: OVMS's per-model switch of the runtime's model cache)
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: a stateful model: the core runs it through `LoadedModel.infer_sequence` only
+    stateful: bool = False
+    #: stateful only: apply the runtime's low-latency transformation (OpenVINO's LowLatency2) at load
+    low_latency_transformation: bool = False
 
 
 class InferOutputs(dict):  # type: ignore[type-arg]
@@ -59,11 +63,19 @@ class InferOutputs(dict):  # type: ignore[type-arg]
         self.infer_seconds = infer_seconds
 
 
+#: the variable states of one sequence of a stateful model, by the runtime's variable names. The
+#: core only keeps what `infer_sequence` returned and hands it back with the sequence's next request.
+SequenceState = Mapping[str, np.ndarray]
+
+
 class LoadedModel(abc.ABC):
     """One loaded model version, ready to serve."""
 
     #: the runtime's number of execution streams, if it has such a thing (reported as ovms_streams)
     streams: int | None = None
+
+    #: True if the backend implements `infer_sequence`: only then may a model be `stateful`
+    supports_sequences: bool = False
 
     def infer_requests(self) -> tuple[int, int] | None:
         """The infer-request pool, if the runtime has one: (its size, how many are in use now).
@@ -94,6 +106,17 @@ class LoadedModel(abc.ABC):
         Errors: a `DropinError` raised here reaches the client unchanged (its status and
         message). Anything else is logged and answered as INTERNAL "Internal inference error -
         backend <name>: <ExceptionType>: <message>", so make the message say what went wrong."""
+
+    async def infer_sequence(
+        self, inputs: Mapping[str, np.ndarray], state: SequenceState | None, keep_state: bool
+    ) -> tuple[Mapping[str, np.ndarray], SequenceState | None]:
+        """Run one request of a sequence of a stateful model (`LoadOptions.stateful`): set the
+        model's variables to `state` (None: the sequence starts, reset them to their initial
+        values), infer as `infer` does, and return the outputs and the variables' new values
+        (copies the caller keeps: the infer request goes back to the pool for other sequences),
+        or None when `keep_state` is false (the sequence ends). The core runs one request of a
+        sequence at a time, in order; requests of different sequences run concurrently."""
+        raise NotImplementedError(f"{type(self).__name__} does not serve stateful models")
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:  # noqa: B027  (optional: accepts all)
         """Refuse, with a `DropinError`, a request this model cannot run whatever it is batched

@@ -29,6 +29,7 @@ from .ovms_flags import add_bool, add_ovms_flags, cors_from_args, grpc_channel_a
 from .plugins import PluginHost, backend_priority
 from .rest_transport import RestLimits
 from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
+from .stateful_config import STATEFUL_KEYS
 from .tls import TlsSettings
 from .workers import serve_workers
 from .workers.link import WorkerLink, die_with_parent
@@ -201,6 +202,7 @@ def settings_from_args(args: argparse.Namespace, vocabulary: Vocabulary | None =
         )
         if getattr(args, key) not in (None, 0)
     }
+    single.update({key: getattr(args, key) for key in sorted(STATEFUL_KEYS) if getattr(args, key) is not None})
     if args.target_device != "CPU":
         single["target_device"] = args.target_device
     if "plugin_config" in single:
@@ -235,6 +237,7 @@ def settings_from_args(args: argparse.Namespace, vocabulary: Vocabulary | None =
         rest_port=args.rest_port,
         rest_bind_address=args.rest_bind_address,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        sequence_cleaner_poll_wait_minutes=args.sequence_cleaner_poll_wait_minutes,
         version_settle_seconds=args.version_settle_seconds,
         file_system_watch=args.file_system_watch == "on",
         grpc_workers=args.grpc_workers,

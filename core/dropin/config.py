@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import LoadOptions
 from .errors import DropinError, Status
+from .stateful_config import STATEFUL_KEYS, StatefulSettings, parse_stateful
 
 if TYPE_CHECKING:
     from .vocabulary import Vocabulary
@@ -134,13 +135,14 @@ class ModelConfig:
     #: every other option of the entry (color_format, mean, scale, ...), for preprocessors
     options: Mapping[str, Any] = field(default_factory=dict)
     dynamic_batching: DynamicBatching | None = None  # None: every request runs on its own
+    stateful: StatefulSettings | None = None  # None: a stateless model (no sequences)
 
 
 # The model keys the core reads: OVMS's that it implements, plus dropin's "backend" and
 # "dynamic_batching". Plugins read them too (options), but cannot declare them.
 CORE_MODEL_KEYS = frozenset({
     "name", "base_path", "batch_size", "model_version_policy", "shape", "layout", "nireq",
-    "target_device", "plugin_config", "backend", "dynamic_batching",
+    "target_device", "plugin_config", "backend", "dynamic_batching", *STATEFUL_KEYS,
 })
 # OVMS's other model keys (its config schema). A config.json OVMS accepts stays valid here: these
 # are accepted with or without a plugin that declares them (the image plugin declares mean, scale
@@ -148,7 +150,6 @@ CORE_MODEL_KEYS = frozenset({
 # says so once per model (config_schema.report_unsupported). allow_cache reaches the backend
 # (LoadOptions.options["allow_cache"]).
 OVMS_MODEL_KEYS = frozenset({
-    "stateful", "low_latency_transformation", "idle_sequence_cleanup", "max_sequence_number",
     "allow_cache", "cache_dir", "mean", "scale", "color_format", "precision", "custom_loader_options",
 })
 
@@ -215,6 +216,14 @@ def model_config(
     if allow_cache is not None:
         load = dataclasses.replace(load, options={"allow_cache": allow_cache})
     batching = DynamicBatching.parse(entry.get("dynamic_batching"), f"model {name!r} dynamic_batching")
+    try:
+        stateful = parse_stateful(entry, name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if stateful is not None:  # the backend keeps variable states per sequence, and may transform the model
+        load = dataclasses.replace(
+            load, stateful=True, low_latency_transformation=bool(entry.get("low_latency_transformation"))
+        )
     options = {
         k: v
         for k, v in entry.items()
@@ -238,6 +247,7 @@ def model_config(
         backend=entry.get("backend"),
         options=options,
         dynamic_batching=batching,
+        stateful=stateful,
     )
 
 

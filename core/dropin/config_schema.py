@@ -42,10 +42,6 @@ _NODE_KEYS = frozenset({
 _LOADER_KEYS = frozenset({"loader_name", "library_path", "loader_config_file"})
 # What a model key without effect means in dropin (a plugin that declares the key gives it one).
 _WHY = {
-    "stateful": "stateful models are not served yet",
-    "low_latency_transformation": "stateful models are not served yet",
-    "idle_sequence_cleanup": "stateful models are not served yet",
-    "max_sequence_number": "stateful models are not served yet",
     "custom_loader_options": "custom loaders are not supported",
     "cache_dir": "the model cache directory is the server's --cache_dir",
 }

@@ -24,6 +24,7 @@ from .manager import ModelManager
 from .metrics import Metrics, RequestProbe
 from .models import Model, ModelVersion, Servable
 from .reshape import Reshaper
+from .sequences import SEQUENCE_ID, SequenceTable, clean_idle_sequences, read_sequence_inputs
 from .shapes import TensorSpec
 from .validation import Conversion, RequestTensor, ReshapeRequired, check_converted, validate_request
 
@@ -52,6 +53,7 @@ class DataPlane:
         preprocess_threads: int | None = None,
         max_tensor_bytes: int = 0,
         metrics: Metrics | None = None,
+        sequence_cleaner_poll_wait_minutes: float = 5.0,
     ) -> None:
         self.manager = manager
         self.table = manager.table
@@ -61,6 +63,26 @@ class DataPlane:
         self.reshaper = Reshaper(manager.loader, manager.table)  # batch_size / shape "auto"
         # preprocessors that decode (images) run here, off the event loop
         self._executor = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="dropin-preprocess")
+        self.sequence_cleaner_seconds = sequence_cleaner_poll_wait_minutes * 60  # 0: no idle sequence cleanup
+        self._cleaner: asyncio.Task[None] | None = None  # started with the first stateful request
+        if metrics is not None:
+            metrics.sequences = self.sequence_tables
+
+    def sequence_tables(self) -> list[SequenceTable]:
+        """The sequence tables of the versions served (stateful models)."""
+        tables = []
+        for model in list(self.table.models.values()):
+            for version in list(model.versions.values()):
+                servable = version.servable
+                if servable is not None and servable.sequences is not None:
+                    tables.append(servable.sequences)
+        return tables
+
+    def _start_cleaner(self) -> None:
+        if self._cleaner is None and self.sequence_cleaner_seconds > 0:
+            self._cleaner = asyncio.get_running_loop().create_task(
+                clean_idle_sequences(self.sequence_tables, self.sequence_cleaner_seconds)
+            )
 
     async def _convert(self, conversions: list[Conversion], arrays: dict[str, np.ndarray]) -> None:
         loop = asyncio.get_running_loop()
@@ -97,6 +119,8 @@ class DataPlane:
         return _versions(self.table.get(model_name), version)
 
     def close(self) -> None:
+        if self._cleaner is not None:
+            self._cleaner.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -146,7 +170,8 @@ class RequestScope:
         if probe is not None:
             streams = getattr(servable.model, "streams", None)
             probe.served(servable.model_name, servable.version, streams).current_requests += 1
-        return servable.model.inputs
+        sequences = servable.sequences
+        return servable.model.inputs if sequences is None else sequences.request_specs
 
     async def infer(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult:
         """Validate the decoded inputs against the resolved version, run it, and return its
@@ -154,8 +179,15 @@ class RequestScope:
         servable = self._servable
         assert servable is not None, "resolve() first"
         plane = self._plane
+        sequences = servable.sequences
+        specials = 0
+        if sequences is not None:  # the special inputs first, as OVMS checks them
+            sequence_id, control, model_inputs = read_sequence_inputs(inputs)
+            specials, inputs = len(inputs) - len(model_inputs), model_inputs
         try:
-            arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
+            arrays, conversions = validate_request(
+                servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes, specials
+            )
         except ReshapeRequired as required:  # batch_size or shape "auto": a servable reloaded for this shape
             fresh = await plane.reshaper.reshaped(servable, required.shapes)
             servable.release()
@@ -166,18 +198,27 @@ class RequestScope:
         if output_filter:
             outputs_spec = servable.model.outputs
             for name in output_filter:
-                if name not in outputs_spec:
+                if name not in outputs_spec and not (sequences is not None and name == SEQUENCE_ID):
                     raise DropinError(
                         Status.INVALID_OUTPUT_FILTER,
                         f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
                     )
+        sequence = None
+        if sequences is not None:
+            plane._start_cleaner()
+            sequence = sequences.open(sequence_id, control)
+        model = servable.model
         probe = self._probe
         try:
+            if sequences is None or sequence is None:
+                running = model.infer(arrays)
+            else:  # one request of the sequence at a time, with its state
+                running = sequences.infer(model, sequence, control, arrays)
             if probe is None or probe.model is None:
-                outputs = await servable.model.infer(arrays)
+                outputs = await running
             else:
                 started = perf_counter()
-                outputs = await servable.model.infer(arrays)
+                outputs = await running
                 probe.model.observe_inference(outputs, perf_counter() - started)
         except DropinError:
             raise
@@ -187,7 +228,12 @@ class RequestScope:
                 Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}"
             ) from exc
         if output_filter:
-            outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
+            wanted = dict.fromkeys(output_filter)
+            if sequence is not None:
+                wanted.pop(SEQUENCE_ID, None)  # added below whatever the filter says
+            outputs = {name: outputs[name] for name in wanted}
+        if sequence is not None:  # OVMS answers every request to a stateful model with its sequence_id
+            outputs = {**outputs, SEQUENCE_ID: sequence.id_array}
         return PredictResult(servable.model_name, servable.version, outputs)
 
     # -- GetModelMetadata, GetModelStatus ----------------------------------------------------

@@ -41,6 +41,35 @@ class Status(enum.Enum):
     INVALID_OUTPUT_FILTER = ("Invalid output name in output_filter", grpc.StatusCode.INVALID_ARGUMENT, 400)
     TOO_MANY_ELEMENTS = ("Request is too large", grpc.StatusCode.RESOURCE_EXHAUSTED, 413)
 
+    # stateful models: the sequence of a request (sequences.py), checked after the inputs above
+    SEQUENCE_MISSING = ("Sequence with provided ID does not exist", grpc.StatusCode.NOT_FOUND, 404)
+    SEQUENCE_ALREADY_EXISTS = ("Sequence with provided ID already exists", grpc.StatusCode.ALREADY_EXISTS, 409)
+    SEQUENCE_ID_NOT_PROVIDED = (
+        "Sequence ID has not been provided in request inputs", grpc.StatusCode.INVALID_ARGUMENT, 400
+    )
+    INVALID_SEQUENCE_CONTROL_INPUT = (
+        "Unexpected value of sequence control input", grpc.StatusCode.INVALID_ARGUMENT, 400
+    )
+    SEQUENCE_ID_BAD_TYPE = (
+        "Could not find sequence id in expected tensor proto field uint64_val", grpc.StatusCode.INVALID_ARGUMENT, 400
+    )
+    SEQUENCE_CONTROL_INPUT_BAD_TYPE = (
+        "Could not find sequence control input in expected tensor proto field uint32_val",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        400,
+    )
+    SEQUENCE_TERMINATED = (
+        "Sequence last request is being processed and it's not available anymore",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        412,
+    )
+    SPECIAL_INPUT_NO_TENSOR_SHAPE = (
+        "Special input proto does not contain tensor shape information", grpc.StatusCode.INVALID_ARGUMENT, 400
+    )
+    MAX_SEQUENCE_NUMBER_REACHED = (
+        "Max sequence number has been reached. Could not create new sequence.", grpc.StatusCode.UNAVAILABLE, 503
+    )
+
     # string inputs, and binary ones (one item per batch entry, see preprocess.check_binary_batch);
     # the image plugin declares its own errors (dropin_image/errors.py)
     STRING_VAL_EMPTY = ("String val is empty", grpc.StatusCode.INVALID_ARGUMENT, 400)

@@ -25,6 +25,7 @@ from .plugins import Registries
 from .preprocess import Preprocessor
 from .private_copy import CopyError, private_copy
 from .reshape import mark_auto
+from .sequences import SequenceTable
 from .validation import InputPlan
 
 log = logging.getLogger("dropin.manager")  # one log for a version's whole lifecycle, loads included
@@ -126,10 +127,21 @@ class Loader:
         try:
             plans = tuple(self._plan(config, loaded.inputs[name]) for name in sorted(loaded.inputs))
             served = self._batched(config, number, loaded, backend_name)
+            sequences = self._sequences(config, number, loaded, backend_name)
         except Exception:
             loaded.close()
             raise
-        return Servable(config.name, number, served, mark_auto(config.load, plans), backend_name, path)
+        return Servable(config.name, number, served, mark_auto(config.load, plans), backend_name, path, sequences)
+
+    def _sequences(
+        self, config: ModelConfig, number: int, loaded: LoadedModel, backend_name: str
+    ) -> SequenceTable | None:
+        """A stateful model's (empty) table of sequences: a loaded version starts with none."""
+        if config.stateful is None:
+            return None
+        if not loaded.supports_sequences:
+            raise LoadError(f"backend {backend_name} does not serve stateful models (model {config.name} is stateful)")
+        return SequenceTable(config.name, number, config.stateful, loaded.inputs)
 
     def _batched(self, config: ModelConfig, number: int, loaded: LoadedModel, backend_name: str) -> LoadedModel:
         """The loaded model, behind dynamic batching if its configuration asks for it."""

@@ -13,6 +13,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -20,6 +21,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from .errors import DropinError, Status
+
+if TYPE_CHECKING:
+    from .sequences import SequenceTable
 
 # prometheus_client's number format ("1e+06", "+Inf"); the function is untyped there
 _go_float: Callable[[float], str] = _untyped_float_to_go_string
@@ -42,7 +46,10 @@ WAIT_TIME = "ovms_wait_for_infer_req_time_us"
 CURRENT_REQUESTS = "ovms_current_requests"
 STREAMS = "ovms_streams"
 BATCH_SIZE = "dropin_batch_size"  # dropin's own: batch sizes run by dynamic batching
-FAMILIES = (SUCCESS, FAIL, REQUEST_TIME, INFERENCE_TIME, WAIT_TIME, CURRENT_REQUESTS, STREAMS, BATCH_SIZE)
+ACTIVE_SEQUENCES = "dropin_active_sequences"  # dropin's own: open sequences of stateful models
+FAMILIES = (
+    SUCCESS, FAIL, REQUEST_TIME, INFERENCE_TIME, WAIT_TIME, CURRENT_REQUESTS, STREAMS, BATCH_SIZE, ACTIVE_SEQUENCES
+)
 # OVMS's optional families: only when --metrics_list (or config.json's metrics_list) names them
 INFER_REQ_QUEUE_SIZE = "ovms_infer_req_queue_size"
 INFER_REQ_ACTIVE = "ovms_infer_req_active"
@@ -59,6 +66,7 @@ _HELP = {
     CURRENT_REQUESTS: "Number of inference requests currently in process.",
     STREAMS: "Number of OpenVINO execution streams.",
     BATCH_SIZE: "Batch sizes (rows) of the inferences run by dynamic batching.",
+    ACTIVE_SEQUENCES: "Number of open sequences of a stateful model version.",
     INFER_REQ_QUEUE_SIZE: "Inference request queue size (nireq).",
     INFER_REQ_ACTIVE: "Number of currently consumed inference request from the processing queue.",
 }
@@ -164,6 +172,8 @@ class Metrics(Collector):
         self.families = frozenset(families)
         #: read only when /metrics is scraped and an optional family is wanted: no per-request cost
         self.pools = pools
+        #: the sequence tables of stateful versions (the data plane sets it), read when scraped
+        self.sequences: Callable[[], Iterable[SequenceTable]] | None = None
         self._models: dict[tuple[str, int | None], ModelMetrics] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -214,6 +224,12 @@ class Metrics(Collector):
                 yield family
         if self.pools is not None and not wanted.isdisjoint(OPTIONAL_FAMILIES):
             yield from self._pool_families()
+        if self.sequences is not None and ACTIVE_SEQUENCES in wanted:
+            active = Metric(ACTIVE_SEQUENCES, _HELP[ACTIVE_SEQUENCES], "gauge")
+            for table in sorted(self.sequences(), key=lambda t: (t.model_name, t.version)):
+                labels = {"name": table.model_name, "version": str(table.version)}
+                active.add_sample(ACTIVE_SEQUENCES, labels, len(table))
+            yield active
 
     def _pool_families(self) -> Iterator[Metric]:
         size = Metric(INFER_REQ_QUEUE_SIZE, _HELP[INFER_REQ_QUEUE_SIZE], "gauge")

@@ -19,6 +19,7 @@ from .errors import DropinError, Status
 if TYPE_CHECKING:
     from .backend import LoadedModel
     from .config import ModelConfig
+    from .sequences import SequenceTable
     from .validation import InputPlan
 
 log = logging.getLogger("dropin.models")
@@ -51,6 +52,7 @@ class Servable:
     plans: tuple[InputPlan, ...]  # sorted by input name
     backend: str
     path: Path | None = None  # the version directory it was loaded from (reshape reloads read it again)
+    sequences: SequenceTable | None = None  # a stateful model's open sequences; None: stateless
     in_flight: int = 0
     _drained: asyncio.Event | None = None
 

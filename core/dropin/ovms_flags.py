@@ -98,17 +98,12 @@ WITHOUT_MEANING = {
     "grpc_max_threads": "grpc.aio serves every call on one event loop per process; use --workers N",
     "grpc_memory_quota": "gRPC's Python server has no resource quota; --grpc_max_message_size and "
                          "--grpc_max_connections bound what clients can take",
-    "sequence_cleaner_poll_wait_minutes": "stateful models are not served yet",
     "custom_node_resources_cleaner_interval_seconds": "dropin serves no DAG custom nodes",
     "trace_path": "OVMS wrote a Chrome trace of its internals here only in builds with MTR tracing; dropin has "
                   "no such trace",
     "precision": "OVMS converted inputs to this element type in the model (preprocessing); dropin keeps the "
                  "model's input types: clients send those (inference precision: INFERENCE_PRECISION_HINT in "
                  "--plugin_config)",
-    "stateful": "stateful models are not served yet",
-    "idle_sequence_cleanup": "stateful models are not served yet",
-    "low_latency_transformation": "stateful models are not served yet",
-    "max_sequence_number": "stateful models are not served yet",
     "allowed_local_media_path": "dropin serves no LLM endpoints",
     "list_models": "dropin has no config management commands; the server starts as usual",
     "add_to_config": "dropin has no config management commands; edit config.json",
@@ -139,18 +134,45 @@ def add_ovms_flags(server: argparse._ArgumentGroup, model: argparse._ArgumentGro
     server.add_argument("--allowed_headers", default="*", help="CORS: comma-separated headers allowed (default *)")
     add_bool(server, "allow_credentials", "CORS: allow credentials (default false)", default=False)
     ignored = "accepted for OVMS compatibility; logs a warning"
-    for name in ("grpc_max_threads", "grpc_memory_quota", "sequence_cleaner_poll_wait_minutes",
-                 "custom_node_resources_cleaner_interval_seconds", "trace_path", "allowed_local_media_path",
-                 "add_to_config", "remove_from_config", "model_repository_path", "source_model", "gguf_filename",
-                 "task", "extra_quantization_params"):
+    for name in ("grpc_max_threads", "grpc_memory_quota", "custom_node_resources_cleaner_interval_seconds",
+                 "trace_path", "allowed_local_media_path", "add_to_config", "remove_from_config",
+                 "model_repository_path", "source_model", "gguf_filename", "task", "extra_quantization_params"):
         server.add_argument(f"--{name}", default=None, help=ignored)
     server.add_argument("--weight-format", dest="weight_format", default=None, help=ignored)
     for name in ("list_models", "pull", "overwrite_models"):
         add_bool(server, name, ignored)
-    for name in ("precision", "max_sequence_number"):
-        model.add_argument(f"--{name}", default=None, help=ignored)
-    for name in ("stateful", "idle_sequence_cleanup", "low_latency_transformation"):
-        add_bool(model, name, ignored)
+    model.add_argument("--precision", default=None, help=ignored)
+    add_stateful_flags(server, model)
+
+
+def _minutes(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of minutes >= 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {2**32 - 1}, got {text}")
+    return value
+
+
+def add_stateful_flags(server: argparse._ArgumentGroup, model: argparse._ArgumentGroup) -> None:
+    """OVMS's stateful model flags (sequences.py); None when not given, so that config.json's
+    defaults apply."""
+    server.add_argument(
+        "--sequence_cleaner_poll_wait_minutes", type=_minutes, default=5.0, metavar="MINUTES",
+        help="period of the idle sequence cleaner (default 5; 0: off; fractions allowed, e.g. 0.01)",
+    )
+    add_bool(model, "stateful", "the model keeps state between the requests of a sequence (default false)")
+    model.add_argument(
+        "--max_sequence_number", type=_count, default=None, metavar="N",
+        help="stateful: most sequences open at once per version (default 500)",
+    )
+    add_bool(model, "idle_sequence_cleanup", "stateful: the sequence cleaner removes idle sequences (default true)")
+    add_bool(model, "low_latency_transformation", "stateful: apply OpenVINO's LowLatency2 at load (default false)")
 
 
 def warn_without_meaning(args: argparse.Namespace) -> list[str]:

@@ -48,6 +48,7 @@ class ServerSettings:
     rest_port: int = 0
     rest_bind_address: str = "0.0.0.0"
     file_system_poll_wait_seconds: float = 1.0  # 0: no watching and no rescans
+    sequence_cleaner_poll_wait_minutes: float = 5.0  # idle sequences of stateful models (0: never removed)
     version_settle_seconds: float = 0.5  # quiet time before a changed version directory loads
     file_system_watch: bool = True  # follow file-system events, not only rescans
     grpc_workers: int = 1
@@ -91,7 +92,8 @@ class Server:
         self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
         self.metrics = Metrics(settings.metrics_list, self._pools) if settings.metrics_enable else None
         self.dataplane = DataPlane(
-            self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes, metrics=self.metrics
+            self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes, metrics=self.metrics,
+            sequence_cleaner_poll_wait_minutes=settings.sequence_cleaner_poll_wait_minutes,
         )
         self.grpc: grpc.aio.Server | None = None
         self.ready = asyncio.Event()

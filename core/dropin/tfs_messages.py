@@ -16,6 +16,7 @@ from .dataplane import ModelMetadata, PredictResult
 from .dtypes import DType
 from .errors import DropinError, Status
 from .models import ModelVersion
+from .sequences import SEQUENCE_ID
 from .shapes import TensorSpec
 from .tensor_proto import fill_proto
 
@@ -37,6 +38,9 @@ def predict_response(result: PredictResult) -> predict_pb2.PredictResponse:
         except ValueError:
             raise DropinError(Status.UNSUPPORTED_OUTPUT_PRECISION, f"output {name} has type {array.dtype}") from None
         fill_proto(outputs[name], array, dtype)
+        if name == SEQUENCE_ID and dtype is DType.U64 and array.size == 1:  # in uint64_val, where OVMS puts it
+            outputs[name].ClearField("tensor_content")
+            outputs[name].uint64_val.append(int(array.reshape(-1)[0]))
     return response
 
 

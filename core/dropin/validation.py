@@ -114,15 +114,21 @@ def validate_request(
     request: Mapping[str, RequestTensor],
     max_elements: int = 0,
     max_tensor_bytes: int = 0,
+    special_inputs: int = 0,
 ) -> tuple[dict[str, np.ndarray], list[Conversion]]:
     """Validate a request against a model's inputs (`plans` sorted by name) and return the
     arrays ready for the backend plus the inputs a preprocessor still has to convert.
 
     Every size is checked on the declared shape, before any data is made: an input larger than
     `max_tensor_bytes` (the largest tensor a client could send in one message; 0: no limit) is
-    refused, so that one typed value filling a huge shape cannot allocate more than that."""
+    refused, so that one typed value filling a huge shape cannot allocate more than that.
+    `special_inputs`: how many special inputs of a stateful model the request had (taken out of
+    `request` already), counted in the message as OVMS counts them."""
     if len(request) != len(plans):
-        raise DropinError(Status.INVALID_NO_OF_INPUTS, f"Expected: {len(plans)}; Actual: {len(request)}")
+        raise DropinError(
+            Status.INVALID_NO_OF_INPUTS,
+            f"Expected: {len(plans) + special_inputs}; Actual: {len(request) + special_inputs}",
+        )
     for plan in plans:
         if plan.spec.name not in request:
             raise DropinError(Status.INVALID_MISSING_INPUT, f"Required input: {plan.spec.name}")

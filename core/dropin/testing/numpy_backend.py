@@ -19,7 +19,7 @@ from time import perf_counter
 
 import numpy as np
 
-from ..backend import Backend, InferOutputs, LoadedModel, LoadOptions
+from ..backend import Backend, InferOutputs, LoadedModel, LoadOptions, SequenceState
 from ..shapes import TensorSpec
 from .numpy_graph import (
     GRAPH_FILE,
@@ -29,6 +29,7 @@ from .numpy_graph import (
     check_rules,
     claims,
     evaluate,
+    evaluate_sequence,
     parse_seconds,
     read_graph,
 )
@@ -107,7 +108,10 @@ def _layouts(layout: str | Mapping[str, str] | None, inputs: Mapping[str, Tensor
 
 
 class NumpyModel(LoadedModel):
-    """A numpy graph and a pool of `nireq` threads that evaluate it."""
+    """A numpy graph and a pool of `nireq` threads that evaluate it (a graph with `variables`
+    also as a stateful model: `infer_sequence`)."""
+
+    supports_sequences = True
 
     def __init__(
         self,
@@ -146,6 +150,27 @@ class NumpyModel(LoadedModel):
             raise KeyError(f"the model's inputs are {', '.join(self._inputs)}, got {', '.join(inputs) or 'none'}")
         check_rules(self.graph, inputs)  # also here: check_inputs runs only for batched requests
         return await asyncio.get_running_loop().run_in_executor(executor, self._run, inputs, perf_counter())
+
+    async def infer_sequence(
+        self, inputs: Mapping[str, np.ndarray], state: SequenceState | None, keep_state: bool
+    ) -> tuple[Mapping[str, np.ndarray], SequenceState | None]:
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError(f"model {self.label} is closed")
+        check_rules(self.graph, inputs)
+        outputs, new_state = await asyncio.get_running_loop().run_in_executor(
+            executor, self._run_step, inputs, state
+        )
+        return outputs, new_state if keep_state else None
+
+    def _run_step(
+        self, inputs: Mapping[str, np.ndarray], state: SequenceState | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        if self.graph.gate is not None:
+            _wait_for(self.graph.gate, "inference")
+        if self.delay:
+            time.sleep(self.delay)
+        return evaluate_sequence(self.graph, inputs, state)
 
     def _run(self, inputs: Mapping[str, np.ndarray], submitted: float) -> InferOutputs:
         """Runs in a pool thread; the time queued for a thread is the wait for an infer request."""

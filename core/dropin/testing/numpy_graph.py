@@ -9,13 +9,16 @@ runtimes, the backend maps them from the files it loaded. The graph:
      "weights": {"w": "w.npy"},
      "nodes":   [{"op": "mul", "args": ["x", {"const": 2.0}], "out": "y"}],
      "reject":  [{"input": "x", "equals": 13, "message": "13 is unlucky"}],
+     "variables": {"acc": {"dtype": "FP32", "shape": [1, 2]}}, "assign": {"acc": "y"},
      "delay_seconds": 0.0, "gate": null, "load_delay_seconds": 0.0, "load_gate": null}
 
 Dims are sizes, -1 (any size) or [low, high] ranges (high -1: unbounded). A node's args name an
 input, a weight or an earlier node's `out`, or are constants `{"const": value, "dtype": "I32"}`
 (FP32 by default for floats, I64 for integers); other keys of a node are the op's attributes.
 Every output must be some node's `out`; results are cast to the output's declared dtype.
-`OPS` lists the ops. `reject` rules refuse requests with a client error (`check_rules`);
+`OPS` lists the ops. `variables` make a stateful model: each starts at zeros, nodes read it by
+its name, and `assign` gives it a node's value after each inference (`evaluate_sequence`: what
+OpenVINO's ReadValue/Assign do). `reject` rules refuse requests with a client error (`check_rules`);
 the `fail_if` op fails inference itself (an internal error). `delay_seconds` and `gate` (a file
 that must exist before inference runs) slow inference down; `load_delay_seconds` and `load_gate`
 do the same for loading.
@@ -29,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +128,8 @@ class Graph:
     gate: Path | None = None
     load_delay_seconds: float = 0.0
     load_gate: Path | None = None
+    variables: Mapping[str, TensorSpec] = field(default_factory=dict)  # the state, each starting at zeros
+    assign: Mapping[str, str] = field(default_factory=dict)  # variable -> the node whose value it takes
 
 
 def claims(version_dir: Path) -> bool:
@@ -164,7 +169,8 @@ def read_graph(version_dir: Path | str) -> Graph:
             raise ModelFormatError(f"weight {name!r}: {file} not found") from None
         except (ValueError, EOFError) as exc:  # truncated, object dtype
             raise ModelFormatError(f"weight {name!r}: {file} is not a readable .npy file: {exc}") from None
-    known = set(inputs) | set(weights)
+    variables = _specs(doc.get("variables") or {}, "variable")
+    known = set(inputs) | set(weights) | set(variables)
     nodes = []
     for index, raw in enumerate(doc.get("nodes") or []):
         node = _node(index, raw, known)
@@ -173,6 +179,10 @@ def read_graph(version_dir: Path | str) -> Graph:
     missing = [name for name in outputs if name not in known]
     if missing:
         raise ModelFormatError(f"output(s) {', '.join(missing)} are computed by no node")
+    assign = {str(k): str(v) for k, v in dict(doc.get("assign") or {}).items()}
+    wrong = [f"{k} <- {v}" for k, v in assign.items() if k not in variables or v not in known]
+    if wrong or set(variables) - set(assign):
+        raise ModelFormatError(f"assign: every variable takes a node's value ({', '.join(wrong) or 'missing'})")
     reject = []
     for raw in doc.get("reject") or []:
         if not isinstance(raw, dict) or raw.get("input") not in inputs or "equals" not in raw:
@@ -189,6 +199,8 @@ def read_graph(version_dir: Path | str) -> Graph:
         _gate(version_dir, doc.get("gate")),
         parse_seconds(doc, "load_delay_seconds"),
         _gate(version_dir, doc.get("load_gate")),
+        variables,
+        assign,
     )
 
 
@@ -253,9 +265,32 @@ def _gate(version_dir: Path, value: Any) -> Path | None:
     return None if value is None else version_dir / str(value)  # an absolute path stays absolute
 
 
+def initial_state(graph: Graph) -> dict[str, Array]:
+    """The variables' values at the start of a sequence: zeros."""
+    return {name: np.zeros([d.low for d in spec.shape], spec.dtype.numpy) for name, spec in graph.variables.items()}
+
+
+def evaluate_sequence(
+    graph: Graph, inputs: Mapping[str, Array], state: Mapping[str, Array] | None
+) -> tuple[dict[str, Array], dict[str, Array]]:
+    """One step of a stateful graph: the outputs and the variables' new values (`state` None:
+    the sequence starts)."""
+    values: dict[str, Any] = {**graph.weights, **(initial_state(graph) if state is None else state), **inputs}
+    outputs = _run_nodes(graph, values)
+    new_state = {
+        name: np.asarray(values[node]).astype(graph.variables[name].dtype.numpy) for name, node in graph.assign.items()
+    }
+    return outputs, new_state
+
+
 def evaluate(graph: Graph, inputs: Mapping[str, Array]) -> dict[str, Array]:
     """Run the graph on `inputs` with numpy: what the backend computes, without the server."""
-    values: dict[str, Any] = {**graph.weights, **inputs}
+    if graph.variables:  # a stateful graph evaluated alone: one step from the initial state
+        return evaluate_sequence(graph, inputs, None)[0]
+    return _run_nodes(graph, {**graph.weights, **inputs})
+
+
+def _run_nodes(graph: Graph, values: dict[str, Any]) -> dict[str, Array]:
     for node in graph.nodes:
         args = [values[a] if isinstance(a, str) else a for a in node.args]
         values[node.out] = OPS[node.op](*args, **node.attrs)

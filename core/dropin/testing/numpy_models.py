@@ -19,7 +19,7 @@ import numpy as np
 
 from ..dtypes import DType
 from .models import ALL_DTYPES, ConformanceModels
-from .numpy_graph import GRAPH_FILE, evaluate, read_graph
+from .numpy_graph import GRAPH_FILE, evaluate, evaluate_sequence, read_graph
 
 DimSpec = Any  # an int (-1: any size) or a (low, high) pair
 
@@ -66,6 +66,15 @@ class NumpyModelWriter:
         self.doc["outputs"][name] = _spec(dtype, shape)
         return name
 
+    def variable(self, name: str, dtype: DType | str, shape: Sequence[int]) -> str:
+        """A state variable (zeros at the start of a sequence): give it a value with `assign`."""
+        self.doc.setdefault("variables", {})[name] = _spec(dtype, shape)
+        return name
+
+    def assign(self, variable: str, node: str) -> None:
+        """After each inference, `variable` takes the value of `node` (an output's name once declared)."""
+        self.doc.setdefault("assign", {})[variable] = node
+
     def set(self, **model_keys: Any) -> NumpyModelWriter:
         """Model-level keys: reject, delay_seconds, gate, load_delay_seconds, load_gate."""
         self.doc.update(model_keys)
@@ -93,6 +102,19 @@ def _spec(dtype: DType | str, shape: Sequence[DimSpec], layout: str | None = Non
 def run_numpy(version_dir: Path | str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The reference: the model's graph evaluated with numpy directly on the same input."""
     return evaluate(read_graph(version_dir), inputs)
+
+
+def run_numpy_sequence(
+    version_dir: Path | str, steps: Sequence[Mapping[str, np.ndarray]]
+) -> list[dict[str, np.ndarray]]:
+    """The reference for a stateful model: its graph run with numpy over the whole sequence."""
+    graph = read_graph(version_dir)
+    state = None
+    results = []
+    for inputs in steps:
+        outputs, state = evaluate_sequence(graph, inputs, state)
+        results.append(outputs)
+    return results
 
 
 # -- the core tests' models (named as dropin_openvino.modelgen names its OpenVINO models) ---------------
@@ -213,6 +235,16 @@ def failing_model(version_dir: Path) -> Path:
     """x: FP32 [-1] -> y = reshape(x, [3, -1]): inference fails unless x has a multiple of 3 items."""
     m = NumpyModelWriter()
     m.output(m.node("reshape", m.input("x", DType.FP32, (-1,)), shape=[3, -1]), "y", DType.FP32, (3, -1))
+    return m.save(version_dir)
+
+
+def running_sum_model(version_dir: Path, width: int = 2, **model_keys: Any) -> Path:
+    """A stateful model: x: FP32 [1, width] -> y = the sum of every x of the sequence so far (the
+    variable "acc"). `model_keys`: see `NumpyModelWriter.set` (delay_seconds, gate, ...)."""
+    m = NumpyModelWriter().set(**model_keys)
+    acc = m.variable("acc", DType.FP32, (1, width))
+    y = m.output(m.node("add", m.input("x", DType.FP32, (1, width)), acc), "y", DType.FP32, (1, width))
+    m.assign(acc, y)
     return m.save(version_dir)
 
 

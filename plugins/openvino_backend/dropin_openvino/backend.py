@@ -14,6 +14,7 @@ from pathlib import Path
 
 import openvino as ov
 import openvino.opset13 as ops
+from openvino.passes import LowLatency2, Manager
 
 from dropin.backend import Backend, LoadOptions
 from dropin.dtypes import DType
@@ -110,6 +111,8 @@ class OpenVINOBackend(Backend):
 
         replace_string_identities(model)
         model = apply_load_options(model, options)
+        if options.low_latency_transformation:
+            low_latency(model, model_file.name)
         try:
             config = server_options.compile_config(options.plugin_config, allow_cache(options))
             compiled = self.core.compile_model(model, options.target_device, config)
@@ -127,6 +130,18 @@ class OpenVINOBackend(Backend):
         loaded = OpenVINOModel(model, compiled, max(nireq, 1), label=str(version_dir))
         warn_about_64_bit_types(loaded, options.target_device, version_dir)
         return loaded
+
+
+def low_latency(model: ov.Model, file_name: str) -> None:
+    """OpenVINO's LowLatency2, as OVMS applies it to stateful models with low_latency_transformation:
+    the recurrent ops' (TensorIterator, Loop, RNN/GRU/LSTM sequences) hidden states become
+    variables, kept between the requests of a sequence."""
+    manager = Manager()
+    manager.register_pass(LowLatency2())
+    try:
+        manager.run_passes(model)
+    except RuntimeError as exc:
+        raise ValueError(f"OpenVINO's low latency transformation failed on {file_name}: {ov_message(exc)}") from None
 
 
 def allow_cache(options: LoadOptions) -> bool:

@@ -187,3 +187,72 @@ def save_fails_on_7(directory: Path, name: str = "fails_on_7") -> Path:
     y.output(0).get_tensor().set_names({"y"})
     ov.save_model(ov.Model([y], [x], name), str(directory / f"{name}.xml"))
     return directory
+
+
+# -- stateful models (ReadValue/Assign), and OpenVINO run over a whole sequence ----------------------
+
+
+def _variable(name: str, shape: Sequence[int]) -> ov.op.util.Variable:
+    info = ov.op.util.VariableInfo()
+    info.data_shape = ov.PartialShape(list(shape))
+    info.data_type = F32
+    info.variable_id = name
+    return ov.op.util.Variable(info)
+
+
+def running_sum_model(version_dir: Path, width: int = 2) -> Path:
+    """A stateful model: x: FP32 [1, width] -> y = the sum of every x of the sequence so far,
+    kept in the variable "acc" (ReadValue/Assign, zeros at the start)."""
+    x = _param("x", (1, width))
+    acc = _variable("acc", (1, width))
+    total = ops.add(x, ops.read_value(ops.constant(np.zeros((1, width), np.float32)), acc))
+    model = ov.Model([_result(total, "y")], [ops.assign(total, acc)], [x], "running_sum")
+    return save(model, version_dir)
+
+
+def recurrent_model(version_dir: Path, inputs: int = 4, hidden: int = 8, seed: int = 0) -> Path:
+    """A small recurrent network with its hidden state in a variable: h = tanh(x W + h U + b),
+    y = h V (x: FP32 [1, inputs], y: FP32 [1, 3])."""
+    rng = np.random.default_rng(seed)
+
+    def weight(*shape: int) -> ov.Node:
+        return ops.constant((rng.standard_normal(shape) * 0.5).astype(np.float32))
+
+    x = _param("x", (1, inputs))
+    state = _variable("h", (1, hidden))
+    h_prev = ops.read_value(ops.constant(np.zeros((1, hidden), np.float32)), state)
+    h = ops.tanh(ops.add(ops.add(ops.matmul(x, weight(inputs, hidden), False, False),
+                                 ops.matmul(h_prev, weight(hidden, hidden), False, False)), weight(1, hidden)))
+    y = ops.matmul(h, weight(hidden, 3), False, False)
+    model = ov.Model([_result(y, "y")], [ops.assign(h, state)], [x], "recurrent")
+    return save(model, version_dir)
+
+
+def rnn_sequence_model(version_dir: Path, steps: int = 1, inputs: int = 2, hidden: int = 3, seed: int = 0) -> Path:
+    """An RNNSequence over `steps` time steps (x: FP32 [1, steps, inputs] -> h: FP32 [1, 1,
+    hidden], the last hidden state), stateless as saved: with one step and OpenVINO's LowLatency2
+    (low_latency_transformation) its hidden state becomes a variable kept between requests."""
+    rng = np.random.default_rng(seed)
+    x = _param("x", (1, steps, inputs))
+    rnn = ops.rnn_sequence(
+        x, ops.constant(np.zeros((1, 1, hidden), np.float32)), ops.constant(np.array([steps], np.int32)),
+        ops.constant(rng.standard_normal((1, hidden, inputs)).astype(np.float32)),
+        ops.constant(rng.standard_normal((1, hidden, hidden)).astype(np.float32)),
+        ops.constant(rng.standard_normal((1, hidden)).astype(np.float32)), hidden, "forward",
+    )
+    h = rnn.output(1)
+    h.get_tensor().set_names({"h"})
+    return save(ov.Model([ops.result(h, name="h")], [x], "rnn"), version_dir)
+
+
+def run_openvino_sequence(version_dir: Path, steps: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The reference for a stateful model: OpenVINO run in-process (f32) on one infer request
+    over the whole sequence, from the initial state."""
+    compiled = ov.Core().compile_model(str(version_dir / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    names = [port.get_any_name() for port in compiled.outputs]
+    results = []
+    for inputs in steps:
+        out = request.infer(dict(inputs))
+        results.append({name: np.array(out[compiled.output(name)]) for name in names})
+    return results

@@ -31,7 +31,7 @@ from time import perf_counter
 import numpy as np
 import openvino as ov
 
-from dropin.backend import InferOutputs, LoadedModel
+from dropin.backend import InferOutputs, LoadedModel, SequenceState
 from dropin.dtypes import DType
 from dropin.errors import DropinError, Status
 from dropin.shapes import TensorSpec
@@ -132,7 +132,12 @@ class InferSlot:
 
 
 class OpenVINOModel(LoadedModel):
-    """A compiled model with `nireq` infer requests, each used by one thread of a small pool."""
+    """A compiled model with `nireq` infer requests, each used by one thread of a small pool.
+
+    A stateful model's requests (`infer_sequence`) take any pooled infer request: the sequence's
+    variable states are set into it before the inference and read back after it."""
+
+    supports_sequences = True
 
     def __init__(self, model: ov.Model, compiled: ov.CompiledModel, nireq: int, label: str = "") -> None:
         input_names, output_names = port_names(model)
@@ -186,17 +191,7 @@ class OpenVINOModel(LoadedModel):
         executor = self._executor
         if executor is None:
             raise RuntimeError(f"model {self.label} is closed")
-        try:
-            feed = {self._input_index[name]: array for name, array in inputs.items()}
-        except KeyError as exc:
-            raise KeyError(f"the model has no input {exc.args[0]!r} (inputs: {', '.join(self._inputs)})") from None
-        if len(feed) != len(self._input_index):
-            # an infer request keeps its last input tensors: running without one would compute
-            # on an earlier request's data
-            missing = sorted(set(self._input_index) - set(inputs))
-            raise KeyError(f"missing input(s) {', '.join(missing)} (inputs: {', '.join(self._inputs)})")
-        for name in self._string_inputs:  # OpenVINO takes fixed-width bytes, not object arrays
-            feed[self._input_index[name]] = string_tensor(name, inputs[name])
+        feed = self._feed(inputs)
         if self._inline_ewma < INLINE_SECONDS and sum([a.nbytes for a in feed.values()]) <= INLINE_BYTES:
             slot = self._take_request()
             if slot is not None:  # else every request is busy in a thread: queue behind them
@@ -208,6 +203,57 @@ class OpenVINOModel(LoadedModel):
                 outputs.infer_seconds = perf_counter() - started
                 return outputs
         return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
+
+    def _feed(self, inputs: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """The request's arrays by input port (strings as OpenVINO takes them)."""
+        try:
+            feed = {self._input_index[name]: array for name, array in inputs.items()}
+        except KeyError as exc:
+            raise KeyError(f"the model has no input {exc.args[0]!r} (inputs: {', '.join(self._inputs)})") from None
+        if len(feed) != len(self._input_index):
+            # an infer request keeps its last input tensors: running without one would compute
+            # on an earlier request's data
+            missing = sorted(set(self._input_index) - set(inputs))
+            raise KeyError(f"missing input(s) {', '.join(missing)} (inputs: {', '.join(self._inputs)})")
+        for name in self._string_inputs:  # OpenVINO takes fixed-width bytes, not object arrays
+            feed[self._input_index[name]] = string_tensor(name, inputs[name])
+        return feed
+
+    async def infer_sequence(
+        self, inputs: Mapping[str, np.ndarray], state: SequenceState | None, keep_state: bool
+    ) -> tuple[Mapping[str, np.ndarray], SequenceState | None]:
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError(f"model {self.label} is closed")
+        feed = self._feed(inputs)
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, self._run_sequence, feed, state, keep_state, perf_counter()
+        )
+
+    def _run_sequence(
+        self, feed: dict[int, np.ndarray], state: SequenceState | None, keep_state: bool, submitted: float
+    ) -> tuple[InferOutputs, SequenceState | None]:
+        """Runs in a pool thread: the sequence's state into a pooled infer request, the inference,
+        the new state out of it (copies: the request serves other sequences next)."""
+        started = perf_counter()
+        slot = self._requests.get()
+        try:
+            variables = slot.request.query_state()
+            for variable in variables:
+                if state is None:  # the sequence starts: every variable at its initial value
+                    variable.reset()
+                else:
+                    variable.state = ov.Tensor(np.ascontiguousarray(state[variable.name]))
+            outputs = self._run(slot, feed)
+            new_state = {v.name: np.array(v.state.data, copy=True) for v in variables} if keep_state else None
+            if not keep_state:  # the sequence ended: nothing of it stays in the request
+                for variable in variables:
+                    variable.reset()
+        finally:
+            self._requests.put(slot)
+        outputs.wait_seconds = started - submitted
+        outputs.infer_seconds = perf_counter() - started
+        return outputs, new_state
 
     def infer_requests(self) -> tuple[int, int]:
         # the slots not in the queue are in use (qsize is exact enough for a gauge)

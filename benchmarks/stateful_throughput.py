@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Stateful model throughput: 8 concurrent sequences through the server against the same model
+run in-process with 8 infer requests, from one run.
+
+Builds a recurrent network with its hidden state in a variable (ReadValue/Assign, from
+dropin_openvino.modelgen; no downloads), serves it with `dropin serve` as a user would (stateful,
+nireq 8), and drives 8 sequences of 10 requests each (start, 8 middle, end, again) at once from a
+client process of its own: one gRPC channel per sequence, every request serialized beforehand, so
+the client's cost stays small. The reference runs the same model in this process on 8 infer
+requests kept busy (AsyncInferQueue). Printed: both rates, their ratio (goal >= 0.8) and the served p50 latency,
+and for comparison the same model served stateless (the same requests without the special
+inputs: what the sequence handling costs on top of serving).
+
+As serving_overhead.py, the client runs on cores of its own (`--client-cores`, default the last
+core), the server and the in-process reference on the others.
+
+    .venv/bin/python benchmarks/stateful_throughput.py [--seconds 8] [--hidden 2048] [--client-cores 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+SEQUENCES = 8
+LENGTH = 10  # requests per sequence: start, 8 middle, end
+
+
+def payloads(inputs: int, sequence: int, stateful: bool = True) -> list[bytes]:
+    """The 10 requests of one sequence, serialized: x random, the special inputs as OVMS's
+    clients send them (uint64_val, uint32_val); none for the model served stateless."""
+    import numpy as np
+
+    from dropin._proto.tensorflow_serving.apis import predict_pb2
+    from dropin.tensor_proto import from_numpy
+    from dropin.testing.sequences import END, START, special
+
+    rng = np.random.default_rng(sequence)
+    out = []
+    for i in range(LENGTH):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "recurrent"
+        request.inputs["x"].CopyFrom(from_numpy(rng.standard_normal((1, inputs)).astype(np.float32)))
+        control = START if i == 0 else END if i == LENGTH - 1 else None
+        for name, proto in (special(1000 + sequence, control) if stateful else {}).items():
+            request.inputs[name].CopyFrom(proto)
+        out.append(request.SerializeToString())
+    return out
+
+
+def drive(port: int, inputs: int, seconds: float, cores: set[int], stateful: bool) -> tuple[int, list[float]]:
+    """The client process: 8 threads, one sequence each, requests back to back."""
+    import grpc
+
+    os.sched_setaffinity(0, cores)
+    done = [0] * SEQUENCES
+    times: list[list[float]] = [[] for _ in range(SEQUENCES)]
+    barrier = threading.Barrier(SEQUENCES)
+
+    def one(k: int) -> None:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        call = channel.unary_unary(PREDICT)
+        requests = payloads(inputs, k, stateful)
+        for data in requests:  # warm up: one whole sequence
+            call(data, timeout=60)
+        barrier.wait()
+        stop = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < stop or i % LENGTH:  # finish the sequence under way
+            started = time.perf_counter()
+            call(requests[i % LENGTH], timeout=60)
+            times[k].append(time.perf_counter() - started)
+            i += 1
+        done[k] = i
+        channel.close()
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(SEQUENCES)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    return sum(done), [elapsed] + [t for ts in times for t in ts]
+
+
+def in_process(model_xml: Path, inputs: int, seconds: float) -> float:
+    """The same model in this process on 8 infer requests kept busy (OpenVINO's AsyncInferQueue,
+    as serving_overhead.py's reference). Each request keeps its own state; the values a state
+    holds do not change the work of an inference."""
+    import numpy as np
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(model_xml), "CPU")
+    queue = ov.AsyncInferQueue(compiled, SEQUENCES)
+    feed = {0: np.random.default_rng(0).standard_normal((1, inputs)).astype(np.float32)}
+    for _ in range(2 * SEQUENCES):  # warm up
+        queue.start_async(feed)
+    queue.wait_all()
+    done = 0
+    started = time.monotonic()
+    stop = started + seconds
+    while time.monotonic() < stop:
+        for _ in range(SEQUENCES):
+            queue.start_async(feed)  # waits for an idle request
+        done += SEQUENCES
+    queue.wait_all()
+    return done / (time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput phase")
+    parser.add_argument("--inputs", type=int, default=512, help="input width of the recurrent network")
+    parser.add_argument("--hidden", type=int, default=2048, help="hidden state width (the state kept per sequence)")
+    available = sorted(os.sched_getaffinity(0))
+    parser.add_argument("--client-cores", default=str(available[-1]),
+                        help="comma-separated cores of the client; the server gets the others (default: the last core)")
+    args = parser.parse_args()
+    client_cores = {int(core) for core in args.client_cores.split(",")}
+    server_cores = set(available) - client_cores
+    if not client_cores <= set(available) or not server_cores:
+        sys.exit(f"--client-cores {args.client_cores}: expected a subset of the cores {available} that leaves "
+                 "at least one core for the server")
+    os.sched_setaffinity(0, server_cores)  # the server started below inherits it
+    print(f"client on cores {sorted(client_cores)}, server and in-process reference on {sorted(server_cores)}",
+          flush=True)
+
+    import dropin_openvino.runtime  # noqa: F401  (imports openvino with its telemetry off)
+    from dropin.testing.server import DropinServer
+    from dropin_openvino.modelgen import recurrent_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        recurrent_model(root / "recurrent" / "1", inputs=args.inputs, hidden=args.hidden)
+        model_xml = root / "recurrent" / "1" / "model.xml"
+        before = in_process(model_xml, args.inputs, args.seconds)
+        served = {}
+        for stateful in (True, False):
+            config = {"model_config_list": [{"config": {
+                "name": "recurrent", "base_path": "recurrent", "stateful": stateful, "nireq": SEQUENCES}}]}
+            (root / "config.json").write_text(json.dumps(config))
+            server = DropinServer(["--config_path", str(root / "config.json"), "--file_system_poll_wait_seconds", "0"])
+            try:
+                server.wait_for("recurrent", 1, timeout=120)
+                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    served[stateful] = pool.submit(
+                        drive, server.port, args.inputs, args.seconds, client_cores, stateful
+                    ).result()
+            finally:
+                server.stop()
+        # measured before and after the servers, averaged: the machine's load may drift meanwhile
+        after = in_process(model_xml, args.inputs, args.seconds)
+        reference = (before + after) / 2
+    print(f"recurrent network, x [1,{args.inputs}], state [1,{args.hidden}] fp32, {SEQUENCES} sequences of {LENGTH}")
+    for stateful, label in ((True, "served (8 concurrent sequences, gRPC)"),
+                            (False, "served stateless (same requests, no sequence)")):
+        count, samples = served[stateful]
+        rate = count / samples[0]
+        p50 = statistics.median(samples[1:]) * 1e3
+        print(f"{label + ':':48s}{rate:9.1f} req/s  p50 {p50:.2f} ms  ({rate / reference:.2f} of in-process)")
+    print(f"{'in-process (8 infer requests, AsyncInferQueue):':48s}{reference:9.1f} req/s  (before {before:.1f}, "
+          f"after {after:.1f})")
+    count, samples = served[True]
+    print(f"ratio served stateful / in-process: {count / samples[0] / reference:.2f}  (goal >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
