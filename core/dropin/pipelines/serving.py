@@ -187,9 +187,9 @@ class PipelineEntry(Model):
     def versions(self, value: dict[int, ModelVersion]) -> None:
         self._versions = value
 
-    def install(self, pipeline: Pipeline | None, error: str | None, source: object) -> None:
+    def install(self, pipeline: Pipeline | None, error: str | None, source: object) -> asyncio.Task[None] | None:
         """Serve `pipeline` from now on (None: `error` says why nothing can); the previous one
-        finishes its requests, then closes."""
+        finishes its requests, then closes (the task returned)."""
         version = self.version
         old = version.servable
         self.pipeline, self.build_error, self.source, self.removed = pipeline, error, source, False
@@ -197,15 +197,16 @@ class PipelineEntry(Model):
             self.name, 1, pipeline, (), "pipeline", pipeline=pipeline
         )
         self.default = version
-        if old is not None:
-            asyncio.get_running_loop().create_task(_close_when_drained(old))
+        closing = asyncio.get_running_loop().create_task(_close_when_drained(old)) if old is not None else None
         self.refresh()
+        return closing
 
-    def retire(self) -> None:
-        self.install(None, None, None)
+    def retire(self) -> asyncio.Task[None] | None:
+        closing = self.install(None, None, None)
         self.removed = True
         self.default = None
         self.refresh()
+        return closing
 
     def refresh(self) -> None:
         """Follow the models it uses: AVAILABLE only while they are there and fit the wiring."""
