@@ -19,8 +19,8 @@ from .errors import DropinError, Status
 if TYPE_CHECKING:
     from .backend import LoadedModel
     from .config import ModelConfig
-    from .sequences import SequenceTable
     from .pipelines.serving import Pipeline, PipelineEntry
+    from .sequences import SequenceTable
     from .validation import InputPlan
 
 log = logging.getLogger("dropin.models")
