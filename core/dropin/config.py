@@ -276,6 +276,11 @@ def parse_config(data: bytes, path: Path, vocabulary: Vocabulary | None = None) 
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{path}: duplicate model name(s) {', '.join(duplicates)}")
+    from .pipelines.config import parse_pipelines
+
+    shared = sorted(set(names) & {p.name for p in parse_pipelines(document, str(path)).pipelines})
+    if shared:
+        raise ConfigError(f"{path}: pipeline(s) {', '.join(shared)}: a model has that name (names are shared)")
     return models
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from .config import ConfigError, ModelConfig, parse_config
+from .pipelines.config import PipelineSet, parse_pipelines
 from .sources import watch_directory
 
 if TYPE_CHECKING:
@@ -27,7 +29,10 @@ DEBOUNCE_SECONDS = 0.05
 
 class ConfigFile:
     def __init__(
-        self, path: Path, apply: Callable[[list[ModelConfig]], Awaitable[bool]], vocabulary: Vocabulary | None = None
+        self,
+        path: Path,
+        apply: Callable[[list[ModelConfig], PipelineSet], Awaitable[bool]],
+        vocabulary: Vocabulary | None = None,
     ) -> None:
         self.path = path
         self._vocabulary = vocabulary  # the model keys plugins declared
@@ -44,8 +49,10 @@ class ConfigFile:
             data = await asyncio.to_thread(self._read)
             self._digest = hashlib.md5(data).hexdigest()
             models = parse_config(data, self.path, self._vocabulary)
-            changed = await self._apply(models)
-            log.info("applied %s: %s", self.path, ", ".join(m.name for m in models) or "no models")
+            pipelines = parse_pipelines(json.loads(data), str(self.path))  # parse_config checked them
+            changed = await self._apply(models, pipelines)
+            names = [m.name for m in models] + [p.name for p in pipelines.pipelines]
+            log.info("applied %s: %s", self.path, ", ".join(names) or "no models")
             return changed
 
     async def check(self) -> None:

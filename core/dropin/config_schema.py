@@ -16,29 +16,16 @@ TOP_KEYS = frozenset({
     "model_config_list", "pipeline_config_list", "mediapipe_config_list", "custom_loader_config_list",
     "custom_node_library_config_list", "monitoring",
 })
+# pipeline_config_list and custom_node_library_config_list: pipelines/config.py.
 # Each list OVMS accepts that dropin does not serve: its items' keys (required, allowed), and what
 # dropin tells the operator.
 _LISTS: dict[str, tuple[frozenset[str], frozenset[str], str]] = {
-    "pipeline_config_list": (
-        frozenset({"name", "nodes", "inputs", "outputs"}),
-        frozenset({"name", "nodes", "inputs", "outputs", "demultiply_count"}),
-        "pipelines (DAGs) are not served yet",
-    ),
     "mediapipe_config_list": (
         frozenset({"name"}),
         frozenset({"name", "base_path", "graph_path", "subconfig"}),
         "MediaPipe graphs are not served yet",
     ),
-    "custom_node_library_config_list": (
-        frozenset({"name", "base_path"}),
-        frozenset({"name", "base_path"}),
-        "custom node libraries (for pipelines) are not loaded",
-    ),
 }
-_NODE_KEYS = frozenset({
-    "name", "model_name", "library_name", "type", "version", "inputs", "outputs", "params", "demultiply_count",
-    "gather_from_node",
-})
 _LOADER_KEYS = frozenset({"loader_name", "library_path", "loader_config_file"})
 # What a model key without effect means in dropin (a plugin that declares the key gives it one).
 _WHY = {
@@ -85,9 +72,6 @@ def check_document(document: Mapping[str, Any], where: str) -> None:
             missing = sorted(required - set(item))
             if missing:
                 raise ConfigError(f"{label} needs {', '.join(missing)}")
-            if key == "pipeline_config_list":
-                for node in _objects(item, "nodes", label):
-                    _only(node, _NODE_KEYS, f"{label} node {node.get('name', '?')!r}")
         names = ", ".join(str(item["name"]) for item in items)
         if names and _once(key, names):
             log.warning("%s: %s: %s ignored", key, why, names)

@@ -154,6 +154,8 @@ class RequestScope:
         servable = self._servable
         assert servable is not None, "resolve() first"
         plane = self._plane
+        if servable.pipeline is not None:  # each node's model validates the inputs it takes
+            return await self._infer_pipeline(servable, inputs, output_filter)
         try:
             arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
         except ReshapeRequired as required:  # batch_size or shape "auto": a servable reloaded for this shape
@@ -188,6 +190,34 @@ class RequestScope:
             ) from exc
         if output_filter:
             outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
+        return PredictResult(servable.model_name, servable.version, outputs)
+
+    async def _infer_pipeline(
+        self, servable: Servable, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str]
+    ) -> PredictResult:
+        pipeline = servable.pipeline
+        assert pipeline is not None
+        if output_filter:
+            outputs_spec = pipeline.outputs
+            for name in output_filter:
+                if name not in outputs_spec:
+                    raise DropinError(
+                        Status.INVALID_OUTPUT_FILTER,
+                        f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
+                    )
+        probe = self._probe
+        started = perf_counter()
+        try:
+            outputs = await pipeline.run(inputs, self._plane, output_filter)
+        except DropinError:
+            raise
+        except Exception as exc:
+            log.exception("pipeline %s: request failed", servable.model_name)
+            raise DropinError(
+                Status.INTERNAL_ERROR, f"pipeline {servable.model_name}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if probe is not None and probe.model is not None:
+            probe.model.observe_inference(outputs, perf_counter() - started)
         return PredictResult(servable.model_name, servable.version, outputs)
 
     # -- GetModelMetadata, GetModelStatus ----------------------------------------------------

@@ -58,6 +58,16 @@ class Status(enum.Enum):
     INTERNAL_ERROR = ("Internal server error", grpc.StatusCode.INTERNAL, 500)
     SHUTTING_DOWN = ("Server is shutting down", grpc.StatusCode.UNAVAILABLE, 503)
 
+    # pipelines: a node's result that the pipeline cannot carry on with, a custom node's failure
+    PIPELINE_WRONG_DIMENSION_SIZE_TO_DEMULTIPLY = (
+        "Wrong dimension size to demultiply", grpc.StatusCode.FAILED_PRECONDITION, 412
+    )
+    PIPELINE_DEMULTIPLEXER_NO_RESULTS = (
+        "Pipeline execution aborted due to no content from custom node", grpc.StatusCode.FAILED_PRECONDITION, 412
+    )
+    CUSTOM_NODE_INVALID_INPUT = ("Custom node refused its input", grpc.StatusCode.INVALID_ARGUMENT, 400)
+    CUSTOM_NODE_FAILED = ("Custom node library execution failed", grpc.StatusCode.INTERNAL, 500)
+
     # model loading and configuration
     FILE_INVALID = ("File not found or cannot open", grpc.StatusCode.FAILED_PRECONDITION, 412)
     MODEL_LOAD_FAILED = ("Model could not be loaded", grpc.StatusCode.FAILED_PRECONDITION, 412)

@@ -19,6 +19,7 @@ from .errors import DropinError, Status
 if TYPE_CHECKING:
     from .backend import LoadedModel
     from .config import ModelConfig
+    from .pipelines.serving import Pipeline, PipelineEntry
     from .validation import InputPlan
 
 log = logging.getLogger("dropin.models")
@@ -51,6 +52,7 @@ class Servable:
     plans: tuple[InputPlan, ...]  # sorted by input name
     backend: str
     path: Path | None = None  # the version directory it was loaded from (reshape reloads read it again)
+    pipeline: Pipeline | None = None  # set when it serves a pipeline (`model` is then that pipeline)
     in_flight: int = 0
     _drained: asyncio.Event | None = None
 
@@ -152,11 +154,15 @@ class ModelTable:
 
     def __init__(self) -> None:
         self.models: dict[str, Model] = {}
+        #: the pipelines, served like models; a name is looked up among the models first
+        self.pipelines: dict[str, PipelineEntry] = {}
 
     def get(self, name: str) -> Model:
         model = self.models.get(name)
         if model is None:
-            raise DropinError(Status.MODEL_NAME_MISSING)
+            model = self.pipelines.get(name)
+            if model is None:
+                raise DropinError(Status.MODEL_NAME_MISSING)
         return model
 
     def find(self, name: str, number: int) -> ModelVersion:

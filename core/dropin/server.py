@@ -22,6 +22,8 @@ from .health import GrpcHealth, add_reflection
 from .manager import ModelManager
 from .metrics import FAMILIES, Metrics
 from .ovms_flags import Cors, override_options
+from .pipelines.config import PipelineSet
+from .pipelines.manager import PipelineManager
 from .plugins import PluginHost
 from .rest_api import RestApi
 from .rest_transport import RestLimits
@@ -88,6 +90,7 @@ class Server:
         self.plugins = plugins
         plugins.configure(settings.plugin_options)
         self.manager = ModelManager(plugins.registries(), settings.version_settle_seconds)
+        self.pipelines = PipelineManager(self.manager.table, self.manager.registries.custom_nodes)
         self.metrics = Metrics(settings.metrics_list, self._pools) if settings.metrics_enable else None
         self.dataplane = DataPlane(
             self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes, metrics=self.metrics
@@ -214,6 +217,7 @@ class Server:
                 if self.config_file is not None:
                     await self.config_file.check()
                 await self.manager.sync_all()
+                self.pipelines.refresh()
             except Exception:
                 log.exception("repository rescan failed")
 
@@ -224,8 +228,10 @@ class Server:
             raise ConfigError("the server was started without --config_path")
         return await self.config_file.reload()
 
-    async def _apply_config_file(self, models: list[ModelConfig]) -> bool:
+    async def _apply_config_file(self, models: list[ModelConfig], pipelines: PipelineSet) -> bool:
         changed = await self.manager.apply(models)
+        changed = await self.pipelines.apply(pipelines) or changed
+        self.pipelines.refresh()
         if self.link is not None and self.ready.is_set():
             self.link.notify("config_file_applied")  # a restarted worker reads the file, no replay
         return changed
@@ -282,6 +288,7 @@ class Server:
         """Apply a ModelServerConfig in this process."""
         models = self.models_from_proto(server_config)
         await self.manager.apply(models)
+        self.pipelines.refresh()
         log.info("reload config request applied: %s", ", ".join(m.name for m in models) or "no models")
 
     def models_from_proto(self, server_config: Any) -> list[ModelConfig]:
@@ -305,6 +312,7 @@ class Server:
             *([self.rest.stop()] if self.rest is not None else []),
             *([self.grpc.stop(grace)] if self.grpc is not None else []),
         )
+        await self.pipelines.close()
         await self.manager.close()
         self.dataplane.close()
         if self.link is not None:
