@@ -93,7 +93,8 @@ def _encode(value: np.ndarray | list[bytes]) -> dict[str, Any]:
 
 
 def _decode(value: dict[str, Any]) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(value["data"]), dtype=value["dtype"]).reshape(value["shape"])
+    data = np.frombuffer(base64.b64decode(value["data"]), dtype=np.dtype(value["dtype"]))
+    return data.reshape(tuple(value["shape"]))
 
 
 class TfsClient:
