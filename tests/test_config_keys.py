@@ -61,9 +61,7 @@ UNSUPPORTED = [
     "model m: config key max_sequence_number is not supported",
     "model m: config key precision is not supported",
     "model m: config key stateful is not supported",
-    "pipeline_config_list: pipelines (DAGs) are not served yet: pipe ignored",
     "mediapipe_config_list: MediaPipe graphs are not served yet: graph ignored",
-    "custom_node_library_config_list: custom node libraries (for pipelines) are not loaded: lib ignored",
     "custom_loader_config_list: custom loaders are not supported: loader ignored",
 ]
 
@@ -83,6 +81,8 @@ def test_every_ovms_key_serves_and_each_unsupported_one_is_logged_once(repo: Pat
     status, _ = srv.rest.request("POST", "/v1/config/reload")
     assert status in (200, 201)
     np.testing.assert_array_equal(srv.client.predict("m", {"x": x})["y"], x * 2)
+    # the pipeline is served: its request is split along a first dimension of its own (demultiply_count 0)
+    np.testing.assert_array_equal(srv.client.predict("pipe", {"x": x[None]})["y"], x[None] * 2)
     for line in UNSUPPORTED:
         assert srv.log.count(line) == 1, (line, srv.log)
     assert "allow_cache is not supported" not in srv.log  # it is the backend's (LoadOptions.options)

@@ -87,7 +87,7 @@ def parse_pipelines(document: Mapping[str, Any], where: str) -> PipelineSet:
 
 
 def _pipeline(item: Mapping[str, Any], where: str) -> PipelineConfig:
-    label = f"{where}: pipeline {item.get('name', '?')!r}"
+    label = f"{where}: pipeline_config_list item {item.get('name', '?')!r}"
     _keys(item, {"name", "nodes", "inputs", "outputs"}, {"name", "nodes", "inputs", "outputs", "demultiply_count"},
           label)
     name = _str(item, "name", label)

@@ -106,18 +106,16 @@ class PipelineRun:
     async def _count(self, demultiplexer: str, key: Key) -> int:
         """How many branches `demultiplexer` made in branch `key` (its own context)."""
         if demultiplexer == REQUEST:
-            arrays = list(self.request.values())
-            count = self.graph.config.demultiply_count
-            where = "the request"
-        else:
-            node = self.graph.node(demultiplexer)
-            arrays = list((await self._run(node, key)).values())
-            count = node.demultiply_count
-            where = f"node {demultiplexer!r}"
-        sizes = {a.shape[0] if a.ndim else 0 for a in arrays}
+            return self._branches(self.request, self.graph.config.demultiply_count, "the request")
+        node = self.graph.node(demultiplexer)
+        return self._branches(await self._run(node, key), node.demultiply_count, f"node {demultiplexer!r}")
+
+    def _branches(self, outputs: Mapping[str, np.ndarray], count: int | None, where: str) -> int:
+        """The number of branches a demultiplexer's outputs split into: their common first dim."""
+        sizes = {a.shape[0] if a.ndim else 0 for a in outputs.values()}
         found = sizes.pop() if len(sizes) == 1 else None
         if found is None or (count is not None and count > 0 and found != count):
-            shapes = ", ".join(str(a.shape) for a in arrays)
+            shapes = ", ".join(str(a.shape) for a in outputs.values())
             raise DropinError(
                 Status.PIPELINE_WRONG_DIMENSION_SIZE_TO_DEMULTIPLY,
                 f"pipeline {self.graph.name!r}: {where} demultiplies into {count if count and count > 0 else 'any'} "
@@ -156,8 +154,8 @@ class PipelineRun:
         if missing:
             raise DropinError(Status.CUSTOM_NODE_FAILED if node.kind == CUSTOM_NODE else Status.INFERENCE_ERROR,
                               f"{where} did not return {', '.join(missing)}")
-        if node.demultiply_count is not None:
-            await self._count(node.name, key)  # every output splits into the same number of branches
+        if node.demultiply_count is not None:  # every output splits into the same number of branches
+            self._branches(outputs, node.demultiply_count, f"node {node.name!r}")
         return outputs
 
     async def _model(self, node: NodeConfig, inputs: dict[str, np.ndarray], where: str) -> Mapping[str, np.ndarray]:

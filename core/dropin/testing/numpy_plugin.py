@@ -2,7 +2,8 @@
 so that dropin's own tests (and a plugin author's) need no runtime besides numpy.
 
 It claims only version directories holding `numpy_model.json`, never IR or ONNX files, so it
-changes nothing for real models. Block it with DROPIN_BLOCK_PLUGINS=numpy.
+changes nothing for real models. It also registers the custom nodes of the pipeline tests
+(numpy_nodes.py). Block it with DROPIN_BLOCK_PLUGINS=numpy.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ..hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from ..backend import Backend
+    from ..custom_nodes import CustomNode
     from ..registry import Registry
     from .models import ConformanceModels
 
@@ -22,6 +24,15 @@ def dropin_register_backends(registry: Registry[Backend]) -> None:
     from .numpy_backend import NumpyBackend
 
     registry.add("numpy", NumpyBackend)
+
+
+@hookimpl
+def dropin_register_custom_nodes(registry: Registry[CustomNode]) -> None:
+    from .numpy_nodes import AddSub, SplitRows, SumRows
+
+    registry.add("add_sub", AddSub)
+    registry.add("split_rows", SplitRows)
+    registry.add("sum_rows", SumRows)
 
 
 @hookimpl
