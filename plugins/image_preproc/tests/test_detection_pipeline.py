@@ -158,7 +158,7 @@ def assert_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> N
 
 
 JPEG = encode(".jpg", picture(150, 1))
-PNG = encode(".png", picture(110, 2))
+PNG = encode(".png", picture(90, 2))
 
 
 def decoded_tensor(data: bytes) -> np.ndarray:
