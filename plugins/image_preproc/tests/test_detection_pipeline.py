@@ -6,6 +6,7 @@ answers are compared with the two models and OpenCV run directly."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from dropin.testing.server import DropinServer
+from dropin.testing.server import DropinServer, free_port
 from dropin.testing.tfs_client import TfsClient
 from dropin_image.testing import crop_reference, encode
 from dropin_openvino.modelgen import F32_CONFIG, run_openvino, save
@@ -125,7 +126,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, tfs: TfsClient) -> Iterator
         ],
     }
     (root / "config.json").write_text(json.dumps(config))
-    server = DropinServer(["--config_path", str(root / "config.json"), "--file_system_poll_wait_seconds", "0"])
+    server = DropinServer(["--config_path", str(root / "config.json"), "--file_system_poll_wait_seconds", "0",
+                           "--rest_port", str(free_port())])
     try:
         server.wait_for("find_objects", 1)
         server.wait_for("find_objects_nchw", 1)
@@ -219,3 +221,17 @@ def test_binary_images_with_tensorflow_serving_api(served: tuple[DropinServer, P
     assert_outputs(png["outputs"], {"classes": want["classes"], "label_ids": want["label_ids"]})
     assert status == {"versions": [[1, "AVAILABLE", 0, "OK"]]}
 
+
+
+def test_binary_images_over_rest(served: tuple[DropinServer, Path]) -> None:
+    server, root = served
+    assert server.rest is not None
+    body = {"inputs": {"image": [{"b64": base64.b64encode(JPEG).decode()}]}}
+    status, answer = server.rest.request("POST", "/v1/models/find_objects:predict", body)
+    assert status == 200, answer
+    want = expected(root, decoded_tensor(JPEG), "NHWC")
+    got = {name: np.asarray(value, want[name].dtype) for name, value in answer["outputs"].items()}
+    assert_outputs(got, want)
+    status, answer = server.rest.request("POST", "/v1/models/find_objects:predict",
+                                         {"inputs": {"image": [{"b64": base64.b64encode(b"no image").decode()}]}})
+    assert status == 400 and answer["error"].startswith("Image parsing failed"), answer
