@@ -186,16 +186,25 @@ class DetectionCrop(CustomNode):
         import cv2
 
         th, tw, c = self.target_height, self.target_width, self.channels
-        out = np.empty((len(boxes), th, tw, c), np.float32)
+        planar_out = self.target_layout == "NCHW"
+        out = np.empty((len(boxes), c, th, tw) if planar_out else (len(boxes), th, tw, c), np.float32)
         for i, (x, y, w, h) in enumerate(boxes.tolist()):
-            if self.original_layout == "NCHW":  # only the box is reordered to HWC, not the image
+            if self.original_layout == "NCHW" and not self.gray:
+                # bilinear resizing treats channels alike: resize each plane where it lies, no reordering
+                for channel in range(3):
+                    plane = cv2.resize(image[0, channel, y : y + h, x : x + w], (tw, th))
+                    if planar_out:
+                        out[i, channel] = plane
+                    else:
+                        out[i, :, :, channel] = plane
+                continue
+            if self.original_layout == "NCHW":  # gray needs the pixels interleaved: only the box is reordered
                 crop = np.ascontiguousarray(image[0, :, y : y + h, x : x + w].transpose(1, 2, 0))
             else:
                 crop = image[0, y : y + h, x : x + w]
             resized = cv2.resize(crop, (tw, th))
             if self.gray:
                 resized = cv2.cvtColor(resized, cv2.COLOR_BGR2GRAY)
-            out[i] = resized.reshape(th, tw, c)
-        if self.target_layout == "NCHW":
-            return np.ascontiguousarray(out.transpose(0, 3, 1, 2))[:, None]
+            resized = resized.reshape(th, tw, c)
+            out[i] = resized.transpose(2, 0, 1) if planar_out else resized
         return out[:, None]

@@ -50,7 +50,7 @@ def assert_as_reference(params: dict[str, str], img: np.ndarray, det: np.ndarray
     for name, array in want.items():
         assert got[name].dtype == array.dtype, name
         assert got[name].shape == array.shape, name
-        np.testing.assert_allclose(got[name], array, rtol=1e-6, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(got[name], array, rtol=0, atol=0, err_msg=name)
     return got
 
 
