@@ -162,3 +162,14 @@ def test_odd_values_in_the_detection_are_dropped_or_cut_not_crashed_on() -> None
     whole_width = cv2.resize(np.ascontiguousarray(img[0].transpose(1, 2, 0)[2:12]), (8, 6))
     np.testing.assert_allclose(got["images"][0, 0], whole_width.transpose(2, 0, 1), rtol=1e-6, atol=1e-4)
     assert got["label_ids"].tolist() == [[[1]]]
+
+
+def test_one_instance_serves_many_threads_at_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    node = DetectionCrop(PARAMS)
+    images = [image() for _ in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda img: node.execute({"image": img, "detection": BOXES}), images))
+    for img, got in zip(images, results, strict=True):
+        np.testing.assert_array_equal(got["images"], reference(PARAMS, img, BOXES)["images"])
