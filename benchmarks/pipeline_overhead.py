@@ -7,7 +7,9 @@ convolution, global pooling, a dense layer), and serves them with `dropin serve`
 starts it) with a pipeline that runs one after the other. It prints:
 
 (a) the pipeline's requests/s at concurrency 4 (gRPC clients) divided by the same two models
-    called one after the other in-process, by 4 threads each with its own infer requests
+    called one after the other in-process by 4 threads, which share each model's OpenVINO optimal
+    number of infer requests as dropin does (one each for these models on the CPU plugin's
+    default latency hint: 4 threads on 4 requests of their own would fight over the cores)
     (goal >= 0.9);
 (b) the pipeline's p50 and p99 at concurrency 1 (one synchronous client) next to the sum of the
     two models' in-process p50s (one infer request each, sequential calls), and the difference;
@@ -17,10 +19,11 @@ starts it) with a pipeline that runs one after the other. It prints:
 
 The conventions of serving_overhead.py, whose load generator it uses: the clients run on cores of
 their own (`--client-cores`, default the last core), the server and the in-process reference on the
-others; the throughput phases alternate (reference, pipeline, reference, pipeline) so that drift on
-a shared machine hits both sides alike.
+others; the throughput phases alternate in `--rounds` rounds (reference, pipeline, fused model, and
+again) so that drift on a shared machine hits every side alike.
 
-    .venv/bin/python benchmarks/pipeline_overhead.py [--seconds 8] [--side 224] [--width 32] [--client-cores 1]
+    .venv/bin/python benchmarks/pipeline_overhead.py [--seconds 8] [--rounds 4] [--side 224] [--width 32]
+        [--client-cores 1]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
 import tempfile
 import threading
@@ -130,17 +134,33 @@ class InProcess:
         self.first = core.compile_model(str(repo / "features" / "1" / "model.xml"), "CPU")
         self.second = core.compile_model(str(repo / "classify" / "1" / "model.xml"), "CPU")
         self.image = image
+        self.first_pool, self.second_pool = self._pool(self.first), self._pool(self.second)
         self.rate(0.5)  # warm up
 
+    @staticmethod
+    def _pool(compiled: Any) -> queue.SimpleQueue:
+        pool: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))):
+            pool.put(compiled.create_infer_request())
+        return pool
+
     def _chain(self, stop_at: float, counts: list[int], index: int) -> None:
-        first, second = self.first.create_infer_request(), self.second.create_infer_request()
         while time.monotonic() < stop_at:
-            features = first.infer({0: self.image})[0]
-            second.infer({0: features})
+            features = self._infer(self.first_pool, {0: self.image})
+            self._infer(self.second_pool, {0: features})
             counts[index] += 1
 
+    @staticmethod
+    def _infer(pool: queue.SimpleQueue, feed: dict[int, Any]) -> Any:
+        request = pool.get()  # waits for an idle one
+        try:
+            return request.infer(feed)[0]
+        finally:
+            pool.put(request)
+
     def rate(self, seconds: float) -> float:
-        """Chains per second with CONCURRENCY threads chaining at once (OpenVINO releases the GIL)."""
+        """Chains per second with CONCURRENCY threads chaining at once (OpenVINO releases the GIL),
+        sharing each model's OpenVINO optimal number of infer requests, as dropin does."""
         counts = [0] * CONCURRENCY
         started = time.monotonic()
         threads = [threading.Thread(target=self._chain, args=(started + seconds, counts, i))
@@ -169,6 +189,8 @@ class InProcess:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput measure")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="alternating rounds each throughput measure is split into (drift hits all sides alike)")
     parser.add_argument("--processes", type=int, default=2, help="client processes of the load generator")
     parser.add_argument("--latency-requests", type=int, default=500, help="requests at concurrency 1")
     parser.add_argument("--side", type=int, default=224, help="the image's height and width")
@@ -225,8 +247,9 @@ def main() -> None:
     alone_p50, alone_p99 = percentiles(alone_times)
     ratio = served_rate / direct_rate
     lines = [
-        f"{os.cpu_count()} CPU cores, {args.processes} client processes, {args.seconds:g} s per throughput measure "
-        f"(two alternating halves); request {len(payload)} B; whole run {time.monotonic() - began:.0f} s",
+        f"{os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f} at the end), {args.processes} client "
+        f"processes, {args.seconds:g} s per throughput measure ({args.rounds} alternating rounds); request "
+        f"{len(payload)} B; whole run {time.monotonic() - began:.0f} s",
         "",
         f"models: features [1,3,{args.side},{args.side}] -> [1,{args.width},{args.side // 2},{args.side // 2}], "
         f"classify -> [1,10]",
