@@ -19,8 +19,9 @@ starts it) with a pipeline that runs one after the other. It prints:
 
 The conventions of serving_overhead.py, whose load generator it uses: the clients run on cores of
 their own (`--client-cores`, default the last core), the server and the in-process reference on the
-others; the throughput phases alternate in `--rounds` rounds (reference, pipeline, fused model, and
-again) so that drift on a shared machine hits every side alike.
+others; every measure, latencies included, is split into `--rounds` rounds that alternate
+(in-process, pipeline, fused model, and again) so that drift on a shared machine hits every side
+alike.
 
     .venv/bin/python benchmarks/pipeline_overhead.py [--seconds 8] [--rounds 4] [--side 224] [--width 32]
         [--client-cores 1]
@@ -224,18 +225,27 @@ def main() -> None:
         proc, port = start_dropin(repo / "config.json")
         try:
             direct = InProcess(repo, image)
-            first_times, second_times = direct.latencies(args.latency_requests)
-            served_times = gen.sequential(port, payload, args.latency_requests, 50)
             alone = request_bytes("fused", "image", image)
-            alone_times = gen.sequential(port, alone, args.latency_requests, 50)
-            gen.rate(port, payload, CONCURRENCY, 1.0)  # warm up
-            half = args.seconds / 2
-            gen.rate(port, alone, CONCURRENCY, 1.0)
+            for p in (payload, alone):
+                gen.sequential(port, p, 0, 50)  # warm up
+                gen.rate(port, p, CONCURRENCY, 1.0)
+            # every measure is split into rounds that alternate, so that drift hits every side alike
+            n = max(args.latency_requests // args.rounds, 1)
+            part = args.seconds / args.rounds
+            first_times: list[float] = []
+            second_times: list[float] = []
+            served_times: list[float] = []
+            alone_times: list[float] = []
             direct_rate = served_rate = alone_rate = 0.0
-            for _ in range(2):
-                direct_rate += direct.rate(half) / 2
-                served_rate += gen.rate(port, payload, CONCURRENCY, half) / 2
-                alone_rate += gen.rate(port, alone, CONCURRENCY, half) / 2
+            for _ in range(args.rounds):
+                first, second = direct.latencies(n)
+                first_times += first
+                second_times += second
+                served_times += gen.sequential(port, payload, n, 5)
+                alone_times += gen.sequential(port, alone, n, 5)
+                direct_rate += direct.rate(part) / args.rounds
+                served_rate += gen.rate(port, payload, CONCURRENCY, part) / args.rounds
+                alone_rate += gen.rate(port, alone, CONCURRENCY, part) / args.rounds
         finally:
             stop(proc)
     gen.close()
