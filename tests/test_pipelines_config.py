@@ -6,6 +6,7 @@ new model version under a pipeline, with zero failed requests under load."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -144,6 +145,11 @@ def test_a_pipeline_is_available_only_while_its_models_are(repo: Path, start_ser
     srv.wait_for("waits", 1)
     assert srv.client.status("waits") == {1: ("AVAILABLE", 0, "OK")}
     np.testing.assert_array_equal(srv.client.predict("waits", {"in": X})["out"], X * 2 + 1)
+    shutil.rmtree(repo / "late" / "1")  # the model's only version goes: so does the pipeline
+    srv.wait_for("late", 1, state="END")
+    assert srv.client.status("waits") == {
+        1: ("LOADING", FAILED_PRECONDITION, "pipeline 'waits' node 'b': model 'late' has no version AVAILABLE")
+    }
 
 
 class Load:

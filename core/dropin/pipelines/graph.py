@@ -27,13 +27,14 @@ class Graph:
     out_context: Mapping[str, tuple[str, ...]]
     #: per node, alias -> the model's or custom node's output name ("request": input -> input)
     aliases: Mapping[str, Mapping[str, str]]
+    nodes: Mapping[str, NodeConfig]
 
     @property
     def name(self) -> str:
         return self.config.name
 
     def node(self, name: str) -> NodeConfig:
-        return next(n for n in self.config.nodes if n.name == name)
+        return self.nodes[name]
 
 
 def check_graph(config: PipelineConfig) -> Graph:
@@ -90,8 +91,7 @@ def check_graph(config: PipelineConfig) -> Graph:
             raise PipelineError(f"{where} node {node.name!r}: not connected to the response "
                                 f"(no output of it reaches the pipeline's outputs)")
         used.update(s.node for _, s in node.inputs)
-    unused = sorted(set(config.inputs) - {s.item for n in config.nodes for _, s in n.inputs if s.node == REQUEST}
-                    - {s.item for _, s in config.outputs if s.node == REQUEST})
+    unused = sorted(set(config.inputs) - {s.item for n in config.nodes for _, s in n.inputs if s.node == REQUEST})
     if unused:
         raise PipelineError(f"{where}: input(s) {', '.join(unused)} go to no node")
 
@@ -115,4 +115,4 @@ def check_graph(config: PipelineConfig) -> Graph:
                                 f"from its branches")
         context[node.name] = deepest[:-1] if node.gather_from_node else deepest
         out_context[node.name] = context[node.name] + ((node.name,) if node.demultiply_count is not None else ())
-    return Graph(config, order, context, out_context, aliases)
+    return Graph(config, order, context, out_context, aliases, nodes)

@@ -65,6 +65,6 @@ class PipelineManager:
             entry.refresh()
 
     async def close(self) -> None:
-        for entry in self.table.pipelines.values():
-            if not entry.removed:
-                entry.retire()
+        """Retire every pipeline once its requests are done (at shutdown)."""
+        closing = [entry.retire() for entry in self.table.pipelines.values() if not entry.removed]
+        await asyncio.gather(*(task for task in closing if task is not None))

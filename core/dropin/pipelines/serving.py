@@ -24,7 +24,7 @@ import numpy as np
 from ..backend import LoadedModel
 from ..config import ModelConfig
 from ..custom_nodes import CustomNode
-from ..errors import DropinError
+from ..errors import DropinError, Status
 from ..models import Model, ModelTable, ModelVersion, Servable, State
 from ..shapes import TensorSpec
 from ..validation import InputPlan, RequestTensor, validate_request
@@ -142,7 +142,11 @@ class Pipeline(LoadedModel):
                 plan = next(p for p in servable.plans if p.spec.name == node_input)
                 plan = dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, name=name), auto="")
             if demultiplied:  # the request is split along a first dimension of its own
-                plan = InputPlan(dataclasses.replace(self.binding().inputs[name], name=name))
+                specs = self._specs()
+                if specs is None or name not in specs.inputs:
+                    why = f"pipeline {self.graph.name!r}: {self.check()}"
+                    raise DropinError(Status.MODEL_VERSION_NOT_LOADED_YET, why)
+                plan = InputPlan(dataclasses.replace(specs.inputs[name], name=name))
             plans.append(plan)
         self._plans = (key, tuple(plans))
         return tuple(plans)
@@ -159,7 +163,22 @@ class Pipeline(LoadedModel):
 
 
 class PipelineVersion(ModelVersion):
-    """Version 1 of a pipeline; a failed validation is FAILED_PRECONDITION, as in OVMS."""
+    """Version 1 of a pipeline; a failed validation is FAILED_PRECONDITION, as in OVMS. Its state
+    is checked again whenever it is read while not AVAILABLE, so that a pipeline waiting for a
+    model serves as soon as the model does."""
+
+    entry: PipelineEntry | None = None
+    _state: State = State.START
+
+    @property
+    def state(self) -> State:
+        if self._state is not State.AVAILABLE and self.entry is not None:
+            self.entry.refresh()
+        return self._state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        self._state = value
 
     @property
     def error_code(self) -> int:
@@ -172,6 +191,7 @@ class PipelineEntry(Model):
     def __init__(self, name: str) -> None:
         super().__init__(ModelConfig(name=name, base_path=""))
         self.version = PipelineVersion(name, 1)
+        self.version.entry = self
         self._versions: dict[int, ModelVersion] = {1: self.version}
         self.default = self.version
         self.pipeline: Pipeline | None = None
@@ -187,9 +207,9 @@ class PipelineEntry(Model):
     def versions(self, value: dict[int, ModelVersion]) -> None:
         self._versions = value
 
-    def install(self, pipeline: Pipeline | None, error: str | None, source: object) -> None:
+    def install(self, pipeline: Pipeline | None, error: str | None, source: object) -> asyncio.Task[None] | None:
         """Serve `pipeline` from now on (None: `error` says why nothing can); the previous one
-        finishes its requests, then closes."""
+        finishes its requests, then closes (the task returned)."""
         version = self.version
         old = version.servable
         self.pipeline, self.build_error, self.source, self.removed = pipeline, error, source, False
@@ -197,15 +217,16 @@ class PipelineEntry(Model):
             self.name, 1, pipeline, (), "pipeline", pipeline=pipeline
         )
         self.default = version
-        if old is not None:
-            asyncio.get_running_loop().create_task(_close_when_drained(old))
+        closing = asyncio.get_running_loop().create_task(_close_when_drained(old)) if old is not None else None
         self.refresh()
+        return closing
 
-    def retire(self) -> None:
-        self.install(None, None, None)
+    def retire(self) -> asyncio.Task[None] | None:
+        closing = self.install(None, None, None)
         self.removed = True
         self.default = None
         self.refresh()
+        return closing
 
     def refresh(self) -> None:
         """Follow the models it uses: AVAILABLE only while they are there and fit the wiring."""
@@ -217,8 +238,8 @@ class PipelineEntry(Model):
         else:
             error = self.pipeline.check()
             state = State.AVAILABLE if error is None else State.LOADING
-        if (state, error) != (version.state, version.error):
-            version.state, version.error = state, error
+        if (state, error) != (version._state, version.error):
+            version._state, version.error = state, error
             level = logging.WARNING if error else logging.INFO
             log.log(level, "pipeline %s: %s%s", self.name, state.name, f" ({error})" if error else "")
 
