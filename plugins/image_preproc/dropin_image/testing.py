@@ -85,7 +85,7 @@ def reference(
 
 def crop_reference(params: dict[str, str], image: np.ndarray, detection: np.ndarray) -> dict[str, np.ndarray]:
     """What OVMS's model_zoo_intel_object_detection node returned for these params and inputs,
-    computed the way its C++ does: one detection at a time, the whole image reordered to HWC."""
+    computed the way its C++ does: one detection at a time, on the image in HWC order."""
     import cv2
 
     nchw_in = params.get("original_image_layout", "NCHW") == "NCHW"
