@@ -5,7 +5,6 @@ server, and passes its own tests and the backend conformance suite."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    tomllib = pytest.importorskip("tomli")
+from dropin.testing.fake_plugins import install_from_pyproject
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 FILE_BLOCK = re.compile(r"^<!-- file: (\S+) -->\n```[\w-]*\n(.*?)^```$", re.S | re.M)
@@ -25,24 +21,6 @@ FILE_BLOCK = re.compile(r"^<!-- file: (\S+) -->\n```[\w-]*\n(.*?)^```$", re.S | 
 def guide_files() -> dict[str, str]:
     """The files the guide's example consists of: each code block right after `<!-- file: path -->`."""
     return {path: body for path, body in FILE_BLOCK.findall(GUIDE.read_text())}
-
-
-def install_from_pyproject(src: Path, site: Path) -> str:
-    """Install the project in `src` into `site` the way pip would lay it out: its packages, and a
-    dist-info with the entry points its pyproject.toml declares. Returns the distribution name."""
-    project = tomllib.loads((src / "pyproject.toml").read_text())
-    meta = project["project"]
-    info = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
-    groups = "".join(
-        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items())
-        for group, points in meta.get("entry-points", {}).items()
-    )
-    (info / "entry_points.txt").write_text(groups)
-    for package in project["tool"]["setuptools"]["packages"]:
-        shutil.copytree(src / package, site / package)
-    return meta["name"]
 
 
 @pytest.fixture(scope="module")

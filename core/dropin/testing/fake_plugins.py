@@ -4,8 +4,33 @@ PYTHONPATH. The server then finds and loads them like any installed plugin."""
 
 from __future__ import annotations
 
+import shutil
+import sys
 import textwrap
 from pathlib import Path
+
+
+def install_from_pyproject(src: Path, site: Path) -> str:
+    """Install the project in `src` into `site` the way pip would lay it out: its packages, and a
+    dist-info with the entry points its pyproject.toml declares. Returns the distribution name."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: the backport, installed with pytest
+        import tomli as tomllib  # type: ignore[import-not-found]
+
+    project = tomllib.loads((src / "pyproject.toml").read_text())
+    meta = project["project"]
+    info = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
+    groups = "".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items())
+        for group, points in meta.get("entry-points", {}).items()
+    )
+    (info / "entry_points.txt").write_text(groups)
+    for package in project["tool"]["setuptools"]["packages"]:
+        shutil.copytree(src / package, site / package)
+    return str(meta["name"])
 
 
 def install_fake_distribution(site: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:

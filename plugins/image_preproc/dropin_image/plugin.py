@@ -4,8 +4,9 @@ dropin loads it explicitly at start-up and calls its hooks: the vocabulary (the 
 color_format, mean, scale and max_pixels, the flags --color_format, --mean and --scale, and the
 image errors), the configuration (the server's pixel limit), then the registration of the
 preprocessor, which is made once, at the first model load, and is then asked to claim every
-model input (see `dropin/preprocess.py` for the contract). OpenCV is imported by that last hook
-only, after the limit it reads when it loads was set.
+model input (see `dropin/preprocess.py` for the contract), and of the custom node that crops
+detected boxes (`detection_crop.py`). OpenCV is imported by those last hooks only, after the
+limit it reads when it loads was set.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from . import errors
 from . import options as image_options
 
 if TYPE_CHECKING:
+    from dropin.custom_nodes import CustomNode
     from dropin.preprocess import Preprocessor
     from dropin.registry import Registry
     from dropin.vocabulary import Vocabulary
@@ -65,3 +67,11 @@ def dropin_register_preprocessors(registry: Registry[Preprocessor]) -> None:
     from .preprocessor import ImagePreprocessor
 
     registry.add("image", ImagePreprocessor)
+
+
+@hookimpl
+def dropin_register_custom_nodes(registry: Registry[CustomNode]) -> None:
+    from .detection_crop import DetectionCrop
+
+    # the name an OVMS config.json's libcustom_node_model_zoo_intel_object_detection.so resolves to
+    registry.add("model_zoo_intel_object_detection", DetectionCrop)

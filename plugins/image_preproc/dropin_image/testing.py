@@ -81,3 +81,44 @@ def reference(
         batch.append(image.astype(dtype))
     tensor = np.stack(batch)
     return np.ascontiguousarray(tensor.transpose(0, 3, 1, 2)) if nchw else tensor
+
+
+def crop_reference(params: dict[str, str], image: np.ndarray, detection: np.ndarray) -> dict[str, np.ndarray]:
+    """What OVMS's model_zoo_intel_object_detection node returned for these params and inputs,
+    computed the way its C++ does: one detection at a time, on the image in HWC order."""
+    import cv2
+
+    nchw_in = params.get("original_image_layout", "NCHW") == "NCHW"
+    hwc = image[0].transpose(1, 2, 0) if nchw_in else image[0]
+    height, width = hwc.shape[:2]
+    threshold = np.float32(params["confidence_threshold"])
+    label_filter = int(params.get("filter_label_id", "-1"))
+    gray = params.get("convert_to_gray_scale") == "true"
+    size = (int(params["target_image_width"]), int(params["target_image_height"]))
+    crops, coords, confs, labels = [], [], [], []
+    for row in detection[0, 0]:
+        if int(row[0]) != 0 or not row[2] >= threshold or (label_filter != -1 and int(row[1]) != label_filter):
+            continue
+        x0, y0 = int(row[3] * np.float32(width)), int(row[4] * np.float32(height))
+        x1, y1 = int(row[5] * np.float32(width)), int(row[6] * np.float32(height))
+        x, y, w, h = min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)  # cv::Rect(Point, Point)
+        x, y = max(x, 0), max(y, 0)
+        w = width - x if x + w > width else w
+        h = height - y if y + h > height else h
+        crop = cv2.resize(np.ascontiguousarray(hwc[y : y + h, x : x + w]), size)
+        if gray:
+            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)[:, :, None]
+        crops.append(crop.transpose(2, 0, 1) if params.get("target_image_layout", "NCHW") == "NCHW" else crop)
+        coords.append(row[3:7])
+        confs.append(row[2])
+        labels.append(int(row[1]))
+    cap = int(params.get("max_output_batch", "100"))
+    channels = 1 if gray else 3
+    nchw_out = params.get("target_image_layout", "NCHW") == "NCHW"
+    empty = (0, channels, size[1], size[0]) if nchw_out else (0, size[1], size[0], channels)
+    return {
+        "images": (np.stack(crops) if crops else np.zeros(empty, np.float32))[:cap, None],
+        "coordinates": np.array(coords, np.float32).reshape(-1, 1, 4)[:cap],
+        "confidences": np.array(confs, np.float32).reshape(-1, 1, 1)[:cap],
+        "label_ids": np.array(labels, np.int32).reshape(-1, 1, 1)[:cap],
+    }

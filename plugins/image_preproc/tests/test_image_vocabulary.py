@@ -30,10 +30,12 @@ def test_help_and_dropin_plugins_show_what_the_image_plugin_declared() -> None:
     out = run_dropin("plugins").stdout
     assert (
         "image (dropin-image 0.1.0)\n  module: dropin_image.plugin\n"
-        "  hooks: dropin_configure, dropin_declare_vocabulary, dropin_register_preprocessors\n"
+        "  hooks: dropin_configure, dropin_declare_vocabulary, dropin_register_custom_nodes, "
+        "dropin_register_preprocessors\n"
         "  model keys: color_format (--color_format), mean (--mean), scale (--scale), max_pixels\n"
         "  errors: IMAGE_PARSING_FAILED (INVALID_ARGUMENT, 400), INVALID_NO_OF_CHANNELS (INVALID_ARGUMENT, 400), "
         "BINARY_IMAGES_RESOLUTION_MISMATCH (INVALID_ARGUMENT, 400)\n  preprocessors: image\n"
+        "  custom nodes: model_zoo_intel_object_detection\n"
     ) in out
 
 
