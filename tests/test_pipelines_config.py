@@ -84,14 +84,19 @@ BROKEN = [  # (pipeline, what its status says)
     (one("dangling", [node("a", "double", {"x": wire("request", "in")}, {"y": "y"}),
                       node("b", "plus", {"x": wire("request", "in")}, {"y": "y"})], wire("a", "y")),
      "pipeline 'dangling' node 'b': not connected to the response"),
+    (one("stateful", [node("a", "sums", {"x": wire("request", "in")}, {"y": "y"})], wire("a", "y")),
+     "pipeline 'stateful' node 'a': model 'sums' is stateful; pipelines take stateless models only"),
 ]
 
 
 def write(repo: Path, pipelines: list[dict[str, Any]], models: tuple[str, ...] = ("double", "plus", "two", "ints"),
           ) -> Path:
     config = repo / "config.json"
+    listed = [{"config": {"name": n, "base_path": str(repo / n)}} for n in models]
+    if (repo / "sums").is_dir():
+        listed.append({"config": {"name": "sums", "base_path": str(repo / "sums"), "stateful": True}})
     document = {
-        "model_config_list": [{"config": {"name": n, "base_path": str(repo / n)}} for n in models],
+        "model_config_list": listed,
         "custom_node_library_config_list": [{"name": "add_sub", "base_path": "libcustom_node_add_sub.so"}],
         "pipeline_config_list": pipelines,
     }
@@ -106,6 +111,7 @@ def make_models(repo: Path) -> None:
     modelgen.scale_model(repo / "plus" / "1", shape=(-1, 2), factor=1.0, offset=1.0)
     modelgen.two_input_model(repo / "two" / "1")
     modelgen.identity_model(repo / "ints" / "1", names=("i32",))
+    modelgen.running_sum_model(repo / "sums" / "1")
 
 
 def test_every_configuration_error_fails_its_pipeline_alone(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]

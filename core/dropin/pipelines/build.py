@@ -80,6 +80,8 @@ def current_servables(graph: Graph, table: ModelTable) -> dict[str, Servable]:
         if version is None or version.state != State.AVAILABLE or version.servable is None:
             which = f"version {node.version}" if node.version else "no version"
             raise PipelineError(f"{where}: model {node.model_name!r} has {which} AVAILABLE")
+        if version.servable.sequences is not None:  # a request of a pipeline carries no sequence
+            raise PipelineError(f"{where}: model {node.model_name!r} is stateful; pipelines take stateless models only")
         found[node.name] = version.servable
     return found
 
