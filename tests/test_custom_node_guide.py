@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,30 +16,25 @@ import grpc
 import numpy as np
 import pytest
 
+from dropin.testing import fake_plugins
 from dropin.testing import numpy_models as modelgen
-from dropin.testing.fake_plugins import install_from_pyproject
 from dropin.testing.server import DropinServer
 from dropin.testing.tfs_client import TfsClient
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
-FILE_BLOCK = re.compile(r"^<!-- custom node file: (\S+) -->\n```[\w-]*\n(.*?)^```$", re.S | re.M)
+MARKER = "custom node file"
 
 
 def guide_files() -> dict[str, str]:
     """The custom node example: each code block right after `<!-- custom node file: path -->`."""
-    return {path: body for path, body in FILE_BLOCK.findall(GUIDE.read_text())}
+    return fake_plugins.guide_files(GUIDE, MARKER)
 
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the example's source tree, a site directory it is installed in)"""
-    root = tmp_path_factory.mktemp("guide")
-    src, site = root / "src", root / "site"
-    for path, body in guide_files().items():
-        target = src / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(body)
-    assert install_from_pyproject(src, site) == "dropin-topk"
+    src, site, dist = fake_plugins.install_guide_example(GUIDE, MARKER, tmp_path_factory.mktemp("guide"))
+    assert dist == "dropin-topk"
     return src, site
 
 

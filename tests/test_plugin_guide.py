@@ -12,27 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dropin.testing.fake_plugins import install_from_pyproject
+from dropin.testing import fake_plugins
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
-FILE_BLOCK = re.compile(r"^<!-- file: (\S+) -->\n```[\w-]*\n(.*?)^```$", re.S | re.M)
+MARKER = "file"
 
 
 def guide_files() -> dict[str, str]:
-    """The files the guide's example consists of: each code block right after `<!-- file: path -->`."""
-    return {path: body for path, body in FILE_BLOCK.findall(GUIDE.read_text())}
+    """The example: each code block right after `<!-- file: path -->`."""
+    return fake_plugins.guide_files(GUIDE, MARKER)
 
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the example's source tree, a site directory it is installed in)"""
-    root = tmp_path_factory.mktemp("guide")
-    src, site = root / "src", root / "site"
-    for path, body in guide_files().items():
-        target = src / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(body)
-    assert install_from_pyproject(src, site) == "dropin-affine"
+    src, site, dist = fake_plugins.install_guide_example(GUIDE, MARKER, tmp_path_factory.mktemp("guide"))
+    assert dist == "dropin-affine"
     return src, site
 
 

@@ -4,6 +4,7 @@ PYTHONPATH. The server then finds and loads them like any installed plugin."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import textwrap
@@ -31,6 +32,24 @@ def install_from_pyproject(src: Path, site: Path) -> str:
     for package in project["tool"]["setuptools"]["packages"]:
         shutil.copytree(src / package, site / package)
     return str(meta["name"])
+
+
+def guide_files(guide: Path, marker: str) -> dict[str, str]:
+    """The files of an example in a Markdown guide: each code block right after a line
+    `<!-- {marker}: path -->`, by path."""
+    block = re.compile(rf"^<!-- {re.escape(marker)}: (\S+) -->\n```[\w-]*\n(.*?)^```$", re.S | re.M)
+    return dict(block.findall(guide.read_text()))
+
+
+def install_guide_example(guide: Path, marker: str, root: Path) -> tuple[Path, Path, str]:
+    """Write the guide's example (`guide_files`) under `root`/src and install it into `root`/site:
+    (the source tree, the site directory, the distribution's name)."""
+    src, site = root / "src", root / "site"
+    for path, body in guide_files(guide, marker).items():
+        target = src / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body)
+    return src, site, install_from_pyproject(src, site)
 
 
 def install_fake_distribution(site: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
