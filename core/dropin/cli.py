@@ -25,7 +25,16 @@ from .config import (
 from .errors import DropinError, Status
 from .malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_malloc
 from .metrics import FAMILIES, OPTIONAL_FAMILIES
-from .ovms_flags import add_bool, add_ovms_flags, cors_from_args, grpc_channel_arguments, seconds, warn_without_meaning
+from .ovms_flags import (
+    add_bool,
+    add_ovms_flags,
+    cors_from_args,
+    grpc_channel_arguments,
+    positive_int,
+    positive_seconds,
+    seconds,
+    warn_without_meaning,
+)
 from .plugins import PluginHost, backend_priority
 from .rest_transport import RestLimits
 from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
@@ -54,35 +63,35 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: Vocabulary | None
     )
     rest = RestLimits()
     server.add_argument(
-        "--rest_header_timeout_seconds", type=_positive, default=rest.header_timeout, metavar="S",
+        "--rest_header_timeout_seconds", type=positive_seconds, default=rest.header_timeout, metavar="S",
         help="a REST request head must arrive within this time of its first byte, else the connection is closed "
              f"(default {rest.header_timeout:g})",
     )
     server.add_argument(
-        "--rest_body_timeout_seconds", type=_positive, default=rest.body_timeout, metavar="S",
+        "--rest_body_timeout_seconds", type=positive_seconds, default=rest.body_timeout, metavar="S",
         help="longest pause of a REST client in sending a request body before the connection is closed (default "
              f"{rest.body_timeout:g})",
     )
     server.add_argument(
-        "--rest_idle_timeout_seconds", type=_positive, default=rest.idle_timeout, metavar="S",
+        "--rest_idle_timeout_seconds", type=positive_seconds, default=rest.idle_timeout, metavar="S",
         help="an open REST connection that starts no request for this long is closed (keep-alive timeout, default "
              f"{rest.idle_timeout:g})",
     )
     server.add_argument(
-        "--rest_max_connections", type=_positive_int, default=rest.max_connections, metavar="N",
+        "--rest_max_connections", type=positive_int, default=rest.max_connections, metavar="N",
         help="most open REST connections per server process; beyond it new ones are closed at once (default "
              f"{rest.max_connections})",
     )
     server.add_argument(
-        "--grpc_handshake_timeout_seconds", type=_positive, default=20.0, metavar="S",
+        "--grpc_handshake_timeout_seconds", type=positive_seconds, default=20.0, metavar="S",
         help="a new gRPC connection must complete its TLS and HTTP/2 handshake within this time (default 20)",
     )
     server.add_argument(
-        "--grpc_idle_timeout_seconds", type=_positive, default=300.0, metavar="S",
+        "--grpc_idle_timeout_seconds", type=positive_seconds, default=300.0, metavar="S",
         help="a gRPC connection without a call for this long is closed gracefully; clients reconnect (default 300)",
     )
     server.add_argument(
-        "--grpc_max_connections", type=_positive_int, default=1000, metavar="N",
+        "--grpc_max_connections", type=positive_int, default=1000, metavar="N",
         help="most open gRPC connections per server process; beyond it new ones are closed at once (default 1000)",
     )
     add_bool(server, "metrics_enable", "serve Prometheus metrics on /metrics of the REST port", default=False)
@@ -165,20 +174,6 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: Vocabulary | None
     add_ovms_flags(server, model)
     if vocabulary is not None:
         vocabulary.add_flags(server, model)
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def build_parser(vocabulary: Vocabulary | None = None) -> argparse.ArgumentParser:

@@ -73,10 +73,18 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"must be true or false, got {text}")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds, more than 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -122,7 +130,7 @@ WITHOUT_MEANING = {
 def add_ovms_flags(server: argparse._ArgumentGroup, model: argparse._ArgumentGroup) -> None:
     """The OVMS flags cli.py does not define itself."""
     server.add_argument(
-        "--rest_workers", type=_positive_int, default=None, metavar="N",
+        "--rest_workers", type=positive_int, default=None, metavar="N",
         help="threads that decode and encode REST JSON bodies (default 2)",
     )
     server.add_argument(
