@@ -135,7 +135,8 @@ class Model:
         self.versions: dict[int, ModelVersion] = {}
         self.default: ModelVersion | None = None
         self.removed = False  # no longer in the configuration: every version retired
-        self.source_error = False  # the base path could not be listed on the last pass
+        self.source_missing = False  # the base path did not exist on the last pass
+        self.source_error: str | None = None  # why the base path could not be read on the last pass
         self.lock = asyncio.Lock()  # one load/retire pass at a time per model
 
     def update_default(self) -> None:

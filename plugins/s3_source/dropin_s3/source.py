@@ -24,7 +24,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -211,32 +212,23 @@ def _safe(rel: str) -> bool:
     return bool(parts) and not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts) and "\\" not in rel
 
 
-class translate_errors:  # noqa: N801  (used as a context manager, like contextlib's)
+@contextmanager
+def translate_errors(location: s3location.S3Location) -> Iterator[None]:
     """botocore's exceptions as OSErrors that say what is wrong, for the model's status."""
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    def __init__(self, location: s3location.S3Location) -> None:
-        self.location = location
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        if exc is None or isinstance(exc, OSError):
-            return False
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        where = f"{self.location}"
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            code, message = str(error.get("Code", "")), str(error.get("Message", "")) or str(exc)
-            if code == "NoSuchBucket":
-                raise OSError(f"bucket {self.location.bucket!r} does not exist ({where})") from None
-            if code in _DENIED or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
-                raise PermissionError(f"access to {where} denied: {code}: {message}") from None
-            raise OSError(f"{where}: {code}: {message}") from None
-        if isinstance(exc, BotoCoreError):
-            raise OSError(f"cannot reach S3 for {where}: {exc}") from None
-        return False
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code, message = str(error.get("Code", "")), str(error.get("Message", "")) or str(exc)
+        if code == "NoSuchBucket":
+            raise OSError(f"bucket {location.bucket!r} does not exist ({location})") from None
+        if code in _DENIED or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
+            raise PermissionError(f"access to {location} denied: {code}: {message}") from None
+        raise OSError(f"{location}: {code}: {message}") from None
+    except BotoCoreError as exc:  # endpoint unreachable, timeouts, ...
+        raise OSError(f"cannot reach S3 for {location}: {exc}") from None
 
 
 _DENIED = {
