@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from moto.server import DomainDispatcherApplication, create_backend_app
 from moto.moto_server.werkzeug_app import MotoRequestHandler
+from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
 from dropin.testing.server import free_port
@@ -28,8 +28,8 @@ class _Quiet(MotoRequestHandler):
 
 
 _DENIED = b"""<?xml version="1.0" encoding="UTF-8"?>
-<Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided does not exist in our records.</Message>
-</Error>"""
+<Error><Code>InvalidAccessKeyId</Code>
+<Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>"""
 
 
 @dataclass(frozen=True)
