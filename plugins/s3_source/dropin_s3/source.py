@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dropin.sources import ModelSource, parse_version, preferred_spelling
@@ -208,8 +208,7 @@ class S3Source(ModelSource):
 
 def _safe(rel: str) -> bool:
     """A key below a version directory that stays inside it when written to disk."""
-    parts = PurePosixPath(rel).parts
-    return bool(parts) and not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts) and "\\" not in rel
+    return "\\" not in rel and all(part not in ("", ".", "..") for part in rel.split("/"))
 
 
 @contextmanager
