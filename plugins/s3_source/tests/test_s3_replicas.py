@@ -73,7 +73,7 @@ def test_three_replicas_converge_on_uploads_changes_and_deletions(  # type: igno
     uploaded = time.monotonic()
     s3.upload(bucket, "m/2", two, only=("model.bin",))
     converged = [_until(lambda r=replica: _answers(r, two), uploaded) for replica in replicas]
-    print(f"replicas serving an uploaded version after (since the upload): {', '.join(f'{t:.2f} s' for t in converged)}")
+    print(f"replicas serving an uploaded version, since the upload: {', '.join(f'{t:.2f} s' for t in converged)}")
     assert max(converged) < 4 * POLL_SECONDS + 3, converged
     for replica in replicas:
         replica.wait_for("m", 1, "END")
@@ -83,7 +83,7 @@ def test_three_replicas_converge_on_uploads_changes_and_deletions(  # type: igno
     uploaded = time.monotonic()
     s3.upload(bucket, "m/2", changed, only=("model.bin",))
     reloaded = [_until(lambda r=replica: _answers(r, changed), uploaded) for replica in replicas]
-    print(f"replicas serving a changed object after (since the upload): {', '.join(f'{t:.2f} s' for t in reloaded)}")
+    print(f"replicas serving a changed object, since the upload: {', '.join(f'{t:.2f} s' for t in reloaded)}")
 
     # deleted from the bucket: version 2 retires everywhere, version 1 (still cached) serves again
     deleted = time.monotonic()
