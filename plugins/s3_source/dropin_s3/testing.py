@@ -43,8 +43,8 @@ class Request:
 class S3Server:
     """moto's S3 over HTTP on 127.0.0.1:<free port>."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or free_port()  # the same port again: a server that was down comes back
         self.requests: list[Request] = []
         self.slow: dict[str, float] = {}  # a GET whose path ends with this waits that many seconds
         self.denied_keys: set[str] = set()  # access keys answered 403 InvalidAccessKeyId
