@@ -72,7 +72,7 @@ def test_missing_bucket_and_endpoint_down_show_in_status_while_the_rest_serves( 
 
         flaky.stop()  # the endpoint goes down under a loaded version: it keeps serving, and says why
         server.client.wait_for("flaky", 1)
-        note = "cannot list versions in s3://127.0.0.1:{}/{}/flaky: cannot reach S3".format(flaky.port, bucket)
+        note = f"cannot list versions in s3://127.0.0.1:{flaky.port}/{bucket}/flaky: cannot reach S3"
         deadline = time.monotonic() + 15
         while True:
             (state, code, message), = server.client.status("flaky").values()
@@ -112,7 +112,8 @@ def test_refused_credentials_show_in_status_while_the_rest_serves(  # type: igno
     server.wait_for_log("model m: cannot list versions")
     assert _not_found(server, "m") == (
         f"Model with requested version is not found - cannot list versions in s3://{bucket}/m: access to "
-        f"s3://{bucket}/m/ denied: InvalidAccessKeyId: The AWS Access Key Id you provided does not exist in our records."
+        f"s3://{bucket}/m/ denied: InvalidAccessKeyId: "
+        "The AWS Access Key Id you provided does not exist in our records."
     )
     _serves(server, "local", model)
     assert server.log.count("model m: cannot list versions") == 1  # said once, not at every poll
