@@ -70,6 +70,10 @@ class VersionCache:
             shutil.rmtree(temporary, ignore_errors=True)
         return target
 
+    def published(self, number: int) -> Path | None:
+        """A whole download of version `number`, whichever listing it was made from, if any."""
+        return next((p for p in sorted(self.directory.glob(f"{number}.*")) if p.is_dir()), None)
+
     def prune(self, keep: Iterable[Path]) -> None:
         """Remove every published version but `keep`, and downloads abandoned long ago."""
         kept = {p.name for p in keep}

@@ -102,9 +102,13 @@ class S3Source(ModelSource):
                 self._download(number, name, listed, files)
             if path.is_dir():
                 found[number] = path
-            elif number in self._served and self._served[number].is_dir():
-                found[number] = self._served[number]  # changing or incomplete: the last whole download serves
+            elif number in self._served:
+                # changing or incomplete: the last whole download serves (or, if another process
+                # sharing the cache, --workers N, replaced it meanwhile, the one it downloaded)
+                previous = self._served[number]
+                found[number] = previous if previous.is_dir() else self.cache.published(number) or previous
         self._seen = {n: digest(f) for n, (_, f) in listing.items()}
+        found = {n: p for n, p in found.items() if p.is_dir()}
         self._served = found
         self.cache.prune(found.values())
         return found
