@@ -73,7 +73,6 @@ class S3Source(ModelSource):
         self._seen: dict[int, str] | None = None  # the previous listing's digests (None: no listing yet)
         self._served: dict[int, Path] = {}  # what the last call returned
         self._said: set[tuple[str, int, str]] = set()  # log lines said once per version listing
-        self.requests = 0  # S3 requests made (listing pages and object downloads)
 
     @classmethod
     def claims(cls, base_path: str) -> bool:
@@ -135,7 +134,6 @@ class S3Source(ModelSource):
         with translate_errors(self.location):
             pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix)
             for page in pages:
-                self.requests += 1
                 for obj in page.get("Contents", ()):
                     empty = False
                     key: str = obj["Key"]
@@ -167,7 +165,6 @@ class S3Source(ModelSource):
             for rel, (size, etag) in files.items():
                 target = directory / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self.requests += 1
                 body = client.get_object(Bucket=self.location.bucket, Key=base + rel, IfMatch=etag)["Body"]
                 with open(target, "wb") as out:
                     shutil.copyfileobj(body, out, _DOWNLOAD_CHUNK)
