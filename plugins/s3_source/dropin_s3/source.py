@@ -99,15 +99,16 @@ class S3Source(ModelSource):
             path = self.cache.path(number, listed)
             if not path.is_dir() and (self._seen or {}).get(number) == listed and self._complete(number, files):
                 self._download(number, name, listed, files)
+            previous = self._served.get(number)
             if path.is_dir():
                 found[number] = path
-            elif number in self._served:
-                # changing or incomplete: the last whole download serves (or, if another process
-                # sharing the cache, --workers N, replaced it meanwhile, the one it downloaded)
-                previous = self._served[number]
-                found[number] = previous if previous.is_dir() else self.cache.published(number) or previous
+            elif previous is not None and previous.is_dir():
+                found[number] = previous  # changing or incomplete: the last whole download serves
+            elif (other := self.cache.published(number)) is not None:
+                # a whole download of an earlier listing: made before a restart, or by another
+                # process sharing the cache (--workers N) that replaced ours meanwhile
+                found[number] = other
         self._seen = {n: digest(f) for n, (_, f) in listing.items()}
-        found = {n: p for n, p in found.items() if p.is_dir()}
         self._served = found
         self.cache.prune(found.values())
         return found
