@@ -143,13 +143,7 @@ class ModelManager:
                 model.source_missing, model.source_error = True, None
                 on_disk, fingerprints = {}, {}
             except (OSError, LookupError) as exc:
-                reason = f"cannot list versions in {model.config.base_path}: {exc}"
-                if model.source_error != reason:
-                    log.error("model %s: %s", model.name, reason)
-                model.source_error = reason
-                for version in model.versions.values():  # the status says why nothing changes
-                    if version.state == State.AVAILABLE:
-                        version.hold(f"{reason}; serving the files loaded before")
+                model.unreadable(f"cannot list versions in {model.config.base_path}: {exc}")
                 return False  # unreadable for now: what is loaded keeps serving
             else:
                 if model.source_error or model.source_missing:
