@@ -175,7 +175,7 @@ class S3Source(ModelSource):
         try:
             with translate_errors(self.location):
                 self.cache.publish(number, listed, fill)
-        except OSError as exc:
+        except Exception as exc:  # whatever failed, nothing was published: the next poll retries
             self._once("download", number, f"version {number}: download from {self.location} failed, retrying at "
                         f"the next poll: {exc}", listed, level=logging.WARNING)
             return
