@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import urllib3
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
@@ -43,7 +44,7 @@ class Request:
 class S3Server:
     """moto's S3 over HTTP on 127.0.0.1:<free port>."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, https: bool = False) -> None:
         self.port = port or free_port()  # the same port again: a server that was down comes back
         self.requests: list[Request] = []
         self.slow: dict[str, float] = {}  # a GET whose path ends with this waits that many seconds
@@ -62,12 +63,18 @@ class S3Server:
                     time.sleep(seconds)
             return app(environ, start_response)
 
-        self.server = make_server("127.0.0.1", self.port, recorded, threaded=True, request_handler=_Quiet)
+        self.server = make_server(
+            "127.0.0.1", self.port, recorded, threaded=True, request_handler=_Quiet,
+            ssl_context="adhoc" if https else None,  # a self-signed certificate made on the spot
+        )
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
+        if https:  # the tests' own client does not check the certificate it was just given
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.client = boto3.client(
-            "s3", endpoint_url=self.url, region_name=REGION, aws_access_key_id=GOOD_KEY, aws_secret_access_key="x"
+            "s3", endpoint_url=self.url, region_name=REGION, aws_access_key_id=GOOD_KEY, aws_secret_access_key="x",
+            verify=False,
         )
 
     def bucket(self) -> str:

@@ -117,3 +117,25 @@ def test_refused_credentials_show_in_status_while_the_rest_serves(  # type: igno
     )
     _serves(server, "local", model)
     assert server.log.count("model m: cannot list versions") == 1  # said once, not at every poll
+
+
+def test_https_endpoint_in_the_path_checks_certificates_unless_s3_verify_ssl_is_0(  # type: ignore[no-untyped-def]
+    dropin_server, tmp_path: Path
+) -> None:
+    secure = S3Server(https=True)  # a self-signed certificate, as a private MinIO often has
+    try:
+        bucket = secure.bucket()
+        model = scale_model(tmp_path / "model", factor=8.0)
+        secure.upload(bucket, "m/1", model)
+        args = ("--model_name", "m", "--model_path", f"s3://127.0.0.1:{secure.port}/{bucket}/m",
+                "--plugin_config", F32_CONFIG, "--s3_cache_dir", str(tmp_path / "cache"))
+        env = s3_env()
+        del env["S3_USE_HTTPS"]  # the host:port form is HTTPS by default, as in OVMS
+        checked = dropin_server(*args, "--rest_port", str(free_port()), env=env)
+        checked.wait_for_log("model m: cannot list versions")
+        assert "certificate verify failed" in _not_found(checked, "m")
+        unchecked = dropin_server(*args, "--rest_port", str(free_port()), env={**env, "S3_VERIFY_SSL": "0"})
+        unchecked.wait_for("m", 1)
+        _serves(unchecked, "m", model)
+    finally:
+        secure.stop()
