@@ -20,6 +20,7 @@ that does not exist (FileNotFoundError): its versions retire.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -72,6 +73,7 @@ class S3Source(ModelSource):
         self._client_lock = threading.Lock()
         self._seen: dict[int, str] | None = None  # the previous listing's digests (None: no listing yet)
         self._served: dict[int, Path] = {}  # what the last call returned
+        self._listings: dict[Path, Listing] = {}  # the listing each served download was made from
         self._said: set[tuple[str, int, str]] = set()  # log lines said once per version listing
 
     @classmethod
@@ -97,11 +99,13 @@ class S3Source(ModelSource):
         for number, (name, files) in listing.items():
             listed = digest(files)
             path = self.cache.path(number, listed)
-            if not path.is_dir() and (self._seen or {}).get(number) == listed and self._complete(number, files):
-                self._download(number, name, listed, files)
             previous = self._served.get(number)
+            if not path.is_dir() and (self._seen or {}).get(number) == listed and self._complete(number, files):
+                known = (previous, self._listings[previous]) if previous in self._listings else None
+                self._download(number, name, listed, files, known)
             if path.is_dir():
                 found[number] = path
+                self._listings[path] = files
             elif previous is not None and previous.is_dir():
                 found[number] = previous  # changing or incomplete: the last whole download serves
             elif (other := self.cache.published(number)) is not None:
@@ -110,6 +114,7 @@ class S3Source(ModelSource):
                 found[number] = other
         self._seen = {n: digest(f) for n, (_, f) in listing.items()}
         self._served = found
+        self._listings = {p: f for p, f in self._listings.items() if p in found.values()}
         self.cache.prune(found.values())
         return found
 
@@ -155,17 +160,29 @@ class S3Source(ModelSource):
             listing[number] = (chosen, spellings[chosen])
         return listing
 
-    def _download(self, number: int, name: str, listed: str, files: Listing) -> None:
-        """Fetch every file of a version into the cache (atomically). A file that changed since
-        it was listed (ETag) or any failure leaves nothing published: the next poll retries."""
+    def _download(
+        self, number: int, name: str, listed: str, files: Listing, previous: tuple[Path, Listing] | None
+    ) -> None:
+        """Fetch every file of a version into the cache (atomically); files unchanged since the
+        `previous` download of it (same size and ETag) are linked from there instead. A file that
+        changed since it was listed (ETag) or any failure leaves nothing published: the next
+        poll retries."""
         client = self.client()
         base = f"{self.location.prefix}{name}/"
         started = time.monotonic()
+        linked: list[str] = []
 
         def fill(directory: Path) -> None:
             for rel, (size, etag) in files.items():
                 target = directory / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
+                if previous is not None and previous[1].get(rel) == (size, etag):
+                    try:
+                        os.link(previous[0] / rel, target)  # the cache never rewrites a file: sharing is safe
+                        linked.append(rel)
+                        continue
+                    except OSError:
+                        pass  # gone meanwhile, or another file system: download it
                 body = client.get_object(Bucket=self.location.bucket, Key=base + rel, IfMatch=etag)["Body"]
                 with open(target, "wb") as out:
                     shutil.copyfileobj(body, out, _DOWNLOAD_CHUNK)
@@ -179,9 +196,10 @@ class S3Source(ModelSource):
             self._once("download", number, f"version {number}: download from {self.location} failed, retrying at "
                         f"the next poll: {exc}", listed, level=logging.WARNING)
             return
-        total = sum(size for size, _ in files.values())
-        log.info("%s version %d: downloaded %d files (%d bytes) in %.0f ms", self.location, number, len(files), total,
-                 (time.monotonic() - started) * 1000)
+        total = sum(size for rel, (size, _) in files.items() if rel not in linked)
+        log.info("%s version %d: downloaded %d files (%d bytes) in %.0f ms%s", self.location, number,
+                 len(files) - len(linked), total, (time.monotonic() - started) * 1000,
+                 f", {len(linked)} unchanged ones kept" if linked else "")
 
     def _complete(self, number: int, files: Listing) -> bool:
         """True if an installed backend claims these file names (asked on empty files of the

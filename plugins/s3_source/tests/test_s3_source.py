@@ -3,6 +3,7 @@ the endpoint from the environment, and the rules for when a version is downloade
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -80,12 +81,19 @@ def test_a_version_is_served_once_complete_and_listed_unchanged_twice(s3: S3Serv
     assert sorted(served) == [1, 2] and (served[2] / "model.bin").read_bytes() == (two / "model.bin").read_bytes()
     first = served[2]
 
-    three = scale_model(tmp_path / "v3", factor=5.0)
+    three = tmp_path / "v3"  # version 2 with new weights (the same layout: factor 5 instead of 3)
+    (three / "model.xml").parent.mkdir()
+    (three / "model.xml").write_bytes((two / "model.xml").read_bytes())
+    (three / "model.bin").write_bytes((scale_model(tmp_path / "v5", factor=5.0) / "model.bin").read_bytes())
+    changing = time.monotonic()
     s3.upload(bucket, "m/2", three, only=("model.bin",))  # a changed object (new ETag)
     assert source.versions()[2] == first  # the previous download serves until the change is listed twice
     changed = source.versions()[2]
     assert changed != first and source.fingerprint(changed) != source.fingerprint(first)
     assert (changed / "model.bin").read_bytes() == (three / "model.bin").read_bytes()
+    assert (changed / "model.xml").read_bytes() == (two / "model.xml").read_bytes()
+    # only the changed object is downloaded again; the unchanged one is kept from the previous download
+    assert [r.path for r in S3Server.downloads(s3.seen(bucket, since=changing))] == [f"/{bucket}/m/2/model.bin"]
     assert not first.exists()  # superseded downloads leave the cache
 
     s3.delete(bucket, "m/2")
