@@ -10,8 +10,9 @@ bucket does not change. A version is downloaded (one GetObject per file) only wh
   backends are asked, on empty files of the same names, exactly as they are asked to claim a
   local directory, so that no format is hard-coded here.
 
-A version whose objects change is downloaded again into a new cache directory (a new
-fingerprint: the core reloads it); until then the previous download keeps serving. A listing
+A version whose objects change goes into a new cache directory (its changed objects
+downloaded, the others linked from the previous download): a new fingerprint, so the core
+reloads it; until then the previous download keeps serving. A listing
 that fails (bucket missing, access denied, endpoint unreachable) raises OSError: what is loaded
 keeps serving and the model's status says why. A prefix with no objects at all is a base path
 that does not exist (FileNotFoundError): its versions retire.
