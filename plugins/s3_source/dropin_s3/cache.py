@@ -26,6 +26,9 @@ log = logging.getLogger("dropin.s3")
 TMP_PREFIX = ".download-"
 # a download directory left this long by a process that died is removed
 STALE_DOWNLOAD_SECONDS = 3600.0
+# a version no longer served is removed once its download is this old: another process sharing
+# the cache (--workers N) may have just published it and be about to serve it
+SUPERSEDED_SECONDS = 60.0
 
 Listing = Mapping[str, tuple[int, str]]  # relative file path -> (size, ETag)
 
@@ -75,7 +78,7 @@ class VersionCache:
         return next((p for p in sorted(self.directory.glob(f"{number}.*")) if p.is_dir()), None)
 
     def prune(self, keep: Iterable[Path]) -> None:
-        """Remove every published version but `keep`, and downloads abandoned long ago."""
+        """Remove the published versions but `keep` (once a minute old), and downloads abandoned long ago."""
         kept = {p.name for p in keep}
         try:
             entries = list(os.scandir(self.directory))
@@ -83,14 +86,14 @@ class VersionCache:
             return
         now = time.time()
         for entry in entries:
-            if entry.name.startswith(TMP_PREFIX):
-                try:
-                    stale = now - entry.stat().st_mtime > STALE_DOWNLOAD_SECONDS
-                except OSError:
+            if entry.name in kept:
+                continue
+            # temporary ones (".download-", ".names-") may be another process's work in progress
+            age = STALE_DOWNLOAD_SECONDS if entry.name.startswith(".") else SUPERSEDED_SECONDS
+            try:
+                if now - entry.stat().st_mtime <= age:
                     continue
-                if not stale:
-                    continue  # perhaps another process's download in progress
-            elif entry.name in kept:
+            except OSError:
                 continue
             log.debug("removing %s from the S3 cache", entry.path)
             shutil.rmtree(entry.path, ignore_errors=True)

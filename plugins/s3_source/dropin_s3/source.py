@@ -92,7 +92,8 @@ class S3Source(ModelSource):
             self._served = {}
             self.cache.prune([])
             raise
-        if self._seen is None and any(not self.cache.path(n, digest(f)).is_dir() for n, (_, f) in listing.items()):
+        first = self._seen is None
+        if first and any(not self.cache.path(n, digest(f)).is_dir() for n, (_, f) in listing.items()):
             self._seen = {n: digest(f) for n, (_, f) in listing.items()}
             time.sleep(FIRST_LISTING_PAUSE_SECONDS)
             listing = self._list()
@@ -109,7 +110,7 @@ class S3Source(ModelSource):
                 self._listings[path] = files
             elif previous is not None and previous.is_dir():
                 found[number] = previous  # changing or incomplete: the last whole download serves
-            elif (other := self.cache.published(number)) is not None:
+            elif (previous is not None or first) and (other := self.cache.published(number)) is not None:
                 # a whole download of an earlier listing: made before a restart, or by another
                 # process sharing the cache (--workers N) that replaced ours meanwhile
                 found[number] = other

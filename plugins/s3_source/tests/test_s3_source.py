@@ -59,6 +59,7 @@ def source_for(s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  
     monkeypatch.setattr(S3Source, "backends", backends)
     monkeypatch.setattr(S3Source, "cache_root", tmp_path / "cache")
     monkeypatch.setattr("dropin_s3.source.FIRST_LISTING_PAUSE_SECONDS", 0.05)
+    monkeypatch.setattr("dropin_s3.cache.SUPERSEDED_SECONDS", 0.0)  # removed at once, to be seen here
     return lambda bucket: S3Source(f"s3://{bucket}/m")
 
 
