@@ -61,7 +61,7 @@ def test_three_replicas_converge_on_uploads_changes_and_deletions(  # type: igno
     quiet = s3.seen(bucket, since=started)
     assert not S3Server.downloads(quiet) and len(quiet) == len(S3Server.listings(quiet))
     per_poll = len(quiet) / 3 / ((time.monotonic() - started) / POLL_SECONDS)
-    assert 0.6 <= per_poll <= 1.4, per_poll
+    assert 0.3 <= per_poll <= 1.2, per_poll  # a rescan starts a poll period after the last one ended: fewer under load
     print(f"\nS3 requests per model, replica and poll (steady state): {per_poll:.2f}")
 
     # the .xml alone: no backend can load it, so no replica downloads or registers version 2
@@ -74,7 +74,7 @@ def test_three_replicas_converge_on_uploads_changes_and_deletions(  # type: igno
     s3.upload(bucket, "m/2", two, only=("model.bin",))
     converged = [_until(lambda r=replica: _answers(r, two), uploaded) for replica in replicas]
     print(f"replicas serving an uploaded version, since the upload: {', '.join(f'{t:.2f} s' for t in converged)}")
-    assert max(converged) < 4 * POLL_SECONDS + 3, converged
+    assert max(converged) < 4 * POLL_SECONDS + 5, converged  # two polls, the download, the re-check and the load
     for replica in replicas:
         replica.wait_for("m", 1, "END")
     assert len(S3Server.downloads(s3.seen(bucket, since=uploaded))) == 3 * 2  # each replica: .xml and .bin, once
