@@ -1,6 +1,6 @@
-"""A local S3-compatible server for the S3 source's tests (`S3Server`): moto's server mode on a free port, in
-this process, behind a thin WSGI layer that records every request (to count what a poll costs)
-and can slow some answers down or answer them as AWS does to an unknown access key."""
+"""A local S3-compatible server for the S3 source's tests (`S3Server`): moto's server mode on a
+free port, in this process, behind a thin WSGI layer that records every request (to count what a
+poll costs) and can slow some answers down or answer them as AWS does to an unknown access key."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ REGION = "us-east-1"
 # the key the dropin processes sign with; moto accepts any key unless told otherwise (below)
 GOOD_KEY = "AKIADROPINTESTGOOD"
 
+
 class _Quiet(MotoRequestHandler):
     def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002  (werkzeug's name)
         pass  # the tests count requests themselves; a line per request would drown the output
@@ -42,7 +43,7 @@ class Request:
 
 
 class S3Server:
-    """moto's S3 over HTTP on 127.0.0.1:<free port>."""
+    """moto's S3 over HTTP (or HTTPS with a self-signed certificate) on 127.0.0.1:<free port>."""
 
     def __init__(self, port: int = 0, https: bool = False) -> None:
         self.port = port or free_port()  # the same port again: a server that was down comes back
