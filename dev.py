@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
-PLUGINS = ["plugins/openvino_backend", "plugins/onnxruntime_backend", "plugins/image_preproc"]
+PLUGINS = ["plugins/openvino_backend", "plugins/onnxruntime_backend", "plugins/image_preproc", "plugins/s3_source"]
 # what was installed: a digest of the pyproject files and the extras, e.g. {"digest": "...", "extras": ["test"]}
 STAMP = VENV / ".dropin-installed"
 

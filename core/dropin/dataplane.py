@@ -284,6 +284,9 @@ class RequestScope:
         model = self._plane.table.get(model_name)
         if self._probe is not None:
             self._probe.served(model.name, None)  # OVMS counts status requests per model, without a version
+        if not model.versions and model.source_error:
+            # no version to list: say why instead of an empty list (a bucket or endpoint it cannot reach)
+            raise DropinError(Status.MODEL_VERSION_MISSING, model.source_error)
         return _versions(model, version)
 
 

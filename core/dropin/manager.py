@@ -138,19 +138,17 @@ class ModelManager:
                 on_disk, fingerprints = await asyncio.to_thread(self._scan, source)
             except FileNotFoundError:
                 # gone: no version is left to succeed what is loaded, which retires
-                if not model.source_error:
+                if not model.source_missing:
                     log.warning("model %s: %s does not exist: no version to serve", model.name, model.config.base_path)
-                model.source_error = True
+                model.source_missing, model.source_error = True, None
                 on_disk, fingerprints = {}, {}
             except (OSError, LookupError) as exc:
-                if not model.source_error:
-                    log.error("model %s: cannot list versions in %s: %s", model.name, model.config.base_path, exc)
-                model.source_error = True
+                model.unreadable(f"cannot list versions in {model.config.base_path}: {exc}")
                 return False  # unreadable for now: what is loaded keeps serving
             else:
-                if model.source_error:
+                if model.source_error or model.source_missing:
                     log.info("model %s: %s is readable again", model.name, model.config.base_path)
-                    model.source_error = False
+                model.source_missing, model.source_error = False, None
             usable = self._settled(model, on_disk, fingerprints)
             policy = model.config.version_policy
             desired = policy.select(on_disk)  # what the policy wants on disk, loadable or not

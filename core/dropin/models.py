@@ -139,8 +139,19 @@ class Model:
         self.versions: dict[int, ModelVersion] = {}
         self.default: ModelVersion | None = None
         self.removed = False  # no longer in the configuration: every version retired
-        self.source_error = False  # the base path could not be listed on the last pass
+        self.source_missing = False  # the base path did not exist on the last pass
+        self.source_error: str | None = None  # why the base path could not be read on the last pass
         self.lock = asyncio.Lock()  # one load/retire pass at a time per model
+
+    def unreadable(self, reason: str) -> None:
+        """The base path cannot be read now: say why, in the log (once) and in the status of the
+        versions that keep serving."""
+        if reason != self.source_error:
+            log.error("model %s: %s", self.name, reason)
+        self.source_error = reason
+        for version in self.versions.values():
+            if version.state == State.AVAILABLE:
+                version.hold(f"{reason}; serving the files loaded before")
 
     def update_default(self) -> None:
         available = [v for v in self.versions.values() if v.state == State.AVAILABLE]
