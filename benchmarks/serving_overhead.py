@@ -19,12 +19,13 @@ one request serialized once and sends the bytes (no serializer, no deserializer)
     to the thread-pool echo, and at concurrency 1 what each server adds to the echo of the same bytes.
 
 Clients model other machines: the load generator (and the concurrency-1 client) run on cores of
-their own (`--client-cores`, default the last core), every server and the in-process references on
-the rest. The run fails (exit 1) when the thread-pool echo serves fewer than `--min-echo` req/s:
+their own (`--client-cores`, default the last core). The servers and the in-process references
+are not pinned (they may use every core, as a server whose clients are elsewhere would);
+`--pin-servers` keeps them off the client cores instead. The run fails (exit 1) when the thread-pool echo serves fewer than `--min-echo` req/s:
 the reference itself would then be starved and every ratio flattering.
 
     .venv/bin/python benchmarks/serving_overhead.py [--seconds 8] [--markdown docs/performance.md]
-        [--client-cores 1] [--min-echo 10000]
+        [--client-cores 1] [--pin-servers] [--min-echo 10000]
 
 Internal modes: `--echo-server aio|uvloop|thread` runs an echo server and prints its port.
 """
@@ -483,6 +484,11 @@ def main() -> None:
         help="comma-separated cores of the load generator (clients); servers get the others (default: the last core)",
     )
     parser.add_argument(
+        "--pin-servers",
+        action="store_true",
+        help="keep the servers and in-process references off the client cores (default: not pinned)",
+    )
+    parser.add_argument(
         "--min-echo",
         type=float,
         default=10_000.0,
@@ -507,9 +513,12 @@ def main() -> None:
     if not client_cores <= set(available) or not server_cores:
         sys.exit(f"--client-cores {args.client_cores}: expected a subset of the cores {available} that leaves "
                  "at least one core for the servers")
-    pin(server_cores)  # every server started below inherits it; the clients pin themselves
-    print(f"clients on cores {sorted(client_cores)}, servers and in-process references on {sorted(server_cores)}",
-          flush=True)
+    if args.pin_servers:
+        pin(server_cores)  # every server started below inherits it; the clients pin themselves
+    else:
+        server_cores = set(available)
+    print(f"clients on cores {sorted(client_cores)}, servers and in-process references on {sorted(server_cores)}"
+          f"{'' if args.pin_servers else ' (not pinned)'}", flush=True)
 
     import numpy as np
 
