@@ -163,14 +163,7 @@ class RequestScope:
             arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
         if conversions:
             await plane._convert(conversions, arrays)
-        if output_filter:
-            outputs_spec = servable.model.outputs
-            for name in output_filter:
-                if name not in outputs_spec:
-                    raise DropinError(
-                        Status.INVALID_OUTPUT_FILTER,
-                        f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
-                    )
+        _check_output_filter(servable, output_filter)
         probe = self._probe
         try:
             if probe is None or probe.model is None:
@@ -182,13 +175,41 @@ class RequestScope:
         except DropinError:
             raise
         except Exception as exc:
-            log.exception("model %s version %d: inference failed", servable.model_name, servable.version)
-            raise DropinError(
-                Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if output_filter:
-            outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
-        return PredictResult(servable.model_name, servable.version, outputs)
+            raise _inference_failed(servable, exc) from exc
+        return _result(servable, outputs, output_filter)
+
+    # -- the same from a gRPC handler thread, for models that infer there -----------------------
+
+    def resolve_now(self, model_name: str, version: int) -> bool:
+        """`resolve` from any thread, without waiting and with metrics off: False when the
+        version is not AVAILABLE right now or metrics are on, and `resolve` must run on the loop."""
+        if self._probe is not None:  # the metrics are updated on the event loop only
+            return False
+        self._servable = self._plane.table.acquire_now(model_name, version)
+        return self._servable is not None
+
+    def infer_now(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult | None:
+        """`infer` in the calling thread, when the model offers `infer_now` and the inputs need
+        no conversion or reshape; else None, and `infer` must run on the loop."""
+        servable = self._servable
+        assert servable is not None, "resolve() first"
+        if not servable.model.infers_now or self._probe is not None:
+            return None
+        plane = self._plane
+        try:
+            arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
+        except ReshapeRequired:
+            return None
+        if conversions:
+            return None
+        _check_output_filter(servable, output_filter)
+        try:
+            outputs = servable.model.infer_now(arrays)
+        except DropinError:
+            raise
+        except Exception as exc:
+            raise _inference_failed(servable, exc) from exc
+        return _result(servable, outputs, output_filter)
 
     # -- GetModelMetadata, GetModelStatus ----------------------------------------------------
 
@@ -209,6 +230,27 @@ class RequestScope:
         if self._probe is not None:
             self._probe.served(model.name, None)  # OVMS counts status requests per model, without a version
         return _versions(model, version)
+
+
+def _check_output_filter(servable: Servable, output_filter: Sequence[str]) -> None:
+    if output_filter:
+        outputs_spec = servable.model.outputs
+        for name in output_filter:
+            if name not in outputs_spec:
+                raise DropinError(
+                    Status.INVALID_OUTPUT_FILTER, f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}"
+                )
+
+
+def _inference_failed(servable: Servable, exc: Exception) -> DropinError:
+    log.exception("model %s version %d: inference failed", servable.model_name, servable.version)
+    return DropinError(Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}")
+
+
+def _result(servable: Servable, outputs: Mapping[str, np.ndarray], output_filter: Sequence[str]) -> PredictResult:
+    if output_filter:
+        outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
+    return PredictResult(servable.model_name, servable.version, outputs)
 
 
 def _versions(model: Model, version: int) -> list[ModelVersion]:

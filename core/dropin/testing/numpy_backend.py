@@ -147,6 +147,18 @@ class NumpyModel(LoadedModel):
         check_rules(self.graph, inputs)  # also here: check_inputs runs only for batched requests
         return await asyncio.get_running_loop().run_in_executor(executor, self._run, inputs, perf_counter())
 
+    infers_now = True
+
+    def infer_now(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """In the model's own threads too (they bound its concurrency to nireq), waited for here."""
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError(f"model {self.label} is closed")
+        if set(inputs) != set(self._inputs):
+            raise KeyError(f"the model's inputs are {', '.join(self._inputs)}, got {', '.join(inputs) or 'none'}")
+        check_rules(self.graph, inputs)
+        return executor.submit(self._run, inputs, perf_counter()).result()
+
     def _run(self, inputs: Mapping[str, np.ndarray], submitted: float) -> InferOutputs:
         """Runs in a pool thread; the time queued for a thread is the wait for an infer request."""
         started = perf_counter()
