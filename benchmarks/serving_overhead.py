@@ -21,8 +21,9 @@ one request serialized once and sends the bytes (no serializer, no deserializer)
 Clients model other machines: the load generator (and the concurrency-1 client) run on cores of
 their own (`--client-cores`, default the last core). The servers and the in-process references
 are not pinned (they may use every core, as a server whose clients are elsewhere would);
-`--pin-servers` keeps them off the client cores instead. The run fails (exit 1) when the thread-pool echo serves fewer than `--min-echo` req/s:
-the reference itself would then be starved and every ratio flattering.
+`--pin-servers` keeps them off the client cores instead. The run fails (exit 1) when the
+thread-pool echo serves fewer than `--min-echo` req/s: the reference itself would then be starved
+and every ratio flattering.
 
     .venv/bin/python benchmarks/serving_overhead.py [--seconds 8] [--markdown docs/performance.md]
         [--client-cores 1] [--pin-servers] [--min-echo 10000]
@@ -517,8 +518,9 @@ def main() -> None:
         pin(server_cores)  # every server started below inherits it; the clients pin themselves
     else:
         server_cores = set(available)
-    print(f"clients on cores {sorted(client_cores)}, servers and in-process references on {sorted(server_cores)}"
-          f"{'' if args.pin_servers else ' (not pinned)'}", flush=True)
+    pinned = "" if args.pin_servers else " (not pinned)"
+    print(f"clients on cores {sorted(client_cores)}, servers and in-process references on "
+          f"{sorted(server_cores)}{pinned}", flush=True)
 
     import numpy as np
 

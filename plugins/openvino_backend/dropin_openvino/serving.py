@@ -6,6 +6,7 @@ the coroutine awaits the result and the loop never blocks. Exception: a model wh
 take under INLINE_SECONDS (a moving average of OpenVINO's InferRequest.latency) runs requests with
 small inputs directly on the loop when an infer request is free, because the hop to a thread and
 back costs more than such an inference (docs/performance.md). Every model starts in the threads.
+gRPC handler threads call `infer_now` instead, which runs the infer request in the calling thread.
 Each infer request owns its input tensors (`InferSlot`): inputs are copied into them, or shared
 when large and writable, without OpenVINO's Python input dispatcher.
 
@@ -186,17 +187,7 @@ class OpenVINOModel(LoadedModel):
         executor = self._executor
         if executor is None:
             raise RuntimeError(f"model {self.label} is closed")
-        try:
-            feed = {self._input_index[name]: array for name, array in inputs.items()}
-        except KeyError as exc:
-            raise KeyError(f"the model has no input {exc.args[0]!r} (inputs: {', '.join(self._inputs)})") from None
-        if len(feed) != len(self._input_index):
-            # an infer request keeps its last input tensors: running without one would compute
-            # on an earlier request's data
-            missing = sorted(set(self._input_index) - set(inputs))
-            raise KeyError(f"missing input(s) {', '.join(missing)} (inputs: {', '.join(self._inputs)})")
-        for name in self._string_inputs:  # OpenVINO takes fixed-width bytes, not object arrays
-            feed[self._input_index[name]] = string_tensor(name, inputs[name])
+        feed = self._feed(inputs)
         if self._inline_ewma < INLINE_SECONDS and sum([a.nbytes for a in feed.values()]) <= INLINE_BYTES:
             slot = self._take_request()
             if slot is not None:  # else every request is busy in a thread: queue behind them
@@ -208,6 +199,30 @@ class OpenVINOModel(LoadedModel):
                 outputs.infer_seconds = perf_counter() - started
                 return outputs
         return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
+
+    infers_now = True
+
+    def infer_now(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """In the calling thread (a gRPC handler thread): `infer` releases the GIL, so other
+        threads serve meanwhile; waits for a free infer request when all are busy."""
+        if self._executor is None:
+            raise RuntimeError(f"model {self.label} is closed")
+        return self._timed(self._feed(inputs), perf_counter())
+
+    def _feed(self, inputs: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """The inputs by port index, strings as OpenVINO takes them."""
+        try:
+            feed = {self._input_index[name]: array for name, array in inputs.items()}
+        except KeyError as exc:
+            raise KeyError(f"the model has no input {exc.args[0]!r} (inputs: {', '.join(self._inputs)})") from None
+        if len(feed) != len(self._input_index):
+            # an infer request keeps its last input tensors: running without one would compute
+            # on an earlier request's data
+            missing = sorted(set(self._input_index) - set(inputs))
+            raise KeyError(f"missing input(s) {', '.join(missing)} (inputs: {', '.join(self._inputs)})")
+        for name in self._string_inputs:  # OpenVINO takes fixed-width bytes, not object arrays
+            feed[self._input_index[name]] = string_tensor(name, inputs[name])
+        return feed
 
     def infer_requests(self) -> tuple[int, int]:
         # the slots not in the queue are in use (qsize is exact enough for a gauge)
@@ -236,7 +251,7 @@ class OpenVINOModel(LoadedModel):
         return outputs
 
     def _infer_blocking(self, feed: dict[int, np.ndarray]) -> InferOutputs:
-        """Runs in a pool thread. There are as many requests as threads, so get() never waits."""
+        """Runs in a pool thread or a gRPC handler thread; waits while every request is busy."""
         slot = self._requests.get()
         try:
             return self._run(slot, feed)
