@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -87,7 +86,8 @@ def main() -> None:
                 so.stop(proc)  # type: ignore[arg-type]
     gen.close()
     echo_rate = done["thread-pool echo"][0] / (args.rounds * args.seconds)
-    print(f"{'server':<18} {'req/s c16':>10} {'/ echo':>7} {'p50 c16':>8} {'CPU us/req':>10} {'p50 c1':>7} {'+echo':>7}")
+    print(f"{'server':<18} {'req/s c16':>10} {'/ echo':>7} {'p50 c16':>8} {'CPU us/req':>10} {'p50 c1':>7}",
+          f"{'+echo':>7}")
     for label, (requests, cpu, latencies) in done.items():
         rate = requests / (args.rounds * args.seconds)
         print(f"{label:<18} {rate:>10.0f} {rate / echo_rate:>7.3f} {statistics.median(latencies) * 1e3:>8.3f} "

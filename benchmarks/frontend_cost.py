@@ -100,7 +100,8 @@ def front_ends(metrics_on: bool) -> tuple[PredictionService, RestApi]:
     table.models["m"] = model
     metrics = Metrics() if metrics_on else None
     dataplane = DataPlane(Manager(table), metrics=metrics)  # type: ignore[arg-type]
-    return PredictionService(dataplane, OnLoop(background_loop())), RestApi(dataplane, asyncio.Event(), 1 << 20, metrics=metrics)
+    rest = RestApi(dataplane, asyncio.Event(), 1 << 20, metrics=metrics)
+    return PredictionService(dataplane, OnLoop(background_loop())), rest
 
 
 def calls(kind: str, metrics_on: bool) -> Callable[[], Any]:
