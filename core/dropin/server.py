@@ -98,6 +98,7 @@ class Server:
             self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes, metrics=self.metrics
         )
         self.grpc: grpc.Server | None = None
+        self._grpc_threads: ThreadPoolExecutor | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.port = settings.port
@@ -171,10 +172,8 @@ class Server:
             ("grpc.max_connection_idle_ms", _ms(s.grpc_idle_timeout_seconds)),
             ("grpc.max_allowed_incoming_connections", s.grpc_max_connections),
         ]
-        self.grpc = grpc.server(
-            ThreadPoolExecutor(s.grpc_threads, thread_name_prefix="dropin-grpc"),
-            options=override_options(options, s.grpc_channel_arguments),
-        )
+        self._grpc_threads = ThreadPoolExecutor(s.grpc_threads, thread_name_prefix="dropin-grpc")
+        self.grpc = grpc.server(self._grpc_threads, options=override_options(options, s.grpc_channel_arguments))
         on_loop = OnLoop(asyncio.get_running_loop())
         add_services(
             self.grpc,
@@ -316,6 +315,8 @@ class Server:
             *([self.rest.stop()] if self.rest is not None else []),
             *([asyncio.to_thread(self.grpc.stop(grace).wait)] if self.grpc is not None else []),
         )
+        if self._grpc_threads is not None:
+            self._grpc_threads.shutdown(wait=False)
         await self.manager.close()
         self.dataplane.close()
         if self.link is not None:
