@@ -136,3 +136,33 @@ def test_a_servable_is_taken_and_released_from_threads_and_retired_once_drained(
 
     asyncio.run(scenario())
     assert servable.in_flight == 0 and servable.retired
+
+
+def test_metrics_count_every_request_of_handler_threads_and_the_loop(start_server, repo: Path) -> None:  # type: ignore[no-untyped-def]
+    numpy_models.scale_model(repo / "m" / "1", shape=(-1, 2), factor=2.0)
+    server = start_server(*["--model_name", "m", "--model_path", str(repo / "m"), "--metrics_enable",
+                            "--rest_port", str(free_port()), "--nireq", "4"])
+    server.wait_for("m", 1)
+    x = np.ones((1, 2), np.float32)
+    calls = 300
+
+    def grpc_call(_: int) -> None:
+        server.client.predict("m", {"x": x})
+
+    def rest_call(_: int) -> None:
+        server.rest.predict("m", {"x": x})
+
+    with ThreadPoolExecutor(12) as pool:  # gRPC in the server's threads, REST on its loop, at once
+        list(pool.map(lambda i: (grpc_call if i % 2 else rest_call)(i), range(2 * calls)))
+    status, text = server.rest.request("GET", "/metrics")
+    assert status == 200 and isinstance(text, str)
+    lines = text.splitlines()
+
+    def value(prefix: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+    assert value('ovms_requests_success{api="TensorFlowServing",interface="gRPC",method="Predict",name="m"') == calls
+    assert value('ovms_requests_success{api="TensorFlowServing",interface="REST",method="Predict",name="m"') == calls
+    assert any(line.startswith('ovms_current_requests{name="m"') for line in lines)
+    assert value('ovms_current_requests{name="m"') == 0
+    assert value('ovms_inference_time_us_count{name="m"') == 2 * calls

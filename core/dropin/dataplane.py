@@ -131,8 +131,6 @@ class RequestScope:
             servable.release()
         probe = self._probe
         if probe is not None:
-            if servable is not None and probe.model is not None:
-                probe.model.current_requests -= 1
             probe.done(exc_type is None)
 
     # -- Predict -----------------------------------------------------------------------------
@@ -144,8 +142,7 @@ class RequestScope:
         servable = self._servable = await self._plane.table.acquire(model_name, version)
         probe = self._probe
         if probe is not None:
-            streams = getattr(servable.model, "streams", None)
-            probe.served(servable.model_name, servable.version, streams).current_requests += 1
+            probe.predicting(servable.model_name, servable.version, getattr(servable.model, "streams", None))
         return servable.model.inputs
 
     async def infer(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult:
@@ -171,7 +168,7 @@ class RequestScope:
             else:
                 started = perf_counter()
                 outputs = await servable.model.infer(arrays)
-                probe.model.observe_inference(outputs, perf_counter() - started)
+                probe.inferred(outputs, perf_counter() - started)
         except DropinError:
             raise
         except Exception as exc:
@@ -181,19 +178,22 @@ class RequestScope:
     # -- the same from a gRPC handler thread, for models that infer there -----------------------
 
     def resolve_now(self, model_name: str, version: int) -> bool:
-        """`resolve` from any thread, without waiting and with metrics off: False when the
-        version is not AVAILABLE right now or metrics are on, and `resolve` must run on the loop."""
-        if self._probe is not None:  # the metrics are updated on the event loop only
+        """`resolve` from any thread, without waiting: False when the version is not AVAILABLE
+        right now, and `resolve` must run on the loop."""
+        servable = self._servable = self._plane.table.acquire_now(model_name, version)
+        if servable is None:
             return False
-        self._servable = self._plane.table.acquire_now(model_name, version)
-        return self._servable is not None
+        probe = self._probe
+        if probe is not None:
+            probe.predicting(servable.model_name, servable.version, getattr(servable.model, "streams", None))
+        return True
 
     def infer_now(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult | None:
         """`infer` in the calling thread, when the model offers `infer_now` and the inputs need
         no conversion or reshape; else None, and `infer` must run on the loop."""
         servable = self._servable
         assert servable is not None, "resolve() first"
-        if not servable.model.infers_now or self._probe is not None:
+        if not servable.model.infers_now:
             return None
         plane = self._plane
         try:
@@ -203,8 +203,14 @@ class RequestScope:
         if conversions:
             return None
         _check_output_filter(servable, output_filter)
+        probe = self._probe
         try:
-            outputs = servable.model.infer_now(arrays)
+            if probe is None:
+                outputs = servable.model.infer_now(arrays)
+            else:
+                started = perf_counter()
+                outputs = servable.model.infer_now(arrays)
+                probe.inferred(outputs, perf_counter() - started)
         except DropinError:
             raise
         except Exception as exc:

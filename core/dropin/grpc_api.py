@@ -100,8 +100,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc
     def Predict(self, request: predict_pb2.PredictRequest, context: Context) -> predict_pb2.PredictResponse:
-        if self.dataplane.metrics is not None:  # metrics are counted on the event loop only
-            return self.on_loop(context, self._predict(request))
         spec = request.model_spec
         with self.dataplane.request(GRPC, PREDICT) as scope:
             if not scope.resolve_now(spec.name, spec.version.value):
@@ -112,14 +110,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             if result is None:
                 result = self.on_loop(context, scope.infer(inputs, request.output_filter))
             return predict_response(result)
-
-    async def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        spec = request.model_spec
-        with self.dataplane.request(GRPC, PREDICT) as scope:
-            await scope.resolve(spec.name, spec.version.value)
-            tensors = request.inputs
-            inputs = {name: ProtoTensor(tensors[name]) for name in tensors}
-            return predict_response(await scope.infer(inputs, request.output_filter))
 
     @_rpc
     def GetModelMetadata(
