@@ -166,3 +166,25 @@ def test_metrics_count_every_request_of_handler_threads_and_the_loop(start_serve
     assert any(line.startswith('ovms_current_requests{name="m"') for line in lines)
     assert value('ovms_current_requests{name="m"') == 0
     assert value('ovms_inference_time_us_count{name="m"') == 2 * calls
+
+
+def test_a_call_that_ends_while_waiting_on_the_loop_frees_its_thread(start_server, repo: Path) -> None:  # type: ignore[no-untyped-def]
+    numpy_models.scale_model(repo / "m" / "1", shape=(-1, 2), factor=2.0)
+    gate = repo / "gate"
+    spec = json.loads((repo / "m" / "1" / "numpy_model.json").read_text())
+    spec["load_gate"] = str(gate)  # the version loads once this file exists
+    (repo / "m" / "1" / "numpy_model.json").write_text(json.dumps(spec))
+    server = start_server(*["--model_name", "m", "--model_path", str(repo / "m"), "--grpc_max_threads", "1"])
+    server.wait_for("m", 1, "LOADING")
+    x = np.ones((1, 2), np.float32)
+    with pytest.raises(grpc.RpcError) as error:  # waits on the loop for the version being loaded
+        server.client.predict("m", {"x": x}, version=1, timeout=0.5)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # the only thread is free again at once, not after the 10 s the loop would have waited
+    started = time.monotonic()
+    assert server.client.status("m")[1][0] == "LOADING"
+    assert time.monotonic() - started < 5
+    gate.touch()
+    server.wait_for("m", 1)
+    np.testing.assert_array_equal(server.client.predict("m", {"x": x})["y"], x * 2)
+    assert "Traceback" not in server.log
