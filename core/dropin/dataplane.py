@@ -111,7 +111,10 @@ class RequestScope:
     Leaving the block releases the model version and records the request's outcome in the
     metrics, once: a success if the block finished (decoding and encoding included), a failure if
     it raised. As in OVMS, a request counts only once its model (Predict, GetModelMetadata: its
-    version) is known: one for an unknown name or version is not counted."""
+    version) is known: one for an unknown name or version is not counted.
+
+    A gRPC handler thread uses it too: `resolve_now` and `infer_now` do the same in the calling
+    thread when they can, and say so; otherwise the thread runs `resolve` / `infer` on the loop."""
 
     __slots__ = ("_plane", "_probe", "_servable")
 
