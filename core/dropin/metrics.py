@@ -4,7 +4,8 @@ Family names, labels and histogram buckets are OVMS's, so existing dashboards ke
 Counting is cheap: each (model, version) gets one `ModelMetrics` holding plain counters and
 histograms, looked up once per request; requests are counted on the event loop and in gRPC
 handler threads, under one uncontended lock (a few updates per request). A collector in a
-dedicated `CollectorRegistry` turns them into metric families when /metrics is scraped. When metrics are off the data plane holds `None` and does no metric work.
+dedicated `CollectorRegistry` turns them into metric families when /metrics is scraped. When
+metrics are off the data plane holds `None` and does no metric work.
 """
 
 from __future__ import annotations
