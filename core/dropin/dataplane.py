@@ -196,7 +196,7 @@ class RequestScope:
         no conversion or reshape; else None, and `infer` must run on the loop."""
         servable = self._servable
         assert servable is not None, "resolve() first"
-        if not servable.model.infers_now:
+        if not getattr(servable.model, "infers_now", False):  # a pipeline's servable may hold no LoadedModel
             return None
         plane = self._plane
         try:
