@@ -163,7 +163,8 @@ class RequestScope:
             arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
         if conversions:
             await plane._convert(conversions, arrays)
-        _check_output_filter(servable, output_filter)
+        if output_filter:
+            _check_output_filter(servable, output_filter)
         probe = self._probe
         try:
             if probe is None or probe.model is None:
@@ -176,7 +177,9 @@ class RequestScope:
             raise
         except Exception as exc:
             raise _inference_failed(servable, exc) from exc
-        return _result(servable, outputs, output_filter)
+        if output_filter:
+            outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
+        return PredictResult(servable.model_name, servable.version, outputs)
 
     # -- the same from a gRPC handler thread, for models that infer there -----------------------
 
@@ -205,7 +208,8 @@ class RequestScope:
             return None
         if conversions:
             return None
-        _check_output_filter(servable, output_filter)
+        if output_filter:
+            _check_output_filter(servable, output_filter)
         probe = self._probe
         try:
             if probe is None:
@@ -218,7 +222,9 @@ class RequestScope:
             raise
         except Exception as exc:
             raise _inference_failed(servable, exc) from exc
-        return _result(servable, outputs, output_filter)
+        if output_filter:
+            outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
+        return PredictResult(servable.model_name, servable.version, outputs)
 
     # -- GetModelMetadata, GetModelStatus ----------------------------------------------------
 
@@ -242,24 +248,17 @@ class RequestScope:
 
 
 def _check_output_filter(servable: Servable, output_filter: Sequence[str]) -> None:
-    if output_filter:
-        outputs_spec = servable.model.outputs
-        for name in output_filter:
-            if name not in outputs_spec:
-                raise DropinError(
-                    Status.INVALID_OUTPUT_FILTER, f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}"
-                )
+    outputs_spec = servable.model.outputs
+    for name in output_filter:
+        if name not in outputs_spec:
+            raise DropinError(
+                Status.INVALID_OUTPUT_FILTER, f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}"
+            )
 
 
 def _inference_failed(servable: Servable, exc: Exception) -> DropinError:
     log.exception("model %s version %d: inference failed", servable.model_name, servable.version)
     return DropinError(Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}")
-
-
-def _result(servable: Servable, outputs: Mapping[str, np.ndarray], output_filter: Sequence[str]) -> PredictResult:
-    if output_filter:
-        outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
-    return PredictResult(servable.model_name, servable.version, outputs)
 
 
 def _versions(model: Model, version: int) -> list[ModelVersion]:
