@@ -86,7 +86,7 @@ OVMS_HELP = {
     "color_format", "precision",
 }
 #: the flags above that mean nothing in dropin: each logs one warning
-WARNED = {"grpc_max_threads", "grpc_memory_quota", "custom_node_resources_cleaner_interval_seconds", "trace_path",
+WARNED = {"grpc_memory_quota", "custom_node_resources_cleaner_interval_seconds", "trace_path",
           "allowed_local_media_path", "precision", "list_models", "overwrite_models", "weight-format"}
 
 
@@ -124,6 +124,7 @@ def test_every_ovms_flag_starts_the_server_and_serves(model: Path, equals: bool)
         server.wait_for_log(rf"REST server listening on 127.0.0.1:{rest}$")
         np.testing.assert_allclose(RestClient(f"http://127.0.0.1:{rest}").predict("m", {"x": X})["y"], X * 2)
         server.wait_for_log("REST: 3 threads decode and encode JSON bodies")
+        server.wait_for_log(r"gRPC: 8 threads serve calls \(--grpc_max_threads\)")
         log = server.log
     for flag in WARNED:
         lines = [line for line in log.splitlines() if f"--{flag} " in line and "WARNING" in line]

@@ -4,6 +4,7 @@ A backend turns a version directory into a `LoadedModel`. The core calls `Backen
 worker thread at load time, `LoadedModel.infer` on the event loop for every request, and
 `LoadedModel.close` in a worker thread once the version is retired and drained. So `infer` must
 never block: hand the work to a thread or to the runtime's own async API; `load` and `close` may.
+A model may also offer `infer_now`, a blocking `infer` that gRPC handler threads call directly.
 
 A plugin registers its backend class by name from `dropin_register_backends`:
 
@@ -106,6 +107,16 @@ class LoadedModel(abc.ABC):
         Errors: a `DropinError` raised here reaches the client unchanged (its status and
         message). Anything else is logged and answered as INTERNAL "Internal inference error -
         backend <name>: <ExceptionType>: <message>", so make the message say what went wrong."""
+
+    #: True when the model implements `infer_now`: the gRPC front end then runs its requests in
+    #: the handler thread instead of a round trip through the event loop
+    infers_now: bool = False
+
+    def infer_now(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """Optional (set `infers_now`): what `infer` does, synchronously, in the calling thread,
+        which is any thread but the event loop's (a gRPC handler thread; several at once). Fit
+        for runtimes whose calls release the GIL; it may block until the runtime is free."""
+        raise NotImplementedError
 
     async def infer_sequence(
         self, inputs: Mapping[str, np.ndarray], state: SequenceState | None, keep_state: bool

@@ -37,7 +37,7 @@ from .ovms_flags import (
 )
 from .plugins import PluginHost, backend_priority
 from .rest_transport import RestLimits
-from .server import GIB, REST_MAX_BODY_BYTES, Server, ServerSettings
+from .server import GIB, GRPC_THREADS, REST_MAX_BODY_BYTES, Server, ServerSettings
 from .stateful_config import STATEFUL_KEYS
 from .tls import TlsSettings
 from .workers import serve_workers
@@ -103,6 +103,8 @@ def _serve_parser(parser: argparse.ArgumentParser, vocabulary: Vocabulary | None
         "--workers", type=int, default=1, metavar="N",
         help="server processes sharing the ports (SO_REUSEPORT), each with its own copy of every model (default 1)",
     )
+    server.add_argument("--grpc_max_threads", type=positive_int, default=GRPC_THREADS, metavar="N",
+                        help=f"gRPC server threads per process, one call each at a time (default {GRPC_THREADS})")
     server.add_argument("--grpc_workers", type=int, default=1, help="accepted for OVMS compatibility and ignored; "
                                                                     "see --workers")
     server.add_argument(
@@ -236,6 +238,7 @@ def settings_from_args(args: argparse.Namespace, vocabulary: Vocabulary | None =
         version_settle_seconds=args.version_settle_seconds,
         file_system_watch=args.file_system_watch == "on",
         grpc_workers=args.grpc_workers,
+        grpc_threads=args.grpc_max_threads,
         grpc_max_message_bytes=args.grpc_max_message_size,
         max_elements=args.max_elements,
         defaults=defaults,

@@ -135,7 +135,10 @@ class RequestScope:
     Leaving the block releases the model version and records the request's outcome in the
     metrics, once: a success if the block finished (decoding and encoding included), a failure if
     it raised. As in OVMS, a request counts only once its model (Predict, GetModelMetadata: its
-    version) is known: one for an unknown name or version is not counted."""
+    version) is known: one for an unknown name or version is not counted.
+
+    A gRPC handler thread uses it too: `resolve_now` and `infer_now` do the same in the calling
+    thread when they can, and say so; otherwise the thread runs `resolve` / `infer` on the loop."""
 
     __slots__ = ("_plane", "_probe", "_servable")
 
@@ -155,8 +158,6 @@ class RequestScope:
             servable.release()
         probe = self._probe
         if probe is not None:
-            if servable is not None and probe.model is not None:
-                probe.model.current_requests -= 1
             probe.done(exc_type is None)
 
     # -- Predict -----------------------------------------------------------------------------
@@ -168,8 +169,7 @@ class RequestScope:
         servable = self._servable = await self._plane.table.acquire(model_name, version)
         probe = self._probe
         if probe is not None:
-            streams = getattr(servable.model, "streams", None)
-            probe.served(servable.model_name, servable.version, streams).current_requests += 1
+            probe.predicting(servable.model_name, servable.version, getattr(servable.model, "streams", None))
         sequences = servable.sequences
         return servable.model.inputs if sequences is None else sequences.request_specs
 
@@ -198,13 +198,7 @@ class RequestScope:
         if conversions:
             await plane._convert(conversions, arrays)
         if output_filter:
-            outputs_spec = servable.model.outputs
-            for name in output_filter:
-                if name not in outputs_spec and not (sequences is not None and name == SEQUENCE_ID):
-                    raise DropinError(
-                        Status.INVALID_OUTPUT_FILTER,
-                        f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
-                    )
+            _check_output_filter(servable.model.outputs, output_filter, sequences is not None)
         sequence = None
         if sequences is not None:
             plane._start_cleaner()
@@ -221,14 +215,11 @@ class RequestScope:
             else:
                 started = perf_counter()
                 outputs = await running
-                probe.model.observe_inference(outputs, perf_counter() - started)
+                probe.inferred(outputs, perf_counter() - started)
         except DropinError:
             raise
         except Exception as exc:
-            log.exception("model %s version %d: inference failed", servable.model_name, servable.version)
-            raise DropinError(
-                Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise _inference_failed(servable, exc) from exc
         if output_filter:
             wanted = dict.fromkeys(output_filter)
             if sequence is not None:
@@ -238,19 +229,58 @@ class RequestScope:
             outputs = {**outputs, SEQUENCE_ID: sequence.id_array}
         return PredictResult(servable.model_name, servable.version, outputs)
 
+    # -- the same from a gRPC handler thread, for models that infer there -----------------------
+
+    def resolve_now(self, model_name: str, version: int) -> bool:
+        """`resolve` from any thread, without waiting: False when the version is not AVAILABLE
+        right now, and `resolve` must run on the loop."""
+        servable = self._servable = self._plane.table.acquire_now(model_name, version)
+        if servable is None:
+            return False
+        probe = self._probe
+        if probe is not None:
+            probe.predicting(servable.model_name, servable.version, getattr(servable.model, "streams", None))
+        return True
+
+    def infer_now(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult | None:
+        """`infer` in the calling thread, when the model offers `infer_now` and the inputs need
+        no conversion or reshape; else None, and `infer` must run on the loop."""
+        servable = self._servable
+        assert servable is not None, "resolve() first"
+        if not getattr(servable.model, "infers_now", False) or servable.sequences is not None:
+            return None  # sequences (and pipelines, whose model does not infer now) run on the loop
+        plane = self._plane
+        try:
+            arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
+        except ReshapeRequired:
+            return None
+        if conversions:
+            return None
+        if output_filter:
+            _check_output_filter(servable.model.outputs, output_filter)
+        probe = self._probe
+        try:
+            if probe is None:
+                outputs = servable.model.infer_now(arrays)
+            else:
+                started = perf_counter()
+                outputs = servable.model.infer_now(arrays)
+                probe.inferred(outputs, perf_counter() - started)
+        except DropinError:
+            raise
+        except Exception as exc:
+            raise _inference_failed(servable, exc) from exc
+        if output_filter:
+            outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
+        return PredictResult(servable.model_name, servable.version, outputs)
+
     async def _infer_pipeline(
         self, servable: Servable, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str]
     ) -> PredictResult:
         pipeline = servable.pipeline
         assert pipeline is not None
         if output_filter:
-            outputs_spec = pipeline.outputs
-            for name in output_filter:
-                if name not in outputs_spec:
-                    raise DropinError(
-                        Status.INVALID_OUTPUT_FILTER,
-                        f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}",
-                    )
+            _check_output_filter(pipeline.outputs, output_filter)
         probe = self._probe
         started = perf_counter()
         try:
@@ -262,8 +292,8 @@ class RequestScope:
             raise DropinError(
                 Status.INTERNAL_ERROR, f"pipeline {servable.model_name}: {type(exc).__name__}: {exc}"
             ) from exc
-        if probe is not None and probe.model is not None:
-            probe.model.observe_inference(outputs, perf_counter() - started)
+        if probe is not None:
+            probe.inferred(outputs, perf_counter() - started)
         return PredictResult(servable.model_name, servable.version, outputs)
 
     # -- GetModelMetadata, GetModelStatus ----------------------------------------------------
@@ -288,6 +318,19 @@ class RequestScope:
             # no version to list: say why instead of an empty list (a bucket or endpoint it cannot reach)
             raise DropinError(Status.MODEL_VERSION_MISSING, model.source_error)
         return _versions(model, version)
+
+
+def _check_output_filter(outputs_spec: Mapping[str, TensorSpec], output_filter: Sequence[str], stateful: bool = False) -> None:
+    for name in output_filter:
+        if name not in outputs_spec and not (stateful and name == SEQUENCE_ID):
+            raise DropinError(
+                Status.INVALID_OUTPUT_FILTER, f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}"
+            )
+
+
+def _inference_failed(servable: Servable, exc: Exception) -> DropinError:
+    log.exception("model %s version %d: inference failed", servable.model_name, servable.version)
+    return DropinError(Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}")
 
 
 def _versions(model: Model, version: int) -> list[ModelVersion]:

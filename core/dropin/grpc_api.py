@@ -1,6 +1,12 @@
 """Thin gRPC servicers for tensorflow.serving.PredictionService and ModelService.
 
-Each opens a data plane request scope, decodes its request there and encodes the result as TF
+They run in the threads of grpc's thread-pool server. A Predict whose model offers `infer_now`
+is served entirely in its handler thread (parse, validate, infer, serialize: OpenVINO releases
+the GIL while it infers), which costs less per request than a grpc.aio call on the event loop
+(docs/performance.md). Everything else (waiting for a version being loaded, conversions, reshape
+reloads, batching, models without `infer_now`, the other methods) runs on the event loop, the
+handler thread waiting for it. Each
+opens a data plane request scope, decodes its request there and encodes the result as TF
 Serving's message (tfs_messages.py); every error becomes a gRPC status through the one table in
 errors.py. Classify, Regress and MultiInference are not declared, so gRPC answers them
 UNIMPLEMENTED.
@@ -8,9 +14,11 @@ UNIMPLEMENTED.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import grpc
@@ -35,7 +43,7 @@ from .tfs_messages import METADATA_FIELD, metadata_response, predict_response, s
 log = logging.getLogger("dropin.grpc")
 
 R = TypeVar("R")
-Context = grpc.aio.ServicerContext[Any, Any]
+Context = grpc.ServicerContext
 
 
 class Undecodable:
@@ -48,73 +56,102 @@ class Undecodable:
         self.reason = reason
 
 
-def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+def _rpc(method: Callable[..., R]) -> Callable[..., R]:
     """Turn DropinError into its gRPC status, and anything unexpected into INTERNAL."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: Context) -> R:
+    def wrapper(self: Any, request: Any, context: Context) -> R:
         try:
             if type(request) is Undecodable:
                 raise DropinError(Status.INVALID_REQUEST_MESSAGE, request.reason)
-            return await method(self, request, context)
+            return method(self, request, context)
         except DropinError as exc:
-            await context.abort(exc.status.grpc_code, exc.message)
-        except (grpc.aio.AbortError, grpc.aio.UsageError):
-            raise
+            context.abort(exc.status.grpc_code, exc.message)
+        except concurrent.futures.CancelledError:  # the call ended (client gone, deadline) while on the loop
+            context.abort(grpc.StatusCode.CANCELLED, "cancelled")
         except Exception as exc:
             log.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"Internal server error: {type(exc).__name__}: {exc}")
+            context.abort(grpc.StatusCode.INTERNAL, f"Internal server error: {type(exc).__name__}: {exc}")
         raise AssertionError("unreachable")
 
     return wrapper
 
 
+class OnLoop:
+    """Runs a coroutine on the server's event loop from a handler thread and waits for it; it is
+    cancelled when the call ends first."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def __call__(self, context: Context, coroutine: Coroutine[Any, Any, R]) -> R:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+        def cancel() -> None:  # no effect once done
+            future.cancel()
+
+        context.add_callback(cancel)
+        return future.result()
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, on_loop: OnLoop) -> None:
         self.dataplane = dataplane
+        self.on_loop = on_loop
 
     @_rpc
-    async def Predict(self, request: predict_pb2.PredictRequest, context: Context) -> predict_pb2.PredictResponse:
+    def Predict(self, request: predict_pb2.PredictRequest, context: Context) -> predict_pb2.PredictResponse:
         spec = request.model_spec
         with self.dataplane.request(GRPC, PREDICT) as scope:
-            await scope.resolve(spec.name, spec.version.value)
+            if not scope.resolve_now(spec.name, spec.version.value):
+                self.on_loop(context, scope.resolve(spec.name, spec.version.value))
             tensors = request.inputs  # iterated by key: a protobuf map's items() is a Python-level view
             inputs = {name: ProtoTensor(tensors[name]) for name in tensors}
-            result = await scope.infer(inputs, request.output_filter)
+            result = scope.infer_now(inputs, request.output_filter)
+            if result is None:
+                result = self.on_loop(context, scope.infer(inputs, request.output_filter))
             return predict_response(result)
 
     @_rpc
-    async def GetModelMetadata(
+    def GetModelMetadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: Context
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.HasField("model_spec"):
             raise DropinError(Status.MODEL_SPEC_MISSING)
         if list(request.metadata_field) != [METADATA_FIELD]:
             raise DropinError(Status.INVALID_SIGNATURE_DEF)
+        return self.on_loop(context, self._metadata(request.model_spec))
+
+    async def _metadata(self, spec: Any) -> get_model_metadata_pb2.GetModelMetadataResponse:
         with self.dataplane.request(GRPC, METADATA) as scope:
-            return metadata_response(await scope.metadata(request.model_spec.name, request.model_spec.version.value))
+            return metadata_response(await scope.metadata(spec.name, spec.version.value))
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, dataplane: DataPlane, reload_config: Callable[[Any], Awaitable[bool]]) -> None:
+    def __init__(
+        self, dataplane: DataPlane, reload_config: Callable[[Any], Coroutine[Any, Any, bool]], on_loop: OnLoop
+    ) -> None:
         self.dataplane = dataplane
         self._reload_config = reload_config
+        self.on_loop = on_loop
 
     @_rpc
-    async def GetModelStatus(
+    def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: Context
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        spec = request.model_spec
+        return self.on_loop(context, self._status(request.model_spec))
+
+    async def _status(self, spec: Any) -> get_model_status_pb2.GetModelStatusResponse:
         with self.dataplane.request(GRPC, STATUS) as scope:
             return status_response(scope.status(spec.name, spec.version.value))
 
     @_rpc
-    async def HandleReloadConfigRequest(
+    def HandleReloadConfigRequest(
         self, request: model_management_pb2.ReloadConfigRequest, context: Context
     ) -> model_management_pb2.ReloadConfigResponse:
         # A refusal raises (INVALID_ARGUMENT, as TF Serving answers); not enabled: OVMS's empty OK
         response = model_management_pb2.ReloadConfigResponse()
-        if await self._reload_config(request.config):
+        if self.on_loop(context, self._reload_config(request.config)):
             response.status.error_code = 0  # type: ignore[assignment]  # the stubs want a Code, an int
             response.status.error_message = "OK"
         return response
@@ -144,7 +181,7 @@ def _handlers(service: Any, servicer: Any) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-def add_services(server: grpc.aio.Server, prediction: PredictionService, models: ModelService) -> None:
+def add_services(server: grpc.Server, prediction: PredictionService, models: ModelService) -> None:
     prediction_descriptor = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
     model_descriptor = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
     server.add_generic_rpc_handlers((_handlers(prediction_descriptor, prediction), _handlers(model_descriptor, models)))

@@ -27,20 +27,21 @@ class GrpcHealth:
     """grpc.health.v1.Health: NOT_SERVING until the server is ready, then SERVING, for the
     server as a whole ("") and for each TF Serving service; NOT_SERVING again on shutdown."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self.servicer = health.aio.HealthServicer()
+    def __init__(self, server: grpc.Server) -> None:
+        # non-blocking: a Watch stream holds no thread of the server while it waits for a change
+        self.servicer = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
 
-    async def set_serving(self, serving: bool) -> None:
+    def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in ("", *SERVED):
-            await self.servicer.set(service, status)
+            self.servicer.set(service, status)
 
-    async def shutdown(self) -> None:
-        await self.servicer.enter_graceful_shutdown()
+    def shutdown(self) -> None:
+        self.servicer.enter_graceful_shutdown()
 
 
-def add_reflection(server: grpc.aio.Server) -> None:
+def add_reflection(server: grpc.Server) -> None:
     """gRPC server reflection (v1alpha, what grpcurl and most tools ask) listing every service."""
     reflection.enable_server_reflection((*SERVED, HEALTH_SERVICE, REFLECTION_SERVICE), server)
 

@@ -105,6 +105,7 @@ class MappedModel(LoadedModel):
         self._to_model = {new: spec_name for spec_name, new in _pairs(model.inputs, self._inputs)}
         self._to_client = dict(_pairs(model.outputs, self._outputs))
         self.streams = model.streams
+        self.infers_now = model.infers_now
 
     @property
     def inputs(self) -> Mapping[str, TensorSpec]:
@@ -119,7 +120,12 @@ class MappedModel(LoadedModel):
         return {to_model.get(name, name): array for name, array in inputs.items()}
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        outputs = await self._model.infer(self._model_inputs(inputs))
+        return self._renamed(await self._model.infer(self._model_inputs(inputs)))
+
+    def infer_now(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        return self._renamed(self._model.infer_now(self._model_inputs(inputs)))
+
+    def _renamed(self, outputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         to_client = self._to_client
         renamed = ((to_client.get(name, name), array) for name, array in outputs.items())
         if isinstance(outputs, InferOutputs):

@@ -2,14 +2,16 @@
 
 Family names, labels and histogram buckets are OVMS's, so existing dashboards keep working.
 Counting is cheap: each (model, version) gets one `ModelMetrics` holding plain counters and
-histograms, looked up once per request; everything runs on the event loop thread, so there are
-no locks. A collector in a dedicated `CollectorRegistry` turns them into metric families when
-/metrics is scraped. When metrics are off the data plane holds `None` and does no metric work.
+histograms, looked up once per request; requests are counted on the event loop and in gRPC
+handler threads, under one uncontended lock (a few updates per request). A collector in a
+dedicated `CollectorRegistry` turns them into metric families when /metrics is scraped. When
+metrics are off the data plane holds `None` and does no metric work.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from time import perf_counter
@@ -131,9 +133,11 @@ class ModelMetrics:
 class RequestProbe:
     """One request being measured: started when the data plane opens its request scope, told
     which model version serves it, and done (success or failure) when the scope closes. A
-    request whose model was never resolved (unknown name or version) is not counted, as in OVMS."""
+    request whose model was never resolved (unknown name or version) is not counted, as in OVMS.
+    Its updates hold the metrics' lock: requests are counted from gRPC handler threads and from
+    the event loop alike."""
 
-    __slots__ = ("_metrics", "interface", "method", "started", "model")
+    __slots__ = ("_metrics", "interface", "method", "started", "model", "in_flight")
 
     def __init__(self, metrics: Metrics, interface: int, method: int) -> None:
         self._metrics = metrics
@@ -141,21 +145,37 @@ class RequestProbe:
         self.method = method
         self.started = perf_counter()
         self.model: ModelMetrics | None = None
+        self.in_flight = False  # counted in ovms_current_requests
 
     def served(self, name: str, version: int | None, streams: int | None = None) -> ModelMetrics:
         self.model = model = self._metrics.model(name, version, streams)
         return model
 
+    def predicting(self, name: str, version: int, streams: int | None) -> None:
+        """A Predict's version is known: counted from now on, and in ovms_current_requests until done."""
+        model = self.served(name, version, streams)
+        with self._metrics.lock:
+            model.current_requests += 1
+        self.in_flight = True
+
+    def inferred(self, outputs: object, seconds: float) -> None:
+        if self.model is not None:
+            with self._metrics.lock:
+                self.model.observe_inference(outputs, seconds)
+
     def done(self, ok: bool) -> None:
         model = self.model
         if model is None:
             return
-        if ok:
-            model.success[self.interface][self.method] += 1
-            if self.method == PREDICT:
-                model.request_time[self.interface].observe((perf_counter() - self.started) * 1e6)
-        else:
-            model.fail[self.interface][self.method] += 1
+        with self._metrics.lock:
+            if self.in_flight:
+                model.current_requests -= 1
+            if ok:
+                model.success[self.interface][self.method] += 1
+                if self.method == PREDICT:
+                    model.request_time[self.interface].observe((perf_counter() - self.started) * 1e6)
+            else:
+                model.fail[self.interface][self.method] += 1
 
 
 class Metrics(Collector):
@@ -174,7 +194,8 @@ class Metrics(Collector):
         self.pools = pools
         #: the sequence tables of stateful versions (the data plane sets it), read when scraped
         self.sequences: Callable[[], Iterable[SequenceTable]] | None = None
-        self._models: dict[tuple[str, int | None], ModelMetrics] = {}
+        self._models: dict[tuple[str, int | None], ModelMetrics] = {}  # replaced, never changed: see model()
+        self.lock = threading.Lock()  # held by every update of the counters
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -185,7 +206,11 @@ class Metrics(Collector):
         key = (name, version)
         model = self._models.get(key)
         if model is None:
-            model = self._models[key] = ModelMetrics()
+            with self.lock:
+                model = self._models.get(key)
+                if model is None:  # copy on write: a scrape iterating the old dict never sees it change
+                    model = ModelMetrics()
+                    self._models = {**self._models, key: model}
         if streams is not None:
             model.streams = streams
         return model

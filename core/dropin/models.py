@@ -2,7 +2,9 @@
 
 A `ModelVersion` goes START -> LOADING -> AVAILABLE, and when retired UNLOADING -> END. A load
 that fails stays LOADING with an error. The default version of a model is its highest AVAILABLE
-version. Everything here runs on the event loop thread, so plain counters are enough.
+version. Everything here runs on the event loop thread, except `ModelTable.acquire_now` and
+`Servable.release`, which gRPC handler threads call too: a servable's in-flight count is kept
+under a lock, and a retired servable takes no new request.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,20 +58,37 @@ class Servable:
     path: Path | None = None  # the version directory it was loaded from (reshape reloads read it again)
     sequences: SequenceTable | None = None  # a stateful model's open sequences; None: stateless
     pipeline: Pipeline | None = None  # set when it serves a pipeline (`model` is then that pipeline)
-    in_flight: int = 0
-    _drained: asyncio.Event | None = None
+    in_flight: int = 0  # changed only under _lock: handler threads take and release it too
+    retired: bool = False  # set by drained(): no new request may take it
+    _drained: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def take(self) -> bool:
+        """Count one more request using this servable, from any thread; False once retired."""
+        with self._lock:
+            if self.retired:
+                return False
+            self.in_flight += 1
+            return True
 
     def release(self) -> None:
-        """One request using this servable has finished."""
-        self.in_flight -= 1
-        if self.in_flight == 0 and self._drained is not None:
-            self._drained.set()
+        """One request using this servable has finished (from any thread)."""
+        with self._lock:
+            self.in_flight -= 1
+            waiter = self._drained if self.in_flight == 0 else None
+        if waiter is not None:
+            loop, event = waiter
+            loop.call_soon_threadsafe(event.set)
 
     async def drained(self) -> None:
-        """Wait until no request uses this servable."""
-        while self.in_flight:
-            self._drained = asyncio.Event()
-            await self._drained.wait()
+        """Retire this servable (no request takes it from now on) and wait until no request uses it."""
+        event = asyncio.Event()
+        with self._lock:
+            self.retired = True
+            if not self.in_flight:
+                return
+            self._drained = (asyncio.get_running_loop(), event)
+        await event.wait()
         self._drained = None
 
 
@@ -195,8 +215,22 @@ class ModelTable:
             await self._wait_until_available(version, wait)
             servable = version.servable
             assert servable is not None
-        servable.in_flight += 1
+        if not servable.take():  # retired: on the loop a version never holds one, this is a safety net
+            raise DropinError(Status.MODEL_VERSION_NOT_LOADED_ANYMORE)
         return servable
+
+    def acquire_now(self, name: str, number: int) -> Servable | None:
+        """`acquire` from any thread, without waiting: the servable of an AVAILABLE version,
+        counted as in flight, or None (unknown, not available, or being replaced), for which the
+        caller asks `acquire` on the event loop, which waits or raises the right error."""
+        model = self.models.get(name)
+        if model is None:
+            return None
+        version = model.default if number == 0 else model.versions.get(number)
+        if version is None or version.state != State.AVAILABLE:
+            return None
+        servable = version.servable
+        return servable if servable is not None and servable.take() else None
 
     async def _wait_until_available(self, version: ModelVersion, wait: bool) -> None:
         if version.state > State.AVAILABLE:

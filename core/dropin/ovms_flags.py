@@ -103,7 +103,6 @@ def add_bool(group: argparse._ArgumentGroup, name: str, help: str, default: bool
 
 #: flags accepted without a meaning in dropin: flag -> what dropin does instead (the warning's text)
 WITHOUT_MEANING = {
-    "grpc_max_threads": "grpc.aio serves every call on one event loop per process; use --workers N",
     "grpc_memory_quota": "gRPC's Python server has no resource quota; --grpc_max_message_size and "
                          "--grpc_max_connections bound what clients can take",
     "custom_node_resources_cleaner_interval_seconds": "dropin serves no DAG custom nodes",
@@ -142,7 +141,7 @@ def add_ovms_flags(server: argparse._ArgumentGroup, model: argparse._ArgumentGro
     server.add_argument("--allowed_headers", default="*", help="CORS: comma-separated headers allowed (default *)")
     add_bool(server, "allow_credentials", "CORS: allow credentials (default false)", default=False)
     ignored = "accepted for OVMS compatibility; logs a warning"
-    for name in ("grpc_max_threads", "grpc_memory_quota", "custom_node_resources_cleaner_interval_seconds",
+    for name in ("grpc_memory_quota", "custom_node_resources_cleaner_interval_seconds",
                  "trace_path", "allowed_local_media_path", "add_to_config", "remove_from_config",
                  "model_repository_path", "source_model", "gguf_filename", "task", "extra_quantization_params"):
         server.add_argument(f"--{name}", default=None, help=ignored)

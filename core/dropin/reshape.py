@@ -97,9 +97,8 @@ class Reshaper:
             model = self.table.models.get(servable.model_name)
             version = model.versions.get(servable.version) if model is not None else None
             current = version.servable if version is not None else None
-            if current is not None and fits(current.plans, shapes):
-                current.in_flight += 1  # another request's reload already made it
-                return current
+            if current is not None and fits(current.plans, shapes) and current.take():
+                return current  # another request's reload already made it
             if model is None or servable.path is None:
                 raise DropinError(Status.RESHAPE_ERROR, "the version is no longer served")
             wanted = ", ".join(f"{name} {format_shape(shape)}" for name, shape in sorted(shapes.items()))
@@ -119,7 +118,7 @@ class Reshaper:
                 raise DropinError(
                     Status.RESHAPE_ERROR, f"{wanted}: backend {fresh.backend} loaded {got} instead (it cannot reshape)"
                 )
-            fresh.in_flight += 1
+            fresh.take()  # new: never retired yet
             elapsed_ms = (time.monotonic() - started) * 1000
             serving = version is not None and version.state == State.AVAILABLE and not version.loading
             if version is not None and serving and version.servable is current:  # not retired or reloaded meanwhile

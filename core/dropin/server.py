@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from .config import ConfigError, ModelConfig
 from .config_file import ConfigFile
 from .config_proto import models_from_proto
 from .dataplane import DataPlane
-from .grpc_api import ModelService, PredictionService, add_services
+from .grpc_api import ModelService, OnLoop, PredictionService, add_services
 from .health import GrpcHealth, add_reflection
 from .manager import ModelManager
 from .metrics import FAMILIES, Metrics
@@ -37,6 +38,9 @@ GIB = 1 << 30
 # Decoding JSON makes a Python object per number: answering a REST Predict takes up to ~35 times
 # the body's size at its peak (docs/performance.md), so REST bodies are kept far below gRPC's limit.
 REST_MAX_BODY_BYTES = 64 << 20
+# gRPC calls run in a thread pool (grpc_api.py); past a few threads, more only add GIL contention
+# for small models (docs/performance.md), while a large model's calls wait for the runtime anyway.
+GRPC_THREADS = 8
 
 
 @dataclass
@@ -54,6 +58,7 @@ class ServerSettings:
     version_settle_seconds: float = 0.5  # quiet time before a changed version directory loads
     file_system_watch: bool = True  # follow file-system events, not only rescans
     grpc_workers: int = 1
+    grpc_threads: int = GRPC_THREADS  # threads of the gRPC server, each serving one call at a time
     grpc_max_message_bytes: int = GIB  # OVMS's limit, both directions
     max_elements: int = 0  # 0: no limit beyond the message size
     shutdown_grace_seconds: float = 30.0  # how long in-flight requests may finish after SIGTERM
@@ -98,7 +103,8 @@ class Server:
             self.manager, settings.max_elements, max_tensor_bytes=settings.grpc_max_message_bytes, metrics=self.metrics,
             sequence_cleaner_poll_wait_minutes=settings.sequence_cleaner_poll_wait_minutes,
         )
-        self.grpc: grpc.aio.Server | None = None
+        self.grpc: grpc.Server | None = None
+        self._grpc_threads: ThreadPoolExecutor | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.port = settings.port
@@ -138,7 +144,7 @@ class Server:
             await self._listen()
         assert self.health is not None
         self.ready.set()
-        await self.health.set_serving(True)
+        self.health.set_serving(True)
         # Everything alive now (modules, models) lives as long as the server: keep it out of the
         # cyclic GC's full collections, which otherwise cost tens of ms on JSON-heavy requests.
         gc.freeze()
@@ -172,14 +178,16 @@ class Server:
             ("grpc.max_connection_idle_ms", _ms(s.grpc_idle_timeout_seconds)),
             ("grpc.max_allowed_incoming_connections", s.grpc_max_connections),
         ]
-        self.grpc = grpc.aio.server(options=override_options(options, s.grpc_channel_arguments))
+        self._grpc_threads = ThreadPoolExecutor(s.grpc_threads, thread_name_prefix="dropin-grpc")
+        self.grpc = grpc.server(self._grpc_threads, options=override_options(options, s.grpc_channel_arguments))
+        on_loop = OnLoop(asyncio.get_running_loop())
         add_services(
             self.grpc,
-            PredictionService(self.dataplane),
-            ModelService(self.dataplane, self.reload_config),
+            PredictionService(self.dataplane, on_loop),
+            ModelService(self.dataplane, self.reload_config, on_loop),
         )
         self.health = GrpcHealth(self.grpc)
-        await self.health.set_serving(False)
+        self.health.set_serving(False)
         add_reflection(self.grpc)
         address = f"{_host(s.grpc_bind_address)}:{s.port}"
         if s.tls is not None:
@@ -188,12 +196,13 @@ class Server:
             self.port = self.grpc.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
-        await self.grpc.start()
+        self.grpc.start()
+        log.info("gRPC: %d threads serve calls (--grpc_max_threads)", s.grpc_threads)
         log.info("gRPC server listening on %s", f"{_host(s.grpc_bind_address)}:{self.port}")
         if s.tls is not None:
             log.info("TLS on every port; client certificates %s", "required" if s.tls.client_ca else "not required")
         if s.grpc_workers > 1:
-            log.warning("--grpc_workers %d: ignored (accepted for OVMS compatibility); one gRPC event loop serves each "
+            log.warning("--grpc_workers %d: ignored (accepted for OVMS compatibility); one gRPC server serves each "
                         "process; --workers N runs N server processes", s.grpc_workers)
         if s.rest_port:
             await self._start_rest()
@@ -309,12 +318,15 @@ class Server:
         if self.config_file is not None:
             self.config_file.close()
         if self.health is not None:
-            await self.health.shutdown()
+            self.health.shutdown()
         grace = self.settings.shutdown_grace_seconds
+        # the loop keeps running meanwhile: calls in flight may need it to finish
         await asyncio.gather(
             *([self.rest.stop()] if self.rest is not None else []),
-            *([self.grpc.stop(grace)] if self.grpc is not None else []),
+            *([asyncio.to_thread(self.grpc.stop(grace).wait)] if self.grpc is not None else []),
         )
+        if self._grpc_threads is not None:
+            self._grpc_threads.shutdown(wait=False)
         await self.pipelines.close()
         await self.manager.close()
         self.dataplane.close()
@@ -331,7 +343,7 @@ class Server:
         log.info("shutting down: not ready, still serving for %g s (--shutdown_delay_seconds)", delay)
         self.ready.clear()
         if self.health is not None:
-            await self.health.set_serving(False)
+            self.health.set_serving(False)
         await asyncio.sleep(delay)
 
     async def serve(self) -> None:

@@ -151,6 +151,18 @@ class NumpyModel(LoadedModel):
         check_rules(self.graph, inputs)  # also here: check_inputs runs only for batched requests
         return await asyncio.get_running_loop().run_in_executor(executor, self._run, inputs, perf_counter())
 
+    infers_now = True
+
+    def infer_now(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """In the model's own threads too (they bound its concurrency to nireq), waited for here."""
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError(f"model {self.label} is closed")
+        if set(inputs) != set(self._inputs):
+            raise KeyError(f"the model's inputs are {', '.join(self._inputs)}, got {', '.join(inputs) or 'none'}")
+        check_rules(self.graph, inputs)
+        return executor.submit(self._run, inputs, perf_counter()).result()
+
     async def infer_sequence(
         self, inputs: Mapping[str, np.ndarray], state: SequenceState | None, keep_state: bool
     ) -> tuple[Mapping[str, np.ndarray], SequenceState | None]:

@@ -6,6 +6,7 @@ the coroutine awaits the result and the loop never blocks. Exception: a model wh
 take under INLINE_SECONDS (a moving average of OpenVINO's InferRequest.latency) runs requests with
 small inputs directly on the loop when an infer request is free, because the hop to a thread and
 back costs more than such an inference (docs/performance.md). Every model starts in the threads.
+gRPC handler threads call `infer_now` instead, which runs the infer request in the calling thread.
 Each infer request owns its input tensors (`InferSlot`): inputs are copied into them, or shared
 when large and writable, without OpenVINO's Python input dispatcher.
 
@@ -204,8 +205,17 @@ class OpenVINOModel(LoadedModel):
                 return outputs
         return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
 
+    infers_now = True
+
+    def infer_now(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """In the calling thread (a gRPC handler thread): `infer` releases the GIL, so other
+        threads serve meanwhile; waits for a free infer request when all are busy."""
+        if self._executor is None:
+            raise RuntimeError(f"model {self.label} is closed")
+        return self._timed(self._feed(inputs), perf_counter())
+
     def _feed(self, inputs: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
-        """The request's arrays by input port (strings as OpenVINO takes them)."""
+        """The inputs by port index, strings as OpenVINO takes them."""
         try:
             feed = {self._input_index[name]: array for name, array in inputs.items()}
         except KeyError as exc:
@@ -282,7 +292,7 @@ class OpenVINOModel(LoadedModel):
         return outputs
 
     def _infer_blocking(self, feed: dict[int, np.ndarray]) -> InferOutputs:
-        """Runs in a pool thread. There are as many requests as threads, so get() never waits."""
+        """Runs in a pool thread or a gRPC handler thread; waits while every request is busy."""
         slot = self._requests.get()
         try:
             return self._run(slot, feed)

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""A/B of gRPC front ends on the 1x10 model, phases alternating in one run (this shared machine
+drifts between minutes, so only side-by-side figures from the same run compare).
+
+Every server runs the same model with serving_overhead.py's load generator (clients pinned to the
+last core, servers not pinned) at concurrency 16 and at concurrency 1; a server is a label and a
+`dropin serve` variant: extra arguments, and optionally another source tree for dropin (`--tree
+LABEL=DIR`: DIR/core and DIR/plugins/openvino_backend come first on PYTHONPATH, e.g. an export of
+main). It prints req/s, p50, the server process's CPU per request (every thread) and, at
+concurrency 1, the p50 added to the thread-pool echo of the same bytes.
+
+    .venv/bin/python benchmarks/frontend_ab.py --tree main=/tmp/main \\
+        --server main= --server threads8=--grpc_max_threads=8 --server threads4=--grpc_max_threads=4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import serving_overhead as so  # noqa: E402
+
+
+def process_seconds(pid: int) -> float:
+    """CPU time (user + system) of every thread of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start(config: Path, args: list[str], tree: str | None) -> tuple[object, int]:
+    from dropin.testing.server import DropinServer
+
+    env = {}
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join([f"{tree}/core", f"{tree}/plugins/openvino_backend"])
+    server = DropinServer(["--config_path", str(config), "--file_system_poll_wait_seconds", "0", *args], env=env)
+    server.wait_for_log("server ready", timeout=300)
+    return server.proc, server.port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", action="append", required=True, metavar="LABEL=ARGS",
+                        help="a dropin variant: label=comma-separated serve arguments")
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--latency-requests", type=int, default=2000)
+    args = parser.parse_args()
+    trees = dict(item.split("=", 1) for item in args.tree)
+    variants = [(label, [a for a in rest.split(",") if a]) for label, rest in (s.split("=", 1) for s in args.server)]
+    available = sorted(os.sched_getaffinity(0))
+    gen = so.LoadGenerator(2, {available[-1]})
+    import numpy as np
+
+    vector = np.random.default_rng(0).random((1, 10), dtype=np.float32)
+    payload = so.request_bytes("tiny", "x", vector)
+    with tempfile.TemporaryDirectory() as tmp:
+        so.tiny_model(Path(tmp) / "tiny" / "1")
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps({"model_config_list": [{"config": {"name": "tiny", "base_path": f"{tmp}/tiny"}}]}))
+        servers = {label: start(config, extra, trees.get(label)) for label, extra in variants}
+        echo = so.start_echo("thread")
+        servers["thread-pool echo"] = echo
+        done = {label: [0.0, 0.0, []] for label in servers}  # requests, cpu seconds, latencies
+        try:
+            for _ in range(args.rounds):
+                for label, (proc, port) in servers.items():
+                    before = process_seconds(proc.pid)  # type: ignore[attr-defined]
+                    rate = gen.rate(port, payload, 16, args.seconds, timed=True)
+                    done[label][0] += rate * args.seconds
+                    done[label][1] += process_seconds(proc.pid) - before  # type: ignore[attr-defined]
+                    done[label][2] += gen.latencies
+            c1 = {label: statistics.median(gen.sequential(port, payload, args.latency_requests, 200)) * 1e3
+                  for label, (_, port) in servers.items()}
+        finally:
+            for proc, _ in servers.values():
+                so.stop(proc)  # type: ignore[arg-type]
+    gen.close()
+    echo_rate = done["thread-pool echo"][0] / (args.rounds * args.seconds)
+    print(f"{'server':<18} {'req/s c16':>10} {'/ echo':>7} {'p50 c16':>8} {'CPU us/req':>10} {'p50 c1':>7}",
+          f"{'+echo':>7}")
+    for label, (requests, cpu, latencies) in done.items():
+        rate = requests / (args.rounds * args.seconds)
+        print(f"{label:<18} {rate:>10.0f} {rate / echo_rate:>7.3f} {statistics.median(latencies) * 1e3:>8.3f} "
+              f"{cpu / requests * 1e6:>10.1f} {c1[label]:>7.3f} {c1[label] - c1['thread-pool echo']:>+7.3f}")
+
+
+if __name__ == "__main__":
+    main()
