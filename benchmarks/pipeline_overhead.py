@@ -222,7 +222,7 @@ def main() -> None:
         models(repo, args.side, args.width)
         (repo / "config.json").write_text(json.dumps(config(repo)))
         payload = request_bytes("two_models", "image", image)
-        proc, port = start_dropin(repo / "config.json")
+        proc, port, _ = start_dropin(repo / "config.json")
         try:
             direct = InProcess(repo, image)
             alone = request_bytes("fused", "image", image)
