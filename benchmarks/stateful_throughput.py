@@ -140,6 +140,12 @@ def in_process(model_xml: Path, inputs: int, seconds: float, with_state: bool = 
     return done / (time.monotonic() - started)
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system, every thread) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput phase")
@@ -169,6 +175,7 @@ def main() -> None:
         bare = in_process(model_xml, args.inputs, args.seconds, with_state=False)
         before = in_process(model_xml, args.inputs, args.seconds)
         served = {}
+        server_cpu = {}
         for stateful in (True, False):
             config = {"model_config_list": [{"config": {
                 "name": "recurrent", "base_path": "recurrent", "stateful": stateful, "nireq": SEQUENCES}}]}
@@ -177,9 +184,13 @@ def main() -> None:
             try:
                 server.wait_for("recurrent", 1, timeout=120)
                 with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    cpu = cpu_seconds(server.proc.pid)
                     served[stateful] = pool.submit(
                         drive, server.port, args.inputs, args.seconds, client_cores, stateful
                     ).result()
+                    # per request, warm-up included: less sensitive than a rate to a shared machine's load
+                    requests = served[stateful][0] + SEQUENCES * LENGTH
+                    server_cpu[stateful] = (cpu_seconds(server.proc.pid) - cpu) / requests
             finally:
                 server.stop()
         # measured before and after the servers, averaged: the machine's load may drift meanwhile
@@ -191,7 +202,8 @@ def main() -> None:
         count, samples = served[stateful]
         rate = count / samples[0]
         p50 = statistics.median(samples[1:]) * 1e3
-        print(f"{label + ':':48s}{rate:9.1f} req/s  p50 {p50:.2f} ms  ({rate / reference:.2f} of in-process)")
+        print(f"{label + ':':48s}{rate:9.1f} req/s  p50 {p50:.2f} ms  ({rate / reference:.2f} of in-process)  "
+              f"server CPU {server_cpu[stateful] * 1e6:.0f} us/req")
     print(f"{'in-process, state restored and saved per request:':48s}{reference:9.1f} req/s  (before {before:.1f}, "
           f"after {after:.1f})")
     print(f"{'in-process, bare model (no state handling):':48s}{bare:9.1f} req/s  (served stateful: "
