@@ -22,7 +22,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -254,8 +254,16 @@ async def _acquire(lock: threading.Lock) -> None:
     try:
         await asyncio.shield(taking)
     except asyncio.CancelledError:
-        taking.add_done_callback(lambda _: lock.release())
+        taking.add_done_callback(_release_if_taken(lock))
         raise
+
+
+def _release_if_taken(lock: threading.Lock) -> Callable[[asyncio.Future[Any]], None]:
+    def release(taking: asyncio.Future[Any]) -> None:
+        if not taking.cancelled():  # the executor ran lock.acquire
+            lock.release()
+
+    return release
 
 
 async def clean_idle_sequences(tables: Callable[[], Iterable[SequenceTable]], period_seconds: float) -> None:
