@@ -7,9 +7,10 @@ dropin_openvino.modelgen; no downloads), serves it with `dropin serve` as a user
 nireq 8), and drives 8 sequences of 10 requests each (start, 8 middle, end, again) at once from a
 client process of its own: one gRPC channel per sequence, every request serialized beforehand, so
 the client's cost stays small. The reference runs the same model in this process on 8 infer
-requests kept busy (AsyncInferQueue). Printed: both rates, their ratio (goal >= 0.8) and the served p50 latency,
-and for comparison the same model served stateless (the same requests without the special
-inputs: what the sequence handling costs on top of serving).
+requests kept busy (AsyncInferQueue), each request with the state restore and save a sequence's
+request needs (the bare model, without them, is printed too). Printed: both rates, their ratio
+(goal >= 0.8) and the served p50 latency, and for comparison the same model served stateless (the
+same requests without the special inputs: what the sequence handling costs on top of serving).
 
 As serving_overhead.py, the client runs on cores of its own (`--client-cores`, default the last
 core), the server and the in-process reference on the others.
@@ -95,28 +96,54 @@ def drive(port: int, inputs: int, seconds: float, cores: set[int], stateful: boo
     return sum(done), [elapsed] + [t for ts in times for t in ts]
 
 
-def in_process(model_xml: Path, inputs: int, seconds: float) -> float:
+def in_process(model_xml: Path, inputs: int, seconds: float, with_state: bool = True) -> float:
     """The same model in this process on 8 infer requests kept busy (OpenVINO's AsyncInferQueue,
-    as serving_overhead.py's reference). Each request keeps its own state; the values a state
-    holds do not change the work of an inference."""
+    as serving_overhead.py's reference). With `with_state` (the fair reference), each request
+    does what serving a sequence's request must: the sequence's saved state set into the infer
+    request before it, the new state copied out after it (8 sequences in turn, as served);
+    without, the requests keep whatever state they hold (the bare model)."""
     import numpy as np
     import openvino as ov
 
     compiled = ov.Core().compile_model(str(model_xml), "CPU")
     queue = ov.AsyncInferQueue(compiled, SEQUENCES)
     feed = {0: np.random.default_rng(0).standard_normal((1, inputs)).astype(np.float32)}
-    for _ in range(2 * SEQUENCES):  # warm up
-        queue.start_async(feed)
+    saved: list[dict[str, np.ndarray] | None] = [None] * SEQUENCES
+
+    def keep(request: ov.InferRequest, k: int) -> None:  # in OpenVINO's callback thread
+        saved[k] = {v.name: np.array(v.state.data, copy=True) for v in request.query_state()}
+
+    if with_state:
+        queue.set_callback(keep)
+
+    def submit(k: int) -> None:
+        if with_state:
+            state = saved[k]
+            for variable in queue[queue.get_idle_request_id()].query_state():  # waits for an idle request
+                if state is None:
+                    variable.reset()
+                else:
+                    variable.state = ov.Tensor(np.ascontiguousarray(state[variable.name]))
+        queue.start_async(feed, k)  # waits for an idle request
+
+    for k in range(2 * SEQUENCES):  # warm up
+        submit(k % SEQUENCES)
     queue.wait_all()
     done = 0
     started = time.monotonic()
     stop = started + seconds
     while time.monotonic() < stop:
-        for _ in range(SEQUENCES):
-            queue.start_async(feed)  # waits for an idle request
+        for k in range(SEQUENCES):
+            submit(k)
         done += SEQUENCES
     queue.wait_all()
     return done / (time.monotonic() - started)
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system, every thread) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -145,8 +172,10 @@ def main() -> None:
         root = Path(tmp)
         recurrent_model(root / "recurrent" / "1", inputs=args.inputs, hidden=args.hidden)
         model_xml = root / "recurrent" / "1" / "model.xml"
+        bare = in_process(model_xml, args.inputs, args.seconds, with_state=False)
         before = in_process(model_xml, args.inputs, args.seconds)
         served = {}
+        server_cpu = {}
         for stateful in (True, False):
             config = {"model_config_list": [{"config": {
                 "name": "recurrent", "base_path": "recurrent", "stateful": stateful, "nireq": SEQUENCES}}]}
@@ -155,9 +184,13 @@ def main() -> None:
             try:
                 server.wait_for("recurrent", 1, timeout=120)
                 with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    cpu = cpu_seconds(server.proc.pid)
                     served[stateful] = pool.submit(
                         drive, server.port, args.inputs, args.seconds, client_cores, stateful
                     ).result()
+                    # per request, warm-up included: less sensitive than a rate to a shared machine's load
+                    requests = served[stateful][0] + SEQUENCES * LENGTH
+                    server_cpu[stateful] = (cpu_seconds(server.proc.pid) - cpu) / requests
             finally:
                 server.stop()
         # measured before and after the servers, averaged: the machine's load may drift meanwhile
@@ -169,9 +202,12 @@ def main() -> None:
         count, samples = served[stateful]
         rate = count / samples[0]
         p50 = statistics.median(samples[1:]) * 1e3
-        print(f"{label + ':':48s}{rate:9.1f} req/s  p50 {p50:.2f} ms  ({rate / reference:.2f} of in-process)")
-    print(f"{'in-process (8 infer requests, AsyncInferQueue):':48s}{reference:9.1f} req/s  (before {before:.1f}, "
+        print(f"{label + ':':48s}{rate:9.1f} req/s  p50 {p50:.2f} ms  ({rate / reference:.2f} of in-process)  "
+              f"server CPU {server_cpu[stateful] * 1e6:.0f} us/req")
+    print(f"{'in-process, state restored and saved per request:':48s}{reference:9.1f} req/s  (before {before:.1f}, "
           f"after {after:.1f})")
+    print(f"{'in-process, bare model (no state handling):':48s}{bare:9.1f} req/s  (served stateful: "
+          f"{served[True][0] / served[True][1][0] / bare:.2f} of it)")
     count, samples = served[True]
     print(f"ratio served stateful / in-process: {count / samples[0] / reference:.2f}  (goal >= 0.8)")
 

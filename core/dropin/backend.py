@@ -129,6 +129,17 @@ class LoadedModel(abc.ABC):
         sequence at a time, in order; requests of different sequences run concurrently."""
         raise NotImplementedError(f"{type(self).__name__} does not serve stateful models")
 
+    #: True when the model implements `infer_sequence_now`: the gRPC front end then runs a
+    #: sequence's requests in the handler thread
+    infers_sequence_now: bool = False
+
+    def infer_sequence_now(
+        self, inputs: Mapping[str, np.ndarray], state: SequenceState | None, keep_state: bool
+    ) -> tuple[Mapping[str, np.ndarray], SequenceState | None]:
+        """Optional (set `infers_sequence_now`): what `infer_sequence` does, synchronously, in
+        the calling thread (any but the event loop's), as `infer_now` does for `infer`."""
+        raise NotImplementedError
+
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:  # noqa: B027  (optional: accepts all)
         """Refuse, with a `DropinError`, a request this model cannot run whatever it is batched
         with (values the runtime cannot take). Dynamic batching calls it for each request before

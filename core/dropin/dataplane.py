@@ -243,12 +243,17 @@ class RequestScope:
         return True
 
     def infer_now(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult | None:
-        """`infer` in the calling thread, when the model offers `infer_now` and the inputs need
-        no conversion or reshape; else None, and `infer` must run on the loop."""
+        """`infer` in the calling thread, when the model offers `infer_now` (a stateful model:
+        `infer_sequence_now`) and the inputs need no conversion or reshape; else None, and
+        `infer` must run on the loop."""
         servable = self._servable
         assert servable is not None, "resolve() first"
-        if not getattr(servable.model, "infers_now", False) or servable.sequences is not None:
-            return None  # sequences (and pipelines, whose model does not infer now) run on the loop
+        model = servable.model
+        sequences = servable.sequences
+        if sequences is not None:
+            return self._infer_sequence_now(servable, sequences, inputs, output_filter)
+        if not getattr(model, "infers_now", False):
+            return None  # pipelines (whose model does not infer now) run on the loop
         plane = self._plane
         try:
             arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
@@ -257,14 +262,14 @@ class RequestScope:
         if conversions:
             return None
         if output_filter:
-            _check_output_filter(servable.model.outputs, output_filter)
+            _check_output_filter(model.outputs, output_filter)
         probe = self._probe
         try:
             if probe is None:
-                outputs = servable.model.infer_now(arrays)
+                outputs = model.infer_now(arrays)
             else:
                 started = perf_counter()
-                outputs = servable.model.infer_now(arrays)
+                outputs = model.infer_now(arrays)
                 probe.inferred(outputs, perf_counter() - started)
         except DropinError:
             raise
@@ -273,6 +278,54 @@ class RequestScope:
         if output_filter:
             outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
         return PredictResult(servable.model_name, servable.version, outputs)
+
+    def _infer_sequence_now(
+        self,
+        servable: Servable,
+        sequences: SequenceTable,
+        inputs: Mapping[str, RequestTensor],
+        output_filter: Sequence[str],
+    ) -> PredictResult | None:
+        """`infer` of a stateful model's request in the calling thread, in `infer`'s order of
+        checks. None (before any sequence is touched) when it must run on the loop: the model
+        does not infer now, the idle sequence cleaner is not started yet, or the inputs need a
+        conversion or a reshape."""
+        model = servable.model
+        plane = self._plane
+        if not getattr(model, "infers_sequence_now", False) or (
+            plane._cleaner is None and plane.sequence_cleaner_seconds > 0
+        ):
+            return None
+        sequence_id, control, model_inputs = read_sequence_inputs(inputs)
+        specials = len(inputs) - len(model_inputs)
+        try:
+            arrays, conversions = validate_request(
+                servable.plans, model_inputs, plane.max_elements, plane.max_tensor_bytes, specials
+            )
+        except ReshapeRequired:
+            return None
+        if conversions:
+            return None
+        if output_filter:
+            _check_output_filter(model.outputs, output_filter, True)
+        sequence = sequences.open(sequence_id, control)
+        probe = self._probe
+        try:
+            if probe is None or probe.model is None:
+                outputs = sequences.infer_now(model, sequence, control, arrays)
+            else:
+                started = perf_counter()
+                outputs = sequences.infer_now(model, sequence, control, arrays)
+                probe.inferred(outputs, perf_counter() - started)
+        except DropinError:
+            raise
+        except Exception as exc:
+            raise _inference_failed(servable, exc) from exc
+        if output_filter:
+            wanted = dict.fromkeys(output_filter)
+            wanted.pop(SEQUENCE_ID, None)  # added below whatever the filter says
+            outputs = {name: outputs[name] for name in wanted}
+        return PredictResult(servable.model_name, servable.version, {**outputs, SEQUENCE_ID: sequence.id_array})
 
     async def _infer_pipeline(
         self, servable: Servable, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str]
@@ -320,7 +373,9 @@ class RequestScope:
         return _versions(model, version)
 
 
-def _check_output_filter(outputs_spec: Mapping[str, TensorSpec], output_filter: Sequence[str], stateful: bool = False) -> None:
+def _check_output_filter(
+    outputs_spec: Mapping[str, TensorSpec], output_filter: Sequence[str], stateful: bool = False
+) -> None:
     for name in output_filter:
         if name not in outputs_spec and not (stateful and name == SEQUENCE_ID):
             raise DropinError(

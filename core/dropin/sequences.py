@@ -8,18 +8,21 @@ validated (OVMS's order); the version's `SequenceTable` then opens, finds or end
 one request of a sequence at a time, in arrival order, while other sequences run concurrently.
 The backend restores the state into a pooled infer request and hands the new one back
 (`LoadedModel.infer_sequence`), so infer requests stay pooled and sequences never share state.
+A gRPC handler thread runs a request in its own thread when the model offers
+`infer_sequence_now` (`SequenceTable.infer_now`): the table and each sequence's lock are
+thread-safe, the event loop's requests (REST, the first request) take the same locks.
 
 Every sequence belongs to one loaded version (its `Servable`): a reload or a retired version
-drops them, and their next request gets "Sequence with provided ID does not exist". Everything
-here runs on the event loop thread.
+drops them, and their next request gets "Sequence with provided ID does not exist".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -93,12 +96,13 @@ def read_sequence_inputs(
 class Sequence:
     """One open sequence: its state between requests and the lock that orders its requests."""
 
-    __slots__ = ("id", "state", "lock", "idle", "ending", "closed", "id_array")
+    __slots__ = ("id", "state", "lock", "users", "idle", "ending", "closed", "id_array")
 
     def __init__(self, sequence_id: int) -> None:
         self.id = sequence_id
         self.state: SequenceState | None = None  # None until its first request has run
-        self.lock = asyncio.Lock()  # FIFO: the sequence's requests run one at a time, in order
+        self.lock = threading.Lock()  # the sequence's requests run one at a time
+        self.users = 0  # requests that opened it and have not finished (running or waiting)
         self.idle = False  # no request since the cleaner's last pass
         self.ending = False  # its end request has arrived
         self.closed = False  # removed: requests still waiting for the lock fail
@@ -119,12 +123,20 @@ class SequenceTable:
         self.request_specs: Mapping[str, TensorSpec] = {**model_inputs, **SPECIAL_SPECS}
         self.sequences: dict[int, Sequence] = {}
         self._next_id = 1
+        self._lock = threading.Lock()  # guards `sequences` and each sequence's flags and users
 
     def __len__(self) -> int:
         return len(self.sequences)
 
     def open(self, sequence_id: int, control: int) -> Sequence:
-        """The sequence a request belongs to: started, found, or marked as ending."""
+        """The sequence a request belongs to: started, found, or marked as ending. The request
+        must then run it (`infer` or `infer_now`), which releases it."""
+        with self._lock:
+            sequence = self._open(sequence_id, control)
+            sequence.users += 1
+            return sequence
+
+    def _open(self, sequence_id: int, control: int) -> Sequence:
         sequences = self.sequences
         if control == SEQUENCE_START:
             if len(sequences) >= self.max_sequences:
@@ -158,6 +170,10 @@ class SequenceTable:
         return self._next_id
 
     def remove(self, sequence: Sequence) -> None:
+        with self._lock:
+            self._remove(sequence)
+
+    def _remove(self, sequence: Sequence) -> None:
         sequence.closed = True
         sequence.state = None
         if self.sequences.get(sequence.id) is sequence:
@@ -166,38 +182,88 @@ class SequenceTable:
     async def infer(
         self, model: LoadedModel, sequence: Sequence, control: int, inputs: Mapping[str, np.ndarray]
     ) -> Mapping[str, np.ndarray]:
-        """Run one request of `sequence` once its earlier requests have run."""
+        """Run one request of `sequence` (opened for it) once its earlier requests have run."""
         ok = False
         try:
-            async with sequence.lock:
-                if sequence.closed:  # removed (idle, dropped) while this request waited
-                    raise DropinError(Status.SEQUENCE_MISSING, f"sequence_id: {sequence.id} was removed")
-                sequence.idle = False
-                state = None if control == SEQUENCE_START else sequence.state
+            await _acquire(sequence.lock)
+            try:
+                state = self._state(sequence, control)
                 outputs, new_state = await model.infer_sequence(inputs, state, control != SEQUENCE_END)
                 sequence.state = new_state
                 ok = True
                 return outputs
+            finally:
+                sequence.lock.release()
         finally:
+            self._done(sequence, control, ok)
+
+    def infer_now(
+        self, model: LoadedModel, sequence: Sequence, control: int, inputs: Mapping[str, np.ndarray]
+    ) -> Mapping[str, np.ndarray]:
+        """`infer` in the calling thread (not the event loop's), for a model that offers
+        `infer_sequence_now`: waits for the sequence's earlier requests."""
+        ok = False
+        try:
+            with sequence.lock:
+                state = self._state(sequence, control)
+                outputs, new_state = model.infer_sequence_now(inputs, state, control != SEQUENCE_END)
+                sequence.state = new_state
+                ok = True
+                return outputs
+        finally:
+            self._done(sequence, control, ok)
+
+    def _state(self, sequence: Sequence, control: int) -> SequenceState | None:
+        """The state a request starts from, its sequence's lock held."""
+        if sequence.closed:  # removed (idle, dropped) while this request waited
+            raise DropinError(Status.SEQUENCE_MISSING, f"sequence_id: {sequence.id} was removed")
+        sequence.idle = False
+        return None if control == SEQUENCE_START else sequence.state
+
+    def _done(self, sequence: Sequence, control: int, ok: bool) -> None:
+        with self._lock:
+            sequence.users -= 1
             # an ended sequence frees its state, whatever happened; a start that failed frees its id
             if control == SEQUENCE_END or (control == SEQUENCE_START and not ok):
-                self.remove(sequence)
+                self._remove(sequence)
 
     def sweep(self) -> int:
         """One pass of the idle sequence cleaner: remove the sequences that had no request since
         the previous pass (none running or waiting), mark the others idle. The number removed."""
         removed = 0
-        for sequence in list(self.sequences.values()):
-            if sequence.ending or sequence.lock.locked():
-                continue
-            if sequence.idle:
-                self.remove(sequence)
-                removed += 1
-            else:
-                sequence.idle = True
+        with self._lock:
+            for sequence in list(self.sequences.values()):
+                if sequence.ending or sequence.users:
+                    continue
+                if sequence.idle:
+                    self._remove(sequence)
+                    removed += 1
+                else:
+                    sequence.idle = True
         if removed:
             log.info("%s: %d idle sequence(s) removed", self.label, removed)
         return removed
+
+
+async def _acquire(lock: threading.Lock) -> None:
+    """Take a sequence's lock from the event loop without blocking it: when a request of the
+    sequence runs, wait in a thread. Cancelled meanwhile, the lock is released once taken."""
+    if lock.acquire(blocking=False):
+        return
+    taking = asyncio.get_running_loop().run_in_executor(None, lock.acquire)
+    try:
+        await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        taking.add_done_callback(_release_if_taken(lock))
+        raise
+
+
+def _release_if_taken(lock: threading.Lock) -> Callable[[asyncio.Future[Any]], None]:
+    def release(taking: asyncio.Future[Any]) -> None:
+        if not taking.cancelled():  # the executor ran lock.acquire
+            lock.release()
+
+    return release
 
 
 async def clean_idle_sequences(tables: Callable[[], Iterable[SequenceTable]], period_seconds: float) -> None:

@@ -175,6 +175,19 @@ class NumpyModel(LoadedModel):
         )
         return outputs, new_state if keep_state else None
 
+    infers_sequence_now = True
+
+    def infer_sequence_now(
+        self, inputs: Mapping[str, np.ndarray], state: SequenceState | None, keep_state: bool
+    ) -> tuple[Mapping[str, np.ndarray], SequenceState | None]:
+        """In the model's own threads too, as `infer_now`."""
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError(f"model {self.label} is closed")
+        check_rules(self.graph, inputs)
+        outputs, new_state = executor.submit(self._run_step, inputs, state).result()
+        return outputs, new_state if keep_state else None
+
     def _run_step(
         self, inputs: Mapping[str, np.ndarray], state: SequenceState | None
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -240,6 +240,16 @@ class OpenVINOModel(LoadedModel):
             executor, self._run_sequence, feed, state, keep_state, perf_counter()
         )
 
+    infers_sequence_now = True
+
+    def infer_sequence_now(
+        self, inputs: Mapping[str, np.ndarray], state: SequenceState | None, keep_state: bool
+    ) -> tuple[Mapping[str, np.ndarray], SequenceState | None]:
+        """In the calling thread (a gRPC handler thread), as `infer_now`."""
+        if self._executor is None:
+            raise RuntimeError(f"model {self.label} is closed")
+        return self._run_sequence(self._feed(inputs), state, keep_state, perf_counter())
+
     def _run_sequence(
         self, feed: dict[int, np.ndarray], state: SequenceState | None, keep_state: bool, submitted: float
     ) -> tuple[InferOutputs, SequenceState | None]:
