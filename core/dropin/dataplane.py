@@ -247,8 +247,10 @@ class RequestScope:
         no conversion or reshape; else None, and `infer` must run on the loop."""
         servable = self._servable
         assert servable is not None, "resolve() first"
+        if servable.pipeline is not None:
+            return self._infer_pipeline_now(servable, inputs, output_filter)
         if not getattr(servable.model, "infers_now", False) or servable.sequences is not None:
-            return None  # sequences (and pipelines, whose model does not infer now) run on the loop
+            return None  # sequences run on the loop
         plane = self._plane
         try:
             arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
@@ -281,17 +283,34 @@ class RequestScope:
         assert pipeline is not None
         if output_filter:
             _check_output_filter(pipeline.outputs, output_filter)
-        probe = self._probe
         started = perf_counter()
         try:
             outputs = await pipeline.run(inputs, self._plane, output_filter)
         except DropinError:
             raise
         except Exception as exc:
-            log.exception("pipeline %s: request failed", servable.model_name)
-            raise DropinError(
-                Status.INTERNAL_ERROR, f"pipeline {servable.model_name}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise _pipeline_failed(servable, exc) from exc
+        return self._pipeline_result(servable, outputs, started)
+
+    def _infer_pipeline_now(
+        self, servable: Servable, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str]
+    ) -> PredictResult | None:
+        """`_infer_pipeline` in the calling thread when the pipeline can run there, else None."""
+        pipeline = servable.pipeline
+        assert pipeline is not None
+        if output_filter:
+            _check_output_filter(pipeline.outputs, output_filter)
+        started = perf_counter()
+        try:
+            outputs = pipeline.run_now(inputs, self._plane, output_filter)
+        except DropinError:
+            raise
+        except Exception as exc:
+            raise _pipeline_failed(servable, exc) from exc
+        return None if outputs is None else self._pipeline_result(servable, outputs, started)
+
+    def _pipeline_result(self, servable: Servable, outputs: dict[str, np.ndarray], started: float) -> PredictResult:
+        probe = self._probe
         if probe is not None:
             probe.inferred(outputs, perf_counter() - started)
         return PredictResult(servable.model_name, servable.version, outputs)
@@ -320,12 +339,19 @@ class RequestScope:
         return _versions(model, version)
 
 
-def _check_output_filter(outputs_spec: Mapping[str, TensorSpec], output_filter: Sequence[str], stateful: bool = False) -> None:
+def _check_output_filter(
+    outputs_spec: Mapping[str, TensorSpec], output_filter: Sequence[str], stateful: bool = False
+) -> None:
     for name in output_filter:
         if name not in outputs_spec and not (stateful and name == SEQUENCE_ID):
             raise DropinError(
                 Status.INVALID_OUTPUT_FILTER, f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}"
             )
+
+
+def _pipeline_failed(servable: Servable, exc: Exception) -> DropinError:
+    log.error("pipeline %s: request failed", servable.model_name, exc_info=exc)
+    return DropinError(Status.INTERNAL_ERROR, f"pipeline {servable.model_name}: {type(exc).__name__}: {exc}")
 
 
 def _inference_failed(servable: Servable, exc: Exception) -> DropinError:
