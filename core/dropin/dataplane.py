@@ -243,8 +243,9 @@ class RequestScope:
         return True
 
     def infer_now(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult | None:
-        """`infer` in the calling thread, when the model offers `infer_now` and the inputs need
-        no conversion or reshape; else None, and `infer` must run on the loop."""
+        """`infer` in the calling thread, when the model offers `infer_now` (or is a pipeline
+        whose nodes run in turn, pipelines/inline.py) and the inputs need no conversion or
+        reshape; else None, and `infer` must run on the loop."""
         servable = self._servable
         assert servable is not None, "resolve() first"
         if servable.pipeline is not None:
