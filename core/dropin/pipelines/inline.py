@@ -7,7 +7,7 @@ decides); the loop's executor.py runs the others, independent nodes concurrently
 
 It saves what a request on the loop costs around two short inferences: the hand-offs from the
 handler thread to the loop and back, and from the loop to a model's thread and back for every
-node, each a thread switch on a busy machine (docs/pipelines.md, Performance)."""
+node, each a thread switch on a busy machine (docs/performance.md, Pipelines)."""
 
 from __future__ import annotations
 
