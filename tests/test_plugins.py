@@ -182,7 +182,7 @@ def test_dropin_plugins_lists_installed_plugins(plugin_site: Path) -> None:
     assert (
         "numpy (dropin 0.1.0)\n  module: dropin.testing.numpy_plugin\n"
         "  hooks: dropin_register_backends, dropin_register_conformance_models, dropin_register_custom_nodes\n"
-        "  backends: numpy\n  custom nodes: add_sub, split_rows, sum_rows\n  conformance models: numpy\n"
+        "  backends: numpy\n  custom nodes: add_sub, split_rows, sum_rows, thread_name\n  conformance models: numpy\n"
     ) in out
     # the test kit's backend claims last (each backend plugin's tests check its own place)
     assert "backend claim order (priority): " in out and out.endswith("numpy (0)\n")

@@ -24,7 +24,7 @@ from .manager import ModelManager
 from .metrics import Metrics, RequestProbe
 from .models import Model, ModelVersion, Servable
 from .reshape import Reshaper
-from .sequences import SEQUENCE_ID, SequenceTable, clean_idle_sequences, read_sequence_inputs
+from .sequences import SEQUENCE_ID, IdleSequenceCleaner, SequenceTable, read_sequence_inputs
 from .shapes import TensorSpec
 from .validation import Conversion, RequestTensor, ReshapeRequired, check_converted, validate_request
 
@@ -63,26 +63,9 @@ class DataPlane:
         self.reshaper = Reshaper(manager.loader, manager.table)  # batch_size / shape "auto"
         # preprocessors that decode (images) run here, off the event loop
         self._executor = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="dropin-preprocess")
-        self.sequence_cleaner_seconds = sequence_cleaner_poll_wait_minutes * 60  # 0: no idle sequence cleanup
-        self._cleaner: asyncio.Task[None] | None = None  # started with the first stateful request
+        self.sequence_cleaner = IdleSequenceCleaner(self.table, sequence_cleaner_poll_wait_minutes)
         if metrics is not None:
-            metrics.sequences = self.sequence_tables
-
-    def sequence_tables(self) -> list[SequenceTable]:
-        """The sequence tables of the versions served (stateful models)."""
-        tables = []
-        for model in list(self.table.models.values()):
-            for version in list(model.versions.values()):
-                servable = version.servable
-                if servable is not None and servable.sequences is not None:
-                    tables.append(servable.sequences)
-        return tables
-
-    def _start_cleaner(self) -> None:
-        if self._cleaner is None and self.sequence_cleaner_seconds > 0:
-            self._cleaner = asyncio.get_running_loop().create_task(
-                clean_idle_sequences(self.sequence_tables, self.sequence_cleaner_seconds)
-            )
+            metrics.sequences = self.sequence_cleaner.tables
 
     async def _convert(self, conversions: list[Conversion], arrays: dict[str, np.ndarray]) -> None:
         loop = asyncio.get_running_loop()
@@ -119,8 +102,7 @@ class DataPlane:
         return _versions(self.table.get(model_name), version)
 
     def close(self) -> None:
-        if self._cleaner is not None:
-            self._cleaner.cancel()
+        self.sequence_cleaner.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -201,7 +183,7 @@ class RequestScope:
             _check_output_filter(servable.model.outputs, output_filter, sequences is not None)
         sequence = None
         if sequences is not None:
-            plane._start_cleaner()
+            plane.sequence_cleaner.start()
             sequence = sequences.open(sequence_id, control)
         model = servable.model
         probe = self._probe
@@ -244,16 +226,18 @@ class RequestScope:
 
     def infer_now(self, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str] = ()) -> PredictResult | None:
         """`infer` in the calling thread, when the model offers `infer_now` (a stateful model:
-        `infer_sequence_now`) and the inputs need no conversion or reshape; else None, and
-        `infer` must run on the loop."""
+        `infer_sequence_now`; a pipeline: when its nodes run in turn, pipelines/inline.py) and the
+        inputs need no conversion or reshape; else None, and `infer` must run on the loop."""
         servable = self._servable
         assert servable is not None, "resolve() first"
+        if servable.pipeline is not None:
+            return self._infer_pipeline_now(servable, inputs, output_filter)
         model = servable.model
         sequences = servable.sequences
         if sequences is not None:
             return self._infer_sequence_now(servable, sequences, inputs, output_filter)
         if not getattr(model, "infers_now", False):
-            return None  # pipelines (whose model does not infer now) run on the loop
+            return None
         plane = self._plane
         try:
             arrays, conversions = validate_request(servable.plans, inputs, plane.max_elements, plane.max_tensor_bytes)
@@ -292,9 +276,7 @@ class RequestScope:
         conversion or a reshape."""
         model = servable.model
         plane = self._plane
-        if not getattr(model, "infers_sequence_now", False) or (
-            plane._cleaner is None and plane.sequence_cleaner_seconds > 0
-        ):
+        if not getattr(model, "infers_sequence_now", False) or plane.sequence_cleaner.waiting:
             return None
         sequence_id, control, model_inputs = read_sequence_inputs(inputs)
         specials = len(inputs) - len(model_inputs)
@@ -334,17 +316,34 @@ class RequestScope:
         assert pipeline is not None
         if output_filter:
             _check_output_filter(pipeline.outputs, output_filter)
-        probe = self._probe
         started = perf_counter()
         try:
             outputs = await pipeline.run(inputs, self._plane, output_filter)
         except DropinError:
             raise
         except Exception as exc:
-            log.exception("pipeline %s: request failed", servable.model_name)
-            raise DropinError(
-                Status.INTERNAL_ERROR, f"pipeline {servable.model_name}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise pipeline.failed(exc) from exc
+        return self._pipeline_result(servable, outputs, started)
+
+    def _infer_pipeline_now(
+        self, servable: Servable, inputs: Mapping[str, RequestTensor], output_filter: Sequence[str]
+    ) -> PredictResult | None:
+        """`_infer_pipeline` in the calling thread when the pipeline can run there, else None."""
+        pipeline = servable.pipeline
+        assert pipeline is not None
+        if output_filter:
+            _check_output_filter(pipeline.outputs, output_filter)
+        started = perf_counter()
+        try:
+            outputs = pipeline.run_now(inputs, self._plane, output_filter)
+        except DropinError:
+            raise
+        except Exception as exc:
+            raise pipeline.failed(exc) from exc
+        return None if outputs is None else self._pipeline_result(servable, outputs, started)
+
+    def _pipeline_result(self, servable: Servable, outputs: dict[str, np.ndarray], started: float) -> PredictResult:
+        probe = self._probe
         if probe is not None:
             probe.inferred(outputs, perf_counter() - started)
         return PredictResult(servable.model_name, servable.version, outputs)

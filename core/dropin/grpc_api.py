@@ -3,11 +3,12 @@
 They run in the threads of grpc's thread-pool server. A Predict whose model offers `infer_now`
 (a stateful model: `infer_sequence_now`) is served entirely in its handler thread (parse,
 validate, infer, serialize: OpenVINO releases the GIL while it infers), which costs less per
-request than a grpc.aio call on the event loop (docs/performance.md). Everything else (waiting
-for a version being loaded, conversions, reshape reloads, batching, models without `infer_now`,
-the other methods) runs on the event loop, the handler thread waiting for it. Each opens a
-data plane request scope, decodes its request there and encodes the result as TF Serving's
-message (tfs_messages.py); every error becomes a gRPC status through the one table in
+request than a grpc.aio call on the event loop (docs/performance.md); so is a pipeline whose
+nodes run in turn on such models. Everything else (waiting for a version being loaded,
+conversions, reshape reloads, batching, models without `infer_now`, the other methods) runs on
+the event loop, the handler thread waiting for it. Each opens a data plane request scope,
+decodes its request there and encodes the result as TF Serving's message (tfs_messages.py);
+every error becomes a gRPC status through the one table in
 errors.py. Classify, Regress and MultiInference are not declared, so gRPC answers them
 UNIMPLEMENTED.
 """

@@ -225,7 +225,9 @@ class ModelTable:
         caller asks `acquire` on the event loop, which waits or raises the right error."""
         model = self.models.get(name)
         if model is None:
-            return None
+            pipeline = self.pipelines.get(name)
+            servable = pipeline.servable_now(number) if pipeline is not None else None
+            return servable if servable is not None and servable.take() else None
         version = model.default if number == 0 else model.versions.get(number)
         if version is None or version.state != State.AVAILABLE:
             return None

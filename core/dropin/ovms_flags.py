@@ -105,7 +105,8 @@ def add_bool(group: argparse._ArgumentGroup, name: str, help: str, default: bool
 WITHOUT_MEANING = {
     "grpc_memory_quota": "gRPC's Python server has no resource quota; --grpc_max_message_size and "
                          "--grpc_max_connections bound what clients can take",
-    "custom_node_resources_cleaner_interval_seconds": "dropin serves no DAG custom nodes",
+    "custom_node_resources_cleaner_interval_seconds": "custom nodes are Python plugins whose arrays Python "
+                                                      "frees; there are no C buffers to clean up",
     "trace_path": "OVMS wrote a Chrome trace of its internals here only in builds with MTR tracing; dropin has "
                   "no such trace",
     "precision": "OVMS converted inputs to this element type in the model (preprocessing); dropin keeps the "

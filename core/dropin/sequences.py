@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from .shapes import TensorSpec, dim, format_shape
 
 if TYPE_CHECKING:
     from .backend import LoadedModel, SequenceState
+    from .models import ModelTable
     from .stateful_config import StatefulSettings
     from .validation import RequestTensor
 
@@ -266,11 +267,43 @@ def _release_if_taken(lock: threading.Lock) -> Callable[[asyncio.Future[Any]], N
     return release
 
 
-async def clean_idle_sequences(tables: Callable[[], Iterable[SequenceTable]], period_seconds: float) -> None:
-    """The sequence cleaner: every `period_seconds`, one `sweep` of each table `tables()` yields
-    whose model has idle_sequence_cleanup on. Runs until cancelled."""
-    while True:
-        await asyncio.sleep(period_seconds)
-        for table in tables():
-            if table.idle_cleanup:
-                table.sweep()
+class IdleSequenceCleaner:
+    """--sequence_cleaner_poll_wait_minutes: every period, one `sweep` of the sequence table of
+    each stateful version served whose model has idle_sequence_cleanup on. Started by the first
+    stateful request (a period of 0: never)."""
+
+    def __init__(self, table: ModelTable, poll_wait_minutes: float) -> None:
+        self.table = table
+        self.period_seconds = poll_wait_minutes * 60
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """True until `start` has run (with a period): the event loop must start it."""
+        return self._task is None and self.period_seconds > 0
+
+    def start(self) -> None:
+        """On the event loop; once."""
+        if self.waiting:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def tables(self) -> list[SequenceTable]:
+        """The sequence tables of the versions served (stateful models)."""
+        tables = []
+        for model in list(self.table.models.values()):
+            for version in list(model.versions.values()):
+                servable = version.servable
+                if servable is not None and servable.sequences is not None:
+                    tables.append(servable.sequences)
+        return tables
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period_seconds)
+            for table in self.tables():
+                if table.idle_cleanup:
+                    table.sweep()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

@@ -150,35 +150,20 @@ class PipelineRun:
             outputs = await self._custom(node, inputs, where)
         else:
             outputs = await self._model(node, inputs, where)
-        missing = [item for item, _ in node.outputs if item not in outputs]
-        if missing:
-            raise DropinError(Status.CUSTOM_NODE_FAILED if node.kind == CUSTOM_NODE else Status.INFERENCE_ERROR,
-                              f"{where} did not return {', '.join(missing)}")
+        check_outputs(node, outputs, where)
         if node.demultiply_count is not None:  # every output splits into the same number of branches
             self._branches(outputs, node.demultiply_count, f"node {node.name!r}")
         return outputs
 
     async def _model(self, node: NodeConfig, inputs: dict[str, np.ndarray], where: str) -> Mapping[str, np.ndarray]:
         servable = self.servables[node.name]
-        try:
-            arrays, conversions = validate_request(servable.plans, {k: ArrayTensor(v) for k, v in inputs.items()})
-        except DropinError as exc:  # the previous node's output does not fit this model
-            raise DropinError(exc.status, f"{where}: {exc.details or exc.status.message}") from None
-        except ReshapeRequired:
-            raise DropinError(Status.INVALID_SHAPE, f"{where}: the shapes of its inputs need a reshape reload "
-                              f"of model {servable.model_name!r}, which pipelines do not do") from None
-        if conversions:
-            raise DropinError(Status.INVALID_PRECISION, f"{where}: input {conversions[0].plan.spec.name} would need "
-                              f"converting to {conversions[0].plan.spec.dtype.value}")
+        arrays = model_arrays(servable, inputs, where)
         try:
             return await servable.model.infer(arrays)
         except DropinError:
             raise
         except Exception as exc:
-            log.exception("%s: model %s version %d failed", where, servable.model_name, servable.version)
-            raise DropinError(
-                Status.INFERENCE_ERROR, f"{where}: backend {servable.backend}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise model_failed(servable, where, exc) from exc
 
     async def _custom(self, node: NodeConfig, inputs: dict[str, np.ndarray], where: str) -> Mapping[str, np.ndarray]:
         custom = self.customs[node.name]
@@ -186,11 +171,46 @@ class PipelineRun:
             outputs = await asyncio.to_thread(custom.execute, inputs)
         except DropinError:
             raise
-        except ValueError as exc:
-            raise DropinError(Status.CUSTOM_NODE_INVALID_INPUT, f"{where}: {exc}") from None
         except Exception as exc:
-            log.exception("%s: custom node %s failed", where, custom.name)
-            raise DropinError(Status.CUSTOM_NODE_FAILED, f"{where}: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(outputs, Mapping) or not all(isinstance(v, np.ndarray) for v in outputs.values()):
-            raise DropinError(Status.CUSTOM_NODE_FAILED, f"{where}: execute must return a mapping of numpy arrays")
-        return outputs
+            raise custom_failed(custom, where, exc) from (None if isinstance(exc, ValueError) else exc)
+        return custom_outputs(outputs, where)
+
+
+def check_outputs(node: NodeConfig, outputs: Mapping[str, np.ndarray], where: str) -> None:
+    missing = [item for item, _ in node.outputs if item not in outputs]
+    if missing:
+        raise DropinError(Status.CUSTOM_NODE_FAILED if node.kind == CUSTOM_NODE else Status.INFERENCE_ERROR,
+                          f"{where} did not return {', '.join(missing)}")
+
+
+def model_arrays(servable: Servable, inputs: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """A model node's inputs validated against its model (the previous node's outputs may not fit)."""
+    try:
+        arrays, conversions = validate_request(servable.plans, {k: ArrayTensor(v) for k, v in inputs.items()})
+    except DropinError as exc:  # the previous node's output does not fit this model
+        raise DropinError(exc.status, f"{where}: {exc.details or exc.status.message}") from None
+    except ReshapeRequired:
+        raise DropinError(Status.INVALID_SHAPE, f"{where}: the shapes of its inputs need a reshape reload "
+                          f"of model {servable.model_name!r}, which pipelines do not do") from None
+    if conversions:
+        raise DropinError(Status.INVALID_PRECISION, f"{where}: input {conversions[0].plan.spec.name} would need "
+                          f"converting to {conversions[0].plan.spec.dtype.value}")
+    return arrays
+
+
+def model_failed(servable: Servable, where: str, exc: Exception) -> DropinError:
+    log.error("%s: model %s version %d failed", where, servable.model_name, servable.version, exc_info=exc)
+    return DropinError(Status.INFERENCE_ERROR, f"{where}: backend {servable.backend}: {type(exc).__name__}: {exc}")
+
+
+def custom_failed(custom: CustomNode, where: str, exc: Exception) -> DropinError:
+    if isinstance(exc, ValueError):
+        return DropinError(Status.CUSTOM_NODE_INVALID_INPUT, f"{where}: {exc}")
+    log.error("%s: custom node %s failed", where, custom.name, exc_info=exc)
+    return DropinError(Status.CUSTOM_NODE_FAILED, f"{where}: {type(exc).__name__}: {exc}")
+
+
+def custom_outputs(outputs: object, where: str) -> Mapping[str, np.ndarray]:
+    if not isinstance(outputs, Mapping) or not all(isinstance(v, np.ndarray) for v in outputs.values()):
+        raise DropinError(Status.CUSTOM_NODE_FAILED, f"{where}: execute must return a mapping of numpy arrays")
+    return outputs

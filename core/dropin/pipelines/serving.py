@@ -29,9 +29,10 @@ from ..models import Model, ModelTable, ModelVersion, Servable, State
 from ..shapes import TensorSpec
 from ..validation import InputPlan, RequestTensor, validate_request
 from .build import Binding, bind, current_servables
-from .config import CUSTOM_NODE, REQUEST
+from .config import CUSTOM_NODE, REQUEST, Source
 from .executor import ArrayTensor, PipelineRun
 from .graph import Graph, PipelineError
+from .inline import needed_nodes, one_after_another, run_inline
 
 if TYPE_CHECKING:
     from ..dataplane import DataPlane
@@ -57,7 +58,16 @@ class Pipeline(LoadedModel):
                     consumers.setdefault(source.item, (node.name, name))
         self._consumers = tuple(sorted(consumers.items()))
         self._binding: tuple[tuple[Servable, ...], Binding] | None = None
+        # a request may run in the calling thread (run_now) when its nodes could not run concurrently
+        self._demultiplexes = any(graph.out_context.values())
+        self._needed = needed_nodes(graph, graph.config.outputs)
+        self._inline = not self._demultiplexes and one_after_another(graph, self._needed)
         self._plans: tuple[tuple[Servable | None, ...], tuple[InputPlan, ...]] | None = None
+
+    def failed(self, exc: Exception) -> DropinError:
+        """What a request gets when running the pipeline raised something unexpected (logged)."""
+        log.error("pipeline %s: request failed", self.graph.name, exc_info=exc)
+        return DropinError(Status.INTERNAL_ERROR, f"pipeline {self.graph.name}: {type(exc).__name__}: {exc}")
 
     # -- what metadata and status report ---------------------------------------------------------
 
@@ -116,14 +126,49 @@ class Pipeline(LoadedModel):
             if conversions:
                 assert plane is not None
                 await plane._convert(conversions, arrays)
-            outputs = self.graph.config.outputs
-            if output_filter:
-                wanted = dict(outputs)
-                outputs = tuple((name, wanted[name]) for name in dict.fromkeys(output_filter))
-            return await PipelineRun(self.graph, arrays, servables, self.customs).outputs(outputs)
+            return await PipelineRun(self.graph, arrays, servables, self.customs).outputs(self._wanted(output_filter))
         finally:
             for servable in servables.values():
                 servable.release()
+
+    def run_now(
+        self, request: Mapping[str, RequestTensor], plane: DataPlane, output_filter: Sequence[str] = ()
+    ) -> dict[str, np.ndarray] | None:
+        """`run` in the calling thread (inline.py) when it can: nodes that run one after the
+        other, every model it uses AVAILABLE right now and offering `infer_now`, inputs that need
+        no conversion; else None, and `run` must run on the loop."""
+        needed = self._needed
+        if output_filter and not self._demultiplexes:
+            needed = needed_nodes(self.graph, self._wanted(output_filter))
+            if not one_after_another(self.graph, needed):
+                return None
+        elif not self._inline:
+            return None
+        servables: dict[str, Servable] = {}
+        try:
+            for node in self._model_nodes:
+                servable = self.table.acquire_now(node.model_name, node.version)
+                if servable is None:
+                    return None
+                servables[node.name] = servable
+                if not servable.model.infers_now:
+                    return None
+            plans = self._input_plans(servables)
+            arrays, conversions = validate_request(plans, request, plane.max_elements, plane.max_tensor_bytes)
+            if conversions:
+                return None
+            return run_inline(self.graph, arrays, servables, self.customs, self._wanted(output_filter), needed)
+        finally:
+            for servable in servables.values():
+                servable.release()
+
+    def _wanted(self, output_filter: Sequence[str]) -> tuple[tuple[str, Source], ...]:
+        """The pipeline outputs a request wants: `output_filter`'s, in its order, or all."""
+        outputs = self.graph.config.outputs
+        if output_filter:
+            wanted = dict(outputs)
+            outputs = tuple((name, wanted[name]) for name in dict.fromkeys(output_filter))
+        return outputs
 
     def _input_plans(self, servables: Mapping[str, Servable]) -> tuple[InputPlan, ...]:
         """The plans of the model inputs the pipeline's inputs feed, named as the pipeline's
@@ -206,6 +251,14 @@ class PipelineEntry(Model):
     @versions.setter
     def versions(self, value: dict[int, ModelVersion]) -> None:
         self._versions = value
+
+    def servable_now(self, number: int) -> Servable | None:
+        """The servable of version `number` (0: the default) if AVAILABLE, from any thread: it
+        reads the state without refreshing it (a refresh runs on the loop only)."""
+        version = self.version
+        if number not in (0, 1) or version._state is not State.AVAILABLE or self.default is not version:
+            return None
+        return version.servable
 
     def install(self, pipeline: Pipeline | None, error: str | None, source: object) -> asyncio.Task[None] | None:
         """Serve `pipeline` from now on (None: `error` says why nothing can); the previous one

@@ -4,11 +4,13 @@
   shape; params add_value and sub_value (numbers as strings, as OVMS's params are);
 - "split_rows": a demultiplexer: data FP32 (N, D) -> rows (N, 1, D), one branch per row (use
   with demultiply_count N, or -1 for any number of rows);
-- "sum_rows": a gather's consumer: rows FP32 (N, 1, D) -> total (1, D), the sum of the branches.
+- "sum_rows": a gather's consumer: rows FP32 (N, 1, D) -> total (1, D), the sum of the branches;
+- "thread_name": data FP32 (any 2-D) -> thread STRING (1,), the name of the thread it ran in.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -67,3 +69,16 @@ class SumRows(CustomNode):
 
     def execute(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         return {"total": inputs["rows"].sum(axis=0)}
+
+
+class ThreadName(CustomNode):
+    @property
+    def inputs(self) -> Mapping[str, TensorSpec]:
+        return {"data": TensorSpec.of("data", DType.FP32, [-1, -1])}
+
+    @property
+    def outputs(self) -> Mapping[str, TensorSpec]:
+        return {"thread": TensorSpec.of("thread", DType.STRING, [1])}
+
+    def execute(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        return {"thread": np.array([threading.current_thread().name.encode()], dtype=object)}

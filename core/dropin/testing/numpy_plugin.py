@@ -28,11 +28,12 @@ def dropin_register_backends(registry: Registry[Backend]) -> None:
 
 @hookimpl
 def dropin_register_custom_nodes(registry: Registry[CustomNode]) -> None:
-    from .numpy_nodes import AddSub, SplitRows, SumRows
+    from .numpy_nodes import AddSub, SplitRows, SumRows, ThreadName
 
     registry.add("add_sub", AddSub)
     registry.add("split_rows", SplitRows)
     registry.add("sum_rows", SumRows)
+    registry.add("thread_name", ThreadName)
 
 
 @hookimpl
