@@ -47,7 +47,13 @@ def main(plan_path: str) -> None:
     plan = json.loads(Path(plan_path).read_text())
     files = {rel: Path(plan["model_dir"], rel).read_bytes() for rel in plan["model_files"]}
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    kept = under_tmp()
+    if kept:  # the real /tmp stays reachable at /mnt, to bind the checkout back over the tmpfs
+        subprocess.run(["mount", "--bind", "/tmp", "/mnt"], check=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m,mode=1777", "tmpfs", "/tmp"], check=True)  # emptyDir
+    for path in kept:
+        os.makedirs(path)
+        subprocess.run(["mount", "--bind", "-o", "ro", "/mnt" + path.removeprefix("/tmp"), path], check=True)
     for rel, data in files.items():
         Path(MODELS, rel).parent.mkdir(parents=True, exist_ok=True)
         Path(MODELS, rel).write_bytes(data)
@@ -81,6 +87,13 @@ def main(plan_path: str) -> None:
     seen["log"] = server.stderr.read()
     seen["root_writable"] = os.access("/usr", os.W_OK)  # (the model loaded from its copy under TMPDIR)
     print(json.dumps(seen))
+
+
+def under_tmp() -> list[str]:
+    """The checkout and the venv this test runs from, when they are under /tmp (a CI clone): the
+    tmpfs standing for the emptyDir would hide them, so they are bound back over it."""
+    paths = {str(p) for p in (ROOT, Path(sys.prefix).resolve()) if str(p).startswith("/tmp/")}
+    return sorted(p for p in paths if not any(p.startswith(q + "/") for q in paths))
 
 
 def rest_predict(plan: dict[str, Any]) -> Any:
