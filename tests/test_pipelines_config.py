@@ -143,7 +143,7 @@ def test_a_pipeline_is_available_only_while_its_models_are(repo: Path, start_ser
     (repo / "late").mkdir()
     config = write(repo, [chain("waits", second="late")], models=("double", "late"))
     srv: DropinServer = start_server("--config_path", str(config), "--file_system_poll_wait_seconds", "0.2")
-    srv.wait_for("double", 1)
+    srv.wait_for_log("server ready")  # the pipelines are applied after every model of the file
     assert srv.client.status("waits") == {
         1: ("LOADING", FAILED_PRECONDITION, "pipeline 'waits' node 'b': model 'late' has no version AVAILABLE")
     }
