@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -247,21 +247,27 @@ class RequestScope:
             return None
         if output_filter:
             _check_output_filter(model.outputs, output_filter)
+        outputs = self._call_now(servable, model.infer_now, arrays)
+        if output_filter:
+            outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
+        return PredictResult(servable.model_name, servable.version, outputs)
+
+    def _call_now(
+        self, servable: Servable, infer: Callable[..., Mapping[str, np.ndarray]], *args: Any
+    ) -> Mapping[str, np.ndarray]:
+        """`infer(*args)` in this thread, timed into the metrics; a backend's fault as INFERENCE_ERROR."""
         probe = self._probe
         try:
             if probe is None:
-                outputs = model.infer_now(arrays)
-            else:
-                started = perf_counter()
-                outputs = model.infer_now(arrays)
-                probe.inferred(outputs, perf_counter() - started)
+                return infer(*args)
+            started = perf_counter()
+            outputs = infer(*args)
+            probe.inferred(outputs, perf_counter() - started)
+            return outputs
         except DropinError:
             raise
         except Exception as exc:
             raise _inference_failed(servable, exc) from exc
-        if output_filter:
-            outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
-        return PredictResult(servable.model_name, servable.version, outputs)
 
     def _infer_sequence_now(
         self,
@@ -291,18 +297,7 @@ class RequestScope:
         if output_filter:
             _check_output_filter(model.outputs, output_filter, True)
         sequence = sequences.open(sequence_id, control)
-        probe = self._probe
-        try:
-            if probe is None or probe.model is None:
-                outputs = sequences.infer_now(model, sequence, control, arrays)
-            else:
-                started = perf_counter()
-                outputs = sequences.infer_now(model, sequence, control, arrays)
-                probe.inferred(outputs, perf_counter() - started)
-        except DropinError:
-            raise
-        except Exception as exc:
-            raise _inference_failed(servable, exc) from exc
+        outputs = self._call_now(servable, sequences.infer_now, model, sequence, control, arrays)
         if output_filter:
             wanted = dict.fromkeys(output_filter)
             wanted.pop(SEQUENCE_ID, None)  # added below whatever the filter says
