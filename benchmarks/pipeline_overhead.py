@@ -49,6 +49,7 @@ from serving_overhead import (  # noqa: E402  (a sibling script, not a package)
     pin,
     raise_malloc_thresholds,
     request_bytes,
+    split_cores,
     start_dropin,
     stop,
 )
@@ -200,11 +201,7 @@ def main() -> None:
     parser.add_argument("--client-cores", default=str(available[-1]),
                         help="comma-separated cores of the clients; the server gets the others (default: the last)")
     args = parser.parse_args()
-    client_cores = {int(core) for core in args.client_cores.split(",")}
-    server_cores = set(available) - client_cores
-    if not client_cores <= set(available) or not server_cores:
-        sys.exit(f"--client-cores {args.client_cores}: expected a subset of the cores {available} that leaves "
-                 "at least one core for the server")
+    client_cores, server_cores = split_cores(args.client_cores)
     pin(server_cores)
     print(f"clients on cores {sorted(client_cores)}, server and in-process reference on {sorted(server_cores)}",
           flush=True)

@@ -102,6 +102,18 @@ def _drive(
     return asyncio.run(run())
 
 
+def split_cores(client_cores: str) -> tuple[set[int], set[int]]:
+    """`--client-cores` ("1" or "2,3"): the clients' cores and the other cores of this process;
+    exits with a message when they are not a subset leaving at least one core for the server."""
+    available = set(os.sched_getaffinity(0))
+    clients = {int(core) for core in client_cores.split(",")}
+    others = available - clients
+    if not clients <= available or not others:
+        sys.exit(f"--client-cores {client_cores}: expected a subset of the cores {sorted(available)} that leaves "
+                 "at least one core for the server")
+    return clients, others
+
+
 def pin(cores: set[int]) -> None:
     """Keeps this process, and the processes and threads it starts from now on, on `cores`."""
     os.sched_setaffinity(0, cores)
@@ -517,11 +529,7 @@ def main() -> None:
     if args.minimal_server:
         minimal_server(args.minimal_server, args.minimal_threaded)
         return
-    client_cores = {int(core) for core in args.client_cores.split(",")}
-    server_cores = set(available) - client_cores
-    if not client_cores <= set(available) or not server_cores:
-        sys.exit(f"--client-cores {args.client_cores}: expected a subset of the cores {available} that leaves "
-                 "at least one core for the servers")
+    client_cores, server_cores = split_cores(args.client_cores)
     if args.pin_servers:
         pin(server_cores)  # every server started below inherits it; the clients pin themselves
     else:

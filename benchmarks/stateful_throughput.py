@@ -33,6 +33,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from serving_overhead import split_cores  # noqa: E402  (a sibling script, not a package)
+
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 SEQUENCES = 8
 LENGTH = 10  # requests per sequence: start, 8 middle, end
@@ -155,11 +159,7 @@ def main() -> None:
     parser.add_argument("--client-cores", default=str(available[-1]),
                         help="comma-separated cores of the client; the server gets the others (default: the last core)")
     args = parser.parse_args()
-    client_cores = {int(core) for core in args.client_cores.split(",")}
-    server_cores = set(available) - client_cores
-    if not client_cores <= set(available) or not server_cores:
-        sys.exit(f"--client-cores {args.client_cores}: expected a subset of the cores {available} that leaves "
-                 "at least one core for the server")
+    client_cores, server_cores = split_cores(args.client_cores)
     os.sched_setaffinity(0, server_cores)  # the server started below inherits it
     print(f"client on cores {sorted(client_cores)}, server and in-process reference on {sorted(server_cores)}",
           flush=True)
