@@ -127,7 +127,7 @@ class OpenVINOBackend(Backend):
                 nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             except RuntimeError:  # a device without the property: one request, as OVMS does
                 nireq = 1
-        loaded = OpenVINOModel(model, compiled, max(nireq, 1), label=str(version_dir))
+        loaded = OpenVINOModel(model, compiled, max(nireq, 1), label=str(version_dir), elastic=options.nireq <= 0)
         warn_about_64_bit_types(loaded, options.target_device, version_dir)
         return loaded
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
@@ -97,6 +98,8 @@ INLINE_SECONDS = 100e-6
 INLINE_BYTES = 64 << 10
 #: Writable inputs larger than this are shared with OpenVINO instead of copied.
 SHARE_BYTES = 64 << 10
+#: How many infer requests a fast model whose `nireq` the backend chose may grow to (`_slot_for`).
+ELASTIC_LIMIT = 16
 
 
 class InferSlot:
@@ -140,7 +143,9 @@ class OpenVINOModel(LoadedModel):
 
     supports_sequences = True
 
-    def __init__(self, model: ov.Model, compiled: ov.CompiledModel, nireq: int, label: str = "") -> None:
+    def __init__(
+        self, model: ov.Model, compiled: ov.CompiledModel, nireq: int, label: str = "", elastic: bool = False
+    ) -> None:
         input_names, output_names = port_names(model)
         parameters = model.get_parameters()
         results = model.get_results()
@@ -161,6 +166,9 @@ class OpenVINOModel(LoadedModel):
         )
         self.nireq = nireq
         self.label = label
+        # `nireq` was the backend's choice, not the user's: a fast model may get more (`_slot_for`)
+        self._elastic = elastic
+        self._grow_lock = threading.Lock()
         try:
             self.streams = int(compiled.get_property("NUM_STREAMS"))
         except (RuntimeError, TypeError, ValueError):
@@ -256,7 +264,7 @@ class OpenVINOModel(LoadedModel):
         """Runs in a pool thread: the sequence's state into a pooled infer request, the inference,
         the new state out of it (copies: the request serves other sequences next)."""
         started = perf_counter()
-        slot = self._requests.get()
+        slot = self._slot_for(feed)
         try:
             variables = slot.request.query_state()
             for variable in variables:
@@ -303,11 +311,35 @@ class OpenVINOModel(LoadedModel):
 
     def _infer_blocking(self, feed: dict[int, np.ndarray]) -> InferOutputs:
         """Runs in a pool thread or a gRPC handler thread; waits while every request is busy."""
-        slot = self._requests.get()
+        slot = self._slot_for(feed)
         try:
             return self._run(slot, feed)
         finally:
             self._requests.put(slot)
+
+    def _slot_for(self, feed: dict[int, np.ndarray]) -> InferSlot:
+        """A free infer request, waiting while every one is busy. Except for a fast model with small
+        inputs whose `nireq` the backend chose (OpenVINO's optimum is 1 on this machine): gRPC
+        handler threads would queue for its one request, and a thread put to sleep and woken
+        costs more than such an inference (docs/performance.md). It gets another request instead,
+        up to ELASTIC_LIMIT; that costs a few kilobytes, and the pool keeps it."""
+        try:
+            return self._requests.get_nowait()
+        except queue.Empty:
+            pass
+        compiled = self._compiled
+        if (
+            self._elastic
+            and compiled is not None
+            and self.nireq < ELASTIC_LIMIT
+            and self._inline_ewma < INLINE_SECONDS
+            and sum([a.nbytes for a in feed.values()]) <= INLINE_BYTES
+        ):
+            with self._grow_lock:
+                if self.nireq < ELASTIC_LIMIT:
+                    self.nireq += 1
+                    return InferSlot(compiled.create_infer_request(), len(compiled.inputs))
+        return self._requests.get()
 
     def _run(self, slot: InferSlot, feed: dict[int, np.ndarray]) -> InferOutputs:
         """The outputs by name; the caller sets their timings."""

@@ -195,3 +195,41 @@ def test_infer_request_pool_metrics(tmp_path: Path) -> None:
             for thread in threads:
                 thread.join()
         assert 1 <= max(seen) <= 3, seen
+
+
+def test_a_fast_model_gets_more_infer_requests_only_when_nireq_is_the_backends_choice(tmp_path: Path) -> None:
+    # OpenVINO's optimum is one infer request here: gRPC handler threads would queue for it, each
+    # put to sleep and woken for a 1x10 inference; the pool grows instead (serving.ELASTIC_LIMIT).
+    # A nireq the user set is kept.
+    from dropin_openvino.serving import ELASTIC_LIMIT
+
+    modelgen.scale_model(tmp_path / "auto" / "1", shape=(1, 10), factor=3.0, offset=1.0)
+    modelgen.scale_model(tmp_path / "fixed" / "1", shape=(1, 10), factor=3.0, offset=1.0)
+    optimum = int(ov.Core().compile_model(tmp_path / "auto" / "1" / "model.xml", "CPU")
+                  .get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "model_config_list": [{"config": {"name": "auto", "base_path": "auto"}},
+                              {"config": {"name": "fixed", "base_path": "fixed", "nireq": 1}}],
+        "monitoring": {"metrics": {"enable": True, "metrics_list": ["ovms_infer_req_queue_size"]}}}))
+    x = np.random.default_rng(0).random((1, 10), np.float32)
+    expected = ov.Core().compile_model(tmp_path / "auto" / "1" / "model.xml", "CPU")({0: x})[0]
+    with serve("--config_path", str(config), "--rest_port", str(free_port()), "--grpc_max_threads", "8") as server:
+        server.wait_for("auto", 1)
+        server.wait_for("fixed", 1)
+        assert _gauges(get(server, "/metrics").body.decode())["ovms_infer_req_queue_size"] == {
+            ("auto", "1"): optimum, ("fixed", "1"): 1}
+
+        def load(model: str) -> None:
+            for _ in range(300):
+                np.testing.assert_allclose(server.client.predict(model, {"x": x})["y"], expected, rtol=1e-2)
+
+        for model in ("auto", "fixed"):
+            threads = [threading.Thread(target=load, args=(model,)) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        sizes = _gauges(get(server, "/metrics").body.decode())["ovms_infer_req_queue_size"]
+    assert sizes[("fixed", "1")] == 1
+    assert optimum < sizes[("auto", "1")] <= min(8, ELASTIC_LIMIT), sizes
