@@ -8,7 +8,7 @@ and prints Ir / N. Unlike times on a shared machine, the count hardly moves betw
     python benchmarks/server_instructions.py LABEL TREE KIND [N] [dropin serve args...]
 
 KIND: dropin (TREE/core and TREE/plugins/openvino_backend first on PYTHONPATH, e.g. an export of
-main to compare), echo-thread, echo-uvloop, minimal-pool, minimal-aio (serving_overhead.py's).
+main to compare), echo-thread, echo-uvloop, minimal-aio (serving_overhead.py's), minimal-pool (grpc_floor.py's minimal).
 """
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ if kind == "dropin":
     cmd = [*vg, py, "-m", "dropin", "serve", "--config_path", str(config), "--port", "0",
            "--file_system_poll_wait_seconds", "0", *sys.argv[5:]]
 else:
-    args = {"echo-thread": ["--echo-server", "thread"], "echo-uvloop": ["--echo-server", "uvloop"],
-            "minimal-pool": ["--minimal-server", f"{tmp}/tiny/1/model.xml", "--minimal-thread-pool"],
-            "minimal-aio": ["--minimal-server", f"{tmp}/tiny/1/model.xml"]}[kind]
-    cmd = [*vg, py, str(HERE / "serving_overhead.py"), *args]
+    script, args = {"echo-thread": ("serving_overhead.py", ["--echo-server", "thread"]),
+                    "echo-uvloop": ("serving_overhead.py", ["--echo-server", "uvloop"]),
+                    "minimal-pool": ("grpc_floor.py", ["--serve", "minimal", f"{tmp}/tiny/1/model.xml",
+                                                       str(so.MINIMAL_THREADS)]),
+                    "minimal-aio": ("serving_overhead.py", ["--minimal-server", f"{tmp}/tiny/1/model.xml"])}[kind]
+    cmd = [*vg, py, str(HERE / script), *args]
 proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 assert proc.stdout is not None and proc.stderr is not None
 port = 0

@@ -330,48 +330,20 @@ def _response(output: str, result: Any) -> bytes:
     return response.SerializeToString()
 
 
+#: handler threads of the minimal thread-pool server (grpc_floor.py's "minimal" step)
 MINIMAL_THREADS = 4
 
 
-def minimal_thread_server(model_xml: str) -> None:
-    """The same minimal front end on grpc's thread-pool server: each of MINIMAL_THREADS handler
-    threads parses, runs OpenVINO on an infer request of its own and serializes. Prints the port,
-    runs until killed."""
-    import queue
-
-    import grpc
-    import openvino as ov
-
-
-    compiled = ov.Core().compile_model(model_xml, "CPU")
-    requests: queue.SimpleQueue = queue.SimpleQueue()
-    for _ in range(MINIMAL_THREADS):
-        requests.put(compiled.create_infer_request())
-    output = compiled.outputs[0].get_any_name()
-
-    def predict(data: bytes, context: object) -> bytes:
-        array = _parse_input(data)
-        request = requests.get()
-        try:
-            result = request.infer({0: array}, share_outputs=False).to_tuple()[0]
-        finally:
-            requests.put(request)
-        return _response(output, result)
-
-    server = grpc.server(ThreadPoolExecutor(MINIMAL_THREADS), options=CLIENT_OPTIONS)
-    handler = grpc.unary_unary_rpc_method_handler(predict)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "tensorflow.serving.PredictionService", {"Predict": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(port, flush=True)
-    server.wait_for_termination()
-
-
 def start_minimal(model_xml: Path, threaded: bool = False, thread_pool: bool = False) -> tuple[subprocess.Popen, int]:
-    command = [sys.executable, __file__, "--minimal-server", str(model_xml)]
-    command += ["--minimal-threaded"] if threaded else []
-    command += ["--minimal-thread-pool"] if thread_pool else []
+    """The minimal grpc.aio server (`threaded`: OpenVINO in threads), or with `thread_pool` the
+    minimal server of grpc_floor.py on grpc's thread pool (OpenVINO in the handler thread, on an
+    infer request and input tensor of the thread's own)."""
+    if thread_pool:
+        command = [sys.executable, str(HERE / "grpc_floor.py"), "--serve", "minimal", str(model_xml),
+                   str(MINIMAL_THREADS)]
+    else:
+        command = [sys.executable, __file__, "--minimal-server", str(model_xml)]
+        command += ["--minimal-threaded"] if threaded else []
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
@@ -518,13 +490,9 @@ def main() -> None:
     parser.add_argument("--echo-server", choices=ECHO_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--minimal-server", help=argparse.SUPPRESS)
     parser.add_argument("--minimal-threaded", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--minimal-thread-pool", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         echo_server(args.echo_server)
-        return
-    if args.minimal_server and args.minimal_thread_pool:
-        minimal_thread_server(args.minimal_server)
         return
     if args.minimal_server:
         minimal_server(args.minimal_server, args.minimal_threaded)
