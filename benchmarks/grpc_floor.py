@@ -68,6 +68,7 @@ def serve(kind: str, model_xml: str, threads: int) -> None:
     import numpy as np
     import openvino as ov
 
+    import dropin_openvino.runtime  # noqa: F401  (OpenVINO quietly, its numpy bridge set up: no race)
     from dropin._proto.tensorflow_serving.apis import predict_pb2
 
     raise_malloc_thresholds()  # as dropin serve does at start-up

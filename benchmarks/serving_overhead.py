@@ -277,6 +277,7 @@ def minimal_server(model_xml: str, threaded: bool) -> None:
     import numpy as np
     import openvino as ov
 
+    import dropin_openvino.runtime  # noqa: F401  (OpenVINO quietly, its numpy bridge set up: no race)
 
     compiled = ov.Core().compile_model(model_xml, "CPU")
     nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if threaded else 1

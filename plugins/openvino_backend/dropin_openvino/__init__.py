@@ -29,4 +29,11 @@ def import_openvino() -> ModuleType:
             del _os.environ["CI"]
         else:
             _os.environ["CI"] = previous
+    # OpenVINO's binding sets up its numpy bridge on first use, under a once-flag that can deadlock
+    # when threads race for it (seen on this machine: grpc handler threads of a server frozen on
+    # their first `Tensor.data`, inside pybind11's gil_safe_call_once_and_store<npy_api>). Set up
+    # here, on the thread that imports OpenVINO, it has no first use left to race for.
+    import numpy
+
+    openvino.Tensor(numpy.zeros(1, numpy.float32)).data  # noqa: B018  (the access is the point)
     return openvino
