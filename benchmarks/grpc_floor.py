@@ -66,10 +66,11 @@ def serve(kind: str, model_xml: str, threads: int) -> None:
     """One of the STEPS servers on grpc's thread pool; prints its port, runs until killed."""
     import grpc
     import numpy as np
-    import openvino as ov
 
-    import dropin_openvino.runtime  # noqa: F401  (OpenVINO quietly, its numpy bridge set up: no race)
     from dropin._proto.tensorflow_serving.apis import predict_pb2
+
+    # OpenVINO quietly, with its numpy bridge set up (handler threads would race for it)
+    from dropin_openvino.runtime import ov
 
     raise_malloc_thresholds()  # as dropin serve does at start-up
     compiled = ov.Core().compile_model(model_xml, "CPU")

@@ -275,9 +275,9 @@ def minimal_server(model_xml: str, threaded: bool) -> None:
     import queue
 
     import numpy as np
-    import openvino as ov
 
-    import dropin_openvino.runtime  # noqa: F401  (OpenVINO quietly, its numpy bridge set up: no race)
+    # OpenVINO quietly, with its numpy bridge set up (handler threads would race for it)
+    from dropin_openvino.runtime import ov
 
     compiled = ov.Core().compile_model(model_xml, "CPU")
     nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if threaded else 1
