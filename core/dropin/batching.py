@@ -143,7 +143,7 @@ class BatchingModel(LoadedModel):
         self.label = label
         self.backend = backend
         self.streams = model.streams
-        self._input_axes, output_axes, self.max_batch_size = batch_axes(
+        self.input_axes, output_axes, self.max_batch_size = batch_axes(
             model.inputs, model.outputs, settings.max_batch_size
         )
         if self.max_batch_size < settings.max_batch_size:
@@ -153,10 +153,16 @@ class BatchingModel(LoadedModel):
             )
         # prepared once: how to slice rows out of each output
         self._output_slices = tuple((name, axis, (slice(None),) * axis) for name, axis in output_axes)
-        self._timeout = settings.batch_timeout_micros * 1e-6  # adjusted to the loop at the first request
+        self.timeout_seconds = settings.batch_timeout_micros * 1e-6
+        self._timeout = self.timeout_seconds  # adjusted to the loop at the first request
         self._groups: dict[Hashable, _Group] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # batches running (a reference keeps them alive)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # gRPC handler threads batch without the loop when the wrapped model infers in them
+        from .batching_now import ThreadBatcher  # (it builds on this module's classes)
+
+        self.infers_now = model.infers_now
+        self._now = ThreadBatcher(self) if model.infers_now else None
 
     @property
     def inputs(self) -> Mapping[str, TensorSpec]:
@@ -195,12 +201,28 @@ class BatchingModel(LoadedModel):
         # A cancelled request (client gone) cancels only its future: the batch skips it.
         return await pending.future
 
+    def infer_now(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """`infer` in a gRPC handler thread (batching_now.py), when the wrapped model infers there."""
+        assert self._now is not None, "infer_now of a model that does not infer now"
+        key, rows = self._key(inputs)
+        if key is None or rows >= self.max_batch_size or rows == 0:
+            return self.alone_now(inputs, rows, perf_counter())
+        self.model.check_inputs(inputs)  # refused here, a bad request fails alone
+        return self._now.infer(inputs, key, rows)
+
+    def alone_now(self, inputs: Mapping[str, np.ndarray], rows: int, queued: float) -> BatchedOutputs:
+        """One request through the wrapped model's `infer_now`, unbatched; waiting since `queued`."""
+        started = perf_counter()
+        outputs = self.model.infer_now(inputs)
+        wait, infer = timings(outputs, perf_counter() - started)
+        return BatchedOutputs(outputs, wait + (started - queued), infer, BatchRun(rows, 1))
+
     def _key(self, inputs: Mapping[str, np.ndarray]) -> tuple[Hashable | None, int]:
         """The group of a request (dtypes and non-batch dims of every input) and its batch size;
         key None when its inputs disagree on the batch size."""
         rows = -1
         key: list[Any] = []
-        for name, axis in self._input_axes:
+        for name, axis in self.input_axes:
             array = inputs[name]
             shape = array.shape
             n = shape[axis]
@@ -215,7 +237,7 @@ class BatchingModel(LoadedModel):
     async def _alone(self, inputs: Mapping[str, np.ndarray], rows: int) -> BatchedOutputs:
         started = perf_counter()
         outputs = await self.model.infer(inputs)
-        wait, infer = _timings(outputs, perf_counter() - started)
+        wait, infer = timings(outputs, perf_counter() - started)
         return BatchedOutputs(outputs, wait, infer, BatchRun(rows, 1))
 
     def _flush(self, key: Hashable, group: _Group) -> None:
@@ -237,14 +259,14 @@ class BatchingModel(LoadedModel):
             if len(batch) == 1:
                 outputs = await self.model.infer(batch[0].inputs)
             else:
-                feed = {name: np.concatenate([p.inputs[name] for p in batch], axis) for name, axis in self._input_axes}
+                feed = {name: np.concatenate([p.inputs[name] for p in batch], axis) for name, axis in self.input_axes}
                 outputs = await self.model.infer(feed)
         except asyncio.CancelledError:  # the loop is shutting down
             for p in batch:
                 p.future.cancel()
             raise
         except Exception as exc:
-            if len(batch) == 1 or _server_fault(exc):
+            if len(batch) == 1 or server_fault(exc):
                 _fail(batch, exc)
             else:
                 log.warning(
@@ -254,11 +276,11 @@ class BatchingModel(LoadedModel):
                 await asyncio.gather(*(self._rerun(p) for p in batch))
             return
         try:
-            parts = self._split(outputs, batch, total) if len(batch) > 1 else [outputs]
+            parts = self.split(outputs, [p.rows for p in batch], total) if len(batch) > 1 else [outputs]
         except DropinError as exc:
             _fail(batch, exc)
             return
-        wait, infer = _timings(outputs, perf_counter() - started)
+        wait, infer = timings(outputs, perf_counter() - started)
         run = BatchRun(total, len(batch))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: ran a batch of %d from %d requests", self.label, total, len(batch))
@@ -284,11 +306,10 @@ class BatchingModel(LoadedModel):
             result.wait_seconds += started - pending.queued  # the queue and the failed batch
             pending.future.set_result(result)
 
-    def _split(
-        self, outputs: Mapping[str, np.ndarray], batch: list[_Pending], total: int
-    ) -> list[dict[str, np.ndarray]]:
-        """Each request's rows of every output (views of the batch's arrays, no copies)."""
-        parts: list[dict[str, np.ndarray]] = [{} for _ in batch]
+    def split(self, outputs: Mapping[str, np.ndarray], rows: list[int], total: int) -> list[dict[str, np.ndarray]]:
+        """Each request's rows (`rows`: how many each has) of every output (views of the batch's
+        arrays, no copies)."""
+        parts: list[dict[str, np.ndarray]] = [{} for _ in rows]
         for name, axis, before in self._output_slices:
             array = outputs[name]
             if array.ndim <= axis or array.shape[axis] != total:
@@ -299,14 +320,14 @@ class BatchingModel(LoadedModel):
                     f"so it cannot be split by request; serve this model without dynamic_batching",
                 )
             start = 0
-            for part, p in zip(parts, batch, strict=True):
-                end = start + p.rows
+            for part, n in zip(parts, rows, strict=True):
+                end = start + n
                 part[name] = array[start:end] if axis == 0 else array[before + (slice(start, end),)]
                 start = end
         return parts
 
 
-def _server_fault(exc: Exception) -> bool:
+def server_fault(exc: Exception) -> bool:
     """True when the backend says a failure is its own, not its input's (a DropinError with a
     server status): rerunning the batch's requests one by one would only fail them again."""
     return isinstance(exc, DropinError) and exc.status.http_status >= 500
@@ -331,7 +352,7 @@ def timer_delay(loop: asyncio.AbstractEventLoop, seconds: float) -> float:
     return seconds
 
 
-def _timings(outputs: Mapping[str, np.ndarray], elapsed: float) -> tuple[float, float]:
+def timings(outputs: Mapping[str, np.ndarray], elapsed: float) -> tuple[float, float]:
     """(wait, infer) seconds of the wrapped model's call: its own report, else all inference."""
     infer = getattr(outputs, "infer_seconds", None)
     if infer is None:
