@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pytest
 
 from dropin.backend import InferOutputs, LoadedModel
 from dropin.batching import BatchingModel
@@ -182,3 +183,17 @@ def test_many_threads_many_groups_every_request_gets_its_own_rows() -> None:
         np.testing.assert_array_equal(result["y"], x * 2)
     assert len(fake.calls) < len(xs)  # batched
     assert max(shape[0] for shape, _ in fake.calls) <= 5
+
+
+def test_a_group_holding_every_handler_thread_runs_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 handler threads, all in one group of a 16-row batch: nobody can join it, so it runs now
+    from dropin import batching_now
+
+    monkeypatch.setattr(batching_now, "handler_threads", 4)
+    fake = ThreadModel()
+    model = batching(fake, size=16, micros=5_000_000)
+    started = time.monotonic()
+    results = at_once(model, [rows(1, i) for i in range(4)])
+    assert time.monotonic() - started < 4
+    assert [shape for shape, _ in fake.calls] == [(4, 3)]
+    assert all(r.batch_run.requests == 4 for r in results)

@@ -12,7 +12,8 @@ closes the group and starts the next, and a failed batch is rerun request by req
 request in its own thread and all at once, so only a request whose own data fails gets an error.
 Groups are kept apart from the loop's: a batch holds requests of handler threads or of the loop
 (REST, inputs that need a conversion), not both. So with gRPC a batch holds at most as many
-requests as there are handler threads (`--grpc_max_threads`).
+requests as there are handler threads (`--grpc_max_threads`); once every one of them waits in a
+group, nobody is left to join it, and it runs without waiting out its timeout.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from .batching import BatchingModel
 
 log = logging.getLogger("dropin.batching")
+
+#: The gRPC server's handler threads (`--grpc_max_threads`), set when it starts: a group holding
+#: that many requests is full, whatever its rows. None: not known (no such bound).
+handler_threads: int | None = None
 
 
 class _Waiting:
@@ -83,7 +88,7 @@ class ThreadBatcher:
                 group = self._groups[key] = _Collecting()
             group.waiting.append(me)
             group.rows += rows
-            if group.rows >= batching.max_batch_size:
+            if group.rows >= batching.max_batch_size or len(group.waiting) == handler_threads:
                 self._close(key, group)
         if leads:
             group.full.wait(batching.timeout_seconds)

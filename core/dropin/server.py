@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from . import batching_now
 from .config import ConfigError, ModelConfig
 from .config_file import ConfigFile
 from .config_proto import models_from_proto
@@ -179,6 +180,7 @@ class Server:
             ("grpc.max_allowed_incoming_connections", s.grpc_max_connections),
         ]
         self._grpc_threads = ThreadPoolExecutor(s.grpc_threads, thread_name_prefix="dropin-grpc")
+        batching_now.handler_threads = s.grpc_threads  # a batch of that many requests is full
         self.grpc = grpc.server(self._grpc_threads, options=override_options(options, s.grpc_channel_arguments))
         on_loop = OnLoop(asyncio.get_running_loop())
         add_services(
