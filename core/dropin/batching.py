@@ -1,7 +1,9 @@
 """Server-side dynamic batching: concurrent requests to one model version run as one inference.
 
 `BatchingModel` wraps any backend's `LoadedModel`; the loader applies it at load time when a
-model's configuration has `dynamic_batching`. It runs entirely on the event loop (no locks):
+model's configuration has `dynamic_batching`. Requests from the event loop batch here, entirely on
+the loop (no locks); requests from gRPC handler threads (`infer_now`) batch in batching_now.py
+by the same rules:
 
 - a request joins the open group of requests whose inputs have the same dtypes and the same
   dims except the batch dim (only those can be concatenated);
