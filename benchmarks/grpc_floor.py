@@ -74,13 +74,17 @@ def serve(kind: str, model_xml: str, threads: int) -> None:
 
     raise_malloc_thresholds()  # as dropin serve does at start-up
     compiled = ov.Core().compile_model(model_xml, "CPU")
+
+    def batch_of_one(port: Any) -> list[int]:  # a dynamic dim (the batch) taken as 1
+        return [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
+
     output = compiled.outputs[0]
-    name, shape = output.get_any_name(), list(output.get_shape())
-    zeros = np.zeros(shape, np.float32)
+    name = output.get_any_name()
+    zeros = np.zeros(batch_of_one(output), np.float32)
     slots: queue.SimpleQueue = queue.SimpleQueue()
     for _ in range(threads):
         request = compiled.create_infer_request()
-        tensor = ov.Tensor(compiled.inputs[0].get_element_type(), compiled.inputs[0].get_shape())
+        tensor = ov.Tensor(compiled.inputs[0].get_element_type(), batch_of_one(compiled.inputs[0]))
         request.set_input_tensor(0, tensor)
         slots.put((request, tensor.data))
 
