@@ -11,12 +11,12 @@ starts it) with a pipeline that runs one after the other. It prints:
     number of infer requests as dropin does (one each for these models on the CPU plugin's
     default latency hint: 4 threads on 4 requests of their own would fight over the cores)
     (goal >= 0.9);
-(b) the pipeline's p50 and p99 at concurrency 1 (one synchronous client) next to the sum of the
-    two models' in-process p50s (one infer request each, sequential calls), and the difference;
 (a) also the bound the transport puts on (a): grpc_floor.py's "parse" server (it only receives and
     parses the same request bytes and answers a response of the same shape) at concurrency 4, its
-    CPU per request F; with the one server core, the in-process chain's time per request t and
+    CPU per request F; with one server core, the in-process chain's time per request t and
     F add up, so no Python gRPC server exceeds t / (t + F); printed with (a) / that bound;
+(b) the pipeline's p50 and p99 at concurrency 1 (one synchronous client) next to the sum of the
+    two models' in-process p50s (one infer request each, sequential calls), and the difference;
 (c) what of that is the pipeline's own: the same two models fused into one OpenVINO model (same
     weights, same request bytes but the name, same response) served as a model, and run in-process
     as the chain is. OpenVINO infers the fused model faster than the two in turn (it keeps the
@@ -28,7 +28,8 @@ The conventions of serving_overhead.py, whose load generator it uses: the client
 their own (`--client-cores`, default the last core), the server and the in-process reference on the
 others; every measure, latencies included, is split into `--rounds` rounds that alternate
 (in-process, pipeline, fused model, floor, and again) so that drift on a shared machine hits every
-side alike. The server core is one core on a 2-core machine, so CPU per request is time per request.
+side alike. On a 2-core machine the server has one core (the bound assumes it): its CPU per request
+is its time per request.
 
     .venv/bin/python benchmarks/pipeline_overhead.py [--seconds 8] [--rounds 4] [--side 224] [--width 32]
         [--client-cores 1]
