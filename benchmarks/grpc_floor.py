@@ -78,6 +78,8 @@ def serve(kind: str, model_xml: str, threads: int) -> None:
     def batch_of_one(port: Any) -> list[int]:  # a dynamic dim (the batch) taken as 1
         return [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
 
+    # by name: a request may carry other inputs too (a stateful model's sequence_id)
+    input_name = compiled.inputs[0].get_any_name()
     output = compiled.outputs[0]
     name = output.get_any_name()
     zeros = np.zeros(batch_of_one(output), np.float32)
@@ -102,7 +104,7 @@ def serve(kind: str, model_xml: str, threads: int) -> None:
             return data
         if kind == "sink":
             return b""
-        tensor = next(iter(predict_pb2.PredictRequest.FromString(data).inputs.values()))
+        tensor = predict_pb2.PredictRequest.FromString(data).inputs[input_name]
         array = np.frombuffer(tensor.tensor_content, np.float32).reshape([d.size for d in tensor.tensor_shape.dim])
         if kind == "parse":
             return respond(zeros)
@@ -123,6 +125,15 @@ def serve(kind: str, model_xml: str, threads: int) -> None:
     server.start()
     print(port, flush=True)
     server.wait_for_termination()
+
+
+def start_step(kind: str, model_xml: Path, threads: int) -> tuple[subprocess.Popen[str], int]:
+    """One of the STEPS servers in a process of its own, on this process's cores; returns it and
+    its port (other benchmarks measure their floor with it)."""
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(model_xml), str(threads)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
 
 
 def voluntary_switches(pid: int) -> int:
@@ -192,10 +203,7 @@ def main() -> None:
         servers: dict[str, tuple[subprocess.Popen, int]] = {}
         try:
             for kind in STEPS:
-                proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(xml), str(args.threads)],
-                                        stdout=subprocess.PIPE, text=True)
-                assert proc.stdout is not None
-                servers[kind] = (proc, int(proc.stdout.readline()))
+                servers[kind] = start_step(kind, xml, args.threads)
             dropin_proc, dropin_port, _ = start_dropin(repo / "config.json")
             servers["dropin"] = (dropin_proc, dropin_port)
             in_process = Compiled(xml, array)

@@ -11,17 +11,25 @@ starts it) with a pipeline that runs one after the other. It prints:
     number of infer requests as dropin does (one each for these models on the CPU plugin's
     default latency hint: 4 threads on 4 requests of their own would fight over the cores)
     (goal >= 0.9);
+(a) also the bound the transport puts on (a): grpc_floor.py's "parse" server (it only receives and
+    parses the same request bytes and answers a response of the same shape) at concurrency 4, its
+    CPU per request F; with one server core, the in-process chain's time per request t and
+    F add up, so no Python gRPC server exceeds t / (t + F); printed with (a) / that bound;
 (b) the pipeline's p50 and p99 at concurrency 1 (one synchronous client) next to the sum of the
     two models' in-process p50s (one infer request each, sequential calls), and the difference;
 (c) what of that is the pipeline's own: the same two models fused into one OpenVINO model (same
-    weights, same request bytes but the name, same response), served as a model, at concurrency 1
-    (p50) and 4 (req/s), next to the pipeline.
+    weights, same request bytes but the name, same response) served as a model, and run in-process
+    as the chain is. OpenVINO infers the fused model faster than the two in turn (it keeps the
+    intermediate in cache), so the pipeline is compared with the fused model on what serving adds
+    to each one's own in-process run: served / in-process, the time per request serving adds at
+    concurrency 4, the p50 it adds at concurrency 1; the difference is the pipeline's own cost.
 
 The conventions of serving_overhead.py, whose load generator it uses: the clients run on cores of
 their own (`--client-cores`, default the last core), the server and the in-process reference on the
 others; every measure, latencies included, is split into `--rounds` rounds that alternate
-(in-process, pipeline, fused model, and again) so that drift on a shared machine hits every side
-alike.
+(in-process, pipeline, fused model, floor, and again) so that drift on a shared machine hits every
+side alike. On a 2-core machine the server has one core (the bound assumes it): its CPU per request
+is its time per request.
 
     .venv/bin/python benchmarks/pipeline_overhead.py [--seconds 8] [--rounds 4] [--side 224] [--width 32]
         [--client-cores 1]
@@ -43,8 +51,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from serving_overhead import (  # noqa: E402  (a sibling script, not a package)
+from grpc_floor import start_step  # noqa: E402  (sibling scripts, not a package)
+from serving_overhead import (  # noqa: E402
     LoadGenerator,
+    Measured,
     percentiles,
     pin,
     raise_malloc_thresholds,
@@ -126,17 +136,16 @@ def config(repo: Path) -> dict[str, Any]:
 
 
 class InProcess:
-    """The two models compiled in this process as dropin compiles them (CPU, no plugin config),
-    called one after the other."""
+    """Models compiled in this process as dropin compiles them (CPU, no plugin config), called one
+    after the other, each on the previous one's output (the fused model: a chain of one)."""
 
-    def __init__(self, repo: Path, image: Any) -> None:
+    def __init__(self, model_xmls: list[Path], image: Any) -> None:
         import openvino as ov
 
         core = ov.Core()
-        self.first = core.compile_model(str(repo / "features" / "1" / "model.xml"), "CPU")
-        self.second = core.compile_model(str(repo / "classify" / "1" / "model.xml"), "CPU")
+        self.models = [core.compile_model(str(xml), "CPU") for xml in model_xmls]
         self.image = image
-        self.first_pool, self.second_pool = self._pool(self.first), self._pool(self.second)
+        self.pools = [self._pool(compiled) for compiled in self.models]
         self.rate(0.5)  # warm up
 
     @staticmethod
@@ -148,8 +157,9 @@ class InProcess:
 
     def _chain(self, stop_at: float, counts: list[int], index: int) -> None:
         while time.monotonic() < stop_at:
-            features = self._infer(self.first_pool, {0: self.image})
-            self._infer(self.second_pool, {0: features})
+            data = self.image
+            for pool in self.pools:
+                data = self._infer(pool, {0: data})
             counts[index] += 1
 
     @staticmethod
@@ -173,12 +183,15 @@ class InProcess:
             thread.join()
         return sum(counts) / (time.monotonic() - started)
 
-    def latencies(self, n: int) -> tuple[list[float], list[float]]:
+    def latencies(self, n: int) -> list[list[float]]:
         """Each model's sequential synchronous infer() times, on one infer request each."""
-        first, second = self.first.create_infer_request(), self.second.create_infer_request()
-        features = first.infer({0: self.image})[0].copy()
-        times: tuple[list[float], list[float]] = ([], [])
-        for request, feed, out in ((first, {0: self.image}, times[0]), (second, {0: features}, times[1])):
+        times: list[list[float]] = []
+        data = self.image
+        for compiled in self.models:
+            request, feed = compiled.create_infer_request(), {0: data}
+            data = request.infer(feed)[0].copy()
+            out: list[float] = []
+            times.append(out)
             for _ in range(min(n // 10, 50) + 1):
                 request.infer(feed)
             for _ in range(n):
@@ -219,40 +232,58 @@ def main() -> None:
         models(repo, args.side, args.width)
         (repo / "config.json").write_text(json.dumps(config(repo)))
         payload = request_bytes("two_models", "image", image)
+        alone = request_bytes("fused", "image", image)
+        xml = {name: repo / name / "1" / "model.xml" for name in ("features", "classify", "fused")}
         proc, port, _ = start_dropin(repo / "config.json")
+        # the fused model has the pipeline's input and output: the parse server answers its shape
+        floor_proc, floor_port = start_step("parse", xml["fused"], CONCURRENCY)
         try:
-            direct = InProcess(repo, image)
-            alone = request_bytes("fused", "image", image)
+            direct = InProcess([xml["features"], xml["classify"]], image)
+            fused = InProcess([xml["fused"]], image)
             for p in (payload, alone):
                 gen.sequential(port, p, 0, 50)  # warm up
                 gen.rate(port, p, CONCURRENCY, 1.0)
+            gen.rate(floor_port, payload, CONCURRENCY, 1.0)
             # every measure is split into rounds that alternate, so that drift hits every side alike
             n = max(args.latency_requests // args.rounds, 1)
             part = args.seconds / args.rounds
-            first_times: list[float] = []
-            second_times: list[float] = []
+            chain_times: list[list[float]] = [[], []]
+            fused_times: list[float] = []
             served_times: list[float] = []
             alone_times: list[float] = []
-            direct_rate = served_rate = alone_rate = 0.0
+            direct_rate = fused_rate = 0.0
+            served, alone_served, floor = Measured(proc.pid), Measured(proc.pid), Measured(floor_proc.pid)
             for _ in range(args.rounds):
-                first, second = direct.latencies(n)
-                first_times += first
-                second_times += second
+                for times, more in zip(chain_times, direct.latencies(n), strict=True):
+                    times += more
+                fused_times += fused.latencies(n)[0]
                 served_times += gen.sequential(port, payload, n, 5)
                 alone_times += gen.sequential(port, alone, n, 5)
                 direct_rate += direct.rate(part) / args.rounds
-                served_rate += gen.rate(port, payload, CONCURRENCY, part) / args.rounds
-                alone_rate += gen.rate(port, alone, CONCURRENCY, part) / args.rounds
+                served.run(gen, port, payload, CONCURRENCY, part)
+                alone_served.run(gen, port, alone, CONCURRENCY, part)
+                fused_rate += fused.rate(part) / args.rounds
+                floor.run(gen, floor_port, payload, CONCURRENCY, part)
         finally:
+            stop(floor_proc)
             stop(proc)
     gen.close()
 
     ms = lambda s: f"{s * 1e3:.3f}"  # noqa: E731
-    first_p50, _ = percentiles(first_times)
-    second_p50, _ = percentiles(second_times)
+    diff = lambda s: f"{s * 1e3:+.3f} ms"  # noqa: E731
+    us = lambda s: f"{s * 1e6:+.0f} us"  # noqa: E731
+    first_p50, second_p50 = (percentiles(times)[0] for times in chain_times)
+    fused_p50, _ = percentiles(fused_times)
     served_p50, served_p99 = percentiles(served_times)
     alone_p50, alone_p99 = percentiles(alone_times)
-    ratio = served_rate / direct_rate
+    ratio = served.rate / direct_rate
+    # one server core: per request, the chain's time and the floor's CPU add up
+    chain, fused_time, floor_time = 1 / direct_rate, 1 / fused_rate, floor.cpu_us * 1e-6
+    bound = chain / (chain + floor_time)
+    fused_bound = fused_time / (fused_time + floor_time)
+    added, alone_added = 1 / served.rate - chain, 1 / alone_served.rate - fused_time
+    cpu_added, alone_cpu_added = served.cpu_us * 1e-6 - chain, alone_served.cpu_us * 1e-6 - fused_time
+    chain_p50, served_added = first_p50 + second_p50, served_p50 - first_p50 - second_p50
     lines = [
         f"{os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f} at the end), {args.processes} client "
         f"processes, {args.seconds:g} s per throughput measure ({args.rounds} alternating rounds); request "
@@ -263,15 +294,35 @@ def main() -> None:
         "",
         "| measure | pipeline (dropin) | reference | ratio / difference |",
         "|---|---|---|---|",
-        f"| (a) req/s, concurrency {CONCURRENCY} | {served_rate:.1f} | {direct_rate:.1f} "
+        f"| (a) req/s, concurrency {CONCURRENCY} | {served.rate:.1f} | {direct_rate:.1f} "
         f"(one after the other, {CONCURRENCY} threads) | **{ratio:.3f}** (goal >= 0.9) |",
+        f"| (a) the transport's bound | floor: {floor.cpu_us:.0f} us CPU per request ({floor.rate:.1f} req/s; "
+        f"grpc_floor.py parse server, same bytes, concurrency {CONCURRENCY}) | {chain * 1e6:.0f} us per chain "
+        f"in-process | bound t / (t + floor) **{bound:.3f}**; (a) / bound **{ratio / bound:.3f}** |",
         f"| (b) p50 ms, concurrency 1 | {ms(served_p50)} (p99 {ms(served_p99)}) | "
-        f"{ms(first_p50 + second_p50)} ({ms(first_p50)} + {ms(second_p50)}) | "
-        f"+{ms(served_p50 - first_p50 - second_p50)} ms |",
-        f"| (c) p50 ms, concurrency 1 | {ms(served_p50)} | {ms(alone_p50)} (p99 {ms(alone_p99)}; the two models "
-        f"fused into one, served) | +{ms(served_p50 - alone_p50)} ms: the pipeline's own |",
-        f"| (c) req/s, concurrency {CONCURRENCY} | {served_rate:.1f} | {alone_rate:.1f} (the fused model, served) | "
-        f"{served_rate / alone_rate:.3f} |",
+        f"{ms(chain_p50)} ({ms(first_p50)} + {ms(second_p50)}) | {diff(served_added)} |",
+        "",
+        "(c) against the two models fused into one OpenVINO model (same weights, same request bytes but the name, "
+        "same response), each side against its own in-process run; the last column is the pipeline's own cost:",
+        "",
+        "| measure | pipeline | fused model | pipeline - fused |",
+        "|---|---|---|---|",
+        f"| in-process req/s, concurrency {CONCURRENCY} ({CONCURRENCY} threads) | {direct_rate:.1f} "
+        f"({chain * 1e6:.0f} us each) | {fused_rate:.1f} ({fused_time * 1e6:.0f} us each) | "
+        f"{us(chain - fused_time)} (OpenVINO's, not the pipeline's) |",
+        f"| served req/s, concurrency {CONCURRENCY} | {served.rate:.1f} | {alone_served.rate:.1f} | |",
+        f"| served / in-process | **{ratio:.3f}** | **{alone_served.rate / fused_rate:.3f}** | |",
+        f"| served / the transport's bound t / (t + floor) | {ratio / bound:.3f} (bound {bound:.3f}) | "
+        f"{alone_served.rate / fused_rate / fused_bound:.3f} (bound {fused_bound:.3f}) | |",
+        f"| time per request serving adds at concurrency {CONCURRENCY} (1 / served - 1 / in-process) | {us(added)} | "
+        f"{us(alone_added)} | **{us(added - alone_added)}** |",
+        f"| server CPU per request at concurrency {CONCURRENCY} (minus the in-process time) | {served.cpu_us:.0f} us "
+        f"({us(cpu_added)}) | {alone_served.cpu_us:.0f} us ({us(alone_cpu_added)}) | "
+        f"{us(cpu_added - alone_cpu_added)} |",
+        f"| p50 ms, concurrency 1: served (in-process) | {ms(served_p50)} ({ms(chain_p50)}) | "
+        f"{ms(alone_p50)} (p99 {ms(alone_p99)}; {ms(fused_p50)}) | |",
+        f"| p50 serving adds at concurrency 1 | {diff(served_added)} | {diff(alone_p50 - fused_p50)} | "
+        f"**{diff(served_added - (alone_p50 - fused_p50))}** |",
     ]
     print("\n".join(lines))
 

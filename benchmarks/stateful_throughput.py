@@ -11,6 +11,11 @@ requests kept busy (AsyncInferQueue), each request with the state restore and sa
 request needs (the bare model, without them, is printed too). Printed: both rates, their ratio
 (goal >= 0.8) and the served p50 latency, and for comparison the same model served stateless (the
 same requests without the special inputs: what the sequence handling costs on top of serving).
+Then the transport's floor: grpc_floor.py's "parse" server (it only receives and parses the same
+requests and answers a response of the output's shape) driven by the same client, its CPU per
+request F; with the one server core, the in-process time per request t and F add up, so no
+Python gRPC server exceeds t / (t + F) of in-process; printed with served / that bound (for the
+model served stateless, t is the bare model's: it restores and saves no state).
 
 As serving_overhead.py, the client runs on cores of its own (`--client-cores`, default the last
 core), the server and the in-process reference on the others.
@@ -35,7 +40,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from serving_overhead import split_cores  # noqa: E402  (a sibling script, not a package)
+from grpc_floor import start_step  # noqa: E402  (sibling scripts, not a package)
+from serving_overhead import split_cores, stop  # noqa: E402
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 SEQUENCES = 8
@@ -150,6 +156,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def measure(pid: int, port: int, inputs: int, seconds: float, cores: set[int], stateful: bool
+            ) -> tuple[tuple[int, list[float]], float]:
+    """drive() against the server `pid` listening on `port`: its result and the server's CPU seconds
+    per request, warm-up included (less sensitive than a rate to a shared machine's load)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        cpu = cpu_seconds(pid)
+        result = pool.submit(drive, port, inputs, seconds, cores, stateful).result()
+        return result, (cpu_seconds(pid) - cpu) / (result[0] + SEQUENCES * LENGTH)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput phase")
@@ -183,16 +199,16 @@ def main() -> None:
             server = DropinServer(["--config_path", str(root / "config.json"), "--file_system_poll_wait_seconds", "0"])
             try:
                 server.wait_for("recurrent", 1, timeout=120)
-                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                    cpu = cpu_seconds(server.proc.pid)
-                    served[stateful] = pool.submit(
-                        drive, server.port, args.inputs, args.seconds, client_cores, stateful
-                    ).result()
-                    # per request, warm-up included: less sensitive than a rate to a shared machine's load
-                    requests = served[stateful][0] + SEQUENCES * LENGTH
-                    server_cpu[stateful] = (cpu_seconds(server.proc.pid) - cpu) / requests
+                served[stateful], server_cpu[stateful] = measure(
+                    server.proc.pid, server.port, args.inputs, args.seconds, client_cores, stateful)
             finally:
                 server.stop()
+        # the same stateful requests from the same client, received and parsed, nothing more
+        floor_proc, floor_port = start_step("parse", model_xml, SEQUENCES)
+        try:
+            floor, floor_cpu = measure(floor_proc.pid, floor_port, args.inputs, args.seconds, client_cores, True)
+        finally:
+            stop(floor_proc)
         # measured before and after the servers, averaged: the machine's load may drift meanwhile
         after = in_process(model_xml, args.inputs, args.seconds)
         reference = (before + after) / 2
@@ -208,8 +224,18 @@ def main() -> None:
           f"after {after:.1f})")
     print(f"{'in-process, bare model (no state handling):':48s}{bare:9.1f} req/s  (served stateful: "
           f"{served[True][0] / served[True][1][0] / bare:.2f} of it)")
-    count, samples = served[True]
-    print(f"ratio served stateful / in-process: {count / samples[0] / reference:.2f}  (goal >= 0.8)")
+    print(f"{'transport floor (grpc_floor.py parse server):':48s}{floor[0] / floor[1][0]:9.1f} req/s  p50 "
+          f"{statistics.median(floor[1][1:]) * 1e3:.2f} ms  server CPU {floor_cpu * 1e6:.0f} us/req (same requests)")
+    # one server core: per request, the inference's time and the floor's CPU add up; served
+    # stateless does no restore and save, so its in-process time is the bare model's
+    rates = {stateful: count / samples[0] for stateful, (count, samples) in served.items()}
+    for stateful, rate, local in ((True, rates[True], reference), (False, rates[False], bare)):
+        t = 1 / local
+        bound = t / (t + floor_cpu)
+        print(f"{'bound t / (t + floor), ' + ('stateful' if stateful else 'stateless') + ':':48s}{bound:9.2f} of "
+              f"{'in-process' if stateful else 'the bare model'} (t = {t * 1e6:.0f} us)  served / bound "
+              f"{rate / local / bound:.2f}")
+    print(f"ratio served stateful / in-process: {rates[True] / reference:.2f}  (goal >= 0.8)")
 
 
 if __name__ == "__main__":
