@@ -52,6 +52,7 @@ from serving_overhead import (  # noqa: E402  (a sibling script, not a package)
     pin,
     raise_malloc_thresholds,
     request_bytes,
+    response_bytes,
     split_cores,
     start_dropin,
     stop,
@@ -90,15 +91,6 @@ def serve(kind: str, model_xml: str, threads: int) -> None:
         request.set_input_tensor(0, tensor)
         slots.put((request, tensor.data))
 
-    def respond(result: Any) -> bytes:
-        response = predict_pb2.PredictResponse()
-        out = response.outputs[name]
-        out.dtype = 1  # DT_FLOAT
-        for size in result.shape:
-            out.tensor_shape.dim.add().size = size
-        out.tensor_content = result.tobytes()
-        return response.SerializeToString()
-
     def predict(data: bytes, context: object) -> bytes:
         if kind == "echo":
             return data
@@ -107,7 +99,7 @@ def serve(kind: str, model_xml: str, threads: int) -> None:
         tensor = predict_pb2.PredictRequest.FromString(data).inputs[input_name]
         array = np.frombuffer(tensor.tensor_content, np.float32).reshape([d.size for d in tensor.tensor_shape.dim])
         if kind == "parse":
-            return respond(zeros)
+            return response_bytes(name, zeros)
         request, view = slots.get()
         try:
             view[...] = array
@@ -115,7 +107,7 @@ def serve(kind: str, model_xml: str, threads: int) -> None:
             result = request.get_output_tensor(0).data.copy()
         finally:
             slots.put((request, view))
-        return respond(result)
+        return response_bytes(name, result)
 
     server = grpc.server(ThreadPoolExecutor(threads), options=CLIENT_OPTIONS)
     handler = grpc.unary_unary_rpc_method_handler(predict)

@@ -303,7 +303,7 @@ def minimal_server(model_xml: str, threaded: bool) -> None:
             result = await asyncio.get_running_loop().run_in_executor(pool, infer, array)
         else:
             result = infer(array)
-        return _response(output, result)
+        return response_bytes(output, result)
 
     serve_aio(predict, uvloop=True)
 
@@ -318,7 +318,7 @@ def _parse_input(data: bytes) -> Any:
     return np.frombuffer(tensor.tensor_content, np.float32).reshape([d.size for d in tensor.tensor_shape.dim])
 
 
-def _response(output: str, result: Any) -> bytes:
+def response_bytes(output: str, result: Any) -> bytes:
     """The minimal servers' answer: `result` as the f32 tensor_content of output `output`."""
     from dropin._proto.tensorflow_serving.apis import predict_pb2
 
