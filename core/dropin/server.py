@@ -41,8 +41,8 @@ GIB = 1 << 30
 # the body's size at its peak (docs/performance.md), so REST bodies are kept far below gRPC's limit.
 REST_MAX_BODY_BYTES = 64 << 20
 # gRPC calls run in a thread pool (grpc_api.py). Two threads per usable core, 4 to 32: on the
-# 2-core machine, 4 served small models 7 to 20 % more requests than 8 (fewer threads handing the
-# GIL around, docs/performance.md), and a machine with more cores runs more inferences at once.
+# 2-core machine, 4 served small models up to 20 % more requests than 8 (fewer threads handing
+# the GIL around, docs/performance.md), and a machine with more cores runs more inferences at once.
 GRPC_THREADS = min(32, max(4, 2 * len(os.sched_getaffinity(0))))
 
 
