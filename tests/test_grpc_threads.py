@@ -11,7 +11,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 
 from dropin.models import Servable
 from dropin.testing import numpy_models
+from dropin.testing.load import Hammer
 from dropin.testing.server import DropinServer, free_port
 
 
@@ -79,36 +79,21 @@ def test_predicts_in_threads_survive_version_swaps(start_server, repo: Path) -> 
     server = start_server(*["--model_name", "m", "--model_path", str(repo / "m"), "--nireq", "8",
                            "--file_system_poll_wait_seconds", "0.1"])
     server.wait_for("m", 1)
-    stop = threading.Event()
-    failures: list[Any] = []
-    answered = [0]
+    x = np.ones((1, 2), np.float32)
 
-    def hammer() -> None:
-        x = np.ones((1, 2), np.float32)
-        while not stop.is_set():
-            try:
-                y = server.client.predict("m", {"x": x})["y"]
-                assert y[0, 0] in (1.0, 2.0, 3.0, 4.0), y
-                answered[0] += 1
-            except Exception as exc:  # noqa: BLE001  (collected, asserted below)
-                failures.append(exc)
+    def predict() -> None:
+        y = server.client.predict("m", {"x": x})["y"]
+        assert y[0, 0] in (1.0, 2.0, 3.0, 4.0), y
 
-    threads = [threading.Thread(target=hammer) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    try:
+    with Hammer(predict, threads=6) as load:
         for version in (2, 3, 4):
             time.sleep(0.3)
             slow_scale(repo / "m" / str(version), delay=0.02, factor=float(version))
             server.wait_for("m", version)
             server.wait_for("m", version - 1, "END")
         time.sleep(0.3)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    assert not failures, failures[:3]
-    assert answered[0] > 50
+    assert not load.failures, load.failures[:3]
+    assert load.answered > 50
     assert "Traceback" not in server.log
 
 

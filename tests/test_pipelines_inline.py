@@ -7,7 +7,6 @@ between two requests without failing any."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from dropin.testing import numpy_models as modelgen
+from dropin.testing.load import Hammer
 from dropin.testing.server import DropinServer, free_port
 
 
@@ -111,25 +111,14 @@ def test_pipeline_predicts_in_threads_survive_model_version_swaps(repo: Path, st
     config = write_config(repo, delay=0.01)
     srv: DropinServer = start_server("--config_path", str(config), "--file_system_poll_wait_seconds", "0.1")
     srv.wait_for("chain", 1)
-    stop = threading.Event()
-    failures: list[Any] = []
-    answered = [0]
     x = np.ones((1, 2), np.float32)
 
-    def hammer() -> None:
-        while not stop.is_set():
-            try:
-                out = srv.client.predict("chain", {"in": x})
-                # each node takes whichever version serves when the request starts
-                assert out["out"][0, 0] in (4.0, 6.0, 9.0), out["out"]
-                answered[0] += 1
-            except Exception as exc:  # noqa: BLE001  (collected, asserted below)
-                failures.append(exc)
+    def predict() -> None:
+        out = srv.client.predict("chain", {"in": x})
+        # each node takes whichever version serves when the request starts
+        assert out["out"][0, 0] in (4.0, 6.0, 9.0), out["out"]
 
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
+    with Hammer(predict, threads=4) as load:
         time.sleep(0.3)
         spec = json.loads((repo / "m" / "1" / "numpy_model.json").read_text())
         modelgen.scale_model(repo / "m" / "2", shape=(-1, 2), factor=3.0)
@@ -139,11 +128,7 @@ def test_pipeline_predicts_in_threads_survive_model_version_swaps(repo: Path, st
         srv.wait_for("m", 2)
         srv.wait_for("m", 1, "END")
         time.sleep(0.3)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    assert not failures, failures[:3]
-    assert answered[0] > 20
+    assert not load.failures, load.failures[:3]
+    assert load.answered > 20
     assert srv.client.predict("chain", {"in": x})["out"][0, 0] == 9.0
     assert "Traceback" not in srv.log

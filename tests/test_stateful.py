@@ -9,7 +9,6 @@ sequence; the configuration checks."""
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import grpc
@@ -23,6 +22,7 @@ from dropin.dtypes import DType
 from dropin.testing.client import RestError, outputs_of, predict_request
 from dropin.testing.expect import expect_error
 from dropin.testing.fake_plugins import SLOW_PLUGIN, install_fake_distribution
+from dropin.testing.load import in_threads
 from dropin.testing.numpy_models import run_numpy_sequence, running_sum_model, scale_model
 from dropin.testing.sequences import END, START, sequence_id_of, special, special_json
 from dropin.testing.server import DropinServer, free_port
@@ -133,23 +133,9 @@ def test_ovmsclient_sequence(server: DropinServer, models: Path) -> None:
 
 
 def test_eight_sequences_from_eight_threads_never_mix(server: DropinServer, models: Path) -> None:
-    results: dict[int, list] = {}
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(8)
-
-    def one(k: int) -> None:
-        try:
-            barrier.wait(10)
-            results[k] = run_sequence(server, "sum", steps(10, seed=100 + k), 1000 + k, typed=k % 2 == 0)
-        except BaseException as exc:  # noqa: BLE001  (reported below)
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    results = in_threads(
+        lambda k: run_sequence(server, "sum", steps(10, seed=100 + k), 1000 + k, typed=k % 2 == 0), 8
+    )
     for k in range(8):
         xs = steps(10, seed=100 + k)
         expected = [r["y"] for r in run_numpy_sequence(models / "sum" / "1", [{"x": x} for x in xs])]

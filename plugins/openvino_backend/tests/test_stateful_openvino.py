@@ -9,13 +9,13 @@ import json
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dropin.testing.client import predict_request
+from dropin.testing.load import in_threads
 from dropin.testing.sequences import END, START, sequence_id_of, special, special_json
 from dropin.testing.server import DropinServer, free_port
 from dropin_openvino.modelgen import (
@@ -149,31 +149,19 @@ def test_ovmsclient_and_rest_sequences_match_openvino(server: DropinServer, mode
 def test_eight_interleaved_sequences_on_two_infer_requests(server: DropinServer, models: Path) -> None:
     inputs = {k: [np.random.default_rng(k).standard_normal((1, 4)).astype(np.float32) for _ in range(10)]
               for k in range(8)}
-    results: dict[int, list[np.ndarray]] = {}
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(8)
 
-    def one(k: int) -> None:
-        try:
-            barrier.wait(10)
-            ys = []
-            for i, x in enumerate(inputs[k]):
-                control = START if i == 0 else END if i == 9 else None
-                response = server.predict.Predict(
-                    predict_request("recurrent", {"x": x, **special(900 + k, control, typed=k % 2 == 0)}), timeout=30
-                )
-                assert sequence_id_of(response) == 900 + k
-                ys.append(np.frombuffer(response.outputs["y"].tensor_content, np.float32).reshape(1, 3))
-            results[k] = ys
-        except BaseException as exc:  # noqa: BLE001  (reported below)
-            errors.append(exc)
+    def one(k: int) -> list[np.ndarray]:
+        ys = []
+        for i, x in enumerate(inputs[k]):
+            control = START if i == 0 else END if i == 9 else None
+            response = server.predict.Predict(
+                predict_request("recurrent", {"x": x, **special(900 + k, control, typed=k % 2 == 0)}), timeout=30
+            )
+            assert sequence_id_of(response) == 900 + k
+            ys.append(np.frombuffer(response.outputs["y"].tensor_content, np.float32).reshape(1, 3))
+        return ys
 
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    results = in_threads(one, 8)
     for k in range(8):
         np.testing.assert_allclose(results[k], expected(models, "recurrent", inputs[k]), rtol=1e-5, atol=1e-6)
 
