@@ -37,7 +37,6 @@ import queue
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from serving_overhead import (  # noqa: E402  (a sibling script, not a package)
-    CLIENT_OPTIONS,
     Compiled,
     LoadGenerator,
     Measured,
@@ -53,6 +51,7 @@ from serving_overhead import (  # noqa: E402  (a sibling script, not a package)
     raise_malloc_thresholds,
     request_bytes,
     response_bytes,
+    serve_thread_pool,
     split_cores,
     start_dropin,
     stop,
@@ -65,7 +64,6 @@ MODELS = {"tiny": ("x", (1, 10)), "resnet": ("image", (1, 3, 224, 224))}
 
 def serve(kind: str, model_xml: str, threads: int) -> None:
     """One of the STEPS servers on grpc's thread pool; prints its port, runs until killed."""
-    import grpc
     import numpy as np
 
     from dropin._proto.tensorflow_serving.apis import predict_pb2
@@ -109,14 +107,7 @@ def serve(kind: str, model_xml: str, threads: int) -> None:
             slots.put((request, view))
         return response_bytes(name, result)
 
-    server = grpc.server(ThreadPoolExecutor(threads), options=CLIENT_OPTIONS)
-    handler = grpc.unary_unary_rpc_method_handler(predict)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "tensorflow.serving.PredictionService", {"Predict": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(port, flush=True)
-    server.wait_for_termination()
+    serve_thread_pool(predict, threads)
 
 
 def start_step(kind: str, model_xml: Path, threads: int) -> tuple[subprocess.Popen[str], int]:

@@ -244,7 +244,6 @@ def serve_aio(predict: Any, uvloop: bool) -> None:
 
 def echo_server(kind: str) -> None:
     """Answers every call with its request bytes; prints the port, runs until killed."""
-    import grpc
 
     def echo(request: bytes, context: object) -> bytes:
         return request
@@ -256,14 +255,22 @@ def echo_server(kind: str) -> None:
 
         serve_aio(aecho, uvloop=kind == "uvloop")
     else:
-        server = grpc.server(ThreadPoolExecutor(32), options=CLIENT_OPTIONS)
-        handler = grpc.unary_unary_rpc_method_handler(echo)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "tensorflow.serving.PredictionService", {"Predict": handler}),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        print(port, flush=True)
-        server.wait_for_termination()
+        serve_thread_pool(echo, 32)
+
+
+def serve_thread_pool(predict: Any, threads: int) -> None:
+    """A grpc thread-pool server of `threads` threads whose Predict is `predict` (bytes in, bytes
+    out); prints its port and runs until killed."""
+    import grpc
+
+    server = grpc.server(ThreadPoolExecutor(threads), options=CLIENT_OPTIONS)
+    handler = grpc.unary_unary_rpc_method_handler(predict)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "tensorflow.serving.PredictionService", {"Predict": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
 
 
 def minimal_server(model_xml: str, threaded: bool) -> None:
