@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--server", action="append", required=True, metavar="LABEL=ARGS",
                         help="a dropin variant: label=comma-separated serve arguments")
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR")
+    parser.add_argument("--minimal", action="store_true",
+                        help="also measure grpc_floor.py's minimal thread-pool server (the floor to reach)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--latency-requests", type=int, default=2000)
@@ -68,6 +70,8 @@ def main() -> None:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps({"model_config_list": [{"config": {"name": "tiny", "base_path": f"{tmp}/tiny"}}]}))
         servers = {label: start(config, extra, trees.get(label)) for label, extra in variants}
+        if args.minimal:
+            servers["minimal thread-pool"] = so.start_minimal(Path(tmp) / "tiny" / "1" / "model.xml", thread_pool=True)
         echo = so.start_echo("thread")
         servers["thread-pool echo"] = echo
         done = {label: [0.0, 0.0, []] for label in servers}  # requests, cpu seconds, latencies

@@ -26,7 +26,14 @@ from .models import Model, ModelVersion, Servable
 from .reshape import Reshaper
 from .sequences import SEQUENCE_ID, IdleSequenceCleaner, SequenceTable, read_sequence_inputs
 from .shapes import TensorSpec
-from .validation import Conversion, RequestTensor, ReshapeRequired, check_converted, validate_request
+from .validation import (
+    Conversion,
+    ExactPlan,
+    RequestTensor,
+    ReshapeRequired,
+    check_converted,
+    validate_request,
+)
 
 log = logging.getLogger("dropin.dataplane")
 
@@ -245,6 +252,33 @@ class RequestScope:
             return None
         if conversions:
             return None
+        return self._infer_arrays_now(servable, arrays, output_filter)
+
+    def exact_plan(self) -> ExactPlan | None:
+        """The resolved version's `ExactPlan`, when a request that fits it infers in this thread
+        without validation (`infer_exact_now`); None: every request takes `infer_now`."""
+        servable = self._servable
+        assert servable is not None, "resolve() first"
+        plan = servable.exact
+        if plan is None or servable.pipeline is not None or servable.sequences is not None:
+            return None
+        plane = self._plane
+        if (plane.max_elements and plan.elements > plane.max_elements) or (
+            plane.max_tensor_bytes and plan.largest > plane.max_tensor_bytes
+        ):
+            return None
+        return plan if getattr(servable.model, "infers_now", False) else None
+
+    def infer_exact_now(self, arrays: dict[str, np.ndarray], output_filter: Sequence[str] = ()) -> PredictResult:
+        """`infer_now` of the arrays of a request that fits `exact_plan()` exactly."""
+        servable = self._servable
+        assert servable is not None, "resolve() first"
+        return self._infer_arrays_now(servable, arrays, output_filter)
+
+    def _infer_arrays_now(
+        self, servable: Servable, arrays: dict[str, np.ndarray], output_filter: Sequence[str]
+    ) -> PredictResult:
+        model = servable.model
         if output_filter:
             _check_output_filter(model.outputs, output_filter)
         outputs = self._call_now(servable, model.infer_now, arrays)

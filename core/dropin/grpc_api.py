@@ -38,8 +38,8 @@ from ._proto.tensorflow_serving.apis import (
 from .dataplane import DataPlane
 from .errors import DropinError, Status
 from .metrics import GRPC, METADATA, PREDICT, STATUS
-from .tensor_proto import ProtoTensor
-from .tfs_messages import METADATA_FIELD, metadata_response, predict_response, status_response
+from .tensor_proto import ProtoTensor, decode_exact
+from .tfs_messages import METADATA_FIELD, metadata_response, predict_response_bytes, status_response
 
 log = logging.getLogger("dropin.grpc")
 
@@ -101,17 +101,23 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.on_loop = on_loop
 
     @_rpc
-    def Predict(self, request: predict_pb2.PredictRequest, context: Context) -> predict_pb2.PredictResponse:
+    def Predict(self, request: predict_pb2.PredictRequest, context: Context) -> bytes:
+        """The serialized PredictResponse (predict_response_bytes)."""
         spec = request.model_spec
         with self.dataplane.request(GRPC, PREDICT) as scope:
             if not scope.resolve_now(spec.name, spec.version.value):
                 self.on_loop(context, scope.resolve(spec.name, spec.version.value))
-            tensors = request.inputs  # iterated by key: a protobuf map's items() is a Python-level view
+            tensors = request.inputs
+            exact = scope.exact_plan()
+            arrays = decode_exact(exact, tensors) if exact is not None else None
+            if arrays is not None:  # the common request, of static shapes: no validation to do
+                return predict_response_bytes(scope.infer_exact_now(arrays, request.output_filter))
+            # iterated by key: a protobuf map's items() is a Python-level view
             inputs = {name: ProtoTensor(tensors[name]) for name in tensors}
             result = scope.infer_now(inputs, request.output_filter)
             if result is None:
                 result = self.on_loop(context, scope.infer(inputs, request.output_filter))
-            return predict_response(result)
+            return predict_response_bytes(result)
 
     @_rpc
     def GetModelMetadata(
@@ -177,7 +183,8 @@ def _handlers(service: Any, servicer: Any) -> grpc.GenericRpcHandler:
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method.name),
             request_deserializer=_tolerant(request_class),
-            response_serializer=response_class.SerializeToString,
+            # Predict answers bytes already (tfs_messages.predict_response_bytes)
+            response_serializer=None if method.name == "Predict" else response_class.SerializeToString,
         )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 

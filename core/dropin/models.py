@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .config import ModelConfig
     from .pipelines.serving import Pipeline, PipelineEntry
     from .sequences import SequenceTable
-    from .validation import InputPlan
+    from .validation import ExactPlan, InputPlan
 
 log = logging.getLogger("dropin.models")
 
@@ -62,6 +62,18 @@ class Servable:
     retired: bool = False  # set by drained(): no new request may take it
     _drained: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _exact: tuple[tuple[InputPlan, ...], ExactPlan | None] | None = field(default=None, repr=False)
+
+    @property
+    def exact(self) -> ExactPlan | None:
+        """The `ExactPlan` of the current plans (a reshape reload replaces them), made once."""
+        plans = self.plans
+        cached = self._exact
+        if cached is None or cached[0] is not plans:
+            from .validation import exact_plan  # validation's types are for this module's annotations only
+
+            cached = self._exact = (plans, exact_plan(plans))
+        return cached[1]
 
     def take(self) -> bool:
         """Count one more request using this servable, from any thread; False once retired."""

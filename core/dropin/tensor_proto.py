@@ -8,6 +8,7 @@ raw little-endian `tensor_content` (strings go to `string_val`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from math import prod
 
@@ -17,6 +18,7 @@ from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from .casting import cast
 from .dtypes import DType
 from .errors import DropinError, Status
+from .validation import ExactPlan
 
 TensorProto = tensor_pb2.TensorProto
 
@@ -71,6 +73,29 @@ class ProtoTensor:
 
     def array(self, name: str, dtype: DType) -> np.ndarray:
         return to_numpy(self.proto, dtype, self.shape, name)
+
+
+def decode_exact(plan: ExactPlan, tensors: Mapping[str, TensorProto]) -> dict[str, np.ndarray] | None:
+    """A request's inputs (a PredictRequest's `inputs` map) as arrays, read without a copy, when
+    they are exactly what `plan` says; else None, and the request takes the validating path."""
+    inputs = plan.inputs
+    if len(tensors) != len(inputs):
+        return None
+    arrays = {}
+    for expected in inputs:
+        name = expected.name
+        if name not in tensors:  # `in`: indexing a protobuf map of messages would add the key
+            return None
+        tensor = tensors[name]
+        content = tensor.tensor_content
+        if (
+            tensor.dtype != expected.tf_dtype
+            or len(content) != expected.nbytes
+            or [d.size for d in tensor.tensor_shape.dim] != expected.dims
+        ):
+            return None
+        arrays[name] = np.frombuffer(content, expected.numpy).reshape(expected.shape)
+    return arrays
 
 
 def to_numpy(proto: TensorProto, dtype: DType, shape: tuple[int, ...], name: str) -> np.ndarray:

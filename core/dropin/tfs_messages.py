@@ -8,7 +8,12 @@ rest_json.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from functools import lru_cache
+from math import prod
+
+import numpy as np
 
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
@@ -42,6 +47,60 @@ def predict_response(result: PredictResult) -> predict_pb2.PredictResponse:
             outputs[name].ClearField("tensor_content")
             outputs[name].uint64_val.append(int(array.reshape(-1)[0]))
     return response
+
+
+def predict_response_bytes(result: PredictResult) -> bytes:
+    """`predict_response(result)`, serialized. Responses of a model version whose outputs have the
+    same names, types and shapes differ only in the outputs' bytes: protobuf serializes such a
+    response once (`_layout`), and each one after it is that serialization with its own output
+    bytes in their places, which costs a fraction of building and serializing the message."""
+    outputs = result.outputs
+    layout = _layout(result.model_name, result.version, tuple([(n, a.dtype, a.shape) for n, a in outputs.items()]))
+    if layout is None:
+        return predict_response(result).SerializeToString()
+    pieces, order = layout
+    if len(order) == 1:
+        return b"".join((pieces[0], next(iter(outputs.values())).tobytes(), pieces[1]))
+    arrays = list(outputs.values())
+    chunks = [pieces[0]]
+    for i, index in enumerate(order):
+        chunks.append(arrays[index].tobytes())  # C order whatever the strides, as fill_proto writes
+        chunks.append(pieces[i + 1])
+    return b"".join(chunks)
+
+
+@lru_cache(maxsize=1024)
+def _layout(
+    model_name: str, version: int, outputs: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]
+) -> tuple[tuple[bytes, ...], tuple[int, ...]] | None:
+    """The serialized PredictResponse of outputs of these names, types and shapes, cut where the
+    outputs' bytes go: (the pieces around them, which output comes at each cut). The bytes are
+    found by making each output of distinct random bytes and looking for them: a layout whose
+    marks are not each found exactly once is not used (None), nor one for the outputs the
+    general path writes otherwise (strings, sequence_id, empty or converted tensors)."""
+    for _ in range(3):  # a mark of a few bytes may happen to occur elsewhere in the message: draw again
+        marks = []
+        for name, dtype, shape in outputs:
+            try:
+                kind = DType.from_numpy(dtype) if dtype != object else DType.STRING
+            except ValueError:
+                return None  # predict_response raises the error
+            nbytes = prod(shape) * dtype.itemsize
+            if kind is DType.STRING or kind.numpy != dtype or name == SEQUENCE_ID or nbytes == 0:
+                return None
+            marks.append(os.urandom(nbytes))
+        arrays = {name: np.frombuffer(mark, dtype).reshape(shape) for (name, dtype, shape), mark in zip(outputs, marks)}
+        serialized = predict_response(PredictResult(model_name, version, arrays)).SerializeToString()
+        places = [serialized.find(mark) for mark in marks]
+        if all(p >= 0 and serialized.find(mark, p + 1) < 0 for p, mark in zip(places, marks)):
+            order = sorted(range(len(marks)), key=places.__getitem__)
+            cuts = [0]
+            for index in order:
+                cuts += [places[index], places[index] + len(marks[index])]
+            cuts.append(len(serialized))
+            pieces = tuple(serialized[cuts[i] : cuts[i + 1]] for i in range(0, len(cuts), 2))
+            return pieces, tuple(order)
+    return None
 
 
 def _tensor_info(spec: TensorSpec) -> meta_graph_pb2.TensorInfo:

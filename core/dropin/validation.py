@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from math import prod
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -107,6 +107,43 @@ class Conversion:
     plan: InputPlan
     shape: tuple[int, ...]
     values: np.ndarray
+
+
+class ExactInput(NamedTuple):
+    """One input of an `ExactPlan`: what a request's tensor must be, exactly."""
+
+    name: str
+    tf_dtype: int
+    dims: list[int]  # the shape, as a list: a request's dims compare to it as a list
+    shape: tuple[int, ...]
+    nbytes: int
+    numpy: np.dtype
+
+
+class ExactPlan(NamedTuple):
+    """A model whose numeric inputs all have static shapes accepts a request with exactly those
+    inputs, types, shapes and byte counts, whatever else: such a request needs no validation
+    beyond that comparison (a front end makes the arrays itself, tensor_proto.decode_exact).
+    Built once per model version (`exact_plan`); any other request takes `validate_request`,
+    which also says what is wrong."""
+
+    inputs: tuple[ExactInput, ...]
+    elements: int  # in all inputs, against --max_elements
+    largest: int  # bytes of the largest input, against the largest tensor a message may hold
+
+
+def exact_plan(plans: Sequence[InputPlan]) -> ExactPlan | None:
+    """The ExactPlan of these inputs, or None when one of them is not static and numeric."""
+    inputs = []
+    for plan in plans:
+        spec = plan.spec
+        shape = plan.static_shape
+        if shape is None or spec.dtype is DType.STRING or min(shape, default=1) <= 0:
+            return None
+        inputs.append(ExactInput(spec.name, plan.tf_dtype, list(shape), shape, prod(shape) * spec.dtype.itemsize,
+                                 spec.dtype.numpy))
+    elements = sum(prod(i.shape) for i in inputs)
+    return ExactPlan(tuple(inputs), elements, max((i.nbytes for i in inputs), default=0))
 
 
 def validate_request(

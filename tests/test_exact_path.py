@@ -1,0 +1,125 @@
+"""The gRPC Predict's short path for the common request gives what the general path gives.
+
+A request that fits its model's `ExactPlan` is read by `decode_exact` instead of being validated,
+and every response is written by splicing the outputs into a serialization protobuf made once
+(`predict_response_bytes`). Both must be indistinguishable from the general path: the same
+arrays, the same bytes on the wire, and any request that is not exact left to validation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dropin._proto.tensorflow_serving.apis import predict_pb2
+from dropin.dataplane import PredictResult
+from dropin.dtypes import DType
+from dropin.errors import DropinError, Status
+from dropin.sequences import SEQUENCE_ID
+from dropin.shapes import TensorSpec
+from dropin.tensor_proto import decode_exact, fill_proto
+from dropin.tfs_messages import predict_response, predict_response_bytes
+from dropin.validation import InputPlan, exact_plan
+
+NUMERIC = [d for d in DType if d is not DType.STRING]
+
+
+def sample(dtype: DType, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    raw = np.random.default_rng(seed).integers(0, 256, int(np.prod(shape)) * dtype.itemsize, dtype=np.uint8)
+    return raw.view(dtype.numpy).reshape(shape)  # every bit pattern, NaNs and all
+
+
+@pytest.mark.parametrize("dtype", NUMERIC, ids=lambda d: d.value)
+@pytest.mark.parametrize("shape", [(), (1,), (1, 10), (2, 3, 4), (1, 1000)])
+def test_response_bytes_are_the_messages_serialization(dtype: DType, shape: tuple[int, ...]) -> None:
+    for seed in range(3):  # the layout is made by the first; the others splice into it
+        result = PredictResult("m", 3, {"out": sample(dtype, shape, seed)})
+        assert predict_response_bytes(result) == predict_response(result).SerializeToString()
+
+
+def test_several_outputs_each_in_its_place() -> None:
+    for seed in range(3):
+        outputs = {
+            "b": sample(DType.FP32, (2, 5), seed),
+            "a": sample(DType.I64, (3,), seed + 10),
+            "c": sample(DType.U8, (1, 1), seed + 20),
+        }
+        result = PredictResult("model", 1, outputs)
+        parsed = predict_pb2.PredictResponse.FromString(predict_response_bytes(result))
+        assert parsed == predict_response(result)
+        for name, array in outputs.items():
+            assert parsed.outputs[name].tensor_content == array.tobytes()
+
+
+def test_outputs_the_general_path_writes_otherwise_are_written_by_it() -> None:
+    strided = np.arange(20, dtype=np.float32).reshape(4, 5)[:, ::2]  # not C-contiguous: C order on the wire
+    cases = [
+        {"s": np.array([b"a", b"bc"], dtype=object)},
+        {"t": strided},
+        {"empty": np.zeros((0, 3), np.float32)},
+        {"y": np.ones((1, 2), np.float32), SEQUENCE_ID: np.array([7], np.uint64)},
+    ]
+    for outputs in cases:
+        result = PredictResult("m", 1, outputs)
+        assert predict_pb2.PredictResponse.FromString(predict_response_bytes(result)) == predict_response(result)
+    response = predict_pb2.PredictResponse.FromString(predict_response_bytes(PredictResult("m", 1, cases[1])))
+    assert np.frombuffer(response.outputs["t"].tensor_content, np.float32).tolist() == strided.reshape(-1).tolist()
+    big_endian = PredictResult("m", 1, {"e": np.arange(6, dtype=">i4")})  # a type no response carries
+    with pytest.raises(DropinError, match="output e has type >i4") as raised:
+        predict_response_bytes(big_endian)
+    assert raised.value.status is Status.UNSUPPORTED_OUTPUT_PRECISION
+
+
+def plans(*specs: TensorSpec) -> tuple[InputPlan, ...]:
+    return tuple(InputPlan(s) for s in sorted(specs, key=lambda s: s.name))
+
+
+def request_inputs(**arrays: np.ndarray) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    for name, array in arrays.items():
+        fill_proto(request.inputs[name], array)
+    return request
+
+
+def test_an_exact_request_is_read_without_a_copy() -> None:
+    plan = exact_plan(plans(TensorSpec.of("x", DType.FP32, [1, 10]), TensorSpec.of("ids", DType.I64, [2])))
+    assert plan is not None and plan.elements == 12 and plan.largest == 40
+    x, ids = np.arange(10, dtype=np.float32).reshape(1, 10), np.array([5, 6], np.int64)
+    request = request_inputs(x=x, ids=ids)
+    arrays = decode_exact(plan, request.inputs)
+    assert arrays is not None
+    np.testing.assert_array_equal(arrays["x"], x)
+    np.testing.assert_array_equal(arrays["ids"], ids)
+    assert not arrays["x"].flags.owndata  # a view of the request's bytes
+
+
+def test_any_other_request_is_left_to_validation() -> None:
+    plan = exact_plan(plans(TensorSpec.of("x", DType.FP32, [1, 10])))
+    assert plan is not None
+    x = np.ones((1, 10), np.float32)
+    typed = request_inputs()
+    typed.inputs["x"].dtype = DType.FP32.tf_enum  # type: ignore[assignment]
+    typed.inputs["x"].tensor_shape.dim.add().size = 1
+    typed.inputs["x"].tensor_shape.dim.add().size = 10
+    typed.inputs["x"].float_val.extend([1.0] * 10)
+    short = request_inputs(x=x)
+    short.inputs["x"].tensor_content = short.inputs["x"].tensor_content[:-4]
+    for request in [
+        request_inputs(x=x.astype(np.float64)),  # another type
+        request_inputs(x=x.reshape(10, 1)),  # another shape, the same bytes
+        request_inputs(x=x.reshape(10)),  # another rank
+        request_inputs(y=x),  # another name
+        request_inputs(x=x, extra=x),  # one input too many
+        request_inputs(),  # none
+        typed,  # values in float_val
+        short,  # too few bytes
+    ]:
+        before = request.SerializeToString()
+        assert decode_exact(plan, request.inputs) is None
+        assert request.SerializeToString() == before  # nothing added to the map by looking
+
+
+def test_models_with_inputs_of_no_static_shape_or_strings_have_no_exact_plan() -> None:
+    assert exact_plan(plans(TensorSpec.of("x", DType.FP32, [-1, 10]))) is None
+    assert exact_plan(plans(TensorSpec.of("s", DType.STRING, [1]))) is None
+    assert exact_plan(plans(TensorSpec.of("x", DType.FP32, [1, 10]), TensorSpec.of("s", DType.STRING, [1]))) is None
