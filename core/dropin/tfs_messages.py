@@ -82,17 +82,20 @@ def _layout(
         marks = []
         for name, dtype, shape in outputs:
             try:
-                kind = DType.from_numpy(dtype) if dtype != object else DType.STRING
+                kind = DType.from_numpy(dtype) if dtype.kind != "O" else DType.STRING
             except ValueError:
                 return None  # predict_response raises the error
             nbytes = prod(shape) * dtype.itemsize
             if kind is DType.STRING or kind.numpy != dtype or name == SEQUENCE_ID or nbytes == 0:
                 return None
             marks.append(os.urandom(nbytes))
-        arrays = {name: np.frombuffer(mark, dtype).reshape(shape) for (name, dtype, shape), mark in zip(outputs, marks)}
+        arrays = {
+            name: np.frombuffer(mark, dtype).reshape(shape)
+            for (name, dtype, shape), mark in zip(outputs, marks, strict=True)
+        }
         serialized = predict_response(PredictResult(model_name, version, arrays)).SerializeToString()
         places = [serialized.find(mark) for mark in marks]
-        if all(p >= 0 and serialized.find(mark, p + 1) < 0 for p, mark in zip(places, marks)):
+        if all(p >= 0 and serialized.find(mark, p + 1) < 0 for p, mark in zip(places, marks, strict=True)):
             order = sorted(range(len(marks)), key=places.__getitem__)
             cuts = [0]
             for index in order:
