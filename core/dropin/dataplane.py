@@ -260,14 +260,14 @@ class RequestScope:
         servable = self._servable
         assert servable is not None, "resolve() first"
         plan = servable.exact
-        if plan is None or servable.pipeline is not None or servable.sequences is not None:
+        if plan is None:
             return None
         plane = self._plane
         if (plane.max_elements and plan.elements > plane.max_elements) or (
             plane.max_tensor_bytes and plan.largest > plane.max_tensor_bytes
         ):
             return None
-        return plan if getattr(servable.model, "infers_now", False) else None
+        return plan
 
     def infer_exact_now(self, arrays: dict[str, np.ndarray], output_filter: Sequence[str] = ()) -> PredictResult:
         """`infer_now` of the arrays of a request that fits `exact_plan()` exactly."""

@@ -66,13 +66,15 @@ class Servable:
 
     @property
     def exact(self) -> ExactPlan | None:
-        """The `ExactPlan` of the current plans (a reshape reload replaces them), made once."""
+        """The `ExactPlan` of the current plans (a reshape reload replaces them), made once; None
+        unless the model infers in the calling thread (`infer_now`), without a sequence's state."""
         plans = self.plans
         cached = self._exact
         if cached is None or cached[0] is not plans:
             from .validation import exact_plan  # validation's types are for this module's annotations only
 
-            cached = self._exact = (plans, exact_plan(plans))
+            plain = self.pipeline is None and self.sequences is None and getattr(self.model, "infers_now", False)
+            cached = self._exact = (plans, exact_plan(plans) if plain else None)
         return cached[1]
 
     def take(self) -> bool:

@@ -301,21 +301,18 @@ class OpenVINOModel(LoadedModel):
         self._inline_ewma += (min(seconds, 4 * INLINE_SECONDS) - self._inline_ewma) * 0.1
 
     def _timed(self, feed: dict[int, np.ndarray], submitted: float) -> InferOutputs:
-        """Runs in a pool thread: the time spent queued for a thread is the wait for an infer
-        request (reported as ovms_wait_for_infer_req_time_us)."""
+        """Runs in a pool thread or a gRPC handler thread, waiting while every infer request is
+        busy: the time since `submitted` (queued for a pool thread, then for an infer request)
+        is reported as ovms_wait_for_infer_req_time_us."""
+        slot = self._slot_for(feed)
         started = perf_counter()
-        outputs = self._infer_blocking(feed)
+        try:
+            outputs = self._run(slot, feed)
+        finally:
+            self._requests.put(slot)
         outputs.wait_seconds = started - submitted
         outputs.infer_seconds = perf_counter() - started
         return outputs
-
-    def _infer_blocking(self, feed: dict[int, np.ndarray]) -> InferOutputs:
-        """Runs in a pool thread or a gRPC handler thread; waits while every request is busy."""
-        slot = self._slot_for(feed)
-        try:
-            return self._run(slot, feed)
-        finally:
-            self._requests.put(slot)
 
     def _slot_for(self, feed: dict[int, np.ndarray]) -> InferSlot:
         """A free infer request, waiting while every one is busy. Except for a fast model with small

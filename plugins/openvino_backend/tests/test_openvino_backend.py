@@ -192,13 +192,13 @@ def test_unknown_input_name(model: OpenVINOModel) -> None:
 def test_inference_runs_off_the_event_loop_thread(model: OpenVINOModel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(model, "_inline_ewma", 1.0)  # a slow model (the tiny digits model may run inline)
     seen: list[str] = []
-    original = model._infer_blocking
+    original = model._slot_for
 
     def spy(feed):  # type: ignore[no-untyped-def]
         seen.append(threading.current_thread().name)
         return original(feed)
 
-    monkeypatch.setattr(model, "_infer_blocking", spy)
+    monkeypatch.setattr(model, "_slot_for", spy)
 
     async def main() -> str:
         await asyncio.gather(*(model.infer({"image": images(2, start=i)}) for i in range(10)))
@@ -217,14 +217,14 @@ def test_the_event_loop_runs_while_a_request_is_inside_openvino(
     monkeypatch.setattr(model, "_inline_ewma", 1.0)  # a slow model
     entered, release = threading.Event(), threading.Event()
     released_in_time: list[bool] = []
-    original = model._infer_blocking
+    original = model._slot_for
 
     def blocking_spy(feed):  # type: ignore[no-untyped-def]
         entered.set()
         released_in_time.append(release.wait(10))
         return original(feed)
 
-    monkeypatch.setattr(model, "_infer_blocking", blocking_spy)
+    monkeypatch.setattr(model, "_slot_for", blocking_spy)
 
     async def main() -> None:
         task = asyncio.ensure_future(model.infer({"image": images(1)}))
@@ -243,13 +243,13 @@ def test_fast_inferences_run_inline_on_the_event_loop(
     monkeypatch.setattr(dropin_openvino.serving, "INLINE_SECONDS", 0.05)
     fresh = backend.load(DIGITS, LoadOptions(plugin_config=F32))
     threads: list[str] = []
-    original = fresh._infer_blocking
+    original = fresh._slot_for
 
     def spy(feed):  # type: ignore[no-untyped-def]
         threads.append(threading.current_thread().name)
         return original(feed)
 
-    fresh._infer_blocking = spy  # type: ignore[method-assign]
+    fresh._slot_for = spy  # type: ignore[method-assign]
 
     async def main() -> None:
         for i in range(200):  # every model starts in the threads, measured
@@ -336,14 +336,14 @@ def test_close_waits_for_requests_in_flight_and_later_infers_raise(
 ) -> None:
     busy = backend.load(DIGITS, LoadOptions(plugin_config=F32, nireq=2))
     finished: list[int] = []
-    original = busy._infer_blocking
+    original = busy._run
 
-    def counting(feed):  # type: ignore[no-untyped-def]
-        result = original(feed)
+    def counting(slot, feed):  # type: ignore[no-untyped-def]
+        result = original(slot, feed)
         finished.append(1)
         return result
 
-    monkeypatch.setattr(busy, "_infer_blocking", counting)
+    monkeypatch.setattr(busy, "_run", counting)
     batches = [images(7, start=i) for i in range(20)]
 
     async def main() -> None:
