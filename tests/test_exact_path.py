@@ -15,6 +15,7 @@ from dropin._proto.tensorflow_serving.apis import predict_pb2
 from dropin.dataplane import PredictResult
 from dropin.dtypes import DType
 from dropin.errors import DropinError, Status
+from dropin.models import Servable
 from dropin.sequences import SEQUENCE_ID
 from dropin.shapes import TensorSpec
 from dropin.tensor_proto import decode_exact, fill_proto
@@ -123,3 +124,43 @@ def test_models_with_inputs_of_no_static_shape_or_strings_have_no_exact_plan() -
     assert exact_plan(plans(TensorSpec.of("x", DType.FP32, [-1, 10]))) is None
     assert exact_plan(plans(TensorSpec.of("s", DType.STRING, [1]))) is None
     assert exact_plan(plans(TensorSpec.of("x", DType.FP32, [1, 10]), TensorSpec.of("s", DType.STRING, [1]))) is None
+
+
+class Model:  # what Servable reads of a backend's model
+    infers_now = True
+
+
+def servable(*specs: TensorSpec) -> Servable:
+    return Servable("m", 1, Model(), plans(*specs), "test")  # type: ignore[arg-type]
+
+
+def test_a_model_of_static_shapes_keeps_its_plan() -> None:
+    static = servable(TensorSpec.of("x", DType.FP32, [1, 10]))
+    plan = static.exact
+    assert plan is not None and plan.inputs[0].shape == (1, 10)
+    static.learn_exact({"x": (1, 10)})
+    assert static.exact is plan
+
+
+def test_a_model_of_dynamic_shapes_learns_the_shape_of_the_last_valid_request() -> None:
+    dynamic = servable(TensorSpec.of("x", DType.FP32, [-1, 10]))
+    assert dynamic.exact is None  # nothing known before a request passed validation
+    dynamic.learn_exact({"x": (2, 10)})
+    plan = dynamic.exact
+    assert plan is not None and plan.inputs[0].shape == (2, 10) and plan.largest == 80
+    assert decode_exact(plan, request_inputs(x=np.ones((2, 10), np.float32)).inputs) is not None
+    assert decode_exact(plan, request_inputs(x=np.ones((3, 10), np.float32)).inputs) is None
+    dynamic.learn_exact({"x": (2, 10)})
+    assert dynamic.exact is plan  # the same shape again: kept, not made again
+    dynamic.learn_exact({"x": (3, 10)})
+    assert dynamic.exact is not None and dynamic.exact.inputs[0].shape == (3, 10)
+    dynamic.plans = plans(TensorSpec.of("x", DType.FP32, [-1, 10]))  # a reshape reload's new plans
+    assert dynamic.exact is None
+
+
+def test_models_that_do_not_infer_in_the_calling_thread_have_no_plan() -> None:
+    elsewhere = servable(TensorSpec.of("x", DType.FP32, [1, 10]))
+    elsewhere.model = object()  # type: ignore[assignment]  # no infer_now
+    assert elsewhere.exact is None
+    elsewhere.learn_exact({"x": (1, 10)})
+    assert elsewhere.exact is None

@@ -252,6 +252,7 @@ class RequestScope:
             return None
         if conversions:
             return None
+        servable.learn_exact({name: tensor.shape for name, tensor in inputs.items()})
         return self._infer_arrays_now(servable, arrays, output_filter)
 
     def exact_plan(self) -> ExactPlan | None:

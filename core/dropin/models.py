@@ -13,6 +13,7 @@ import asyncio
 import enum
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,20 +63,41 @@ class Servable:
     retired: bool = False  # set by drained(): no new request may take it
     _drained: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _exact: tuple[tuple[InputPlan, ...], ExactPlan | None] | None = field(default=None, repr=False)
+    # (the plans it was made for, the ExactPlan, whether it is of static shapes)
+    _exact: tuple[tuple[InputPlan, ...], ExactPlan | None, bool] | None = field(default=None, repr=False)
 
     @property
     def exact(self) -> ExactPlan | None:
-        """The `ExactPlan` of the current plans (a reshape reload replaces them), made once; None
-        unless the model infers in the calling thread (`infer_now`), without a sequence's state."""
+        """The `ExactPlan` of the current plans (a reshape reload replaces them): of their static
+        shapes, made once, else the last one `learn_exact` made; None unless the model infers in
+        the calling thread (`infer_now`), without a sequence's state."""
         plans = self.plans
         cached = self._exact
         if cached is None or cached[0] is not plans:
             from .validation import exact_plan  # validation's types are for this module's annotations only
 
-            plain = self.pipeline is None and self.sequences is None and getattr(self.model, "infers_now", False)
-            cached = self._exact = (plans, exact_plan(plans) if plain else None)
+            plan = exact_plan(plans) if self._plain() else None
+            cached = self._exact = (plans, plan, plan is not None)
         return cached[1]
+
+    def learn_exact(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """A request of these input shapes passed validation: requests of the same shapes (and
+        types and sizes) need none either. Kept for a model of dynamic shapes, whose clients
+        mostly send one shape; a static model's plan stays."""
+        self.exact  # noqa: B018  (makes the plan of static shapes, when there is one)
+        cached = self._exact
+        assert cached is not None
+        plans, known, static = cached
+        if static or not self._plain():
+            return
+        if known is not None and all(shapes.get(i.name) == i.shape for i in known.inputs):
+            return
+        from .validation import exact_plan
+
+        self._exact = (plans, exact_plan(plans, shapes), False)
+
+    def _plain(self) -> bool:
+        return self.pipeline is None and self.sequences is None and bool(getattr(self.model, "infers_now", False))
 
     def take(self) -> bool:
         """Count one more request using this servable, from any thread; False once retired."""

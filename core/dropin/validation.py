@@ -121,23 +121,25 @@ class ExactInput(NamedTuple):
 
 
 class ExactPlan(NamedTuple):
-    """A model whose numeric inputs all have static shapes accepts a request with exactly those
-    inputs, types, shapes and byte counts, whatever else: such a request needs no validation
-    beyond that comparison (a front end makes the arrays itself, tensor_proto.decode_exact).
-    Built once per model version (`exact_plan`); any other request takes `validate_request`,
-    which also says what is wrong."""
+    """Inputs of given names, types and shapes that a model version accepts: a request with
+    exactly those, `tensor_content` of exactly their sizes, needs no validation beyond that
+    comparison (a front end makes the arrays itself, tensor_proto.decode_exact). Made once per
+    version for numeric inputs of static shapes, else from the shapes of the last request that
+    passed validation (`Servable.exact`); any other request takes `validate_request`, which also
+    says what is wrong."""
 
     inputs: tuple[ExactInput, ...]
     elements: int  # in all inputs, against --max_elements
     largest: int  # bytes of the largest input, against the largest tensor a message may hold
 
 
-def exact_plan(plans: Sequence[InputPlan]) -> ExactPlan | None:
-    """The ExactPlan of these inputs, or None when one of them is not static and numeric."""
+def exact_plan(plans: Sequence[InputPlan], shapes: Mapping[str, tuple[int, ...]] | None = None) -> ExactPlan | None:
+    """The ExactPlan of these inputs in their static shapes, or in `shapes` (those of a request
+    that passed validation); None when an input is a string or has no shape to take."""
     inputs = []
     for plan in plans:
         spec = plan.spec
-        shape = plan.static_shape
+        shape = plan.static_shape if shapes is None else shapes.get(spec.name)
         if shape is None or spec.dtype is DType.STRING or min(shape, default=1) <= 0:
             return None
         inputs.append(ExactInput(spec.name, plan.tf_dtype, list(shape), shape, prod(shape) * spec.dtype.itemsize,

@@ -63,3 +63,24 @@ def test_ovmsclient_errors(digits_server) -> None:
         client.predict({"image": np.zeros((1, 8, 8, 1), np.float32)}, "nope")
     with pytest.raises(InvalidInputError, match="Invalid number of shape dimensions"):
         client.predict({"image": np.zeros((1, 64), np.float32)}, "digits")
+
+
+def test_requests_of_shapes_that_alternate_are_each_answered_and_checked(digits_server) -> None:
+    # The model's batch is dynamic: the server skips validation for requests shaped like the last
+    # one that passed it (Servable.learn_exact). Every shape change, and every bad request in
+    # between, must still get its own answer or its own error.
+    from ovmsclient.tfs_compat.base.errors import InvalidInputError
+
+    client = make_grpc_client(f"127.0.0.1:{digits_server.port}")
+    compiled = ov.Core().compile_model(str(ROOT / "models" / "digits" / "1" / "model.xml"), "CPU")
+    pixels = np.array([s["pixels"] for s in SAMPLES], dtype=np.float32)[..., None]
+    for batch in [1, 3, 3, 1, 5, 1, 3]:
+        images = pixels[batch : 2 * batch]
+        outputs = client.predict({"image": images}, "digits")
+        assert outputs["label"].tolist() == [s["label"] for s in SAMPLES[batch : 2 * batch]]
+        expected = compiled(images)[compiled.output("probabilities")]
+        np.testing.assert_allclose(outputs["probabilities"], expected, rtol=1e-2, atol=1e-3)
+        with pytest.raises(InvalidInputError, match=r"Invalid input shape - Expected: \(-1,8,8,1\); Actual: "):
+            client.predict({"image": np.zeros((batch, 8, 7, 1), np.float32)}, "digits")
+        with pytest.raises(InvalidInputError, match="Invalid input precision - Expected: FP32; Actual: FP64"):
+            client.predict({"image": images.astype(np.float64)}, "digits")
