@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """The REST side of serving_overhead.py: dropin's REST :predict against a bare aiohttp echo of the
-same body, with the same clients.
+same body, and against the least a REST front end does, with the same clients.
 
 The echo server (aiohttp on uvloop, what dropin's REST port runs on) answers every POST with the
-bytes it received. The load generator's processes (serving_overhead.LoadGenerator's pool, pinned
-to the client cores) each keep `concurrency / processes` aiohttp requests in flight, the JSON body
-encoded once; concurrency 1 is one keep-alive http.client connection, one request at a time.
+bytes it received. The minimal server parses the row-format body with orjson (as dropin does),
+copies the one input into an OpenVINO request's own tensor, infers on the loop and answers
+`{"predictions": ...}`: no validation, no model table, no errors. The load generator's processes
+(serving_overhead.LoadGenerator's pool, pinned to the client cores) each keep `concurrency /
+processes` aiohttp requests in flight, the JSON body encoded once; concurrency 1 is one keep-alive
+http.client connection, one request at a time.
 
-    python benchmarks/rest_overhead.py --echo   # runs the echo server, prints its port
+    python benchmarks/rest_overhead.py --echo            # runs the echo server, prints its port
+    python benchmarks/rest_overhead.py --minimal X.xml   # runs the minimal server, prints its port
 """
 
 from __future__ import annotations
@@ -24,15 +28,45 @@ HEADERS = {"Content-Type": "application/json"}
 
 def echo_server() -> None:
     """A bare aiohttp server on uvloop answering every POST with its body; prints the port."""
-    import uvloop
     from aiohttp import web
 
     async def echo(request: web.Request) -> web.Response:
         return web.Response(body=await request.read(), content_type="application/json")
 
+    serve(echo)
+
+
+def minimal_server(model_xml: str) -> None:
+    """The least a REST predict does: parse, infer on the loop, answer; prints the port."""
+    import numpy as np
+    import orjson
+    from aiohttp import web
+
+    from dropin_openvino.runtime import ov  # OpenVINO quietly, with its numpy bridge set up
+
+    compiled = ov.Core().compile_model(model_xml, "CPU")
+    request = compiled.create_infer_request()
+    tensor = ov.Tensor(compiled.inputs[0].get_element_type(), compiled.inputs[0].get_shape())
+    request.set_input_tensor(0, tensor)
+    view = tensor.data
+
+    async def predict(http: web.Request) -> web.Response:
+        view[...] = np.asarray(orjson.loads(await http.read())["instances"], np.float32)
+        result = request.infer(share_outputs=False).to_tuple()[0]
+        body = orjson.dumps({"predictions": result}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return web.Response(body=body, content_type="application/json")
+
+    serve(predict)
+
+
+def serve(handler: Any) -> None:
+    """An aiohttp server on uvloop with `handler` for every POST; prints its port."""
+    import uvloop
+    from aiohttp import web
+
     async def main() -> None:
         app = web.Application()
-        app.router.add_post("/{tail:.*}", echo)
+        app.router.add_post("/{tail:.*}", handler)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -44,7 +78,15 @@ def echo_server() -> None:
 
 
 def start_echo() -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, __file__, "--echo"], stdout=subprocess.PIPE, text=True)
+    return _start("--echo")
+
+
+def start_minimal(model_xml: str) -> tuple[subprocess.Popen[str], int]:
+    return _start("--minimal", model_xml)
+
+
+def _start(*args: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
 
@@ -127,5 +169,7 @@ def sequential(port: int, path: str, body: bytes, n: int, warmup: int = 200) -> 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--echo"]:
         echo_server()
+    elif sys.argv[1:2] == ["--minimal"] and len(sys.argv) == 3:
+        minimal_server(sys.argv[2])
     else:
         sys.exit(__doc__)

@@ -566,7 +566,9 @@ def main() -> None:
         minimal_resnet = start_minimal(repo / "resnet" / "1" / "model.xml", threaded=True)
         dropin_proc, port, rest_port = start_dropin(config, args.dropin_arg)
         rest_echo = rest_overhead.start_echo()
-        servers = [*echoes.values(), minimal, minimal_pool, minimal_resnet, rest_echo, (dropin_proc, port)]
+        rest_minimal = rest_overhead.start_minimal(str(repo / "tiny" / "1" / "model.xml"))
+        servers = [*echoes.values(), minimal, minimal_pool, minimal_resnet, rest_echo, rest_minimal,
+                   (dropin_proc, port)]
         try:
             minimal_port = minimal[1]
             ov_resnet = Compiled(repo / "resnet" / "1" / "model.xml", image)
@@ -592,6 +594,7 @@ def main() -> None:
             rest_time = percentiles(gen.pool.submit(
                 rest_overhead.sequential, rest_port, REST_PATH, REST_BODY, n_tiny).result())
             rest_measured, rest_echo_measured = rest_overhead.RestMeasured(), rest_overhead.RestMeasured()
+            rest_minimal_measured = rest_overhead.RestMeasured()
             for p in (*echo_ports.values(), minimal_port, minimal_pool[1], port):
                 gen.rate(p, tiny_payload, 16, 0.5)  # warm up
             gen.rate(port, resnet_payload, 4, 1.0)
@@ -617,6 +620,7 @@ def main() -> None:
                 tiny_measured.run(gen, port, tiny_payload, 16, half)
                 rest_echo_measured.run(gen.pool, args.processes, rest_echo[1], REST_PATH, REST_BODY, 16, half)
                 rest_measured.run(gen.pool, args.processes, rest_port, REST_PATH, REST_BODY, 16, half)
+                rest_minimal_measured.run(gen.pool, args.processes, rest_minimal[1], REST_PATH, REST_BODY, 16, half)
             echo_rates = {kind: m.rate for kind, m in echoes_measured.items()}
             minimal_rate, tiny_rate = minimal_measured.rate, tiny_measured.rate
             resnet_rate = resnet_measured.rate
@@ -645,7 +649,7 @@ def main() -> None:
         tiny_c1=(lat["tiny dropin"][0] - echo_times["thread"][0], lat["tiny dropin"][0] - lat["tiny in-process"][0]),
         resnet=ratio_a,
         resnet_c1=lat["resnet dropin"][0] - lat["resnet in-process"][0] - echo_resnet[0],
-        rest=(rest_measured, rest_echo_measured, rest_time[0] - rest_echo_time[0]),
+        rest=(rest_measured, rest_echo_measured, rest_time[0] - rest_echo_time[0], rest_minimal_measured),
     )
     lines += [
         f"{os.cpu_count()} CPU cores, {args.processes} client processes, {args.seconds:g} s per throughput measure "
@@ -728,7 +732,7 @@ def main() -> None:
 
 def goals(tiny: float, tiny_c1: tuple[float, float], resnet: float, resnet_c1: float, rest: Any) -> list[str]:
     """The issue's goals, each with this run's figure."""
-    rest_measured, rest_echo, rest_c1 = rest
+    rest_measured, rest_echo, rest_c1, rest_minimal = rest
     rest_ratio = rest_measured.rate / rest_echo.rate
     rows = [
         ("1x10 req/s at concurrency 16 / thread-pool echo", f"{tiny:.3f}", ">= 0.6 (aim 0.8)", tiny >= 0.6),
@@ -739,7 +743,8 @@ def goals(tiny: float, tiny_c1: tuple[float, float], resnet: float, resnet_c1: f
         ("ResNet-50 p50 at concurrency 1, added to in-process inference plus the echo of its bytes",
          f"{resnet_c1 * 1e3:+.3f} ms", "<= +0.300 ms", resnet_c1 <= 300e-6),
         (f"REST 1x10 req/s at concurrency 16 ({rest_measured.rate:.0f}) / bare aiohttp echo of the same body "
-         f"({rest_echo.rate:.0f})", f"{rest_ratio:.3f}", ">= 0.95", rest_ratio >= 0.95),
+         f"({rest_echo.rate:.0f}); a minimal REST server (parse, infer on the loop, answer) "
+         f"{rest_minimal.rate / rest_echo.rate:.3f}", f"{rest_ratio:.3f}", ">= 0.95", rest_ratio >= 0.95),
         ("REST 1x10 p50 added to the aiohttp echo, at concurrency 16 / 1",
          f"{(rest_measured.p50 - rest_echo.p50) * 1e3:+.3f} / {rest_c1 * 1e3:+.3f} ms", "(reported)", None),
     ]

@@ -8,7 +8,6 @@ in the metrics when it closes. Errors are raised as `DropinError`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,14 +25,7 @@ from .models import Model, ModelVersion, Servable
 from .reshape import Reshaper
 from .sequences import SEQUENCE_ID, IdleSequenceCleaner, SequenceTable, read_sequence_inputs
 from .shapes import TensorSpec
-from .validation import (
-    Conversion,
-    ExactPlan,
-    RequestTensor,
-    ReshapeRequired,
-    check_converted,
-    validate_request,
-)
+from .validation import Conversion, ExactPlan, RequestTensor, ReshapeRequired, convert_inputs, validate_request
 
 log = logging.getLogger("dropin.dataplane")
 
@@ -75,28 +67,7 @@ class DataPlane:
             metrics.sequences = self.sequence_cleaner.tables
 
     async def _convert(self, conversions: list[Conversion], arrays: dict[str, np.ndarray]) -> None:
-        loop = asyncio.get_running_loop()
-        for conversion in conversions:
-            plan = conversion.plan
-            converter = plan.converter
-            assert converter is not None
-            try:
-                if converter.blocking:
-                    array = await loop.run_in_executor(
-                        self._executor, converter.convert, plan.spec.name, conversion.shape, conversion.values
-                    )
-                else:
-                    array = converter.convert(plan.spec.name, conversion.shape, conversion.values)
-            except DropinError:
-                raise
-            except Exception as exc:
-                log.exception("preprocessor %s failed on input %s", plan.converter_plugin, plan.spec.name)
-                raise DropinError(
-                    Status.PLUGIN_ERROR,
-                    f"preprocessor {plan.converter_plugin!r} failed on input {plan.spec.name}: "
-                    f"{type(exc).__name__}: {exc}",
-                ) from exc
-            arrays[plan.spec.name] = check_converted(conversion, array)
+        await convert_inputs(conversions, arrays, self._executor)
 
     def request(self, interface: int, method: int) -> RequestScope:
         """The scope of one request on a front end (`interface`: GRPC or REST; `method`: PREDICT,

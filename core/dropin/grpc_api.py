@@ -7,8 +7,14 @@ request than a grpc.aio call on the event loop (docs/performance.md); so is a pi
 nodes run in turn on such models. Everything else (waiting for a version being loaded,
 conversions, reshape reloads, batching, models without `infer_now`, the other methods) runs on
 the event loop, the handler thread waiting for it. Each opens a data plane request scope,
-decodes its request there and encodes the result as TF Serving's message (tfs_messages.py);
-every error becomes a gRPC status through the one table in
+decodes its request there and encodes the result as TF Serving's message (tfs_messages.py).
+
+Handler threads contend for the GIL, so each microsecond of Python per request costs several
+under load. The common request, whose inputs are exactly the model's (or those of the last
+request that passed validation), skips validation (`decode_exact`), and every Predict answers
+bytes spliced into a serialization made once (`predict_response_bytes`).
+
+Every error becomes a gRPC status through the one table in
 errors.py. Classify, Regress and MultiInference are not declared, so gRPC answers them
 UNIMPLEMENTED.
 """
@@ -110,7 +116,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             tensors = request.inputs
             exact = scope.exact_plan()
             arrays = decode_exact(exact, tensors) if exact is not None else None
-            if arrays is not None:  # the common request, of static shapes: no validation to do
+            if arrays is not None:  # the common request: nothing validation would refuse
                 return predict_response_bytes(scope.infer_exact_now(arrays, request.output_filter))
             # iterated by key: a protobuf map's items() is a Python-level view
             inputs = {name: ProtoTensor(tensors[name]) for name in tensors}

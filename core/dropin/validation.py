@@ -2,11 +2,16 @@
 
 `InputPlan` holds what can be computed once per model version (the expected dtype, the batch
 position, the converter a preprocessor claimed), so the per-request work is a few comparisons.
+An `ExactPlan` lets a front end skip even those for the common request, and `convert_inputs`
+runs the preprocessors of the inputs that need one, after validation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from math import prod
 from typing import NamedTuple, Protocol
@@ -17,6 +22,8 @@ from .dtypes import DType, tf_precision_name
 from .errors import DropinError, Status
 from .preprocess import InputConverter
 from .shapes import TensorSpec, format_shape
+
+log = logging.getLogger("dropin.validation")
 
 
 class RequestTensor(Protocol):
@@ -244,6 +251,33 @@ def _too_large(name: str, shape: Sequence[int], elements: int, tf_dtype: int, li
         f"Expected: at most {limit} bytes in one input (--grpc_max_message_size); Actual: {elements * dtype.itemsize} "
         f"bytes ({dtype.value} of shape {format_shape(shape)}); input name: {name}",
     )
+
+
+async def convert_inputs(conversions: list[Conversion], arrays: dict[str, np.ndarray], executor: Executor) -> None:
+    """Run the preprocessors of a validated request, those that block (decoders) in `executor`,
+    and put what they return, checked, into `arrays`."""
+    loop = asyncio.get_running_loop()
+    for conversion in conversions:
+        plan = conversion.plan
+        converter = plan.converter
+        assert converter is not None
+        try:
+            if converter.blocking:
+                array = await loop.run_in_executor(
+                    executor, converter.convert, plan.spec.name, conversion.shape, conversion.values
+                )
+            else:
+                array = converter.convert(plan.spec.name, conversion.shape, conversion.values)
+        except DropinError:
+            raise
+        except Exception as exc:
+            log.exception("preprocessor %s failed on input %s", plan.converter_plugin, plan.spec.name)
+            raise DropinError(
+                Status.PLUGIN_ERROR,
+                f"preprocessor {plan.converter_plugin!r} failed on input {plan.spec.name}: "
+                f"{type(exc).__name__}: {exc}",
+            ) from exc
+        arrays[plan.spec.name] = check_converted(conversion, array)
 
 
 def check_converted(conversion: Conversion, array: np.ndarray) -> np.ndarray:
