@@ -82,6 +82,12 @@ class Body:  # what the REST handler uses of aiohttp's request
     async def iter_any(self) -> Any:
         yield self._body
 
+    def is_eof(self) -> bool:  # a small body arrives with the request's head
+        return True
+
+    def read_nowait(self) -> bytes:
+        return self._body
+
 
 def background_loop() -> asyncio.AbstractEventLoop:
     """The server's event loop, in a thread of its own (the servicer runs in the caller's)."""

@@ -77,6 +77,7 @@ def spec(dtype: DType) -> dict[str, TensorSpec]:
             "Expected: U64 values, integers in [0, 18446744073709551615]; Actual: -1.0",
         ),  # numpy reads these as floats
         (DType.FP32, [1, 1e40], "Expected: FP32 values, in [-3.40282e+38, 3.40282e+38]; Actual: 1e+40"),
+        (DType.FP32, [-3.5e38, 1], "Expected: FP32 values, in [-3.40282e+38, 3.40282e+38]; Actual: -3.5e+38"),
         (DType.FP16, [70000], "Expected: FP16 values, in [-65504, 65504]; Actual: 70000"),
         (DType.FP32, [1, True, 2], "Expected: FP32 numbers; Actual: true"),
         (DType.I32, [[1, 2], [3, False]], "Expected: I32 numbers; Actual: false"),
@@ -96,6 +97,9 @@ def test_numbers_that_fit_are_kept(codec: str) -> None:
         (DType.U8, [0, 255]),
         (DType.U64, [2**64 - 1, 0]),
         (DType.FP32, [2**70, 3.4e38]),
+        (DType.FP32, [-3.4028234663852886e38, 3.4028234663852886e38, 1.5]),  # the ends of FP32's range
+        (DType.FP32, [2**63 - 1, -(2**63)]),  # integers: read as int64, always within FP32's range
+        (DType.FP64, [1.7976931348623157e308, -1.5]),
         (DType.FP16, [65504, -65504]),
         (DType.BOOL, [0, 1]),
         (DType.I64, [2**63 - 1, -(2**63)]),

@@ -27,6 +27,9 @@ _INT_RANGE: dict[DType, tuple[int, int]] = {
 }
 _INT_RANGE[DType.BOOL] = (0, 1)
 
+# the largest finite value of the 32- and 64-bit float types, by item size
+_FLOAT_MAX = {4: float(np.finfo(np.float32).max), 8: float(np.finfo(np.float64).max)}
+
 
 def cast(values: np.ndarray, dtype: DType, name: str, expected: str | None = None) -> np.ndarray:
     """`values` as `dtype`, unchanged in value, or DropinError INVALID_VALUE. `expected` replaces
@@ -56,6 +59,11 @@ def cast(values: np.ndarray, dtype: DType, name: str, expected: str | None = Non
         return values.astype(target)
     # a float input: only a finite value that becomes infinite is refused (NaN and inf given as
     # such in float_val stay what they are)
+    if values.size and target.itemsize >= 4:
+        # the common case first, without errstate (a context manager costs more than the cast of a
+        # small tensor): integers of 64 bits or fewer, and floats within the target's range, fit
+        if kind in "iu" or -_FLOAT_MAX[target.itemsize] <= values.min() and values.max() <= _FLOAT_MAX[target.itemsize]:
+            return values.astype(target)
     with np.errstate(over="ignore", invalid="ignore"):
         out = values.astype(target)
     if not np.isfinite(out).all():

@@ -249,9 +249,12 @@ class RestApi:
             raise DropinError(
                 Status.REST_BODY_TOO_LARGE, f"{length} bytes; the limit is {limit} (--rest_max_body_bytes)"
             )
+        content = request.content
         body = bytearray()
         try:
-            async for chunk in request.content.iter_any():
+            if length is not None and content.is_eof():  # the whole body came with the head: no waiting
+                return content.read_nowait()
+            async for chunk in content.iter_any():
                 body += chunk
                 if len(body) > limit:
                     raise DropinError(Status.REST_BODY_TOO_LARGE, f"more than {limit} bytes (--rest_max_body_bytes)")
