@@ -19,7 +19,7 @@ from dropin.models import Servable
 from dropin.sequences import SEQUENCE_ID
 from dropin.shapes import TensorSpec
 from dropin.tensor_proto import decode_exact, fill_proto
-from dropin.tfs_messages import predict_response, predict_response_bytes
+from dropin.tfs_messages import _layout, predict_response, predict_response_bytes
 from dropin.validation import InputPlan, exact_plan
 
 NUMERIC = [d for d in DType if d is not DType.STRING]
@@ -36,6 +36,12 @@ def test_response_bytes_are_the_messages_serialization(dtype: DType, shape: tupl
     for seed in range(3):  # the layout is made by the first; the others splice into it
         result = PredictResult("m", 3, {"out": sample(dtype, shape, seed)})
         assert predict_response_bytes(result) == predict_response(result).SerializeToString()
+
+
+def test_large_outputs_are_written_by_protobuf() -> None:
+    result = PredictResult("m", 1, {"big": sample(DType.FP32, (1, 300_000))})  # 1.2 MB
+    assert predict_response_bytes(result) == predict_response(result).SerializeToString()
+    assert _layout("m", 1, (("big", np.dtype(np.float32), (1, 300_000)),)) is None
 
 
 def test_several_outputs_each_in_its_place() -> None:

@@ -116,6 +116,9 @@ def test_not_ready_until_the_initial_loading_is_done(start_server, tmp_path: Pat
     )
     assert get(srv, "/v2/health/live").status == 200
     expect_prefix(get(srv, "/v2/health/ready"), 503, "Server is not ready")
+    # the ports open before the repository is read: until then the model is not known at all
+    srv.wait_for("slow", 1, "LOADING")
+    expect_prefix(get(srv, "/v2/health/ready"), 503, "Server is not ready")
     expect(get(srv, "/v2/models/slow/ready"), 503, "Model with requested version is not loaded yet")
     assert health_status(srv) == NOT_SERVING
     assert health_status(srv, "tensorflow.serving.PredictionService") == NOT_SERVING

@@ -26,6 +26,9 @@ from .shapes import TensorSpec
 from .tensor_proto import fill_proto
 
 SIGNATURE_KEY = "serving_default"
+#: responses whose outputs hold more bytes than this are built by protobuf each time: copying the
+#: bytes costs more than building the message, and a layout's first response costs two
+LAYOUT_MAX_BYTES = 1 << 20
 METADATA_FIELD = "signature_def"  # the only metadata field a GetModelMetadataRequest may ask for
 
 
@@ -78,6 +81,8 @@ def _layout(
     found by making each output of distinct random bytes and looking for them: a layout whose
     marks are not each found exactly once is not used (None), nor one for the outputs the
     general path writes otherwise (strings, sequence_id, empty or converted tensors)."""
+    if sum(prod(shape) * dtype.itemsize for _, dtype, shape in outputs) > LAYOUT_MAX_BYTES:
+        return None
     for _ in range(3):  # a mark of a few bytes may happen to occur elsewhere in the message: draw again
         marks = []
         for name, dtype, shape in outputs:
