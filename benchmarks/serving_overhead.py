@@ -597,7 +597,7 @@ def main() -> None:
             rest_measured, rest_echo_measured = rest_overhead.RestMeasured(), rest_overhead.RestMeasured()
             rest_minimal_measured = rest_overhead.RestMeasured()
             # server CPU per REST request: the echo's rate is bound by the clients, not by its CPU
-            rest_cpu = dict.fromkeys(map(id, (rest_measured, rest_echo_measured, rest_minimal_measured)), 0.0)
+            rest_cpu = dict.fromkeys((rest_measured, rest_echo_measured, rest_minimal_measured), 0.0)
             for p in (*echo_ports.values(), minimal_port, minimal_pool[1], port):
                 gen.rate(p, tiny_payload, 16, 0.5)  # warm up
             gen.rate(port, resnet_payload, 4, 1.0)
@@ -626,7 +626,7 @@ def main() -> None:
                 for rest_server, measured in rest_servers:
                     before = process_seconds(rest_server[0].pid)
                     measured.run(gen.pool, args.processes, rest_server[1], REST_PATH, REST_BODY, 16, half)
-                    rest_cpu[id(measured)] += process_seconds(rest_server[0].pid) - before
+                    rest_cpu[measured] += process_seconds(rest_server[0].pid) - before
             echo_rates = {kind: m.rate for kind, m in echoes_measured.items()}
             minimal_rate, tiny_rate = minimal_measured.rate, tiny_measured.rate
             resnet_rate = resnet_measured.rate
@@ -656,8 +656,7 @@ def main() -> None:
         resnet=ratio_a,
         resnet_c1=lat["resnet dropin"][0] - lat["resnet in-process"][0] - echo_resnet[0],
         rest=(rest_measured, rest_echo_measured, rest_time[0] - rest_echo_time[0], rest_minimal_measured,
-              {m: rest_cpu[id(m)] / m.requests * 1e6
-               for m in (rest_measured, rest_echo_measured, rest_minimal_measured)}),
+              {m: seconds / m.requests * 1e6 for m, seconds in rest_cpu.items()}),
     )
     lines += [
         f"{os.cpu_count()} CPU cores, {args.processes} client processes, {args.seconds:g} s per throughput measure "
