@@ -12,13 +12,16 @@ import numpy as np
 import pytest
 
 from dropin._proto.tensorflow_serving.apis import predict_pb2
-from dropin.dataplane import PredictResult
+from dropin.config import ModelConfig
+from dropin.dataplane import DataPlane, PredictResult
 from dropin.dtypes import DType
 from dropin.errors import DropinError, Status
-from dropin.models import Servable
+from dropin.metrics import GRPC, PREDICT
+from dropin.models import Model as ModelEntry
+from dropin.models import ModelTable, ModelVersion, Servable, State
 from dropin.sequences import SEQUENCE_ID
 from dropin.shapes import TensorSpec
-from dropin.tensor_proto import decode_exact, fill_proto
+from dropin.tensor_proto import ProtoTensor, decode_exact, fill_proto
 from dropin.tfs_messages import _layout, predict_response, predict_response_bytes
 from dropin.validation import InputPlan, exact_plan
 
@@ -132,8 +135,12 @@ def test_models_with_inputs_of_no_static_shape_or_strings_have_no_exact_plan() -
     assert exact_plan(plans(TensorSpec.of("x", DType.FP32, [1, 10]), TensorSpec.of("s", DType.STRING, [1]))) is None
 
 
-class Model:  # what Servable reads of a backend's model
+class Model:  # what Servable and the data plane read of a backend's model: y = 2 * x
     infers_now = True
+    outputs = {"y": TensorSpec.of("y", DType.FP32, [-1, 10])}
+
+    def infer_now(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] * 2}
 
 
 def servable(*specs: TensorSpec) -> Servable:
@@ -170,3 +177,53 @@ def test_models_that_do_not_infer_in_the_calling_thread_have_no_plan() -> None:
     assert elsewhere.exact is None
     elsewhere.learn_exact({"x": (1, 10)})
     assert elsewhere.exact is None
+
+
+class Manager:  # what the data plane reads of the model manager
+    loader = None
+
+    def __init__(self, table: ModelTable) -> None:
+        self.table = table
+
+
+def plane_serving(served: Servable, **limits: int) -> DataPlane:
+    table = ModelTable()
+    model = ModelEntry(ModelConfig(name="m", base_path="/nonexistent"))
+    version = ModelVersion("m", 1, State.AVAILABLE)
+    version.servable = served
+    model.versions[1] = version
+    model.update_default()
+    table.models["m"] = model
+    return DataPlane(Manager(table), **limits)  # type: ignore[arg-type]
+
+
+def test_the_data_plane_learns_the_shape_of_a_request_it_validated() -> None:
+    plane = plane_serving(servable(TensorSpec.of("x", DType.FP32, [-1, 10])))
+    request = request_inputs(x=np.ones((3, 10), np.float32))
+    with plane.request(GRPC, PREDICT) as scope:
+        assert scope.resolve_now("m", 0)
+        assert scope.exact_plan() is None
+        result = scope.infer_now({"x": ProtoTensor(request.inputs["x"])})
+        assert result is not None and result.outputs["y"].tolist() == [[2.0] * 10] * 3
+    with plane.request(GRPC, PREDICT) as scope:
+        assert scope.resolve_now("m", 0)
+        plan = scope.exact_plan()
+        assert plan is not None
+        arrays = decode_exact(plan, request.inputs)
+        assert arrays is not None
+        assert scope.infer_exact_now(arrays).outputs["y"].tolist() == [[2.0] * 10] * 3
+    plane.close()
+
+
+def test_a_plan_beyond_the_servers_limits_is_not_used() -> None:
+    for limits in ({"max_elements": 9}, {"max_tensor_bytes": 39}):  # the input holds 10 elements, 40 bytes
+        plane = plane_serving(servable(TensorSpec.of("x", DType.FP32, [1, 10])), **limits)
+        with plane.request(GRPC, PREDICT) as scope:
+            assert scope.resolve_now("m", 0)
+            assert scope.exact_plan() is None  # validation refuses such a request, with its message
+        plane.close()
+    plane = plane_serving(servable(TensorSpec.of("x", DType.FP32, [1, 10])), max_elements=10, max_tensor_bytes=40)
+    with plane.request(GRPC, PREDICT) as scope:
+        assert scope.resolve_now("m", 0)
+        assert scope.exact_plan() is not None
+    plane.close()

@@ -62,8 +62,6 @@ def predict_response_bytes(result: PredictResult) -> bytes:
     if layout is None:
         return predict_response(result).SerializeToString()
     pieces, order = layout
-    if len(order) == 1:
-        return b"".join((pieces[0], next(iter(outputs.values())).tobytes(), pieces[1]))
     arrays = list(outputs.values())
     chunks = [pieces[0]]
     for i, index in enumerate(order):
