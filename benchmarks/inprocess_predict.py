@@ -20,9 +20,9 @@ import numpy as np
 
 import dropin
 from dropin.backend import LoadedModel
-from dropin.dataplane import RequestScope
 from dropin.dtypes import DType
 from dropin.models import Servable
+from dropin.request_scope import RequestScope
 from dropin.shapes import TensorSpec
 from dropin.validation import InputPlan
 

@@ -8,17 +8,20 @@ arrays, the same bytes on the wire, and any request that is not exact left to va
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
 from dropin._proto.tensorflow_serving.apis import predict_pb2
 from dropin.config import ModelConfig
-from dropin.dataplane import DataPlane, PredictResult
+from dropin.dataplane import DataPlane
 from dropin.dtypes import DType
 from dropin.errors import DropinError, Status
-from dropin.metrics import GRPC, PREDICT
+from dropin.metrics import GRPC, PREDICT, REST
 from dropin.models import Model as ModelEntry
 from dropin.models import ModelTable, ModelVersion, Servable, State
+from dropin.request_scope import PredictResult
 from dropin.sequences import SEQUENCE_ID
 from dropin.shapes import TensorSpec
 from dropin.tensor_proto import ProtoTensor, decode_exact, fill_proto
@@ -171,12 +174,25 @@ def test_a_model_of_dynamic_shapes_learns_the_shape_of_the_last_valid_request() 
     assert dynamic.exact is None
 
 
-def test_models_that_do_not_infer_in_the_calling_thread_have_no_plan() -> None:
+def test_models_that_do_not_infer_in_the_calling_thread_have_a_plan_only_for_the_loop() -> None:
     elsewhere = servable(TensorSpec.of("x", DType.FP32, [1, 10]))
-    elsewhere.model = object()  # type: ignore[assignment]  # no infer_now
-    assert elsewhere.exact is None
-    elsewhere.learn_exact({"x": (1, 10)})
-    assert elsewhere.exact is None
+    elsewhere.model = Loop()  # type: ignore[assignment]  # no infer_now
+    plane = plane_serving(elsewhere)
+    with plane.request(REST, PREDICT) as scope:
+        assert scope.resolve_now("m", 0)
+        plan = scope.exact_plan()
+        assert plan is not None and plan.inputs[0].shape == (1, 10)
+        assert scope.exact_plan_now() is None  # a handler thread cannot infer it: `infer_now` decides
+        result = asyncio.run(scope.infer_exact({"x": np.ones((1, 10), np.float32)}))
+        assert result.outputs["y"].tolist() == [[3.0] * 10]
+    plane.close()
+
+
+class Loop:  # a model that infers only on the event loop
+    outputs = Model.outputs
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] * 3}
 
 
 class Manager:  # what the data plane reads of the model manager

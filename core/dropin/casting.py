@@ -29,6 +29,7 @@ _INT_RANGE[DType.BOOL] = (0, 1)
 
 # the largest finite value of the 32- and 64-bit float types, by item size
 _FLOAT_MAX = {4: float(np.finfo(np.float32).max), 8: float(np.finfo(np.float64).max)}
+_largest, _magnitude = np.maximum.reduce, np.absolute  # NaN is largest: it takes the slow path
 
 
 def cast(values: np.ndarray, dtype: DType, name: str, expected: str | None = None) -> np.ndarray:
@@ -62,7 +63,8 @@ def cast(values: np.ndarray, dtype: DType, name: str, expected: str | None = Non
     if values.size and target.itemsize >= 4:
         # the common case first, without errstate (a context manager costs more than the cast of a
         # small tensor): integers of 64 bits or fewer, and floats within the target's range, fit
-        if kind in "iu" or -_FLOAT_MAX[target.itemsize] <= values.min() and values.max() <= _FLOAT_MAX[target.itemsize]:
+        # (one reduction over the magnitudes: a reduction costs about 0.5 us on a small array)
+        if kind in "iu" or _largest(_magnitude(values), None) <= _FLOAT_MAX[target.itemsize]:
             return values.astype(target)
     with np.errstate(over="ignore", invalid="ignore"):
         out = values.astype(target)

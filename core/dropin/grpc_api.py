@@ -114,7 +114,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             if not scope.resolve_now(spec.name, spec.version.value):
                 self.on_loop(context, scope.resolve(spec.name, spec.version.value))
             tensors = request.inputs
-            exact = scope.exact_plan()
+            exact = scope.exact_plan_now()
             arrays = decode_exact(exact, tensors) if exact is not None else None
             if arrays is not None:  # the common request: nothing validation would refuse
                 return predict_response_bytes(scope.infer_exact_now(arrays, request.output_filter))

@@ -69,8 +69,8 @@ class Servable:
     @property
     def exact(self) -> ExactPlan | None:
         """The `ExactPlan` of the current plans (a reshape reload replaces them): of their static
-        shapes, made once, else the last one `learn_exact` made; None unless the model infers in
-        the calling thread (`infer_now`), without a sequence's state."""
+        shapes, made once, else the last one `learn_exact` made; None for a pipeline or a model
+        with a sequence's state."""
         plans = self.plans
         cached = self._exact
         if cached is None or cached[0] is not plans:
@@ -97,7 +97,7 @@ class Servable:
         self._exact = (plans, exact_plan(plans, shapes), False)
 
     def _plain(self) -> bool:
-        return self.pipeline is None and self.sequences is None and bool(getattr(self.model, "infers_now", False))
+        return self.pipeline is None and self.sequences is None
 
     def take(self) -> bool:
         """Count one more request using this servable, from any thread; False once retired."""

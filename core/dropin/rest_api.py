@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf import json_format
@@ -34,6 +35,7 @@ from .rest_json import JsonTensor, PredictRequest, dumps, predict_response
 from .rest_transport import GuardedServer, RestLimits
 from .shapes import TensorSpec
 from .tfs_messages import metadata_response, status_response
+from .validation import ExactPlan
 
 log = logging.getLogger("dropin.rest")
 
@@ -186,21 +188,26 @@ class RestApi:
         body = await self._read_body(request)
         with self.dataplane.request(REST, PREDICT) as scope:
             # decoded once the version is resolved, as OVMS parses with the model's inputs at hand
-            specs = await scope.resolve(name, version)
+            if not scope.resolve_now(name, version):
+                await scope.resolve(name, version)
+            specs, plan = scope.input_specs, scope.exact_plan()
             if len(body) <= INLINE_JSON_BYTES:
-                parsed, tensors = _decode(body, specs)
+                order, arrays, tensors = _decode(body, specs, plan)
             else:
-                parsed, tensors = await asyncio.get_running_loop().run_in_executor(self._executor, _decode, body, specs)
-            result = await scope.infer(tensors)
+                order, arrays, tensors = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _decode, body, specs, plan
+                )
+            # the common request, exactly what the model takes, needs no validation
+            result = await scope.infer_exact(arrays) if arrays is not None else await scope.infer(tensors)
             elements = 0  # a plain loop: cheaper per request than sum() over a generator
             for array in result.outputs.values():
                 elements += array.size
             # the answer's format (rows or columns) follows the request's
             if elements <= INLINE_JSON_ELEMENTS:
-                payload = _encode(parsed.order, result.outputs)
+                payload = _encode(order, result.outputs)
             else:
                 payload = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, _encode, parsed.order, result.outputs
+                    self._executor, _encode, order, result.outputs
                 )
         return web.Response(body=payload, content_type=JSON_TYPE)
 
@@ -278,9 +285,14 @@ def _version(text: str | None) -> int:
     return version
 
 
-def _decode(body: bytes, specs: Mapping[str, TensorSpec]) -> tuple[PredictRequest, dict[str, JsonTensor]]:
+def _decode(
+    body: bytes, specs: Mapping[str, TensorSpec], plan: ExactPlan | None
+) -> tuple[str, dict[str, np.ndarray] | None, dict[str, JsonTensor]]:
+    """The body's format (row or column) and its inputs: arrays when they fit `plan` exactly,
+    else tensors for the data plane to validate."""
     request = PredictRequest.parse(body)
-    return request, request.tensors(specs)
+    arrays = request.exact(plan) if plan is not None else None
+    return request.order, arrays, {} if arrays is not None else request.tensors(specs)
 
 
 def _encode(order: str, outputs: Mapping[str, Any]) -> bytes:

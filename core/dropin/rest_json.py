@@ -26,6 +26,7 @@ from .casting import EXACT_FLOAT_INT, cast, refuse_booleans
 from .dtypes import DType
 from .errors import DropinError, Status
 from .shapes import TensorSpec
+from .validation import ExactInput, ExactPlan
 
 ROW, COLUMN = "row", "column"
 MAX_RANK = 32  # the deepest nesting read as a tensor; it also bounds the recursion over string arrays
@@ -118,6 +119,42 @@ class PredictRequest:
         tensors = self._rows(specs) if self.order == ROW else self._columns(specs)
         self.node = None
         return tensors
+
+    def exact(self, plan: ExactPlan) -> dict[str, np.ndarray] | None:
+        """The inputs as arrays when they are exactly what `plan` says (numbers only, in its
+        shapes), each cast to its type (`cast` still refuses a value the type would change); else
+        None, and `tensors` and the data plane's validation decide, with their messages. Numbers
+        written as floats for an integer input take `tensors`, which reads them exactly."""
+        node, inputs = self.node, plan.inputs
+        if self.may_hold_booleans:
+            return None
+        if isinstance(node, list):
+            if len(inputs) != 1:
+                return None
+            given: list[tuple[ExactInput, Any]] = [(inputs[0], node)]
+        elif isinstance(node, dict) and self.order == COLUMN and len(node) == len(inputs):
+            # in the body's order, as `tensors` reads them: the first input that is wrong is the one named
+            by_name = {expected.name: expected for expected in inputs}
+            if by_name.keys() != node.keys():
+                return None
+            given = [(by_name[name], value) for name, value in node.items()]
+        else:
+            return None
+        arrays = {}
+        for expected, value in given:
+            shape = expected.shape
+            if not isinstance(value, list) or not shape or len(value) != shape[0]:  # before reading it
+                return None
+            try:
+                raw = np.asarray(value)
+            except (ValueError, TypeError, OverflowError):  # ragged
+                return None
+            kind = raw.dtype.kind
+            if raw.shape != shape or kind not in "iuf" or (kind == "f" and expected.numpy.kind in "iub"):
+                return None
+            arrays[expected.name] = cast(raw, expected.dtype, expected.name)
+        self.node = None
+        return arrays
 
     def _rows(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
         node = self.node

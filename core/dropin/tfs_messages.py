@@ -17,10 +17,10 @@ import numpy as np
 
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
-from .dataplane import ModelMetadata, PredictResult
 from .dtypes import DType
 from .errors import DropinError, Status
 from .models import ModelVersion
+from .request_scope import ModelMetadata, PredictResult
 from .sequences import SEQUENCE_ID
 from .shapes import TensorSpec
 from .tensor_proto import fill_proto

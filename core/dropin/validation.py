@@ -124,6 +124,7 @@ class ExactInput(NamedTuple):
     dims: list[int]  # the shape, as a list: a request's dims compare to it as a list
     shape: tuple[int, ...]
     nbytes: int
+    dtype: DType
     numpy: np.dtype
 
 
@@ -150,7 +151,7 @@ def exact_plan(plans: Sequence[InputPlan], shapes: Mapping[str, tuple[int, ...]]
         if shape is None or spec.dtype is DType.STRING or min(shape, default=1) <= 0:
             return None
         inputs.append(ExactInput(spec.name, plan.tf_dtype, list(shape), shape, prod(shape) * spec.dtype.itemsize,
-                                 spec.dtype.numpy))
+                                 spec.dtype, spec.dtype.numpy))
     elements = sum(prod(i.shape) for i in inputs)
     return ExactPlan(tuple(inputs), elements, max((i.nbytes for i in inputs), default=0))
 
