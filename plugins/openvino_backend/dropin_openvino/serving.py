@@ -202,14 +202,18 @@ class OpenVINOModel(LoadedModel):
             raise RuntimeError(f"model {self.label} is closed")
         feed = self._feed(inputs)
         if self._inline_ewma < INLINE_SECONDS and sum([a.nbytes for a in feed.values()]) <= INLINE_BYTES:
-            slot = self._take_request()
-            if slot is not None:  # else every request is busy in a thread: queue behind them
+            requests = self._requests
+            try:
+                slot = requests.get_nowait()
+            except queue.Empty:  # every request is busy in a thread: queue behind them
+                pass
+            else:
                 try:
                     # a plain dict: the whole call was inference, without a wait, as the core
                     # counts a call that reports no timings (InferOutputs costs more than the call)
                     return dict(zip(self._output_names, self._run(slot, feed), strict=False))
                 finally:
-                    self._requests.put(slot)
+                    requests.put(slot)
         return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
 
     infers_now = True
@@ -285,12 +289,6 @@ class OpenVINOModel(LoadedModel):
     def infer_requests(self) -> tuple[int, int]:
         # the slots not in the queue are in use (qsize is exact enough for a gauge)
         return self.nireq, self.nireq - self._requests.qsize()
-
-    def _take_request(self) -> InferSlot | None:
-        try:
-            return self._requests.get_nowait()
-        except queue.Empty:
-            return None
 
     def _observe(self, seconds: float) -> None:
         """A moving average of how long inferences take (OpenVINO's InferRequest.latency); it
