@@ -7,6 +7,7 @@ thread (the model offers `infer_now`); with metrics on, it hands the request to 
 running in another thread and waits, as the server does.
 
     python benchmarks/frontend_cost.py                # CPU time per request (min and median of runs)
+    python benchmarks/frontend_cost.py --openvino     # REST on a real OpenVINO model, against a minimal handler
     python benchmarks/frontend_cost.py grpc off 3000  # only run 3000 requests, for an instruction count:
 
     PYTHONHASHSEED=0 setarch $(uname -m) -R valgrind --tool=callgrind --separate-threads=yes \\
@@ -140,8 +141,65 @@ def run(loop: asyncio.AbstractEventLoop, call: Callable[[], Any], n: int) -> Non
     loop.run_until_complete(many(first))
 
 
+def with_openvino(loop: asyncio.AbstractEventLoop) -> None:
+    """REST Predict on a real OpenVINO model (serving_overhead's 1x10 `y = 2x + 1`, compiled once)
+    against the minimal REST server's handler (rest_overhead.py) on the same compiled model, in
+    turn. An inference evicts much of what the request's Python had in the core's caches, so each
+    step of a request costs several times what it costs in a loop of its own (docs/performance.md)."""
+    import tempfile
+    from pathlib import Path
+
+    import orjson
+    from aiohttp import web
+    from serving_overhead import REST_BODY as FLOATS
+    from serving_overhead import tiny_model
+
+    from dropin.backend import LoadOptions
+    from dropin_openvino.backend import OpenVINOBackend
+
+    directory = Path(tempfile.mkdtemp()) / "1"
+    tiny_model(directory)
+    served = OpenVINOBackend().load(directory, LoadOptions())
+    table = ModelTable()
+    entry = Model(ModelConfig(name="m", base_path=str(directory.parent)))
+    version = ModelVersion("m", 1, State.AVAILABLE)
+    version.servable = Servable("m", 1, served, tuple(InputPlan(s) for s in served.inputs.values()), "openvino")
+    entry.versions[1] = version
+    entry.update_default()
+    table.models["m"] = entry
+    rest = RestApi(DataPlane(Manager(table)), asyncio.Event(), 1 << 20)  # type: ignore[arg-type]
+    compiled = served._compiled
+    assert compiled is not None
+    request = compiled.create_infer_request()
+    view = request.get_input_tensor(0).data
+
+    async def minimal() -> web.Response:  # rest_overhead.minimal_server's handler
+        view[...] = np.asarray(orjson.loads(FLOATS)["instances"], np.float32)
+        result = request.infer(share_outputs=False).to_tuple()[0]
+        body = orjson.dumps({"predictions": result}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return web.Response(body=body, content_type="application/json")
+
+    cases: dict[str, Callable[[], Any]] = {
+        "minimal REST handler": minimal,
+        "dropin REST Predict": lambda: rest.predict(Body(FLOATS), "m", 0),  # type: ignore[arg-type]
+    }
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(7):  # in turn, so that the machine's drift hits both
+        for name, call in cases.items():
+            run(loop, call, 300)
+            started = time.process_time()
+            run(loop, call, 10000)
+            best[name] = min(best[name], (time.process_time() - started) / 10000 * 1e6)
+    for name, us in best.items():
+        print(f"{name}, OpenVINO 1x10: min {us:.2f} us (CPU time)")
+    served.close()
+
+
 def main() -> None:
     loop = asyncio.new_event_loop()
+    if sys.argv[1:] == ["--openvino"]:
+        with_openvino(loop)
+        return
     if len(sys.argv) == 4:  # one kind, N requests, for callgrind
         kind, metrics, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
         call = calls(kind, metrics == "on")

@@ -12,7 +12,8 @@ import pytest
 from dropin import rest_json
 from dropin.dtypes import DType
 from dropin.errors import DropinError, Status
-from dropin.rest_json import PredictRequest, dumps, loads, predict_response
+from dropin.rest_json import PredictRequest, dumps, loads
+from dropin.rest_response import predict_response
 from dropin.shapes import TensorSpec
 
 X = {"x": TensorSpec.of("x", DType.FP32, [-1, 3])}

@@ -31,7 +31,8 @@ from .health import model_ready
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
 from .ovms_flags import Cors
-from .rest_json import JsonTensor, PredictRequest, dumps, predict_response
+from .rest_json import JsonTensor, PredictRequest, dumps
+from .rest_response import predict_response
 from .rest_transport import GuardedServer, RestLimits
 from .shapes import TensorSpec
 from .tfs_messages import metadata_response, status_response

@@ -308,7 +308,8 @@ class OpenVINOModel(LoadedModel):
             results = self._run(slot, feed)
         finally:
             self._requests.put(slot)
-        return InferOutputs(zip(self._output_names, results, strict=False), started - submitted, perf_counter() - started)
+        outputs = zip(self._output_names, results, strict=False)
+        return InferOutputs(outputs, started - submitted, perf_counter() - started)
 
     def _slot_for(self, feed: dict[int, np.ndarray]) -> InferSlot:
         """A free infer request, waiting while every one is busy. Except for a fast model with small
