@@ -19,7 +19,7 @@ def _jsonable(name: str, array: np.ndarray) -> Any:
     """An output as `dumps` takes it: a C-contiguous numeric array (fp16 included: it is written
     as JSON numbers, where OVMS refused fp16 outputs), or nested lists for strings. STRING
     outputs whose name ends in `_bytes`, or that are not UTF-8, become {"b64": ...}."""
-    if array.dtype == object or array.dtype.kind in "SU":
+    if array.dtype.kind in "OSU":
         as_b64 = name.endswith("_bytes")
         flat = [_string_value(v, as_b64) for v in array.reshape(-1)]
         out = np.empty(len(flat), dtype=object)

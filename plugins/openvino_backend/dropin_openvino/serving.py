@@ -95,6 +95,7 @@ def check_strings(name: str, values: np.ndarray) -> None:
 #: Inferences shorter than this (a moving average) run on the event loop instead of a thread,
 #: if their inputs are small (a model with dynamic shapes may get a large request at any time).
 INLINE_SECONDS = 100e-6
+INLINE_CAP = 2 * INLINE_SECONDS  # the most one inference counts for in that average (`_run`)
 INLINE_BYTES = 64 << 10
 #: Writable inputs larger than this are shared with OpenVINO instead of copied.
 SHARE_BYTES = 64 << 10
@@ -299,14 +300,6 @@ class OpenVINOModel(LoadedModel):
         # the slots not in the queue are in use (qsize is exact enough for a gauge)
         return self.nireq, self.nireq - self._requests.qsize()
 
-    def _observe(self, seconds: float) -> None:
-        """A moving average of how long inferences take (OpenVINO's InferRequest.latency); it
-        decides where the next one runs."""
-        # Capped: outliers (the OS preempting the inference) must not send a fast model back to
-        # the threads: under load they come in runs, and a thread round trip costs more than such
-        # an inference. It takes five in a row from 35 us; a slow model still averages over the limit.
-        self._inline_ewma += (min(seconds, 2 * INLINE_SECONDS) - self._inline_ewma) * 0.1
-
     def _timed(self, feed: dict[int, np.ndarray], submitted: float) -> InferOutputs:
         """Runs in a pool thread or a gRPC handler thread, waiting while every infer request is
         busy: the time since `submitted` (queued for a pool thread, then for an infer request)
@@ -359,9 +352,14 @@ class OpenVINOModel(LoadedModel):
         except RuntimeError as exc:
             raise InferenceError(f"OpenVINO inference failed: {ov_message(exc)}") from None
         # OpenVINO's own measure of the inference, without the wait for the GIL that a thread
-        # pays afterwards (up to the 5 ms switch interval when the event loop is busy).
-        # Threads may race on this update and lose one: it is only a hint.
-        self._observe(request.latency * 1e-3)
+        # pays afterwards (up to the 5 ms switch interval when the event loop is busy), into the
+        # moving average that decides where the next one runs. Capped: outliers (the OS
+        # preempting the inference) must not send a fast model back to the threads: under load
+        # they come in runs, and a thread round trip costs more than such an inference; it takes
+        # five in a row from 35 us. A slow model still averages over the limit. Threads may race
+        # on this update and lose one: it is only a hint.
+        ewma = self._inline_ewma
+        self._inline_ewma = ewma + (min(request.latency * 1e-3, INLINE_CAP) - ewma) * 0.1
         if self._string_outputs:
             results = tuple(r.astype(object) if i in self._string_outputs else r for i, r in enumerate(results))
         return results
