@@ -27,6 +27,10 @@ class DType(enum.Enum):
     BOOL = "BOOL"
     STRING = "STRING"
 
+    # Members are singletons compared by identity: hash them by identity too, in C (Enum's
+    # own __hash__ is a Python call, paid on every dict or set lookup keyed by a DType).
+    __hash__ = object.__hash__
+
     # Set on every member below, from the tables: plain attributes, because they are read for
     # every tensor of every request (a property plus a dict lookup on an Enum costs more).
     numpy: np.dtype  #: the numpy dtype (little-endian, as on the wire); object for STRING

@@ -28,6 +28,7 @@ import queue
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from operator import attrgetter
 from time import perf_counter
 
 import numpy as np
@@ -101,6 +102,10 @@ INLINE_BYTES = 64 << 10
 SHARE_BYTES = 64 << 10
 #: How many infer requests a fast model whose `nireq` the backend chose may grow to (`_slot_for`).
 ELASTIC_LIMIT = 16
+
+
+#: the size of an input array, summed over a request's inputs in C (no Python call per request)
+_NBYTES = attrgetter("nbytes")
 
 
 class InferSlot:
@@ -202,7 +207,7 @@ class OpenVINOModel(LoadedModel):
         if executor is None:
             raise RuntimeError(f"model {self.label} is closed")
         feed = self._feed(inputs)
-        if self._inline_ewma < INLINE_SECONDS and sum([a.nbytes for a in feed.values()]) <= INLINE_BYTES:
+        if self._inline_ewma < INLINE_SECONDS and sum(map(_NBYTES, feed.values())) <= INLINE_BYTES:
             requests = self._requests
             try:
                 slot = requests.get_nowait()
@@ -237,8 +242,11 @@ class OpenVINOModel(LoadedModel):
 
     def _feed(self, inputs: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
         """The inputs by port index, strings as OpenVINO takes them."""
-        try:
-            feed = {self._input_index[name]: array for name, array in inputs.items()}
+        index = self._input_index
+        feed = {}
+        try:  # a loop, not a comprehension: a comprehension is a call of its own (Python 3.11)
+            for name, array in inputs.items():
+                feed[index[name]] = array
         except KeyError as exc:
             raise KeyError(f"the model has no input {exc.args[0]!r} (inputs: {', '.join(self._inputs)})") from None
         if len(feed) != len(self._input_index):
@@ -329,7 +337,7 @@ class OpenVINOModel(LoadedModel):
             and compiled is not None
             and self.nireq < ELASTIC_LIMIT
             and self._inline_ewma < INLINE_SECONDS
-            and sum([a.nbytes for a in feed.values()]) <= INLINE_BYTES
+            and sum(map(_NBYTES, feed.values())) <= INLINE_BYTES
         ):
             with self._grow_lock:
                 if self.nireq < ELASTIC_LIMIT:
