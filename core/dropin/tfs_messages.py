@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from functools import lru_cache
 from math import prod
+from operator import attrgetter
 
 import numpy as np
 
@@ -58,16 +59,19 @@ def predict_response_bytes(result: PredictResult) -> bytes:
     response once (`_layout`), and each one after it is that serialization with its own output
     bytes in their places, which costs a fraction of building and serializing the message."""
     outputs = result.outputs
-    layout = _layout(result.model_name, result.version, tuple([(n, a.dtype, a.shape) for n, a in outputs.items()]))
+    arrays = list(outputs.values())  # the layout's key made in C: a comprehension is a call of its own
+    layout = _layout(result.model_name, result.version, tuple(zip(outputs, map(_DTYPE, arrays), map(_SHAPE, arrays))))
     if layout is None:
         return predict_response(result).SerializeToString()
     pieces, order = layout
-    arrays = list(outputs.values())
     chunks = [pieces[0]]
     for i, index in enumerate(order):
         chunks.append(arrays[index].tobytes())  # C order whatever the strides, as fill_proto writes
         chunks.append(pieces[i + 1])
     return b"".join(chunks)
+
+
+_DTYPE, _SHAPE = attrgetter("dtype"), attrgetter("shape")
 
 
 @lru_cache(maxsize=1024)
