@@ -59,8 +59,10 @@ def predict_response_bytes(result: PredictResult) -> bytes:
     response once (`_layout`), and each one after it is that serialization with its own output
     bytes in their places, which costs a fraction of building and serializing the message."""
     outputs = result.outputs
-    arrays = list(outputs.values())  # the layout's key made in C: a comprehension is a call of its own
-    layout = _layout(result.model_name, result.version, tuple(zip(outputs, map(_DTYPE, arrays), map(_SHAPE, arrays))))
+    arrays = list(outputs.values())
+    # the layout's key, made in C: a comprehension is a call of its own
+    key = tuple(zip(outputs, map(_DTYPE, arrays), map(_SHAPE, arrays), strict=True))
+    layout = _layout(result.model_name, result.version, key)
     if layout is None:
         return predict_response(result).SerializeToString()
     pieces, order = layout
