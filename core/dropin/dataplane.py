@@ -8,6 +8,7 @@ in the metrics when it closes. Errors are raised as `DropinError`.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -35,6 +36,9 @@ class DataPlane:
         self.table = manager.table
         self.max_elements = max_elements
         self.max_tensor_bytes = max_tensor_bytes  # no input may be larger than a client could send (0: no limit)
+        # what an ExactPlan must fit to be used (RequestScope.exact_plan): the same limits, compared
+        # without a call per request
+        self.exact_limits = (max_elements or math.inf, max_tensor_bytes or math.inf)
         self.metrics = metrics  # None: metrics off, no metric work per request
         self.reshaper = Reshaper(manager.loader, manager.table)  # batch_size / shape "auto"
         # preprocessors that decode (images) run here, off the event loop

@@ -219,22 +219,18 @@ class RequestScope:
         (`infer_exact`); None: every request takes `infer`."""
         servable = self._servable
         assert servable is not None, "resolve() first"
-        return self._within_limits(servable.exact)
+        plan = servable.exact
+        elements, largest = self._plane.exact_limits
+        return plan if plan is not None and plan.elements <= elements and plan.largest <= largest else None
 
     def exact_plan_now(self) -> ExactPlan | None:
         """`exact_plan()` for `infer_exact_now`: None when the model does not infer in the
         calling thread, and every request takes `infer_now`."""
         servable = self._servable
         assert servable is not None, "resolve() first"
-        return self._within_limits(servable.exact) if getattr(servable.model, "infers_now", False) else None
-
-    def _within_limits(self, plan: ExactPlan | None) -> ExactPlan | None:
-        plane = self._plane
-        if plan is None or (plane.max_elements and plan.elements > plane.max_elements) or (
-            plane.max_tensor_bytes and plan.largest > plane.max_tensor_bytes
-        ):
-            return None
-        return plan
+        plan = servable.exact if getattr(servable.model, "infers_now", False) else None
+        elements, largest = self._plane.exact_limits
+        return plan if plan is not None and plan.elements <= elements and plan.largest <= largest else None
 
     def infer_exact_now(self, arrays: dict[str, np.ndarray], output_filter: Sequence[str] = ()) -> PredictResult:
         """`infer_now` of the arrays of a request that fits `exact_plan_now()` exactly."""
