@@ -6,9 +6,8 @@ and go through the same data plane as gRPC. Every error is `{"error": "<message>
 status of its `Status`. The common :predict, numbers exactly as the model version takes them,
 is read into arrays without validation (rest_json.PredictRequest.exact), as gRPC's is. JSON
 bodies above a few kilobytes are decoded and encoded in a worker thread, so a large request does
-not stall the event loop. Connections are aiohttp's, with the
-timeouts and the connection limit of rest_transport.py. A client that hangs up is not an error of
-the server: one DEBUG line.
+not stall the event loop. Connections are aiohttp's, with the timeouts and the connection limit
+of rest_transport.py. A client that hangs up is not an error of the server: one DEBUG line.
 """
 
 from __future__ import annotations

@@ -300,9 +300,8 @@ class OpenVINOModel(LoadedModel):
                     variable.reset()
         finally:
             self._requests.put(slot)
-        outputs = InferOutputs(zip(self._output_names, results, strict=False), started - submitted, 0.0)
-        outputs.infer_seconds = perf_counter() - started
-        return outputs, new_state
+        pairs = zip(self._output_names, results, strict=False)
+        return InferOutputs(pairs, started - submitted, perf_counter() - started), new_state
 
     def infer_requests(self) -> tuple[int, int]:
         # the slots not in the queue are in use (qsize is exact enough for a gauge)
@@ -318,8 +317,8 @@ class OpenVINOModel(LoadedModel):
             results = self._run(slot, feed)
         finally:
             self._requests.put(slot)
-        outputs = zip(self._output_names, results, strict=False)
-        return InferOutputs(outputs, started - submitted, perf_counter() - started)
+        pairs = zip(self._output_names, results, strict=False)
+        return InferOutputs(pairs, started - submitted, perf_counter() - started)
 
     def _slot_for(self, feed: dict[int, np.ndarray]) -> InferSlot:
         """A free infer request, waiting while every one is busy. Except for a fast model with small
