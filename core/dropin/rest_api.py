@@ -32,7 +32,7 @@ from .health import model_ready
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
 from .ovms_flags import Cors
-from .rest_json import JsonTensor, PredictRequest, dumps, loads, may_hold_booleans
+from .rest_json import JsonTensor, PredictRequest, dumps
 from .rest_response import predict_response
 from .rest_transport import GuardedServer, RestLimits
 from .shapes import TensorSpec
@@ -197,21 +197,15 @@ class RestApi:
             # decoded once the version is resolved, as OVMS parses with the model's inputs at hand
             if not scope.resolve_now(name, version):
                 await scope.resolve(name, version)
-            plan = scope.exact_plan()
-            if len(body) <= INLINE_JSON_BYTES:  # in as few steps as it takes (docs/performance.md)
-                parsed = PredictRequest(loads(body), may_hold_booleans(body))
-                order = parsed.order
-                arrays = parsed.exact(plan) if plan is not None else None
-                # the common request, exactly what the model takes, needs no validation
-                if arrays is not None:
-                    result = await scope.infer_exact(arrays)
-                else:
-                    result = await scope.infer(parsed.tensors(scope.input_specs))
+            specs, plan = scope.input_specs, scope.exact_plan()
+            if len(body) <= INLINE_JSON_BYTES:
+                order, arrays, tensors = _decode(body, specs, plan)
             else:
                 order, arrays, tensors = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, _decode, body, scope.input_specs, plan
+                    self._executor, _decode, body, specs, plan
                 )
-                result = await scope.infer_exact(arrays) if arrays is not None else await scope.infer(tensors)
+            # the common request, exactly what the model takes, needs no validation
+            result = await scope.infer_exact(arrays) if arrays is not None else await scope.infer(tensors)
             elements = 0  # a plain loop: cheaper per request than sum() over a generator
             for array in result.outputs.values():
                 elements += array.size

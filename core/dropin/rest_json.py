@@ -134,7 +134,7 @@ class PredictRequest:
             given: list[tuple[ExactInput, Any]] = [(inputs[0], node)]
         elif isinstance(node, dict) and self.order == COLUMN and len(node) == len(inputs):
             # in the body's order, as `tensors` reads them: the first input that is wrong is the one named
-            by_name = {expected.name: expected for expected in inputs}
+            by_name = plan.by_name
             if by_name.keys() != node.keys():
                 return None
             given = [(by_name[name], value) for name, value in node.items()]
@@ -150,7 +150,7 @@ class PredictRequest:
             except (ValueError, TypeError, OverflowError):  # ragged
                 return None
             kind = raw.dtype.kind
-            if raw.shape != shape or kind not in "iuf" or (kind == "f" and expected.numpy.kind in "iub"):
+            if raw.shape != shape or kind not in "iuf" or (kind == "f" and expected.dtype.numpy.kind in "iub"):
                 return None
             arrays[expected.name] = cast(raw, expected.dtype, expected.name)
         self.node = None

@@ -93,12 +93,12 @@ def decode_exact(plan: ExactPlan, tensors: Mapping[str, TensorProto]) -> dict[st
         tensor = tensors[name]
         content = tensor.tensor_content
         if (
-            tensor.dtype != expected.tf_dtype
+            tensor.dtype != expected.dtype.tf_enum
             or len(content) != expected.nbytes
             or list(map(_SIZE, tensor.tensor_shape.dim)) != expected.dims  # in C: no call of a comprehension
         ):
             return None
-        arrays[name] = np.frombuffer(content, expected.numpy).reshape(expected.shape)
+        arrays[name] = np.frombuffer(content, expected.dtype.numpy).reshape(expected.shape)
     return arrays
 
 

@@ -120,12 +120,10 @@ class ExactInput(NamedTuple):
     """One input of an `ExactPlan`: what a request's tensor must be, exactly."""
 
     name: str
-    tf_dtype: int
+    dtype: DType
     dims: list[int]  # the shape, as a list: a request's dims compare to it as a list
     shape: tuple[int, ...]
     nbytes: int
-    dtype: DType
-    numpy: np.dtype
 
 
 class ExactPlan(NamedTuple):
@@ -137,6 +135,7 @@ class ExactPlan(NamedTuple):
     says what is wrong."""
 
     inputs: tuple[ExactInput, ...]
+    by_name: dict[str, ExactInput]  # the same, for a request that names its inputs
     elements: int  # in all inputs, against --max_elements
     largest: int  # bytes of the largest input, against the largest tensor a message may hold
 
@@ -150,10 +149,9 @@ def exact_plan(plans: Sequence[InputPlan], shapes: Mapping[str, tuple[int, ...]]
         shape = plan.static_shape if shapes is None else shapes.get(spec.name)
         if shape is None or spec.dtype is DType.STRING or min(shape, default=1) <= 0:
             return None
-        inputs.append(ExactInput(spec.name, plan.tf_dtype, list(shape), shape, prod(shape) * spec.dtype.itemsize,
-                                 spec.dtype, spec.dtype.numpy))
+        inputs.append(ExactInput(spec.name, spec.dtype, list(shape), shape, prod(shape) * spec.dtype.itemsize))
     elements = sum(prod(i.shape) for i in inputs)
-    return ExactPlan(tuple(inputs), elements, max((i.nbytes for i in inputs), default=0))
+    return ExactPlan(tuple(inputs), {i.name: i for i in inputs}, elements, max((i.nbytes for i in inputs), default=0))
 
 
 def validate_request(
