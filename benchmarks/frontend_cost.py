@@ -149,8 +149,8 @@ def with_openvino(loop: asyncio.AbstractEventLoop) -> None:
     import tempfile
     from pathlib import Path
 
-    import orjson
     from aiohttp import web
+    from rest_overhead import minimal_answer
     from serving_overhead import REST_BODY as FLOATS
     from serving_overhead import tiny_model
 
@@ -174,10 +174,7 @@ def with_openvino(loop: asyncio.AbstractEventLoop) -> None:
     view = request.get_input_tensor(0).data
 
     async def minimal() -> web.Response:  # rest_overhead.minimal_server's handler
-        view[...] = np.asarray(orjson.loads(FLOATS)["instances"], np.float32)
-        result = request.infer(share_outputs=False).to_tuple()[0]
-        body = orjson.dumps({"predictions": result}, option=orjson.OPT_SERIALIZE_NUMPY)
-        return web.Response(body=body, content_type="application/json")
+        return web.Response(body=minimal_answer(request, view, FLOATS), content_type="application/json")
 
     cases: dict[str, Callable[[], Any]] = {
         "minimal REST handler": minimal,

@@ -38,8 +38,6 @@ def echo_server() -> None:
 
 def minimal_server(model_xml: str) -> None:
     """The least a REST predict does: parse, infer on the loop, answer; prints the port."""
-    import numpy as np
-    import orjson
     from aiohttp import web
 
     from dropin_openvino.runtime import ov  # OpenVINO quietly, with its numpy bridge set up
@@ -51,12 +49,20 @@ def minimal_server(model_xml: str) -> None:
     view = tensor.data
 
     async def predict(http: web.Request) -> web.Response:
-        view[...] = np.asarray(orjson.loads(await http.read())["instances"], np.float32)
-        result = request.infer(share_outputs=False).to_tuple()[0]
-        body = orjson.dumps({"predictions": result}, option=orjson.OPT_SERIALIZE_NUMPY)
-        return web.Response(body=body, content_type="application/json")
+        return web.Response(body=minimal_answer(request, view, await http.read()), content_type="application/json")
 
     serve(predict)
+
+
+def minimal_answer(request: Any, view: Any, body: bytes) -> bytes:
+    """The minimal server's work on one body: the row format's one input copied into the OpenVINO
+    request's input tensor (`view`, a numpy view of it), inferred, answered as `predictions`."""
+    import numpy as np
+    import orjson
+
+    view[...] = np.asarray(orjson.loads(body)["instances"], np.float32)
+    result = request.infer(share_outputs=False).to_tuple()[0]
+    return orjson.dumps({"predictions": result}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def serve(handler: Any) -> None:
