@@ -22,8 +22,15 @@ inference in-process (AsyncInferQueue, on the server cores), and the bound the p
 any served / in-process ratio when the server has one core: t / (t + parse CPU per request).
 Measures alternate over `--rounds` rounds, as the other benchmarks do.
 
+`--latency N` adds concurrency 1: N calls per server and round from one synchronous client on the
+client cores, each server's p50 and what each step adds to the one before; next to it, OpenVINO's
+inference in-process back to back and after a pause as long as the echo's round trip (as a
+server's inference runs, after its thread slept). `--awake` runs a spinner at nice 19 on every
+core for the whole run: the cores never idle, so the virtual machine's wake-ups from idle (which
+every server pays at concurrency 1, the echo too) drop out of the figures.
+
     .venv/bin/python benchmarks/grpc_floor.py [--model tiny|resnet] [--concurrency 16]
-        [--threads 8] [--seconds 4] [--rounds 3] [--perf] [--client-cores 1]
+        [--threads 8] [--seconds 4] [--rounds 3] [--perf] [--client-cores 1] [--latency N] [--awake]
 
 Internal mode: `--serve KIND MODEL_XML THREADS` runs one of the servers and prints its port.
 """
@@ -34,9 +41,11 @@ import argparse
 import json
 import os
 import queue
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +168,8 @@ def main() -> None:
     parser.add_argument("--perf", action="store_true", help="also the kernel's share of each server's CPU")
     available = sorted(os.sched_getaffinity(0))
     parser.add_argument("--client-cores", default=str(available[-1]))
+    parser.add_argument("--latency", type=int, default=0, metavar="N", help="also concurrency 1: N calls per round")
+    parser.add_argument("--awake", action="store_true", help="a spinner at nice 19 on every core for the run")
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "MODEL_XML", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -176,6 +187,7 @@ def main() -> None:
     input_name, shape = MODELS[args.model]
     array = np.random.default_rng(0).random(shape, dtype=np.float32)
     gen = LoadGenerator(args.processes, client_cores)
+    spinners = [spin_at_nice_19(core) for core in available] if args.awake else []
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         (tiny_model if args.model == "tiny" else resnet50)(repo / args.model / "1")
@@ -196,6 +208,10 @@ def main() -> None:
             switches = dict.fromkeys(servers, 0)
             kernel = dict.fromkeys(servers, 0.0)
             ov_rate = 0.0
+            c1: dict[str, list[float]] = {kind: [] for kind in servers}
+            for _ in range(args.rounds if args.latency else 0):
+                for kind, (_, port) in servers.items():
+                    c1[kind] += gen.sequential(port, payload, args.latency, 50)
             for _ in range(args.rounds):
                 ov_rate += in_process.rate(args.seconds) / args.rounds
                 for kind, (proc, port) in servers.items():
@@ -207,7 +223,7 @@ def main() -> None:
                         recorder.wait()
                         kernel[kind] += kernel_percent(proc.pid) / args.rounds
         finally:
-            for proc, _ in servers.values():
+            for proc, _ in [*servers.values(), *spinners]:
                 stop(proc)
     gen.close()
 
@@ -228,6 +244,52 @@ def main() -> None:
           f"the parse step alone bounds served / in-process at {inference / (inference + parse):.3f}; "
           f"dropin serves {measured['dropin'].rate / ov_rate:.3f} of in-process, the minimal server "
           f"{measured['minimal'].rate / ov_rate:.3f}.")
+    if args.latency:
+        print_latency(c1, in_process, array)
+
+
+def print_latency(c1: dict[str, list[float]], in_process: Compiled, array: Any) -> None:
+    """The concurrency-1 table: each server's p50, over the echo and over the step before it."""
+    p50 = {kind: statistics.median(times) for kind, times in c1.items()}
+    echo = p50["echo"]
+    hot = statistics.median(inference_latencies(in_process, 0.0, 2000))
+    cold = statistics.median(inference_latencies(in_process, echo, 2000))
+    print()
+    print(f"Concurrency 1, {len(c1['echo'])} calls per server:")
+    print()
+    print("| server | p50 | over the echo | over the step before |")
+    print("|---|---|---|---|")
+    before = echo
+    for kind, value in p50.items():
+        print(f"| {kind} | {value * 1e3:.3f} ms | {(value - echo) * 1e3:+.3f} ms | {(value - before) * 1e3:+.3f} ms |")
+        before = value
+    print()
+    print(f"OpenVINO's inference in-process: {hot * 1e6:.1f} us back to back, {cold * 1e6:.1f} us after a pause "
+          f"of the echo's p50 ({echo * 1e3:.3f} ms), as a server's thread infers after waiting for its request.")
+
+
+def inference_latencies(in_process: Compiled, pause: float, n: int) -> list[float]:
+    """The minimal server's inference step in a loop (the input copied into the request's own
+    tensor, `infer`, the output copied), each after sleeping `pause` seconds (none: back to back)."""
+    request = in_process.compiled.create_infer_request()
+    view, array = request.get_input_tensor(0).data, in_process.array
+    times = []
+    for _ in range(n):
+        if pause:
+            time.sleep(pause)
+        start = time.perf_counter()
+        view[...] = array
+        request.infer()
+        request.get_output_tensor(0).data.copy()
+        times.append(time.perf_counter() - start)
+    return times[n // 10 :]
+
+
+def spin_at_nice_19(core: int) -> tuple[subprocess.Popen, int]:
+    """A busy loop on `core` at the lowest priority: the core never idles, yet yields to any other
+    thread at once. Returns it as `start_step` does (the port 0)."""
+    code = f"import os; os.sched_setaffinity(0, {{{core}}}); os.nice(19)\nwhile True: pass"
+    return subprocess.Popen([sys.executable, "-c", code]), 0
 
 
 if __name__ == "__main__":
