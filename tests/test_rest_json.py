@@ -180,15 +180,18 @@ def test_responses(codec: str) -> None:
     assert info.value.status is Status.REST_PROTO_TO_STRING_ERROR
 
 
-def test_boolean_tokens_are_found_cheaply() -> None:
-    from dropin.rest_json import may_hold_booleans
+def test_literal_tokens_are_found_cheaply() -> None:
+    from dropin.rest_json import may_hold_literals
 
-    assert not may_hold_booleans(json.dumps({"signature_name": "serving_default", "inputs": [[0.5] * 1000]}).encode())
+    assert not may_hold_literals(json.dumps({"signature_name": "serving_default", "inputs": [[0.5] * 1000]}).encode())
     assert (
-        may_hold_booleans(b'{"inputs": [1, true]}')
-        and may_hold_booleans(b'{"inputs": [false]}')
-        and may_hold_booleans(b"true")
+        may_hold_literals(b'{"inputs": [1, true]}')
+        and may_hold_literals(b'{"inputs": [false]}')
+        and may_hold_literals(b'{"inputs": [1, null]}')
+        and may_hold_literals(b"true")
+        and may_hold_literals(b"null")
     )
     many = "lu" * 40  # the letters are common: the words themselves are searched
-    assert may_hold_booleans(json.dumps({"s": many, "x": [1, True]}).encode())
-    assert not may_hold_booleans(json.dumps({"s": many, "x": [1, 2]}).encode())
+    assert may_hold_literals(json.dumps({"s": many, "x": [1, True]}).encode())
+    assert may_hold_literals(json.dumps({"s": many, "x": [1, None]}).encode())
+    assert not may_hold_literals(json.dumps({"s": many, "x": [1, 2]}).encode())

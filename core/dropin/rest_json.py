@@ -12,7 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import warnings
 from collections.abc import Callable, Mapping
+from math import isfinite
 from typing import Any
 
 import numpy as np
@@ -28,7 +31,15 @@ from .errors import DropinError, Status
 from .shapes import TensorSpec
 from .validation import ExactInput, ExactPlan
 
+# `PredictRequest.exact` turns a value beyond float32's range into inf, which it checks for;
+# numpy's warning about it would only be noise in the log (the general path refuses the value)
+warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning, re.escape(__name__) + r"\Z")
+
 ROW, COLUMN = "row", "column"
+SIGNATURE = "signature_name"
+#: input types the exact path reads from JSON numbers as they are, without a cast (`exact`)
+_READ_AS_IS = (np.dtype(np.float32), np.dtype(np.float64))
+_total = np.add.reduce  # finite unless a value is not (or the sum overflows: the general path decides)
 MAX_RANK = 32  # the deepest nesting read as a tensor; it also bounds the recursion over string arrays
 _STRING_TF = DType.STRING.tf_enum
 
@@ -95,23 +106,27 @@ def _numpy_default(value: Any) -> Any:
 class PredictRequest:
     """A :predict body: its format (row or column) and the JSON given for the inputs.
 
-    `may_hold_booleans` is False when the body has no `true` or `false` token at all
-    (`may_hold_booleans(body)`), which spares numeric inputs the check that no boolean hides
-    among their numbers."""
+    `may_hold_literals` is False when the body has no `true`, `false` or `null` token at all
+    (`may_hold_literals(body)`), which spares numeric inputs the check that no boolean hides
+    among their numbers. `quotes` is the number of `"` in the body (None: not counted)."""
 
-    def __init__(self, doc: Any, may_hold_booleans: bool = True) -> None:
+    def __init__(self, doc: Any, may_hold_literals: bool = True, quotes: int | None = None) -> None:
         if not isinstance(doc, dict):
             raise DropinError(Status.REST_BODY_IS_NOT_AN_OBJECT)
         has_instances, has_inputs = "instances" in doc, "inputs" in doc
         if has_instances == has_inputs:
             raise DropinError(Status.REST_PREDICT_UNKNOWN_ORDER)
         self.order = ROW if has_instances else COLUMN
-        self.node = doc["instances"] if has_instances else doc["inputs"]  # signature_name is ignored
-        self.may_hold_booleans = may_hold_booleans
+        node = self.node = doc["instances"] if has_instances else doc["inputs"]  # signature_name is ignored
+        self.may_hold_literals = may_hold_literals
+        # Whether the inputs may hold strings: each key, and a signature_name, is a string of
+        # two quotes; any other string, or a quote escaped in a key, adds quotes.
+        strings = 2 * (len(doc) + (len(node) if isinstance(node, dict) else 0) + isinstance(doc.get(SIGNATURE), str))
+        self.may_hold_strings = quotes is None or quotes != strings
 
     @classmethod
     def parse(cls, body: bytes) -> PredictRequest:
-        return cls(loads(body), may_hold_booleans(body))
+        return cls(loads(body), may_hold_literals(body), body.count(b'"'))
 
     def tensors(self, specs: Mapping[str, TensorSpec]) -> dict[str, JsonTensor]:
         """The request's tensors, typed after the model's inputs `specs`. The parsed JSON is let
@@ -126,7 +141,7 @@ class PredictRequest:
         None, and `tensors` and the data plane's validation decide, with their messages. Numbers
         written as floats for an integer input take `tensors`, which reads them exactly."""
         node, inputs = self.node, plan.inputs
-        if self.may_hold_booleans:
+        if self.may_hold_literals:
             return None
         if isinstance(node, list):
             if len(inputs) != 1:
@@ -141,16 +156,32 @@ class PredictRequest:
         else:
             return None
         arrays = {}
+        numbers_only = not self.may_hold_strings
         for expected, value in given:
             shape = expected.shape
             if not isinstance(value, list) or not shape or len(value) != shape[0]:  # before reading it
                 return None
+            target = expected.dtype.numpy
+            if numbers_only and target in _READ_AS_IS:
+                # numbers only (no null, boolean or string): read as the type at once, in one
+                # numpy call where a cast takes three (docs/performance.md); a value beyond
+                # float32's range becomes inf, and is refused below
+                try:
+                    array = np.asarray(value, target)
+                except (ValueError, TypeError, OverflowError, RuntimeWarning):  # ragged; warnings as errors
+                    return None
+                if array.shape != shape:
+                    return None
+                if not isfinite(_total(array, None)):  # rare: `cast` says which value is too large
+                    array = cast(np.asarray(value), expected.dtype, expected.name)
+                arrays[expected.name] = array
+                continue
             try:
                 raw = np.asarray(value)
             except (ValueError, TypeError, OverflowError):  # ragged
                 return None
             kind = raw.dtype.kind
-            if raw.shape != shape or kind not in "iuf" or (kind == "f" and expected.dtype.numpy.kind in "iub"):
+            if raw.shape != shape or kind not in "iuf" or (kind == "f" and target.kind in "iub"):
                 return None
             arrays[expected.name] = cast(raw, expected.dtype, expected.name)
         self.node = None
@@ -194,24 +225,26 @@ class PredictRequest:
         return {name: self._tensor(value, name, specs, bad) for name, value in node.items()}
 
     def _tensor(self, data: Any, name: str, specs: Mapping[str, TensorSpec], bad: Status) -> JsonTensor:
-        return to_tensor(data, specs.get(name), bad, name, self.may_hold_booleans)
+        return to_tensor(data, specs.get(name), bad, name, self.may_hold_literals)
 
 
-def may_hold_booleans(body: bytes) -> bool:
-    """Whether `body` may have a `true` or `false` token. Searching for the words costs about
-    0.5 ms per MB; their letters u and l are found by memchr in ~10 us per MB and, in a body of
-    numbers, only in a few keys ("inputs", "serving_default"), so the words are looked for there."""
-    for letter, word in ((b"u", b"true"), (b"l", b"false")):  # the letter is word[2]
-        at = body.find(letter, 2)
+def may_hold_literals(body: bytes) -> bool:
+    """Whether `body` may have a `true`, `false` or `null` token. Searching for the words costs
+    about 0.5 ms per MB; the letters u and l are found by memchr in ~10 us per MB and, in a body
+    of numbers, only in a few keys ("inputs", "serving_default"), so the words are looked for there."""
+    for letter, words in ((b"u", ((b"true", 2), (b"null", 1))), (b"l", ((b"false", 2),))):  # (word, letter's index)
+        at = body.find(letter, 1)
         for _ in range(16):
             if at < 0:
                 break
-            if body.startswith(word, at - 2):
-                return True
+            for word, offset in words:
+                if body.startswith(word, at - offset):
+                    return True
             at = body.find(letter, at + 1)
-        else:  # the letter is common here (strings): search for the word itself
-            if word in body:
-                return True
+        else:  # the letter is common here (strings): search for the words themselves
+            for word, _ in words:
+                if word in body:
+                    return True
     return False
 
 
