@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -30,6 +31,10 @@ class PredictResult(NamedTuple):  # a tuple: made for every request, cheaply
     model_name: str
     version: int
     outputs: Mapping[str, np.ndarray]
+
+
+# PredictResult from a tuple, in C: a NamedTuple's own constructor is a Python function
+_result = partial(tuple.__new__, PredictResult)
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ class RequestScope:
         if output_filter or self._probe is not None:
             return await self._infer_arrays(servable, arrays, output_filter)
         try:  # the same, in fewer steps: each step a request runs costs time (docs/performance.md)
-            return PredictResult(servable.model_name, servable.version, await servable.model.infer(arrays))
+            return _result((servable.model_name, servable.version, await servable.model.infer(arrays)))
         except DropinError:
             raise
         except Exception as exc:
@@ -239,7 +244,7 @@ class RequestScope:
         if output_filter or self._probe is not None:
             return self._infer_arrays_now(servable, arrays, output_filter)
         try:  # the same, in fewer steps, as `infer_exact`
-            return PredictResult(servable.model_name, servable.version, servable.model.infer_now(arrays))
+            return _result((servable.model_name, servable.version, servable.model.infer_now(arrays)))
         except DropinError:
             raise
         except Exception as exc:

@@ -19,6 +19,7 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,10 @@ from .health import model_ready
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
 from .ovms_flags import Cors
+from .request_scope import RequestScope
 from .rest_json import JsonTensor, PredictRequest, dumps
 from .rest_response import predict_response
 from .rest_transport import GuardedServer, RestLimits
-from .shapes import TensorSpec
 from .tfs_messages import metadata_response, status_response
 from .validation import ExactPlan
 
@@ -52,6 +53,7 @@ GET_ONLY = (CONFIG_URL, LIVE_URL, READY_URL, METRICS_URL)
 INT64_MAX = (1 << 63) - 1
 INLINE_JSON_BYTES = 64 << 10  # bodies up to this size are parsed on the event loop
 INLINE_JSON_ELEMENTS = 16 << 10  # outputs up to this many elements are encoded on the event loop
+_SIZE = attrgetter("size")
 
 JSON_TYPE = "application/json"
 
@@ -197,20 +199,17 @@ class RestApi:
             # decoded once the version is resolved, as OVMS parses with the model's inputs at hand
             if not scope.resolve_now(name, version):
                 await scope.resolve(name, version)
-            specs, plan = scope.input_specs, scope.exact_plan()
+            plan = scope.exact_plan()
             if len(body) <= INLINE_JSON_BYTES:
-                order, arrays, tensors = _decode(body, specs, plan)
+                order, arrays, tensors = _decode(body, scope, plan)
             else:
                 order, arrays, tensors = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, _decode, body, specs, plan
+                    self._executor, _decode, body, scope, plan
                 )
             # the common request, exactly what the model takes, needs no validation
             result = await scope.infer_exact(arrays) if arrays is not None else await scope.infer(tensors)
-            elements = 0  # a plain loop: cheaper per request than sum() over a generator
-            for array in result.outputs.values():
-                elements += array.size
             # the answer's format (rows or columns) follows the request's
-            if elements <= INLINE_JSON_ELEMENTS:
+            if sum(map(_SIZE, result.outputs.values())) <= INLINE_JSON_ELEMENTS:
                 payload = dumps(predict_response(order, result.outputs))
             else:
                 payload = await asyncio.get_running_loop().run_in_executor(
@@ -293,13 +292,13 @@ def _version(text: str | None) -> int:
 
 
 def _decode(
-    body: bytes, specs: Mapping[str, TensorSpec], plan: ExactPlan | None
+    body: bytes, scope: RequestScope, plan: ExactPlan | None
 ) -> tuple[str, dict[str, np.ndarray] | None, dict[str, JsonTensor]]:
     """The body's format (row or column) and its inputs: arrays when they fit `plan` exactly,
-    else tensors for the data plane to validate."""
+    else tensors of the scope's inputs for the data plane to validate."""
     request = PredictRequest.parse(body)
     arrays = request.exact(plan) if plan is not None else None
-    return request.order, arrays, {} if arrays is not None else request.tensors(specs)
+    return request.order, arrays, {} if arrays is not None else request.tensors(scope.input_specs)
 
 
 def _encode(order: str, outputs: Mapping[str, Any]) -> bytes:
