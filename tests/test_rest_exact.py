@@ -270,6 +270,27 @@ def test_the_exact_path_reads_each_format_and_refuses_what_a_type_would_change(c
         assert exact_path(plan, left) is None, left
 
 
+def test_a_float_input_is_read_as_its_type_only_from_a_body_of_numbers(codec: str) -> None:
+    """numpy would read null as NaN, true as 1 and "1.5" as 1.5 into a float32 array: such a body
+    is left to the general path, whatever its keys and signature_name hold."""
+    plan = exact_plan((InputPlan(TensorSpec.of("x", DType.FP32, [1, 2])),))
+    assert plan is not None
+    for body in (b'{"instances": [[1.5, 2]]}', b'{"signature_name": "s", "inputs": {"x": [[1.5, 2]]}}',
+                 b'{"inputs": {"x": [[1.5, 2]]}, "signature_name": 7}',
+                 b'{"inputs": {"x": [[1.5, 2]]}, "y": "a string elsewhere: read through a cast"}'):
+        arrays = exact_path(plan, body)
+        assert isinstance(arrays, dict), body
+        assert arrays["x"].dtype == np.float32 and arrays["x"].tolist() == [[1.5, 2.0]], body
+    for left in (b'{"instances": [[1.5, "2"]]}', b'{"instances": [[1.5, null]]}', b'{"instances": [[1.5, true]]}',
+                 b'{"signature_name": "s", "instances": [["1.5", 2]]}', b'{"inputs": {"x": [["1", 2]]}, "s\\"": 1}'):
+        assert exact_path(plan, left) is None, left
+    assert exact_path(plan, b'{"instances": [[1.5, 3.5e38]]}') == (
+        Status.INVALID_VALUE,
+        "Invalid value for the input type - Expected: FP32 values, in [-3.40282e+38, 3.40282e+38]; Actual: 3.5e+38; "
+        "input name: x",
+    )
+
+
 def test_two_wrong_inputs_answer_the_error_the_general_path_answers(codec: str) -> None:
     """The general path reads the inputs in the body's order and answers the first error it meets;
     the exact path must answer that one too, whatever the order of the plan's inputs."""
