@@ -32,14 +32,14 @@ from .shapes import TensorSpec
 from .validation import ExactInput, ExactPlan
 
 # `PredictRequest.exact` turns a value beyond float32's range into inf, which it checks for;
-# numpy's warning about it would only be noise in the log (the general path refuses the value)
+# numpy's warning about it would only be noise in the log (`cast` then refuses the value)
 warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning, re.escape(__name__) + r"\Z")
 
 ROW, COLUMN = "row", "column"
 SIGNATURE = "signature_name"
 #: input types the exact path reads from JSON numbers as they are, without a cast (`exact`)
 _READ_AS_IS = (np.dtype(np.float32), np.dtype(np.float64))
-_total = np.add.reduce  # finite unless a value is not (or the sum overflows: the general path decides)
+_total = np.add.reduce  # finite unless a value is not (or the sum overflows: `cast` reads them again)
 MAX_RANK = 32  # the deepest nesting read as a tensor; it also bounds the recursion over string arrays
 _STRING_TF = DType.STRING.tf_enum
 
@@ -137,7 +137,7 @@ class PredictRequest:
 
     def exact(self, plan: ExactPlan) -> dict[str, np.ndarray] | None:
         """The inputs as arrays when they are exactly what `plan` says (numbers only, in its
-        shapes), each cast to its type (`cast` still refuses a value the type would change); else
+        shapes), each read as or cast to its type (`cast` refuses a value the type would change); else
         None, and `tensors` and the data plane's validation decide, with their messages. Numbers
         written as floats for an integer input take `tensors`, which reads them exactly."""
         node, inputs = self.node, plan.inputs
@@ -238,7 +238,7 @@ def may_hold_literals(body: bytes) -> bool:
             if at < 0:
                 break
             for word, offset in words:
-                if body.startswith(word, at - offset):
+                if at >= offset and body.startswith(word, at - offset):
                     return True
             at = body.find(letter, at + 1)
         else:  # the letter is common here (strings): search for the words themselves
