@@ -245,15 +245,16 @@ def main() -> None:
           f"dropin serves {measured['dropin'].rate / ov_rate:.3f} of in-process, the minimal server "
           f"{measured['minimal'].rate / ov_rate:.3f}.")
     if args.latency:
-        print_latency(c1, in_process, array)
+        print_latency(c1, in_process, 2000 if args.model == "tiny" else 100)
 
 
-def print_latency(c1: dict[str, list[float]], in_process: Compiled, array: Any) -> None:
-    """The concurrency-1 table: each server's p50, over the echo and over the step before it."""
+def print_latency(c1: dict[str, list[float]], in_process: Compiled, inferences: int) -> None:
+    """The concurrency-1 table: each server's p50, over the echo and over the step before it; and
+    `inferences` of the inference step in-process, back to back and after pauses."""
     p50 = {kind: statistics.median(times) for kind, times in c1.items()}
     echo = p50["echo"]
-    hot = statistics.median(inference_latencies(in_process, 0.0, 2000))
-    cold = statistics.median(inference_latencies(in_process, echo, 2000))
+    hot = statistics.median(inference_latencies(in_process, 0.0, inferences))
+    cold = statistics.median(inference_latencies(in_process, echo, inferences))
     print()
     print(f"Concurrency 1, {len(c1['echo'])} calls per server:")
     print()
