@@ -615,15 +615,19 @@ def main() -> None:
             tiny_times, minimal_times = c1_times["dropin"], c1_times["minimal"]
             minimal_pool_times = c1_times["minimal pool"]
             batched_times = gen.sequential(port, batched_payload, n_tiny // 10, 30)  # each waits the whole timeout
-            ov_resnet_times = ov_resnet.latencies(n_resnet)
-            resnet_times = gen.sequential(port, resnet_payload, n_resnet, 10)
-            resnet_minimal_times = gen.sequential(minimal_resnet[1], resnet_payload, n_resnet, 10)
             # the transport's floor at concurrency 1: a bare echo of the same bytes
             echo_times = {kind: percentiles(c1_times[f"echo {kind}"]) for kind in echo_ports}
             fastest = min(echo_times, key=lambda k: echo_times[k][0])
             echo_tiny = echo_times[fastest]
             echo_name = ECHO_NAMES[fastest]
-            echo_resnet = percentiles(gen.sequential(echo_ports[fastest], resnet_payload, n_resnet, 10))
+            # ResNet-50 at concurrency 1 in turn too: its inference alone drifts by 0.5 ms between minutes
+            ov_resnet_times, resnet_times, resnet_minimal_times, resnet_echo_times = [], [], [], []
+            for _ in range(3):
+                ov_resnet_times += ov_resnet.latencies(n_resnet // 3)
+                resnet_times += gen.sequential(port, resnet_payload, n_resnet // 3, 10)
+                resnet_minimal_times += gen.sequential(minimal_resnet[1], resnet_payload, n_resnet // 3, 10)
+                resnet_echo_times += gen.sequential(echo_ports[fastest], resnet_payload, n_resnet // 3, 10)
+            echo_resnet = percentiles(resnet_echo_times)
             rest_echo_time = percentiles(gen.pool.submit(
                 rest_overhead.sequential, rest_echo[1], REST_PATH, REST_BODY, n_tiny).result())
             rest_time = percentiles(gen.pool.submit(
