@@ -45,7 +45,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -253,8 +252,8 @@ def print_latency(c1: dict[str, list[float]], in_process: Compiled, inferences: 
     `inferences` of the inference step in-process, back to back and after pauses."""
     p50 = {kind: statistics.median(times) for kind, times in c1.items()}
     echo = p50["echo"]
-    hot = statistics.median(inference_latencies(in_process, 0.0, inferences))
-    cold = statistics.median(inference_latencies(in_process, echo, inferences))
+    hot = statistics.median(in_process.latencies(inferences))
+    cold = statistics.median(in_process.latencies(inferences, pause=echo))
     print()
     print(f"Concurrency 1, {len(c1['echo'])} calls per server:")
     print()
@@ -267,23 +266,6 @@ def print_latency(c1: dict[str, list[float]], in_process: Compiled, inferences: 
     print()
     print(f"OpenVINO's inference in-process: {hot * 1e6:.1f} us back to back, {cold * 1e6:.1f} us after a pause "
           f"of the echo's p50 ({echo * 1e3:.3f} ms), as a server's thread infers after waiting for its request.")
-
-
-def inference_latencies(in_process: Compiled, pause: float, n: int) -> list[float]:
-    """The minimal server's inference step in a loop (the input copied into the request's own
-    tensor, `infer`, the output copied), each after sleeping `pause` seconds (none: back to back)."""
-    request = in_process.compiled.create_infer_request()
-    view, array = request.get_input_tensor(0).data, in_process.array
-    times = []
-    for _ in range(n):
-        if pause:
-            time.sleep(pause)
-        start = time.perf_counter()
-        view[...] = array
-        request.infer()
-        request.get_output_tensor(0).data.copy()
-        times.append(time.perf_counter() - start)
-    return times[n // 10 :]
 
 
 def spin_at_nice_19(core: int) -> tuple[subprocess.Popen, int]:

@@ -381,9 +381,17 @@ def start_minimal(model_xml: Path, threaded: bool = False, thread_pool: bool = F
     return proc, int(proc.stdout.readline())
 
 
-def start_echo(kind: str, hold: float | None = None) -> tuple[subprocess.Popen, int]:
-    """An echo server of `kind`, or with `hold` the hold server of that many seconds per call."""
-    mode = ["--echo-server", kind] if hold is None else ["--hold-server", str(hold)]
+def start_echo(kind: str) -> tuple[subprocess.Popen, int]:
+    return _start_server("--echo-server", kind)
+
+
+def start_hold(seconds: float) -> tuple[subprocess.Popen, int]:
+    """The hold server of (a)'s ceiling, holding each call `seconds`."""
+    return _start_server("--hold-server", str(seconds))
+
+
+def _start_server(*mode: str) -> tuple[subprocess.Popen, int]:
+    """This script in one of its internal server modes; the process and the port it prints."""
     proc = subprocess.Popen([sys.executable, __file__, *mode], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
@@ -455,16 +463,25 @@ class Compiled:
         queue.wait_all()
         return done / (time.monotonic() - started)
 
-    def latencies(self, n: int) -> list[float]:
-        """Sequential synchronous infer() calls on one request."""
-        request = self.compiled.create_infer_request()
-        feed = {0: self.array}
+    def latencies(self, n: int, pause: float = 0.0) -> list[float]:
+        """Sequential synchronous inferences on one request, each the minimal servers' inference
+        step (the input copied into the request's own tensor, `infer`, the output copied), after
+        sleeping `pause` seconds (none: back to back, as in-process inference runs at its best)."""
+        request, array = self.compiled.create_infer_request(), self.array
+        tensor = request.get_input_tensor(0)
+        tensor.shape = array.shape  # a dynamic batch has none yet
+        view = tensor.data
         for _ in range(min(n // 10, 50) + 1):
-            request.infer(feed)
+            view[...] = array
+            request.infer()
         times = []
         for _ in range(n):
+            if pause:
+                time.sleep(pause)
             start = time.perf_counter()
-            request.infer(feed)
+            view[...] = array
+            request.infer()
+            request.get_output_tensor(0).data.copy()
             times.append(time.perf_counter() - start)
         return times
 
@@ -641,7 +658,7 @@ def main() -> None:
             # ResNet-50's ceiling: the same clients send the same bytes at concurrency 4 to a server
             # that holds each call long enough to serve dropin's rate, while OpenVINO infers here
             hold_seconds = 4 / gen.rate(port, resnet_payload, 4, 1.0)
-            hold = start_echo("thread", hold=hold_seconds)
+            hold = start_hold(hold_seconds)
             servers.append(hold)
             gen.rate(minimal_resnet[1], resnet_payload, 4, 1.0)
             half = args.seconds / 2

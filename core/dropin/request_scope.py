@@ -45,7 +45,6 @@ class ModelMetadata:
     outputs: Mapping[str, TensorSpec]
 
 
-
 class RequestScope:
     """One request through the data plane, used the same way by every front end:
 
