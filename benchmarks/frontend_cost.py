@@ -89,6 +89,9 @@ class Body:  # what the REST handler uses of aiohttp's request
     def read_nowait(self) -> bytes:
         return self._body
 
+    def exception(self) -> BaseException | None:  # the connection did not fail
+        return None
+
 
 def background_loop() -> asyncio.AbstractEventLoop:
     """The server's event loop, in a thread of its own (the servicer runs in the caller's)."""

@@ -4,7 +4,7 @@ aiohttp, on the same event loop as the gRPC server. Requests are routed by OVMS'
 so that unknown URLs (400), wrong methods (406) and unsupported verbs (404) answer as OVMS did,
 and go through the same data plane as gRPC. Every error is `{"error": "<message>"}` with the HTTP
 status of its `Status`. The common :predict, numbers exactly as the model version takes them,
-is read into arrays without validation (rest_json.PredictRequest.exact), as gRPC's is. JSON
+is read into arrays without validation (rest_json.parse_predict), as gRPC's is. JSON
 bodies above a few kilobytes are decoded and encoded in a worker thread, so a large request does
 not stall the event loop. Connections are aiohttp's, with the timeouts and the connection limit
 of rest_transport.py. A client that hangs up is not an error of the server: one DEBUG line.
@@ -34,7 +34,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
 from .ovms_flags import Cors
 from .request_scope import RequestScope
-from .rest_json import JsonTensor, PredictRequest, dumps
+from .rest_json import JsonTensor, dumps, parse_predict
 from .rest_response import predict_response
 from .rest_transport import GuardedServer, RestLimits
 from .tfs_messages import metadata_response, status_response
@@ -194,7 +194,9 @@ class RestApi:
     # -- TF Serving API ----------------------------------------------------------------------
 
     async def predict(self, request: web.BaseRequest, name: str, version: int) -> web.StreamResponse:
-        body = await self._read_body(request)
+        body = self._body_now(request)
+        if body is None:
+            body = await self._read_body(request)
         with self.dataplane.request(REST, PREDICT) as scope:
             # decoded once the version is resolved, as OVMS parses with the model's inputs at hand
             if not scope.resolve_now(name, version):
@@ -255,6 +257,15 @@ class RestApi:
             return web.Response(status=200)
         return error_response(not_ready, status=503)
 
+    def _body_now(self, request: web.BaseRequest) -> bytes | None:
+        """The body when it came whole with the request's head, as a small one does; else None,
+        and `_read_body` reads it or says what is wrong."""
+        length = request.content_length
+        content = request.content
+        if length is None or length > self.max_body_bytes or not content.is_eof() or content.exception():
+            return None
+        return content.read_nowait()
+
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.max_body_bytes
         length = request.content_length
@@ -296,9 +307,8 @@ def _decode(
 ) -> tuple[str, dict[str, np.ndarray] | None, dict[str, JsonTensor]]:
     """The body's format (row or column) and its inputs: arrays when they fit `plan` exactly,
     else tensors of the scope's inputs for the data plane to validate."""
-    request = PredictRequest.parse(body)
-    arrays = request.exact(plan) if plan is not None else None
-    return request.order, arrays, {} if arrays is not None else request.tensors(scope.input_specs)
+    order, arrays, request = parse_predict(body, plan)
+    return order, arrays, {} if request is None else request.tensors(scope.input_specs)
 
 
 def _encode(order: str, outputs: Mapping[str, Any]) -> bytes:
