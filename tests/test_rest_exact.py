@@ -1,12 +1,13 @@
 """The REST :predict short path for the common request gives what the general path gives.
 
-`PredictRequest.exact(plan)` makes a request's arrays itself when its JSON is exactly what the
-model's `ExactPlan` says, and the data plane then runs them without validation. It must never
-disagree with the general path (`tensors` and `validate_request`): for a large set of bodies,
-good and bad, against plans of every numeric type, in-process and with both JSON codecs, it gives
-the same arrays or the same error, or leaves the body to the general path. Then a real server
-over HTTP: exact requests answer the model's values, bad requests between them answer their
-errors, and a model of dynamic shapes answers right while the shape it learned keeps changing.
+`parse_predict(body, plan)` (`exact_unnamed`, then `PredictRequest.exact`) makes a request's
+arrays itself when its JSON is exactly what the model's `ExactPlan` says, and the data plane
+then runs them without validation. It must never disagree with the general path (`tensors` and
+`validate_request`): for a large set of bodies, good and bad, against plans of every numeric
+type, in-process and with both JSON codecs, it gives the same arrays or the same error, or
+leaves the body to the general path. Then a real server over HTTP: exact requests answer the
+model's values, bad requests between them answer their errors, and a model of dynamic shapes
+answers right while the shape it learned keeps changing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 from dropin import rest_json
 from dropin.dtypes import DType
 from dropin.errors import DropinError, Status
-from dropin.rest_json import PredictRequest
+from dropin.rest_json import PredictRequest, exact_unnamed, loads, parse_predict
 from dropin.shapes import TensorSpec
 from dropin.testing import numpy_models as modelgen
 from dropin.testing.expect import expect
@@ -56,8 +57,10 @@ def general_path(plans: tuple[InputPlan, ...], specs: Mapping[str, TensorSpec], 
 
 
 def exact_path(plan: ExactPlan, body: bytes) -> Outcome:
+    """What the server reads: `parse_predict`, whose arrays come from `exact_unnamed` for the
+    common body and from `PredictRequest.exact` for the others."""
     try:
-        return PredictRequest.parse(body).exact(plan)
+        return parse_predict(body, plan)[1]
     except DropinError as exc:
         return exc.status, exc.message
 
@@ -287,6 +290,35 @@ def test_a_float_input_is_read_as_its_type_only_from_a_body_of_numbers(codec: st
     assert exact_path(plan, b'{"instances": [[1.5, 3.5e38]]}') == (
         Status.INVALID_VALUE,
         "Invalid value for the input type - Expected: FP32 values, in [-3.40282e+38, 3.40282e+38]; Actual: 3.5e+38; "
+        "input name: x",
+    )
+
+
+def test_the_common_body_is_read_in_one_step_and_every_other_is_left_to_predict_request(codec: str) -> None:
+    """`exact_unnamed` reads `{"instances": [...]}` or `{"inputs": [...]}` alone, numbers only,
+    for a model of one input, and nothing else (the corpus above holds it to the general path);
+    a float array past the size summed in Python is checked by numpy, with the same errors."""
+    plan = exact_plan((InputPlan(TensorSpec.of("x", DType.FP32, [1, 2])),))
+    assert plan is not None
+    for body, order in ((b'{"instances": [[1.5, 2]]}', "row"), (b'{"inputs": [[1.5, 2]]}', "column")):
+        read = exact_unnamed(loads(body), body, plan)
+        assert read is not None and read[0] == order and read[1]["x"].tolist() == [[1.5, 2.0]], body
+        assert parse_predict(body, plan)[0] == order
+    for left in (b'{"inputs": {"x": [[1.5, 2]]}}', b'{"instances": [[1.5, 2]], "signature_name": "s"}',
+                 b'{"instances": [[1.5, null]]}', b'{"instances": [[1.5, 2, 3]]}', b'{"other": [[1.5, 2]]}', b"[1]"):
+        assert exact_unnamed(loads(left), left, plan) is None, left
+    two = exact_plan(tuple(InputPlan(TensorSpec.of(name, DType.FP32, [1, 2])) for name in "ab"))
+    assert two is not None and exact_unnamed(loads(b'{"inputs": [[1, 2]]}'), b'{"inputs": [[1, 2]]}', two) is None
+    wide = exact_plan((InputPlan(TensorSpec.of("x", DType.FP32, [1, 300])),))
+    assert wide is not None
+    values = [i / 4 for i in range(300)]
+    body = json.dumps({"instances": [values]}).encode()
+    arrays = exact_path(wide, body)
+    assert isinstance(arrays, dict) and arrays["x"].tolist() == [values]
+    values[150] = -3.5e38
+    assert exact_path(wide, json.dumps({"instances": [values]}).encode()) == (
+        Status.INVALID_VALUE,
+        "Invalid value for the input type - Expected: FP32 values, in [-3.40282e+38, 3.40282e+38]; Actual: -3.5e+38; "
         "input name: x",
     )
 

@@ -277,6 +277,45 @@ def test_fast_inferences_run_inline_on_the_event_loop(
         fresh.close()
 
 
+def test_a_request_of_the_shape_before_goes_straight_into_the_free_infer_request(
+    backend: OpenVINOBackend, expected, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    # `InferSlot.fill`: the common request copied into the slot's own tensors without
+    # `set_inputs`; any other request (another shape, a missing or unknown input) takes the
+    # general path, on the loop and in a handler thread (`infer_now`), and every answer is exact
+    fresh = backend.load(DIGITS, LoadOptions(plugin_config=F32, nireq=1))
+    fresh._inline_ewma = 0.0  # as if measured fast
+    general: list[tuple[int, ...]] = []
+    original = dropin_openvino.serving.InferSlot.set_inputs
+
+    def spy(slot, feed, types):  # type: ignore[no-untyped-def]
+        general.extend(a.shape for a in feed.values())
+        original(slot, feed, types)
+
+    monkeypatch.setattr(dropin_openvino.serving.InferSlot, "set_inputs", spy)
+
+    async def main() -> None:
+        for batch, start, path in [(3, 0, [(3, 8, 8, 1)]), (3, 5, []), (2, 9, [(2, 8, 8, 1)]), (2, 1, [])]:
+            before = len(general)
+            assert_same(await fresh.infer({"image": images(batch, start=start)}), expected(images(batch, start=start)))
+            assert general[before:] == path
+        with pytest.raises(KeyError, match=r"missing input\(s\) image"):
+            await fresh.infer({})
+        with pytest.raises(KeyError, match=r"the model has no input 'nope'"):
+            await fresh.infer({"nope": images(2)})
+        assert_same(await fresh.infer({"image": images(2, start=4)}), expected(images(2, start=4)))
+
+    try:
+        run(main())
+        before = len(general)
+        assert_same(fresh.infer_now({"image": images(2, start=6)}), expected(images(2, start=6)))
+        assert_same(fresh.infer_now({"image": images(5, start=2)}), expected(images(5, start=2)))
+        assert general[before:] == [(5, 8, 8, 1)]
+        assert fresh._requests.qsize() == 1  # the one infer request is back in the pool
+    finally:
+        fresh.close()
+
+
 def test_an_inline_inference_that_fails_raises_and_the_next_works(backend: OpenVINOBackend, tmp_path: Path) -> None:
     failing = backend.load(save_fails_on_7(tmp_path), LoadOptions(nireq=1))
     failing._inline_ewma = 0.0  # as if measured fast
