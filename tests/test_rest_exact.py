@@ -1,6 +1,6 @@
 """The REST :predict short path for the common request gives what the general path gives.
 
-`parse_predict(body, plan)` (`exact_unnamed`, then `PredictRequest.exact`) makes a request's
+`parse_predict(body, plan)` (rest_exact.py: `exact_unnamed`, then `exact_arrays`) makes a request's
 arrays itself when its JSON is exactly what the model's `ExactPlan` says, and the data plane
 then runs them without validation. It must never disagree with the general path (`tensors` and
 `validate_request`): for a large set of bodies, good and bad, against plans of every numeric
@@ -24,7 +24,8 @@ import pytest
 from dropin import rest_json
 from dropin.dtypes import DType
 from dropin.errors import DropinError, Status
-from dropin.rest_json import PredictRequest, exact_unnamed, loads, parse_predict
+from dropin.rest_exact import exact_unnamed, parse_predict
+from dropin.rest_json import PredictRequest, loads
 from dropin.shapes import TensorSpec
 from dropin.testing import numpy_models as modelgen
 from dropin.testing.expect import expect
@@ -58,7 +59,7 @@ def general_path(plans: tuple[InputPlan, ...], specs: Mapping[str, TensorSpec], 
 
 def exact_path(plan: ExactPlan, body: bytes) -> Outcome:
     """What the server reads: `parse_predict`, whose arrays come from `exact_unnamed` for the
-    common body and from `PredictRequest.exact` for the others."""
+    common body and from `exact_arrays` for the others."""
     try:
         return parse_predict(body, plan)[1]
     except DropinError as exc:

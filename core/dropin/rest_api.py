@@ -4,7 +4,7 @@ aiohttp, on the same event loop as the gRPC server. Requests are routed by OVMS'
 so that unknown URLs (400), wrong methods (406) and unsupported verbs (404) answer as OVMS did,
 and go through the same data plane as gRPC. Every error is `{"error": "<message>"}` with the HTTP
 status of its `Status`. The common :predict, numbers exactly as the model version takes them,
-is read into arrays without validation (rest_json.parse_predict), as gRPC's is. JSON
+is read into arrays without validation (rest_exact.parse_predict), as gRPC's is. JSON
 bodies above a few kilobytes are decoded and encoded in a worker thread, so a large request does
 not stall the event loop. Connections are aiohttp's, with the timeouts and the connection limit
 of rest_transport.py. A client that hangs up is not an error of the server: one DEBUG line.
@@ -34,7 +34,8 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import METADATA, PREDICT, REST, STATUS, Metrics
 from .ovms_flags import Cors
 from .request_scope import RequestScope
-from .rest_json import JsonTensor, dumps, parse_predict
+from .rest_exact import parse_predict
+from .rest_json import JsonTensor, dumps
 from .rest_response import predict_response
 from .rest_transport import GuardedServer, RestLimits
 from .tfs_messages import metadata_response, status_response

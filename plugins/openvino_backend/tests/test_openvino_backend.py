@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import dropin_openvino.serving
+import dropin_openvino.tensors
 from dropin.backend import LoadOptions
 from dropin.dtypes import DType
 from dropin.shapes import Dim
@@ -21,7 +22,8 @@ from dropin_openvino.modelgen import DIGITS, LABELS, save_fails_on_7
 from dropin_openvino.modelgen import DIGITS_F32 as F32
 from dropin_openvino.modelgen import assert_same_digits as assert_same
 from dropin_openvino.modelgen import digit_images as images
-from dropin_openvino.serving import INLINE_BYTES, InferenceError, OpenVINOModel
+from dropin_openvino.serving import InferenceError, OpenVINOModel
+from dropin_openvino.tensors import INLINE_BYTES
 
 # -- model file detection ---------------------------------------------------------------------
 
@@ -160,7 +162,7 @@ def test_copied_shared_and_reshaped_inputs_in_any_order_are_exact(model: OpenVIN
     # Each infer request owns input tensors that small and read-only inputs are copied into, and
     # shares large writable arrays instead: every switch between the two, and every change of
     # batch, must compute on this request's data.
-    big = 1 + dropin_openvino.serving.SHARE_BYTES // (64 * 4)  # writable and over the limit: shared
+    big = 1 + dropin_openvino.tensors.SHARE_BYTES // (64 * 4)  # writable and over the limit: shared
     inputs = []
     for i, n in enumerate([1, 3, big, 3, 1, big + 2, 2, 2]):
         batch = images(n, start=i)
@@ -286,13 +288,13 @@ def test_a_request_of_the_shape_before_goes_straight_into_the_free_infer_request
     fresh = backend.load(DIGITS, LoadOptions(plugin_config=F32, nireq=1))
     fresh._inline_ewma = 0.0  # as if measured fast
     general: list[tuple[int, ...]] = []
-    original = dropin_openvino.serving.InferSlot.set_inputs
+    original = dropin_openvino.tensors.InferSlot.set_inputs
 
     def spy(slot, feed, types):  # type: ignore[no-untyped-def]
         general.extend(a.shape for a in feed.values())
         original(slot, feed, types)
 
-    monkeypatch.setattr(dropin_openvino.serving.InferSlot, "set_inputs", spy)
+    monkeypatch.setattr(dropin_openvino.tensors.InferSlot, "set_inputs", spy)
 
     async def main() -> None:
         for batch, start, path in [(3, 0, [(3, 8, 8, 1)]), (3, 5, []), (2, 9, [(2, 8, 8, 1)]), (2, 1, [])]:
