@@ -47,8 +47,8 @@ def predict_response(order: str, outputs: Mapping[str, np.ndarray]) -> dict[str,
     Serving's MakeJsonFromTensors)."""
     if len(outputs) == 1:
         ((name, array),) = outputs.items()
-        if array.ndim and array.dtype.kind in "fiub":  # the common answer, one array of numbers, in fewer steps
-            return {_KEY[order]: np.ascontiguousarray(array)}
+        if array.ndim and array.dtype.kind in "fiub" and array.flags.c_contiguous:  # the common answer, at once
+            return {_KEY[order]: array}
     if order == COLUMN:
         if len(outputs) == 1:
             ((name, array),) = outputs.items()

@@ -284,31 +284,25 @@ class OpenVINOModel(LoadedModel):
 
     def _run(self, slot: InferSlot, feed: dict[int, np.ndarray]) -> tuple[np.ndarray, ...]:
         """The outputs, in the order of the model's."""
-        request = slot.request
+        if self._string_inputs:  # strings go through OpenVINO's dispatcher, which makes string tensors of them
+            return self._infer_slot(slot, feed)
         try:
-            if not self._string_inputs:
-                slot.set_inputs(feed, self._input_types)
-            else:
-                # strings go through OpenVINO's dispatcher, which makes string tensors of them;
-                # share_inputs: no copy of the others (the caller keeps them alive until we return)
-                results = request.infer(feed, share_inputs=True, share_outputs=False, decode_strings=False).to_tuple()
-                return self._measured(request, results)
+            slot.set_inputs(feed, self._input_types)
         except RuntimeError as exc:
             raise InferenceError(f"OpenVINO inference failed: {ov_message(exc)}") from None
         return self._infer_slot(slot)
 
-    def _infer_slot(self, slot: InferSlot) -> tuple[np.ndarray, ...]:
-        """The outputs of a slot whose inputs are set."""
+    def _infer_slot(self, slot: InferSlot, feed: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
+        """The outputs of a slot whose inputs are set, or of `feed` given to OpenVINO's dispatcher."""
         request = slot.request
         try:
-            # share_outputs=False: the results are copies, so the request's memory can be reused
-            results = tuple(_infer_in_place(request, {}, False, False).values())
+            if feed is None:
+                # share_outputs=False: the results are copies, so the request's memory can be reused
+                results = tuple(_infer_in_place(request, {}, False, False).values())
+            else:  # share_inputs: no copy (the caller keeps them alive until we return)
+                results = request.infer(feed, share_inputs=True, share_outputs=False, decode_strings=False).to_tuple()
         except RuntimeError as exc:
             raise InferenceError(f"OpenVINO inference failed: {ov_message(exc)}") from None
-        return self._measured(request, results)
-
-    def _measured(self, request: ov.InferRequest, results: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-        """`results`, once the request's inference time is in the moving average; strings as objects."""
         # OpenVINO's own measure of the inference, without the wait for the GIL that a thread
         # pays afterwards (up to the 5 ms switch interval when the event loop is busy), into the
         # moving average that decides where the next one runs. Capped: outliers (the OS
