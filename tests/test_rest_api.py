@@ -464,6 +464,12 @@ def test_url_and_method_errors(server: DropinServer) -> None:
     for path in ("/", "/v1", "/v1/modelz/scale", "/v1/models/scale/versions/x:predict", "/v2/models/scale", "/metrics"):
         expect_prefix(http(port, "GET", path), 400, "Invalid request URL")
     expect_prefix(http(port, "GET", "/v1/models/../config"), 400, "The provided base path is invalid or doesn't exists")
+    # :predict URLs that the common URL's quick check (no regular expression) must leave alone
+    for path in ("/v1/models/:predict", "/v1/models/sc:ale:predict", "/v1/models/scale/versions/x:predict",
+                 "/v1/models/scale/:predict", "/v1/models//versions/1:predict"):
+        expect_prefix(http(port, "POST", path, {"instances": [[1.0, 2.0]]}), 400, "Invalid request URL")
+    expect(http(port, "POST", "/v1/models/nope:predict", {"instances": [[1.0, 2.0]]}), 404,
+           "Model with requested name is not found")
 
 
 def test_outputs_that_cannot_be_rows(server: DropinServer) -> None:
