@@ -93,7 +93,6 @@ class OpenVINOModel(LoadedModel):
         self._string_outputs = frozenset(
             i for i, n in enumerate(output_names) if self._outputs[n].dtype is DType.STRING
         )
-        self._numeric = not self._string_inputs and not self._string_outputs
         self.nireq = nireq
         self.label = label
         # `nireq` was the backend's choice, not the user's: a fast model may get more (`_slot_for`)
@@ -130,7 +129,7 @@ class OpenVINOModel(LoadedModel):
         executor = self._executor
         if executor is None:
             raise RuntimeError(f"model {self.label} is closed")
-        if self._inline_ewma < INLINE_SECONDS and self._numeric:
+        if self._inline_ewma < INLINE_SECONDS and not self._string_inputs:
             # the common request of a fast model, in fewer steps (a request served pays for each)
             requests = self._requests
             try:
@@ -172,7 +171,7 @@ class OpenVINOModel(LoadedModel):
         except queue.Empty:  # the wait for a free infer request is reported as such
             return self._timed(self._feed(inputs), perf_counter())
         try:  # no wait: a plain dict, as on the event loop (`infer`)
-            if self._numeric and slot.fill(inputs, self._input_index):
+            if not self._string_inputs and slot.fill(inputs, self._input_index):
                 return dict(zip(self._output_names, self._infer_slot(slot), strict=False))
             return dict(zip(self._output_names, self._run(slot, self._feed(inputs)), strict=False))
         finally:
