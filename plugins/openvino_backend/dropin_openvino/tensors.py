@@ -99,8 +99,9 @@ class InferSlot:
 
     def fill(self, inputs: Mapping[str, np.ndarray], index: Mapping[str, int]) -> bool:
         """`set_inputs` of a small request (up to INLINE_BYTES) whose every input has the shape its
-        port's tensor has already, the common request of a fast model, in fewer steps. False, with
-        some inputs copied or none, for any other request: `set_inputs` then sets every input."""
+        port's tensor has already (the common request: the same shapes as the one before), in
+        fewer steps. False, with some inputs copied or none, for any other request (a missing or
+        unknown input too): `set_inputs` then sets every input, or `_feed` says what is wrong."""
         views = self.views
         if len(inputs) != len(views):
             return False
