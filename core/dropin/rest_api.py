@@ -46,6 +46,9 @@ log = logging.getLogger("dropin.rest")
 # OVMS's http_rest_api_handler.cpp patterns (without its optional leading character)
 PREDICT_URL = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/(\w+))?:(classify|regress|predict)")
 STATUS_URL = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/(\w+))?(?:/(metadata))?")
+# /v1/models/NAME:predict, the common URL (`_route` reads its name without PREDICT_URL)
+MODELS_PREFIX, PREDICT_SUFFIX = "/v1/models/", ":predict"
+_PREDICT_NAME = slice(len(MODELS_PREFIX), -len(PREDICT_SUFFIX))
 MODEL_READY_URL = re.compile(r"/v2/models/([^/]+)(?:/versions/([0-9]+))?/ready")
 CONFIG_URL, CONFIG_RELOAD_URL = "/v1/config", "/v1/config/reload"
 LIVE_URL, READY_URL, METRICS_URL = "/v2/health/live", "/v2/health/ready", "/metrics"
@@ -155,10 +158,10 @@ class RestApi:
             raise DropinError(Status.PATH_INVALID, "'..' is not allowed in the URL")
         method, path = request.method, request.path
         if method == "POST":
-            if path.endswith(":predict") and path.startswith("/v1/models/"):
+            if path.endswith(PREDICT_SUFFIX) and path.startswith(MODELS_PREFIX):
                 # the common URL without the regular expression, which costs microseconds served;
                 # the same rule for the name: no '/' or ':' in it
-                name = path[11:-8]
+                name = path[_PREDICT_NAME]
                 if name and "/" not in name and ":" not in name:
                     return self.predict(request, name, 0)
             if match := PREDICT_URL.fullmatch(path):
@@ -283,8 +286,6 @@ class RestApi:
         content = request.content
         body = bytearray()
         try:
-            if length is not None and content.is_eof():  # the whole body came with the head: no waiting
-                return content.read_nowait()
             async for chunk in content.iter_any():
                 body += chunk
                 if len(body) > limit:

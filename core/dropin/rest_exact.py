@@ -42,25 +42,29 @@ def parse_predict(
     """A :predict body: its format (row or column), then its inputs as arrays when they fit
     `plan` exactly (`exact_unnamed`, `exact_arrays`) or else the parsed request, for `tensors`."""
     doc = loads(body)
+    literals, quotes = may_hold_literals(body), body.count(b'"')
     if plan is not None:
-        unnamed = exact_unnamed(doc, body, plan)
+        unnamed = exact_unnamed(doc, literals, quotes, plan)
         if unnamed is not None:
             return unnamed[0], unnamed[1], None
-    request = PredictRequest(doc, may_hold_literals(body), body.count(b'"'))
+    request = PredictRequest(doc, literals, quotes)
     arrays = exact_arrays(request, plan) if plan is not None else None
     return (request.order, arrays, None) if arrays is not None else (request.order, None, request)
 
 
-def exact_unnamed(doc: Any, body: bytes, plan: ExactPlan) -> tuple[str, dict[str, np.ndarray]] | None:
-    """`exact_arrays` of the most common body in fewer steps, which a request served
-    pays for (docs/performance.md): a model of one input, `{"instances": [...]}` or
-    `{"inputs": [...]}` alone, numbers only (no `"` but the key's, no true, false or null). Its
-    format and arrays, or None for any other body, which `PredictRequest` reads."""
-    if type(doc) is not dict or len(doc) != 1 or len(plan.inputs) != 1:
+def exact_unnamed(
+    doc: Any, literals: bool, quotes: int, plan: ExactPlan
+) -> tuple[str, dict[str, np.ndarray]] | None:
+    """`exact_arrays` of the most common body in fewer steps, which a request served pays for
+    (docs/performance.md): a model of one input, `{"instances": [...]}` or `{"inputs": [...]}`
+    alone, numbers only: `quotes` (the body's `"`) only the key's two, and `literals`
+    (`may_hold_literals`) false. Its format and arrays, or None for any other body, which
+    `PredictRequest` reads."""
+    if literals or quotes != 2 or type(doc) is not dict or len(doc) != 1 or len(plan.inputs) != 1:
         return None
     ((key, node),) = doc.items()
     order = _UNNAMED.get(key)
-    if order is None or body.count(b'"') != 2 or may_hold_literals(body):
+    if order is None:
         return None
     expected = plan.inputs[0]
     array = _exact_array(node, expected, True)

@@ -129,33 +129,26 @@ class OpenVINOModel(LoadedModel):
         executor = self._executor
         if executor is None:
             raise RuntimeError(f"model {self.label} is closed")
-        if self._inline_ewma < INLINE_SECONDS and not self._string_inputs:
-            # the common request of a fast model, in fewer steps (a request served pays for each)
-            requests = self._requests
-            try:
-                slot = requests.get_nowait()
-            except queue.Empty:
-                slot = None
-            if slot is not None:
-                try:
-                    if slot.fill(inputs, self._input_index):
-                        return dict(zip(self._output_names, self._infer_slot(slot), strict=False))
-                finally:
-                    requests.put(slot)
-        feed = self._feed(inputs)
-        if self._inline_ewma < INLINE_SECONDS and sum(map(_NBYTES, feed.values())) <= INLINE_BYTES:
+        feed = None
+        if self._inline_ewma < INLINE_SECONDS:
             requests = self._requests
             try:
                 slot = requests.get_nowait()
             except queue.Empty:  # every request is busy in a thread: queue behind them
-                pass
-            else:
+                slot = None
+            if slot is not None:
+                # a plain dict: the whole call was inference, without a wait, as the core counts a
+                # call that reports no timings (InferOutputs costs more than the call)
                 try:
-                    # a plain dict: the whole call was inference, without a wait, as the core
-                    # counts a call that reports no timings (InferOutputs costs more than the call)
-                    return dict(zip(self._output_names, self._run(slot, feed), strict=False))
+                    if not self._string_inputs and slot.fill(inputs, self._input_index):  # the common request
+                        return dict(zip(self._output_names, self._infer_slot(slot), strict=False))
+                    feed = self._feed(inputs)
+                    if sum(map(_NBYTES, feed.values())) <= INLINE_BYTES:
+                        return dict(zip(self._output_names, self._run(slot, feed), strict=False))
                 finally:
                     requests.put(slot)
+        if feed is None:
+            feed = self._feed(inputs)
         return await asyncio.get_running_loop().run_in_executor(executor, self._timed, feed, perf_counter())
 
     infers_now = True
