@@ -117,6 +117,10 @@ def test_any_other_request_is_left_to_validation() -> None:
     typed.inputs["x"].float_val.extend([1.0] * 10)
     short = request_inputs(x=x)
     short.inputs["x"].tensor_content = short.inputs["x"].tensor_content[:-4]
+    named = request_inputs(x=x)
+    named.inputs["x"].tensor_shape.dim[1].name = "features"
+    unknown = request_inputs(x=x)
+    unknown.inputs["x"].tensor_shape.MergeFromString(b"\x28\x05")  # field 5, which TensorShapeProto lacks
     for request in [
         request_inputs(x=x.astype(np.float64)),  # another type
         request_inputs(x=x.reshape(10, 1)),  # another shape, the same bytes
@@ -126,6 +130,8 @@ def test_any_other_request_is_left_to_validation() -> None:
         request_inputs(),  # none
         typed,  # values in float_val
         short,  # too few bytes
+        named,  # dims with names: validation reads them
+        unknown,  # a field this server does not know
     ]:
         before = request.SerializeToString()
         assert decode_exact(plan, request.inputs) is None

@@ -82,6 +82,21 @@ def test_predict_explicit_version(server: DropinServer, repo: Path) -> None:
     assert response.model_spec.version.value == 1
 
 
+def test_dims_with_names_and_unknown_shape_fields_are_validated_and_served(server: DropinServer, repo: Path) -> None:
+    """Such a request is not the common one the short path reads (tensor_proto.decode_exact):
+    validation takes it, and the answer is the same."""
+    x = np.random.default_rng(2).standard_normal((1, 3, 4)).astype(np.float32)
+    expected = modelgen.run_numpy(repo / "scale" / "2", {"x": x})["y"]
+    for _ in range(2):  # the second after the server learned the shape
+        named = predict_request("scale", {"x": x})
+        for dim, name in zip(named.inputs["x"].tensor_shape.dim, ["batch", "rows", "columns"], strict=True):
+            dim.name = name
+        unknown = predict_request("scale", {"x": x})
+        unknown.inputs["x"].tensor_shape.MergeFromString(b"\x28\x05")  # field 5, which TensorShapeProto lacks
+        for request in (named, unknown, predict_request("scale", {"x": x})):
+            np.testing.assert_array_equal(outputs_of(server.predict.Predict(request, timeout=20))["y"], expected)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (2, 5), (7, 3)])
 def test_dynamic_shapes(server: DropinServer, repo: Path, shape: tuple[int, int]) -> None:
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)

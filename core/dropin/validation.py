@@ -18,6 +18,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from ._proto.tensorflow.core.framework.tensor_shape_pb2 import TensorShapeProto
 from .dtypes import DType, tf_precision_name
 from .errors import DropinError, Status
 from .preprocess import InputConverter
@@ -121,7 +122,9 @@ class ExactInput(NamedTuple):
 
     name: str
     dtype: DType
-    dims: list[int]  # the shape, as a list: a request's dims compare to it as a list
+    # the shape as a gRPC request's TensorShapeProto holds it: `==` compares the two in C, where
+    # reading the request's dims one by one would make a Python object of each
+    tf_shape: TensorShapeProto
     shape: tuple[int, ...]
     nbytes: int
 
@@ -149,7 +152,8 @@ def exact_plan(plans: Sequence[InputPlan], shapes: Mapping[str, tuple[int, ...]]
         shape = plan.static_shape if shapes is None else shapes.get(spec.name)
         if shape is None or spec.dtype is DType.STRING or min(shape, default=1) <= 0:
             return None
-        inputs.append(ExactInput(spec.name, spec.dtype, list(shape), shape, prod(shape) * spec.dtype.itemsize))
+        tf_shape = TensorShapeProto(dim=[TensorShapeProto.Dim(size=size) for size in shape])
+        inputs.append(ExactInput(spec.name, spec.dtype, tf_shape, shape, prod(shape) * spec.dtype.itemsize))
     elements = sum(prod(i.shape) for i in inputs)
     return ExactPlan(tuple(inputs), {i.name: i for i in inputs}, elements, max((i.nbytes for i in inputs), default=0))
 
