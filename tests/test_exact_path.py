@@ -188,7 +188,13 @@ def test_models_that_do_not_infer_in_the_calling_thread_have_a_plan_only_for_the
         assert scope.resolve_now("m", 0)
         plan = scope.exact_plan()
         assert plan is not None and plan.inputs[0].shape == (1, 10)
-        assert scope.exact_plan_now() is None  # a handler thread cannot infer it: `infer_now` decides
+    with plane.request(GRPC, PREDICT) as scope:
+        assert scope.resolve_exact_now("m", 0) is None  # a handler thread cannot infer it: `infer_now` decides
+        assert scope.resolved
+    with plane.request(REST, PREDICT) as scope:
+        assert scope.resolve_now("m", 0)
+        plan = scope.exact_plan()
+        assert plan is not None
         result = asyncio.run(scope.infer_exact({"x": np.ones((1, 10), np.float32)}))
         assert result.outputs["y"].tolist() == [[3.0] * 10]
     plane.close()
@@ -228,9 +234,8 @@ def test_the_data_plane_learns_the_shape_of_a_request_it_validated() -> None:
         result = scope.infer_now({"x": ProtoTensor(request.inputs["x"])})
         assert result is not None and result.outputs["y"].tolist() == [[2.0] * 10] * 3
     with plane.request(GRPC, PREDICT) as scope:
-        assert scope.resolve_now("m", 0)
-        plan = scope.exact_plan()
-        assert plan is not None
+        plan = scope.resolve_exact_now("m", 0)
+        assert plan is not None and scope.resolved
         arrays = decode_exact(plan, request.inputs)
         assert arrays is not None
         assert scope.infer_exact_now(arrays).outputs["y"].tolist() == [[2.0] * 10] * 3
@@ -243,9 +248,25 @@ def test_a_plan_beyond_the_servers_limits_is_not_used() -> None:
         with plane.request(GRPC, PREDICT) as scope:
             assert scope.resolve_now("m", 0)
             assert scope.exact_plan() is None  # validation refuses such a request, with its message
+        with plane.request(GRPC, PREDICT) as scope:
+            assert scope.resolve_exact_now("m", 0) is None and scope.resolved
         plane.close()
     plane = plane_serving(servable(TensorSpec.of("x", DType.FP32, [1, 10])), max_elements=10, max_tensor_bytes=40)
     with plane.request(GRPC, PREDICT) as scope:
         assert scope.resolve_now("m", 0)
         assert scope.exact_plan() is not None
+    with plane.request(GRPC, PREDICT) as scope:
+        assert scope.resolve_exact_now("m", 0) is not None
+    plane.close()
+
+
+def test_a_version_not_available_now_is_not_resolved_in_the_calling_thread() -> None:
+    plane = plane_serving(servable(TensorSpec.of("x", DType.FP32, [1, 10])))
+    for name, version in (("m", 2), ("other", 0)):
+        with plane.request(GRPC, PREDICT) as scope:
+            assert scope.resolve_exact_now(name, version) is None
+            assert not scope.resolved  # the handler resolves on the loop, which waits or says why
+    plane.table.models["m"].versions[1].state = State.LOADING
+    with plane.request(GRPC, PREDICT) as scope:
+        assert scope.resolve_exact_now("m", 1) is None and not scope.resolved
     plane.close()

@@ -111,13 +111,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """The serialized PredictResponse (predict_response_bytes)."""
         spec = request.model_spec
         with self.dataplane.request(GRPC, PREDICT) as scope:
-            if not scope.resolve_now(spec.name, spec.version.value):
-                self.on_loop(context, scope.resolve(spec.name, spec.version.value))
             tensors = request.inputs
-            exact = scope.exact_plan_now()
-            arrays = decode_exact(exact, tensors) if exact is not None else None
-            if arrays is not None:  # the common request: nothing validation would refuse
-                return predict_response_bytes(scope.infer_exact_now(arrays, request.output_filter))
+            exact = scope.resolve_exact_now(spec.name, spec.version.value)
+            if exact is not None:
+                arrays = decode_exact(exact, tensors)
+                if arrays is not None:  # the common request: nothing validation would refuse
+                    return predict_response_bytes(scope.infer_exact_now(arrays, request.output_filter))
+            elif not scope.resolved:  # waits for a version being loaded, or raises why there is none
+                self.on_loop(context, scope.resolve(spec.name, spec.version.value))
             # iterated by key: a protobuf map's items() is a Python-level view
             inputs = {name: ProtoTensor(tensors[name]) for name in tensors}
             result = scope.infer_now(inputs, request.output_filter)

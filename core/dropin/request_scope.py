@@ -227,17 +227,26 @@ class RequestScope:
         elements, largest = self._plane.exact_limits
         return plan if plan is not None and plan.elements <= elements and plan.largest <= largest else None
 
-    def exact_plan_now(self) -> ExactPlan | None:
-        """`exact_plan()` for `infer_exact_now`: None when the model does not infer in the
-        calling thread, and every request takes `infer_now`."""
+    def resolve_exact_now(self, model_name: str, version: int) -> ExactPlan | None:
+        """`resolve_now`, and what `exact_plan()` would say for `infer_exact_now`, in one call (a
+        gRPC handler's common request takes no step more than it must, docs/performance.md).
+        None when there is no such plan: the version is not AVAILABLE right now (`resolved` is
+        False, and `resolve` must run on the loop), or its model does not infer in the calling
+        thread, or has no plan (every request takes `infer_now`)."""
+        if not self.resolve_now(model_name, version):
+            return None
         servable = self._servable
-        assert servable is not None, "resolve() first"
-        plan = servable.exact if getattr(servable.model, "infers_now", False) else None
+        plan = servable.exact if getattr(servable.model, "infers_now", False) else None  # type: ignore[union-attr]
         elements, largest = self._plane.exact_limits
         return plan if plan is not None and plan.elements <= elements and plan.largest <= largest else None
 
+    @property
+    def resolved(self) -> bool:
+        """Whether a version serves this request (`resolve` or `resolve_now` took one)."""
+        return self._servable is not None
+
     def infer_exact_now(self, arrays: dict[str, np.ndarray], output_filter: Sequence[str] = ()) -> PredictResult:
-        """`infer_now` of the arrays of a request that fits `exact_plan_now()` exactly."""
+        """`infer_now` of the arrays of a request that fits `resolve_exact_now`'s plan exactly."""
         servable = self._servable
         assert servable is not None, "resolve() first"
         if output_filter or self._probe is not None:
