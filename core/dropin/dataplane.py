@@ -15,8 +15,8 @@ import numpy as np
 
 from .manager import ModelManager
 from .metrics import Metrics
-from .models import ModelVersion
-from .request_scope import RequestScope, versions
+from .models import ModelVersion, versions
+from .request_scope import RequestScope
 from .reshape import Reshaper
 from .sequences import IdleSequenceCleaner
 from .validation import Conversion, convert_inputs

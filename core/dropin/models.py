@@ -286,3 +286,13 @@ class ModelTable:
                 raise DropinError(Status.MODEL_VERSION_NOT_LOADED_ANYMORE)
         if version.state != State.AVAILABLE or version.servable is None:
             raise DropinError(Status.MODEL_VERSION_NOT_LOADED_YET)
+
+
+def versions(model: Model, version: int) -> list[ModelVersion]:
+    """One registered version of `model`, or (version 0) every one in ascending order."""
+    if version:
+        found = model.versions.get(version)
+        if found is None:
+            raise DropinError(Status.MODEL_VERSION_MISSING)
+        return [found]
+    return [model.versions[n] for n in sorted(model.versions)]

@@ -16,10 +16,10 @@ import numpy as np
 
 from .errors import DropinError, Status
 from .metrics import RequestProbe
-from .models import Model, ModelVersion, Servable
+from .models import ModelVersion, Servable, versions
 from .sequences import SEQUENCE_ID, SequenceTable, read_sequence_inputs
 from .shapes import TensorSpec
-from .validation import ExactPlan, RequestTensor, ReshapeRequired, validate_request
+from .validation import ExactPlan, RequestTensor, ReshapeRequired, check_output_filter, validate_request
 
 if TYPE_CHECKING:
     from .dataplane import DataPlane
@@ -130,7 +130,7 @@ class RequestScope:
         if sequences is None:
             return await self._infer_arrays(servable, arrays, output_filter)
         if output_filter:
-            _check_output_filter(servable.model.outputs, output_filter, True)
+            check_output_filter(servable.model.outputs, output_filter, True)
         plane.sequence_cleaner.start()
         sequence = sequences.open(sequence_id, control)
         # one request of the sequence at a time, with its state
@@ -160,7 +160,7 @@ class RequestScope:
     ) -> PredictResult:
         model = servable.model
         if output_filter:
-            _check_output_filter(model.outputs, output_filter)
+            check_output_filter(model.outputs, output_filter)
         outputs = await self._call(servable, model.infer(arrays))
         if output_filter:
             outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
@@ -263,7 +263,7 @@ class RequestScope:
     ) -> PredictResult:
         model = servable.model
         if output_filter:
-            _check_output_filter(model.outputs, output_filter)
+            check_output_filter(model.outputs, output_filter)
         outputs = self._call_now(servable, model.infer_now, arrays)
         if output_filter:
             outputs = {name: outputs[name] for name in dict.fromkeys(output_filter)}
@@ -312,7 +312,7 @@ class RequestScope:
         if conversions:
             return None
         if output_filter:
-            _check_output_filter(model.outputs, output_filter, True)
+            check_output_filter(model.outputs, output_filter, True)
         sequence = sequences.open(sequence_id, control)
         outputs = self._call_now(servable, sequences.infer_now, model, sequence, control, arrays)
         if output_filter:
@@ -327,7 +327,7 @@ class RequestScope:
         pipeline = servable.pipeline
         assert pipeline is not None
         if output_filter:
-            _check_output_filter(pipeline.outputs, output_filter)
+            check_output_filter(pipeline.outputs, output_filter)
         started = perf_counter()
         try:
             outputs = await pipeline.run(inputs, self._plane, output_filter)
@@ -344,7 +344,7 @@ class RequestScope:
         pipeline = servable.pipeline
         assert pipeline is not None
         if output_filter:
-            _check_output_filter(pipeline.outputs, output_filter)
+            check_output_filter(pipeline.outputs, output_filter)
         started = perf_counter()
         try:
             outputs = pipeline.run_now(inputs, self._plane, output_filter)
@@ -384,25 +384,6 @@ class RequestScope:
         return versions(model, version)
 
 
-def _check_output_filter(
-    outputs_spec: Mapping[str, TensorSpec], output_filter: Sequence[str], stateful: bool = False
-) -> None:
-    for name in output_filter:
-        if name not in outputs_spec and not (stateful and name == SEQUENCE_ID):
-            raise DropinError(
-                Status.INVALID_OUTPUT_FILTER, f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}"
-            )
-
-
 def _inference_failed(servable: Servable, exc: Exception) -> DropinError:
     log.exception("model %s version %d: inference failed", servable.model_name, servable.version)
     return DropinError(Status.INFERENCE_ERROR, f"backend {servable.backend}: {type(exc).__name__}: {exc}")
-
-
-def versions(model: Model, version: int) -> list[ModelVersion]:
-    if version:
-        found = model.versions.get(version)
-        if found is None:
-            raise DropinError(Status.MODEL_VERSION_MISSING)
-        return [found]
-    return [model.versions[n] for n in sorted(model.versions)]

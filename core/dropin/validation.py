@@ -22,6 +22,7 @@ from ._proto.tensorflow.core.framework.tensor_shape_pb2 import TensorShapeProto
 from .dtypes import DType, tf_precision_name
 from .errors import DropinError, Status
 from .preprocess import InputConverter
+from .sequences import SEQUENCE_ID
 from .shapes import TensorSpec, format_shape
 
 log = logging.getLogger("dropin.validation")
@@ -303,3 +304,15 @@ def check_converted(conversion: Conversion, array: np.ndarray) -> np.ndarray:
             f"{spec.name}, which the model does not accept: {exc}",
         ) from None
     return array
+
+
+def check_output_filter(
+    outputs_spec: Mapping[str, TensorSpec], output_filter: Sequence[str], stateful: bool = False
+) -> None:
+    """Every name a request's output_filter asks for is an output (a stateful model's
+    sequence_id too); else INVALID_OUTPUT_FILTER, as OVMS says it."""
+    for name in output_filter:
+        if name not in outputs_spec and not (stateful and name == SEQUENCE_ID):
+            raise DropinError(
+                Status.INVALID_OUTPUT_FILTER, f"Expected one of: {', '.join(sorted(outputs_spec))}; Actual: {name}"
+            )
