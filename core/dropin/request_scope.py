@@ -236,7 +236,8 @@ class RequestScope:
         if not self.resolve_now(model_name, version):
             return None
         servable = self._servable
-        plan = servable.exact if getattr(servable.model, "infers_now", False) else None  # type: ignore[union-attr]
+        assert servable is not None
+        plan = servable.exact if getattr(servable.model, "infers_now", False) else None
         elements, largest = self._plane.exact_limits
         return plan if plan is not None and plan.elements <= elements and plan.largest <= largest else None
 

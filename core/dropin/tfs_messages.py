@@ -66,6 +66,7 @@ def predict_response_bytes(result: PredictResult) -> bytes:
         pieces = layout[0]
         return b"".join((pieces[0], array.tobytes(), pieces[1]))
     arrays = list(outputs.values())
+    # a comprehension: here it costs half what zip and map with strict do (docs/performance.md)
     key = tuple([(name, array.dtype, array.shape) for name, array in outputs.items()])
     layout = _layout(result.model_name, result.version, key)
     if layout is None:
