@@ -382,6 +382,7 @@ def start_minimal(model_xml: Path, threaded: bool = False, thread_pool: bool = F
 
 
 def start_echo(kind: str) -> tuple[subprocess.Popen, int]:
+    """The bare echo server of `kind` (ECHO_NAMES)."""
     return _start_server("--echo-server", kind)
 
 

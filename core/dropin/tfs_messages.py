@@ -60,18 +60,18 @@ def predict_response_bytes(result: PredictResult) -> bytes:
     outputs = result.outputs
     if len(outputs) == 1:  # the common answer, in fewer steps
         ((name, array),) = outputs.items()
-        layout = _layout(result.model_name, result.version, ((name, array.dtype, array.shape),))
-        if layout is None:
-            return predict_response(result).SerializeToString()
-        pieces = layout[0]
-        return b"".join((pieces[0], array.tobytes(), pieces[1]))
-    arrays = list(outputs.values())
-    # a comprehension: here it costs half what zip and map with strict do (docs/performance.md)
-    key = tuple([(name, array.dtype, array.shape) for name, array in outputs.items()])
+        arrays: list[np.ndarray] = [array]
+        key: tuple[tuple[str, np.dtype, tuple[int, ...]], ...] = ((name, array.dtype, array.shape),)
+    else:
+        arrays = list(outputs.values())
+        # a comprehension: here it costs half what zip and map with strict do (docs/performance.md)
+        key = tuple([(name, array.dtype, array.shape) for name, array in outputs.items()])
     layout = _layout(result.model_name, result.version, key)
     if layout is None:
         return predict_response(result).SerializeToString()
     pieces, order = layout
+    if len(arrays) == 1:
+        return b"".join((pieces[0], arrays[0].tobytes(), pieces[1]))
     chunks = [pieces[0]]
     for i, index in enumerate(order):
         chunks.append(arrays[index].tobytes())  # C order whatever the strides, as fill_proto writes

@@ -135,8 +135,8 @@ class OpenVINOModel(LoadedModel):
             try:
                 slot = requests.get_nowait()
             except queue.Empty:  # every request is busy in a thread: queue behind them
-                slot = None
-            if slot is not None:
+                pass
+            else:
                 # a plain dict: the whole call was inference, without a wait, as the core counts a
                 # call that reports no timings (InferOutputs costs more than the call)
                 try:
